@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The itm dispatcher: one instance per device and hook. It parses each packet once, then runs the
+ * modules registered on its hook in chain order, each gated by its interest. Modules are separate
+ * programs reached by tail calls through itm_progs; each returns here through the resume program.
+ */
+#include "itm/itm.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* set by the loader before load */
+const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_CHAIN_VERSIONS);
+	__type(key, __u32);
+	__type(value, struct itm_chain);
+} itm_chain SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_ctl);
+} itm_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct itm_lpm_key);
+	__type(value, __u8);
+} itm_src SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct itm_lpm_key);
+	__type(value, __u8);
+} itm_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_dstats);
+} itm_dstats SEC(".maps");
+
+/* keeps the ABI enums in BTF for the TypeScript generator */
+const volatile struct itm_abi_consts itm_abi_anchor;
+
+enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED };
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_DSTOPTS_ 60
+#define IPPROTO_ICMPV6_ 58
+
+static __always_inline void set_v4_mapped(__u8 *dst, __be32 a)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &a, 4);
+}
+
+static __always_inline int parse_l4(struct __sk_buff *skb, struct itm_pkt *p, __u32 off)
+{
+	__u8 proto = p->flow.proto;
+
+	p->l4_off = off;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)))
+			return TRUNCATED;
+		if (th.doff < 5)
+			return MALFORMED;
+		p->flow.sport = bpf_ntohs(th.source);
+		p->flow.dport = bpf_ntohs(th.dest);
+		p->tcp_flags = ((__u8 *)&th)[13];
+		p->payload_off = off + th.doff * 4;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+			return TRUNCATED;
+		p->flow.sport = bpf_ntohs(uh.source);
+		p->flow.dport = bpf_ntohs(uh.dest);
+		p->payload_off = off + sizeof(uh);
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
+		__u8 tc[2];
+
+		if (bpf_skb_load_bytes(skb, off, tc, 2))
+			return TRUNCATED;
+		p->icmp_type = tc[0];
+		p->icmp_code = tc[1];
+		p->payload_off = off + 4;
+	} else {
+		/* another protocol: the module may still match it by protocol and address */
+		p->payload_off = off;
+		return PARSED;
+	}
+	p->flags |= ITM_PKT_L4;
+	return PARSED;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct itm_pkt *p, __u32 off)
+{
+	struct iphdr ih;
+	__u32 hlen;
+
+	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)))
+		return TRUNCATED;
+	if (ih.version != 4 || ih.ihl < 5)
+		return MALFORMED;
+	hlen = ih.ihl * 4;
+	if (hlen > sizeof(ih)) {
+		__u8 last;
+
+		/* the options must be there too */
+		if (bpf_skb_load_bytes(skb, off + hlen - 1, &last, 1))
+			return TRUNCATED;
+		p->flags |= ITM_PKT_IP_OPTIONS;
+	}
+	p->flow.family = 4;
+	p->flow.proto = ih.protocol;
+	set_v4_mapped(p->flow.saddr, ih.saddr);
+	set_v4_mapped(p->flow.daddr, ih.daddr);
+	p->dscp = ih.tos >> 2;
+	p->ecn = ih.tos & 3;
+	if (bpf_ntohs(ih.frag_off) & 0x1fff) {
+		p->flags |= ITM_PKT_FRAGMENT;
+		p->l4_off = off + hlen;
+		p->payload_off = off + hlen;
+		return PARSED;
+	}
+	return parse_l4(skb, p, off + hlen);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct itm_pkt *p, __u32 off)
+{
+	struct ipv6hdr ih;
+	__u8 nh;
+
+	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)))
+		return TRUNCATED;
+	if (ih.version != 6)
+		return MALFORMED;
+	p->flow.family = 6;
+	__builtin_memcpy(p->flow.saddr, &ih.saddr, 16);
+	__builtin_memcpy(p->flow.daddr, &ih.daddr, 16);
+	p->dscp = ((ih.priority << 4) | (ih.flow_lbl[0] >> 4)) >> 2;
+	p->ecn = (ih.flow_lbl[0] >> 4) & 3;
+	nh = ih.nexthdr;
+	off += sizeof(ih);
+
+	for (int i = 0; i < ITM_MAX_IPV6_EXT; i++) {
+		__u8 h[8];
+
+		if (nh != IPPROTO_HOPOPTS_ && nh != IPPROTO_ROUTING_ && nh != IPPROTO_DSTOPTS_ &&
+		    nh != IPPROTO_FRAGMENT_ && nh != IPPROTO_AH_)
+			break;
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			return TRUNCATED;
+		p->flags |= ITM_PKT_IPV6_EXT;
+		if (nh == IPPROTO_FRAGMENT_) {
+			__u16 frag = (h[2] << 8) | h[3];
+
+			nh = h[0];
+			off += 8;
+			if (frag & 0xfff8) {
+				p->flags |= ITM_PKT_FRAGMENT;
+				p->flow.proto = nh;
+				p->l4_off = off;
+				p->payload_off = off;
+				return PARSED;
+			}
+			continue;
+		}
+		off += nh == IPPROTO_AH_ ? (h[1] + 2) * 4 : (h[1] + 1) * 8;
+		nh = h[0];
+	}
+	if (nh == IPPROTO_HOPOPTS_ || nh == IPPROTO_ROUTING_ || nh == IPPROTO_DSTOPTS_ ||
+	    nh == IPPROTO_FRAGMENT_ || nh == IPPROTO_AH_)
+		return UNSUPPORTED;
+	p->flow.proto = nh;
+	return parse_l4(skb, p, off);
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p)
+{
+	struct ethhdr eth;
+	__u16 proto;
+	__u32 off = sizeof(eth);
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return TRUNCATED;
+	proto = bpf_ntohs(eth.h_proto);
+	if (skb->vlan_present) {
+		/* tag stripped into metadata by the driver */
+		p->flags |= ITM_PKT_VLAN;
+		p->vlan_id = skb->vlan_tci & 0xfff;
+	}
+	if (proto == 0x8100 || proto == 0x88a8) {
+		__be16 tag[2];
+
+		if (bpf_skb_load_bytes(skb, off, tag, sizeof(tag)))
+			return TRUNCATED;
+		p->flags |= ITM_PKT_VLAN;
+		p->vlan_id = bpf_ntohs(tag[0]) & 0xfff;
+		proto = bpf_ntohs(tag[1]);
+		off += 4;
+	}
+	p->l3_off = off;
+	if (proto == ITM_ETH_P_IP)
+		return parse_ipv4(skb, p, off);
+	if (proto == ITM_ETH_P_IPV6)
+		return parse_ipv6(skb, p, off);
+	return NON_IP;
+}
+
+static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, __u16 port)
+{
+	for (int i = 0; i < ITM_MAX_PORT_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (port >= r[i].lo && port <= r[i].hi)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int prefix_match(void *trie, __u32 id, const __u8 *addr)
+{
+	struct itm_lpm_key k = { .prefixlen = 32 + 128, .id = id };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(trie, &k) != NULL;
+}
+
+/* ingress: is the packet addressed to this host? egress: was it sent by this host? */
+static __always_inline __u8 origin(struct __sk_buff *skb, struct itm_pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (p->local)
+		return p->local;
+	if (itm_hook == ITM_HOOK_TC_EGRESS) {
+		p->local = skb->ingress_ifindex == 0 ? 1 : 2;
+		return p->local;
+	}
+	fib.ifindex = skb->ifindex;
+	fib.l4_protocol = p->flow.proto;
+	fib.sport = bpf_htons(p->flow.sport);
+	fib.dport = bpf_htons(p->flow.dport);
+	if (p->flow.family == 4) {
+		fib.family = 2; /* AF_INET */
+		__builtin_memcpy(&fib.ipv4_src, p->flow.saddr + 12, 4);
+		__builtin_memcpy(&fib.ipv4_dst, p->flow.daddr + 12, 4);
+	} else {
+		fib.family = 10; /* AF_INET6 */
+		__builtin_memcpy(fib.ipv6_src, p->flow.saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, p->flow.daddr, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	/* not forwarded (a local or broadcast route), or forwarding is off on this device */
+	p->local = (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED) ? 1 : 2;
+	return p->local;
+}
+
+static __always_inline int interest_match(struct __sk_buff *skb, const struct itm_slot *sl,
+					  struct itm_pkt *p)
+{
+	__u32 f = sl->flags;
+	__u8 proto = p->flow.proto;
+
+	if ((f & (ITM_I_IPV4 | ITM_I_IPV6)) &&
+	    !(f & (p->flow.family == 4 ? ITM_I_IPV4 : ITM_I_IPV6)))
+		return 0;
+	if ((f & ITM_I_PROTO) && !(sl->protos[proto >> 6] & (1ULL << (proto & 63))))
+		return 0;
+	if ((f & (ITM_I_SPORT | ITM_I_DPORT)) && !(p->flags & ITM_PKT_L4))
+		return 0;
+	if ((f & ITM_I_SPORT) && !ports_match(sl->sport, sl->n_sport, p->flow.sport))
+		return 0;
+	if ((f & ITM_I_DPORT) && !ports_match(sl->dport, sl->n_dport, p->flow.dport))
+		return 0;
+	if ((f & ITM_I_INDEV) && sl->indev != p->ingress_ifindex)
+		return 0;
+	if ((f & ITM_I_OUTDEV) && sl->outdev != p->ifindex)
+		return 0;
+	if ((f & ITM_I_SRC) && !prefix_match(&itm_src, sl->id, p->flow.saddr))
+		return 0;
+	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.daddr))
+		return 0;
+	if (f & (ITM_I_LOCAL | ITM_I_FORWARDED)) {
+		__u8 o = origin(skb, p);
+
+		if (!(f & (o == 1 ? ITM_I_LOCAL : ITM_I_FORWARDED)))
+			return 0;
+	}
+	return 1;
+}
+
+#define SLOT_CASE(n) case n: itm_tail_call_const(skb, itm_progs, n); break
+
+static __always_inline void jump_to_slot(struct __sk_buff *skb, __u32 id)
+{
+	switch (id) {
+	SLOT_CASE(0); SLOT_CASE(1); SLOT_CASE(2); SLOT_CASE(3);
+	SLOT_CASE(4); SLOT_CASE(5); SLOT_CASE(6); SLOT_CASE(7);
+	SLOT_CASE(8); SLOT_CASE(9); SLOT_CASE(10); SLOT_CASE(11);
+	SLOT_CASE(12); SLOT_CASE(13); SLOT_CASE(14); SLOT_CASE(15);
+	}
+}
+
+static __always_inline void count_chain_error(void)
+{
+	__u32 zero = 0;
+	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+
+	if (ds)
+		ds->chain_errors++;
+}
+
+/* run the chain from slot `start` on: find the next module whose interest matches, and jump */
+static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *s, __u32 start)
+{
+	__u32 version = s->version;
+	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
+	__u32 n, i;
+
+	if (!c)
+		return TC_ACT_OK;
+	n = c->n;
+	for (i = start; i < ITM_MAX_SLOTS; i++) {
+		struct itm_slot *sl;
+		struct itm_mstats *st;
+		__u32 id, idx;
+
+		if (i >= n)
+			break;
+		/* an opaque mask keeps the index provably in range for the verifier, which does not
+		 * see through clang's strength-reduced pointer otherwise */
+		idx = i;
+		asm volatile("%0 &= 15" : "+r"(idx));
+		sl = &c->slots[idx];
+		id = sl->id;
+		st = bpf_map_lookup_elem(&itm_mstats, &id);
+		if (st)
+			st->seen++;
+		if (!interest_match(skb, sl, &s->pkt))
+			continue;
+		if (st)
+			st->matched++;
+		s->pos = i;
+		jump_to_slot(skb, id);
+		/* the module is gone (unloaded under this packet): count it, and go on past it by
+		 * way of the resume program, which carries on from s->pos + 1 */
+		if (st)
+			st->errors++;
+		itm_tail_call_const(skb, itm_progs, ITM_RESUME_IDX);
+		count_chain_error();
+		return TC_ACT_OK;
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int itm_dispatch(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
+	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+	struct itm_ctl *ctl = bpf_map_lookup_elem(&itm_ctl, &zero);
+	int r;
+
+	if (!s || !ds || !ctl)
+		return TC_ACT_OK;
+	ds->packets++;
+	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
+	s->pkt.len = skb->len;
+	s->pkt.ifindex = skb->ifindex;
+	s->pkt.ingress_ifindex = skb->ingress_ifindex;
+	if (itm_hook == ITM_HOOK_TC_INGRESS)
+		s->pkt.ingress_ifindex = s->pkt.ifindex;
+	s->pkt.hook = itm_hook;
+	r = parse(skb, &s->pkt);
+	switch (r) {
+	case PARSED:
+		ds->parsed++;
+		if (s->pkt.flags & ITM_PKT_FRAGMENT)
+			ds->fragments++;
+		break;
+	case NON_IP:
+		ds->non_ip++;
+		return TC_ACT_OK;
+	case TRUNCATED:
+		ds->truncated++;
+		return TC_ACT_OK;
+	case MALFORMED:
+		ds->malformed++;
+		return TC_ACT_OK;
+	default:
+		ds->unsupported++;
+		return TC_ACT_OK;
+	}
+	s->version = ctl->active & 1;
+	s->pos = 0;
+	return run_chain(skb, s, 0);
+}
+
+/* modules tail-call here when they are done with a packet */
+SEC("tc")
+int itm_resume(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
+
+	if (!s || s->pos >= ITM_MAX_SLOTS - 1)
+		return TC_ACT_OK;
+	return run_chain(skb, s, s->pos + 1);
+}

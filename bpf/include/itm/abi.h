@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * itm ABI: the structures the dispatcher, kernel modules and the TypeScript control plane share.
+ *
+ * This header is the one source of these layouts. The build compiles it into the dispatcher's BTF
+ * and scripts/gen-abi.mjs turns that BTF into src/gen/abi.ts, so the control plane never restates a
+ * field offset by hand. Constants are enums (not #defines) so that they reach BTF too.
+ */
+#ifndef ITM_ABI_H
+#define ITM_ABI_H
+
+enum itm_limits {
+	/* modules per hook; each costs two tail calls (into the module, back to the dispatcher), so 16
+	 * modules stay within the kernel's limit of 33 tail calls per packet */
+	ITM_MAX_SLOTS = 16,
+	/* prog-array index of the dispatcher's resume program, after the module slots */
+	ITM_RESUME_IDX = 16,
+	ITM_PROGS_SIZE = 17,
+	ITM_MAX_PORT_RANGES = 8,
+	/* classes 0..6 are counted one by one; 7 counts class 7 and every higher class */
+	ITM_CLASS_BUCKETS = 8,
+	/* two chain tables: one live, one being written (see struct itm_ctl) */
+	ITM_CHAIN_VERSIONS = 2,
+	ITM_MAX_IPV6_EXT = 6,
+};
+
+enum itm_hook {
+	ITM_HOOK_TC_INGRESS = 0,
+	ITM_HOOK_TC_EGRESS = 1,
+	ITM_HOOK_XDP = 2,
+};
+
+/* which parts of a slot's interest apply; a clear bit means "any" */
+enum itm_interest_flags {
+	ITM_I_PROTO = 1 << 0,
+	ITM_I_SRC = 1 << 1,
+	ITM_I_DST = 1 << 2,
+	ITM_I_SPORT = 1 << 3,
+	ITM_I_DPORT = 1 << 4,
+	ITM_I_INDEV = 1 << 5,
+	ITM_I_OUTDEV = 1 << 6,
+	ITM_I_LOCAL = 1 << 7,     /* egress: sent by this host; ingress: addressed to this host */
+	ITM_I_FORWARDED = 1 << 8, /* the opposite of local; both bits set means either */
+	ITM_I_IPV4 = 1 << 9,      /* family filter; neither bit means both families */
+	ITM_I_IPV6 = 1 << 10,
+};
+
+enum itm_verdict {
+	ITM_ACCEPT = 0,
+	ITM_DROP = 1,
+};
+
+struct itm_port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/* one module's place in a hook's chain, with its interest (prefixes live in the LPM tries) */
+struct itm_slot {
+	__u32 id;		/* module instance: its index in the prog array and in the stats map */
+	__u32 flags;		/* enum itm_interest_flags */
+	__u64 protos[4];	/* bitmap of IP protocol numbers */
+	__u32 indev;		/* ifindex, when ITM_I_INDEV */
+	__u32 outdev;		/* ifindex, when ITM_I_OUTDEV */
+	__u8 n_sport;
+	__u8 n_dport;
+	__u8 pad[6];
+	struct itm_port_range sport[ITM_MAX_PORT_RANGES];
+	struct itm_port_range dport[ITM_MAX_PORT_RANGES];
+};
+
+struct itm_chain {
+	__u32 n;
+	__u32 pad;
+	struct itm_slot slots[ITM_MAX_SLOTS];
+};
+
+/* Which chain table packets use. A change writes the idle table in full, then flips `active`; a
+ * packet reads `active` once and keeps to that table through every tail call, so it sees the old
+ * chain or the new one, never a mix. */
+struct itm_ctl {
+	__u32 active;
+	__u32 generation;
+};
+
+/* key of the prefix tries: the module id is part of the key, so one trie serves every module of a
+ * hook; IPv4 prefixes are stored IPv4-mapped (::ffff:a.b.c.d), prefixlen = 32 + 96 + len */
+struct itm_lpm_key {
+	__u32 prefixlen;
+	__u32 id;
+	__u8 addr[16];
+};
+
+/* the 5-tuple; IPv4 addresses are IPv4-mapped IPv6 so one key type serves both families */
+struct itm_flow {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;		/* host byte order; 0 where the protocol has no ports */
+	__u16 dport;
+	__u8 proto;
+	__u8 family;		/* 4 or 6 */
+	__u16 pad;
+};
+
+enum itm_pkt_flags {
+	ITM_PKT_FRAGMENT = 1 << 0,	/* a non-first fragment: no L4 header, ports are 0 */
+	ITM_PKT_L4 = 1 << 1,		/* the L4 header (TCP/UDP/ICMP) was parsed */
+	ITM_PKT_VLAN = 1 << 2,
+	ITM_PKT_IP_OPTIONS = 1 << 3,
+	ITM_PKT_IPV6_EXT = 1 << 4,
+};
+
+/* the packet as the dispatcher parsed it, once, for every module of the chain */
+struct itm_pkt {
+	struct itm_flow flow;
+	__u16 l3_off;		/* from the start of the packet (the Ethernet header) */
+	__u16 l4_off;
+	__u16 payload_off;
+	__u16 vlan_id;
+	__u32 len;		/* skb->len */
+	__u32 ifindex;		/* the device the hook is on */
+	__u32 ingress_ifindex;	/* where it came in; 0 for packets sent by this host */
+	__u8 hook;		/* enum itm_hook */
+	__u8 dscp;
+	__u8 ecn;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 flags;		/* enum itm_pkt_flags */
+	__u8 local;		/* 0 unknown yet, 1 local, 2 forwarded */
+};
+
+/* per-packet state that travels along the chain, in a per-CPU map: a chain runs to completion
+ * on one CPU with no other chain interleaved */
+struct itm_scratch {
+	__u32 version;		/* the chain table this packet uses */
+	__u32 pos;		/* the slot running now */
+	struct itm_pkt pkt;
+};
+
+/* per module instance (per-CPU, summed by the control plane) */
+struct itm_mstats {
+	__u64 seen;		/* reached the module's slot */
+	__u64 matched;		/* and matched its interest */
+	__u64 dropped;
+	__u64 errors;		/* process() failed, or the module was missing: the packet went on */
+	__u64 classes[ITM_CLASS_BUCKETS];
+};
+
+/* per dispatcher (per-CPU) */
+struct itm_dstats {
+	__u64 packets;
+	__u64 parsed;
+	__u64 non_ip;		/* ARP, LLDP, ...: passed untouched */
+	__u64 truncated;	/* shorter than its headers say: passed untouched */
+	__u64 malformed;	/* bad version, header length, ...: passed untouched */
+	__u64 fragments;	/* non-first fragments (parsed without ports) */
+	__u64 unsupported;	/* e.g. too many IPv6 extension headers: passed untouched */
+	__u64 chain_errors;	/* a tail call that did not happen */
+};
+
+/* anchors the enums above in BTF, for the TypeScript generator */
+struct itm_abi_consts {
+	enum itm_limits limits;
+	enum itm_hook hook;
+	enum itm_interest_flags interest;
+	enum itm_verdict verdict;
+	enum itm_pkt_flags pkt_flags;
+};
+
+#endif

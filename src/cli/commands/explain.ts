@@ -1,0 +1,62 @@
+import type { CommandModule } from 'yargs';
+import { ItmError } from '../../errors.js';
+import { PROTOCOLS, type FlowQuery } from '../../interest.js';
+import { addrToBytes } from '../../netaddr.js';
+import { devOption, hookOption, hooksOf, printJson, requireRoot, type GlobalArgs } from '../common.js';
+
+interface Args extends GlobalArgs { dev: string; hook?: string; flow: string[] }
+
+/** `proto=udp,src=10.0.0.1,dst=10.0.0.2,sport=1234,dport=5001[,indev=eth1][,origin=local]` */
+export function parseFlow(spec: string, resolveDev: (name: string) => number): FlowQuery {
+  const kv: Record<string, string> = {};
+  for (const part of spec.split(/[,\s]+/).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new ItmError(`invalid flow '${part}': expected key=value (proto, src, dst, sport, dport, indev, origin)`);
+    const k = part.slice(0, eq);
+    if (!['proto', 'src', 'dst', 'sport', 'dport', 'indev', 'origin'].includes(k)) throw new ItmError(`invalid flow key '${k}'`);
+    kv[k] = part.slice(eq + 1);
+  }
+  for (const k of ['proto', 'src', 'dst']) if (!kv[k]) throw new ItmError(`the flow needs ${k}= (e.g. proto=udp,src=10.0.0.1,dst=10.0.0.2,sport=1234,dport=5001)`);
+  const proto = /^\d+$/.test(kv.proto!) ? Number(kv.proto) : PROTOCOLS[kv.proto!.toLowerCase()];
+  if (proto === undefined || proto > 255) throw new ItmError(`invalid flow proto=${kv.proto}`);
+  const src = addrToBytes(kv.src!);
+  const dst = addrToBytes(kv.dst!);
+  if (!src) throw new ItmError(`invalid flow src=${kv.src}: not an IP address`);
+  if (!dst) throw new ItmError(`invalid flow dst=${kv.dst}: not an IP address`);
+  if (src.family !== dst.family) throw new ItmError('invalid flow: src and dst are of different families');
+  const port = (k: string) => {
+    if (kv[k] === undefined) return 0;
+    const n = Number(kv[k]);
+    if (!/^\d+$/.test(kv[k]!) || n > 65535) throw new ItmError(`invalid flow ${k}=${kv[k]}: ports are 0-65535`);
+    return n;
+  };
+  if (kv.origin !== undefined && kv.origin !== 'local' && kv.origin !== 'forwarded') throw new ItmError(`invalid flow origin=${kv.origin}: local or forwarded`);
+  return {
+    family: src.family, proto, src: src.addr, dst: dst.addr, sport: port('sport'), dport: port('dport'),
+    ...(kv.indev !== undefined ? { indev: resolveDev(kv.indev) } : {}),
+    ...(kv.origin !== undefined ? { local: kv.origin === 'local' } : {}),
+  };
+}
+
+export const explainCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'explain <flow..>',
+  describe: 'which modules would see a flow on a device, in what order, and why the others would not',
+  builder: (y) =>
+    hookOption(devOption(y), 'only this hook')
+      .positional('flow', { type: 'string', array: true, describe: 'proto=udp,src=A,dst=B,sport=N,dport=N[,indev=DEV][,origin=local|forwarded]' }) as never,
+  handler: async (a) => {
+    requireRoot();
+    const { explain, resolveDevice } = await import('../../registry.js');
+    const flow = parseFlow(a.flow.join(','), (n) => resolveDevice(n, 'match indev'));
+    const res = explain(a.dev, flow, hooksOf(a.hook));
+    if (a.json) return printJson(res);
+    for (const h of res) {
+      console.log(`${h.dev} ${h.hook}:`);
+      if (!h.steps.length) console.log('  no modules');
+      let n = 0;
+      for (const s of h.steps) {
+        console.log(s.sees ? `  ${++n}. ${s.name} sees it` : `  -  ${s.name} does not: ${s.why}`);
+      }
+    }
+  },
+};

@@ -1,0 +1,41 @@
+import type { CommandModule } from 'yargs';
+import { dscpName } from '../../dscp.js';
+import { devOption, printJson, requireRoot, table, type GlobalArgs } from '../common.js';
+
+interface Args extends GlobalArgs { dev?: string }
+
+export const listCommand: CommandModule<GlobalArgs, Args> = {
+  command: ['list', 'ls'],
+  describe: 'per device and hook: the modules in chain order, their interest, parameters and counters',
+  builder: (y) => devOption(y, false) as never,
+  handler: async (a) => {
+    requireRoot();
+    const { list } = await import('../../registry.js');
+    const devs = list(a.dev);
+    if (a.json) return printJson(devs);
+    if (!devs.length) return console.log('nothing is set up in this network namespace (itmctl up --dev DEV, or itmctl load ...)');
+    for (const d of devs) {
+      console.log(`${d.dev} (ifindex ${d.ifindex})`);
+      for (const h of d.hooks) {
+        const p = h.packets;
+        const unparsed = (p.non_ip ?? 0) + (p.truncated ?? 0) + (p.malformed ?? 0) + (p.unsupported ?? 0);
+        console.log(`  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
+          `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
+          (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
+          (p.chain_errors ? `, chain errors ${p.chain_errors}` : ''));
+        if (!h.modules.length) {
+          console.log('    no modules');
+          continue;
+        }
+        const rows = [['#', 'module', 'prio', 'interest', 'params', 'seen', 'matched', 'classes', 'dropped', 'errors']];
+        for (const m of h.modules) {
+          const params = Object.entries(m.params).map(([k, v]) => `${k}=${k === 'dscp' && typeof v === 'number' ? dscpName(v) : v}`).join(' ');
+          const classes = Object.entries(m.counters.classes).map(([c, n]) => `${c}:${n}`).join(' ') || '-';
+          rows.push([String(m.position), m.name, String(m.priority), m.interest, params || '-', String(m.counters.seen),
+            String(m.counters.matched), classes, String(m.counters.dropped), String(m.counters.errors)]);
+        }
+        console.log(table(rows, '    '));
+      }
+    }
+  },
+};

@@ -1,0 +1,33 @@
+// What every itmctl command shares: option builders, the root check, output helpers.
+import type { Argv } from 'yargs';
+import { ItmError } from '../errors.js';
+import { HOOKS, type Hook } from '../module-def.js';
+
+export interface GlobalArgs { json?: boolean; verbose?: boolean }
+
+export function devOption<T>(y: Argv<T>, required = true) {
+  return y.option('dev', { type: 'string', describe: 'network device', demandOption: required ? 'give the device with --dev' : false });
+}
+export function hookOption<T>(y: Argv<T>, describe = 'hook') {
+  return y.option('hook', { type: 'string', choices: HOOKS as unknown as string[], describe });
+}
+export function hooksOf(hook: string | undefined): readonly Hook[] {
+  return hook ? [hook as Hook] : HOOKS;
+}
+
+export function requireRoot(): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new ItmError('must run as root: itmctl loads eBPF programs and changes tc filters (CAP_BPF, CAP_NET_ADMIN)');
+  }
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+/** A plain text table: columns padded to their widest cell. */
+export function table(rows: string[][], indent = ''): string {
+  const w: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (w[i] = Math.max(w[i] ?? 0, c.length)));
+  return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// itmctl: the command line of itm. One command per file under commands/; this file wires them
+// and turns errors into one line a person can act on.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ItmError } from '../errors.js';
+import { BpfError } from '../libbpf/index.js';
+import { log, setVerbose } from '../log.js';
+import { findModule, moduleNames } from '../catalog.js';
+import { upCommand } from './commands/up.js';
+import { downCommand } from './commands/down.js';
+import { loadCommand } from './commands/load.js';
+import { unloadCommand } from './commands/unload.js';
+import { reorderCommand } from './commands/reorder.js';
+import { listCommand } from './commands/list.js';
+import { explainCommand } from './commands/explain.js';
+
+function fail(err: unknown, verbose: boolean): never {
+  let msg: string;
+  if (err instanceof ItmError) msg = err.hint ? `${err.message}; ${err.hint}` : err.message;
+  else if (err instanceof BpfError) msg = err.message;
+  else msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`itmctl: ${msg}\n`);
+  if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  else if (!(err instanceof ItmError)) process.stderr.write('itmctl: pass --verbose for the stack\n');
+  process.exit(err instanceof ItmError ? 1 : 70);
+}
+
+const argv = hideBin(process.argv);
+const verbose = argv.includes('--verbose');
+setVerbose(verbose);
+try {
+  const defs = await Promise.all(moduleNames().map((n) => findModule(n)));
+  await yargs(argv)
+    .scriptName('itmctl')
+    .parserConfiguration({ 'camel-case-expansion': false })
+    .option('json', { type: 'boolean', describe: 'machine-readable output' })
+    .option('verbose', { type: 'boolean', describe: 'debug logs and stacks on stderr' })
+    .command(upCommand)
+    .command(downCommand)
+    .command(loadCommand(defs))
+    .command(unloadCommand)
+    .command(reorderCommand)
+    .command(listCommand)
+    .command(explainCommand)
+    .demandCommand(1, 'give a command (itmctl --help lists them)')
+    .strict()
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`itmctl: ${msg}\n`);
+      process.exit(2);
+    })
+    .help()
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .parseAsync();
+} catch (e) {
+  log.debug({ err: e }, 'command failed');
+  fail(e, verbose);
+}

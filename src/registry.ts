@@ -1,0 +1,655 @@
+// The registry: sets devices up and down, loads and unloads modules, and reports what runs where.
+// Every operation is transactional (a failure undoes the steps already taken) and every change of
+// a chain is one atomic switch for packets in flight (see struct itm_ctl in bpf/include/itm/abi.h).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from './abi.js';
+import { ItmError } from './errors.js';
+import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc } from './libbpf/index.js';
+import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js';
+import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
+import { HOOKS, kernelConfig, validateParams, type Hook, type ModuleDef, type ParamValue } from './module-def.js';
+import {
+  ensureBpffs, hookPinDir, listDeviceRecords, netnsId, readDevice, removeDevice, sleepMs, withDeviceLock, writeDevice,
+  type DeviceRecord, type HookRecord, type ModuleRecord,
+} from './state.js';
+import { log } from './log.js';
+
+/** itm's cls_bpf filter on each clsact direction; other filters on the device are left alone */
+export const TC_HANDLE = 0x1717;
+export const TC_PRIORITY = 1;
+export const DEFAULT_PRIORITY = 50;
+/** after a chain switch, packets that started on the old chain finish well within this */
+const GRACE_MS = 20;
+/** the interest of a module found in the kernel with no record of how it was loaded */
+const ADOPTED = '?';
+
+const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats'] as const;
+const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats'] as const;
+type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
+
+const tcPoint = (hook: Hook) => (hook === 'tc-ingress' ? 'ingress' : 'egress');
+const hookId = (hook: Hook) => (hook === 'tc-ingress' ? abi.ITM_HOOK_TC_INGRESS : abi.ITM_HOOK_TC_EGRESS);
+
+export function resolveDevice(dev: string, action: string): number {
+  try {
+    return ifNameToIndex(dev);
+  } catch (e) {
+    if (e instanceof BpfError && e.code === 'ENODEV') throw new ItmError(`cannot ${action} ${dev}: no such device`);
+    throw e;
+  }
+}
+
+/** A hook's pinned dispatcher: its programs and maps, opened from bpffs. */
+class HookPins {
+  private constructor(readonly dir: string, readonly dispatch: BpfProgram, readonly maps: Record<DispatcherMap, BpfMap>) {}
+
+  static open(dir: string): HookPins | undefined {
+    if (!existsSync(join(dir, 'dispatch')) || !existsSync(join(dir, 'resume'))) return undefined;
+    const opened: BpfMap[] = [];
+    try {
+      const maps = {} as Record<DispatcherMap, BpfMap>;
+      for (const m of DISPATCHER_MAPS) {
+        const map = BpfMap.fromPin(join(dir, m));
+        opened.push(map);
+        maps[m] = map;
+      }
+      return new HookPins(dir, BpfProgram.fromPin(join(dir, 'dispatch')), maps);
+    } catch (e) {
+      for (const m of opened) m.close();
+      if (e instanceof BpfError && e.code === 'ENOENT') return undefined; // half made: `up` rebuilds it
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.dispatch.close();
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  chain(): abi.ItmSlot[] {
+    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
+    const c = abi.decode<abi.ItmChain>(abi.itm_chain, this.maps.itm_chain.lookup(u32(ctl.active & 1))!);
+    return c.slots.slice(0, c.n);
+  }
+
+  /** Writes the idle chain table in full, then switches packets to it in one write. */
+  setChain(slots: abi.ItmSlot[]): void {
+    if (slots.length > abi.ITM_MAX_SLOTS) throw new ItmError(`at most ${abi.ITM_MAX_SLOTS} modules per hook`);
+    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
+    const idle = (ctl.active & 1) ^ 1;
+    this.maps.itm_chain.update(u32(idle), abi.encode(abi.itm_chain, { n: slots.length, slots }));
+    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { active: idle, generation: ctl.generation + 1 }));
+    // the table just left may still be read by packets already on it; the next change writes it
+    sleepMs(GRACE_MS);
+  }
+
+  mstats(id: number): abi.ItmMstats {
+    return sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(id));
+  }
+  dstats(): abi.ItmDstats {
+    return sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
+  }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/** Adds up a per-CPU value whose fields are all u64 counters (or arrays of them). */
+function sumPerCpu<T>(layout: abi.StructLayout, map: BpfMap, key: Buffer): T {
+  const raw = map.lookup(key);
+  const stride = Math.ceil(map.valueSize / 8) * 8;
+  const total = {} as Record<string, bigint | bigint[]>;
+  if (!raw) return total as T;
+  for (let off = 0; off + map.valueSize <= raw.length; off += stride) {
+    const v = abi.decode<Record<string, bigint | bigint[]>>(layout, raw, off);
+    for (const [k, x] of Object.entries(v)) {
+      if (Array.isArray(x)) total[k] = x.map((e, i) => ((total[k] as bigint[] | undefined)?.[i] ?? 0n) + e);
+      else total[k] = ((total[k] as bigint | undefined) ?? 0n) + x;
+    }
+  }
+  return total as T;
+}
+
+/** Undo steps, run in reverse when a transaction fails. */
+class Undo {
+  private steps: Array<[string, () => void]> = [];
+  add(what: string, fn: () => void): void {
+    this.steps.push([what, fn]);
+  }
+  run(): void {
+    for (const [what, fn] of this.steps.reverse()) {
+      try {
+        fn();
+      } catch (e) {
+        log.warn({ err: e }, `undo: ${what} failed`);
+      }
+    }
+    this.steps = [];
+  }
+}
+
+function moduleProgName(name: string): string {
+  return `itm_module_${name}`;
+}
+
+// ---------------------------------------------------------------- up / down
+
+export type UpOutcome = 'created' | 'adopted' | 'repaired';
+
+function attachedProgId(ifindex: number, hook: Hook): number | undefined {
+  return tc.query(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY })?.progId;
+}
+
+/** Loads and pins a fresh dispatcher for one hook (into a temporary dir, renamed when complete). */
+function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
+  const dir = hookPinDir(ifindex, hook);
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(dir, { recursive: true, force: true }); // a half-made tree from a crash
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  undo.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  const obj = BpfObject.open(dispatcherObjectPath());
+  try {
+    const h = Buffer.alloc(4);
+    h.writeUInt32LE(hookId(hook));
+    obj.setGlobal('itm_hook', h);
+    obj.load();
+    for (const m of DISPATCHER_MAPS) {
+      const map = obj.map(m);
+      map.pin(join(tmp, m));
+      map.close();
+    }
+    const dispatch = obj.program('itm_dispatch');
+    const resume = obj.program('itm_resume');
+    dispatch.pin(join(tmp, 'dispatch'));
+    resume.pin(join(tmp, 'resume'));
+    const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
+    progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
+    progs.close();
+    dispatch.close();
+    resume.close();
+  } finally {
+    obj.close();
+  }
+  mkdirSync(join(dir, '..'), { recursive: true });
+  renameSync(tmp, dir);
+  undo.add(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  return HookPins.open(dir)!;
+}
+
+function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Undo): Record<string, UpOutcome> {
+  ensureBpffs();
+  const ns = netnsId();
+  const rec: DeviceRecord = readDevice(ifindex) ?? { dev, ifindex, netns: ns, createdClsact: false, hooks: {} };
+  rec.dev = dev;
+  const out: Record<string, UpOutcome> = {};
+  for (const hook of hooks) {
+    let pins = HookPins.open(hookPinDir(ifindex, hook));
+    let outcome: UpOutcome = 'adopted';
+    if (!pins) {
+      pins = createDispatcher(ifindex, hook, undo);
+      outcome = rec.hooks[hook] ? 'repaired' : 'created';
+      rec.hooks[hook] = { modules: [], nextSeq: 1 };
+    }
+    try {
+      const hr = (rec.hooks[hook] ??= adoptRecord(pins));
+      reconcile(hr, pins);
+      if (attachedProgId(ifindex, hook) !== pins.dispatch.id) {
+        const { created } = tc.hookCreate(ifindex, tcPoint(hook));
+        if (created) {
+          rec.createdClsact = true;
+          undo.add(`remove clsact from ${dev}`, () => tc.hookDestroy(ifindex));
+        }
+        const had = attachedProgId(ifindex, hook) !== undefined;
+        tc.attach(ifindex, tcPoint(hook), pins.dispatch.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
+        if (!had) undo.add(`detach from ${dev} ${hook}`, () => tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY }));
+        if (outcome === 'adopted') outcome = 'repaired';
+      }
+    } finally {
+      pins.close();
+    }
+    out[hook] = outcome;
+  }
+  writeDevice(rec);
+  return out;
+}
+
+/** A hook found pinned with no record (the record was lost): describe its modules from the kernel. */
+function adoptRecord(pins: HookPins): HookRecord {
+  const modules: ModuleRecord[] = pins.chain().map((s, i) => {
+    let name = `module-${s.id}`;
+    try {
+      const p = BpfProgram.fromPin(join(pins.dir, `mod-${s.id}`, 'prog'));
+      name = p.name.replace(/^itm_module_/, '');
+      p.close();
+    } catch { /* keep the placeholder name */ }
+    return { id: s.id, name, priority: DEFAULT_PRIORITY, seq: i + 1, params: {}, interest: ADOPTED, loadedAt: '' };
+  });
+  return { modules, nextSeq: modules.length + 1 };
+}
+
+/** Keeps the record to what the kernel really runs: a module in the record but not in the chain
+ * (a crash between the two) is dropped, with its pins. */
+function reconcile(hr: HookRecord, pins: HookPins): void {
+  const live = new Set(pins.chain().map((s) => s.id));
+  for (const m of hr.modules.filter((x) => !live.has(x.id))) {
+    log.warn(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
+    rmSync(join(pins.dir, `mod-${m.id}`), { recursive: true, force: true });
+  }
+  hr.modules = hr.modules.filter((x) => live.has(x.id));
+  // pins of modules that never made it into the chain
+  for (const e of readdirSync(pins.dir)) {
+    const m = /^mod-(\d+)$/.exec(e);
+    if (m && !live.has(Number(m[1]))) rmSync(join(pins.dir, e), { recursive: true, force: true });
+  }
+}
+
+export function up(dev: string, hooks: readonly Hook[] = HOOKS): Record<string, UpOutcome> {
+  const ifindex = resolveDevice(dev, 'set up');
+  return withDeviceLock(ifindex, () => {
+    const undo = new Undo();
+    try {
+      return upLocked(dev, ifindex, hooks, undo);
+    } catch (e) {
+      undo.run();
+      throw e;
+    }
+  });
+}
+
+function tcFiltersRemain(dev: string): boolean {
+  // libbpf cannot list filters; ask tc, which shows filters of any kind
+  for (const dir of ['ingress', 'egress']) {
+    const r = spawnSyncText('tc', ['filter', 'show', 'dev', dev, dir]);
+    if (r.trim()) return true;
+  }
+  return false;
+}
+
+function spawnSyncText(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error) throw new ItmError(`cannot run ${cmd}: ${r.error.message}`);
+  return r.stdout ?? '';
+}
+
+export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: boolean }
+
+export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
+  const ifindex = resolveDevice(dev, 'take down');
+  return withDeviceLock(ifindex, () => {
+    ensureBpffs();
+    const rec = readDevice(ifindex);
+    const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
+    for (const hook of hooks) {
+      const dir = hookPinDir(ifindex, hook);
+      const pins = HookPins.open(dir);
+      const id = attachedProgId(ifindex, hook);
+      // detach only our own filter: the one at itm's handle running the pinned dispatcher
+      if (id !== undefined && (!pins || id === pins.dispatch.id || progName(id) === 'itm_dispatch')) {
+        tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY });
+      }
+      pins?.close();
+      if (existsSync(dir)) {
+        res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));
+        rmSync(dir, { recursive: true, force: true });
+        res.hooks.push(hook);
+      }
+      if (rec) delete rec.hooks[hook];
+    }
+    const left = rec ? Object.keys(rec.hooks).length : 0;
+    if (left === 0) {
+      if (rec?.createdClsact && !tcFiltersRemain(dev)) {
+        tc.hookDestroy(ifindex);
+        res.clsactRemoved = true;
+      }
+      removeDevice(ifindex);
+      rmSync(join(hookPinDir(ifindex, 'tc-egress'), '..'), { recursive: true, force: true });
+    } else if (rec) {
+      writeDevice(rec);
+    }
+    return res;
+  });
+}
+
+function progName(id: number): string | undefined {
+  try {
+    const p = BpfProgram.fromId(id);
+    const n = p.name;
+    p.close();
+    return n;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- load / unload / reorder
+
+export interface LoadOptions {
+  module: string;
+  dev: string;
+  hook?: Hook;
+  priority?: number;
+  interest?: string | string[];
+  params: Record<string, unknown>;
+}
+
+export interface LoadResult { id: number; hook: Hook; priority: number; position: number; broughtUp: boolean }
+
+const chainOrder = (mods: ModuleRecord[]) => [...mods].sort((a, b) => a.priority - b.priority || a.seq - b.seq);
+
+/** The kernel chain for a hook's record: modules by priority, equal priorities in load order. A
+ * module adopted without a record keeps the slot the kernel has for it. */
+function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live: abi.ItmSlot[]): abi.ItmSlot[] {
+  return chainOrder(hr.modules).map((m) => {
+    const kept = live.find((s) => s.id === m.id);
+    if (m.interest === ADOPTED && kept) return kept;
+    const it = parseInterest(m.interest === 'all' ? [] : m.interest);
+    return encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex));
+  });
+}
+
+function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: number): { indev?: number; outdev?: number } {
+  const out: { indev?: number; outdev?: number } = {};
+  if (it.indev !== undefined) {
+    const i = resolveDevice(it.indev, 'match indev');
+    if (hook === 'tc-ingress' && i !== ifindex) {
+      throw new ItmError(`invalid interest indev=${it.indev}: at tc-ingress of ${dev} every packet comes in on ${dev}`);
+    }
+    out.indev = i;
+  }
+  if (it.outdev !== undefined) {
+    if (hook === 'tc-ingress') throw new ItmError(`invalid interest outdev=${it.outdev}: the way out is not known yet at tc-ingress`);
+    const o = resolveDevice(it.outdev, 'match outdev');
+    if (o !== ifindex) throw new ItmError(`invalid interest outdev=${it.outdev}: at tc-egress of ${dev} every packet goes out on ${dev}`);
+    out.outdev = o;
+  }
+  return out;
+}
+
+function writeGlobals(obj: BpfObject, def: ModuleDef, params: Record<string, ParamValue>, id: number): void {
+  const cfg = kernelConfig(def, params);
+  const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
+  for (const [name, v] of Object.entries(globals)) {
+    const info = obj.globalInfo(name);
+    if (!info) throw new ItmError(`${def.name}: its object has no global '${name}'`);
+    let buf: Buffer;
+    if (Buffer.isBuffer(v)) {
+      buf = Buffer.alloc(info.size);
+      v.copy(buf, 0, 0, info.size);
+    } else {
+      buf = Buffer.alloc(info.size);
+      const big = BigInt(v);
+      if (info.size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
+      else buf.writeUIntLE(Number(BigInt.asUintN(info.size * 8, big)), 0, info.size);
+    }
+    obj.setGlobal(name, buf);
+  }
+  for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
+}
+
+export async function load(opts: LoadOptions): Promise<LoadResult> {
+  const def = await findModule(opts.module);
+  const hook = opts.hook ?? def.hooks[def.hooks.length - 1]!;
+  if (!def.hooks.includes(hook)) throw new ItmError(`${def.name} cannot run at ${hook} (its hooks: ${def.hooks.join(', ')})`);
+  const priority = opts.priority ?? DEFAULT_PRIORITY;
+  if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${opts.priority}: use 0-1000 (lower runs first)`);
+  const params = validateParams(def, opts.params);
+  const interest = parseInterest(opts.interest);
+  const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
+  const objPath = kernelObjectPath(def);
+  resolveInterestDevices(interest, opts.dev, hook, ifindex);
+
+  return withDeviceLock(ifindex, () => {
+    const undo = new Undo();
+    try {
+      let rec = readDevice(ifindex);
+      let broughtUp = false;
+      if (!rec?.hooks[hook] || !HookPins.open(hookPinDir(ifindex, hook))) {
+        upLocked(opts.dev, ifindex, [hook], undo);
+        broughtUp = true;
+        rec = readDevice(ifindex)!;
+        const r = rec;
+        undo.add(`restore the record of ${opts.dev}`, () => {
+          delete r.hooks[hook];
+          if (Object.keys(r.hooks).length) writeDevice(r); else removeDevice(ifindex);
+        });
+      }
+      ensureBpffs();
+      const hr = rec.hooks[hook]!;
+      if (hr.modules.some((m) => m.name === def.name)) {
+        throw new ItmError(`${def.name} is already loaded on ${opts.dev} ${hook} (unload it first, or use reorder to move it)`);
+      }
+      const pins = HookPins.open(hookPinDir(ifindex, hook))!;
+      try {
+        const used = new Set(pins.chain().map((s) => s.id).concat(hr.modules.map((m) => m.id)));
+        let id = 0;
+        while (used.has(id)) id++;
+        if (id >= abi.ITM_MAX_SLOTS) throw new ItmError(`${opts.dev} ${hook} already runs ${abi.ITM_MAX_SLOTS} modules, the most one hook can chain`);
+
+        // 1. the module's program, with its parameters, sharing the dispatcher's maps
+        const modDir = join(pins.dir, `mod-${id}`);
+        rmSync(modDir, { recursive: true, force: true });
+        mkdirSync(modDir);
+        undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
+        const obj = BpfObject.open(objPath);
+        try {
+          writeGlobals(obj, def, params, id);
+          for (const m of SHARED_MAPS) obj.reuseMap(m, pins.maps[m]);
+          try {
+            obj.load();
+          } catch (e) {
+            if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`);
+            throw e;
+          }
+          for (const m of obj.mapNames()) {
+            if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
+            const map = obj.map(m);
+            map.pin(join(modDir, m.replace(/[^A-Za-z0-9_.-]/g, '_')));
+            map.close();
+          }
+          const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
+          try {
+            prog.pin(join(modDir, 'prog'));
+            // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
+            pins.maps.itm_mstats.update(u32(id), Buffer.alloc(pins.maps.itm_mstats.valueBufferSize));
+            for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
+              for (const p of list) {
+                const k = lpmKey(id, p.addr, p.len, p.family);
+                pins.maps[which].update(k, Buffer.from([1]));
+                undo.add(`remove prefix ${p.text}`, () => pins.maps[which].delete(k));
+              }
+            }
+            pins.maps.itm_progs.update(u32(id), u32(prog.fd));
+            undo.add(`clear slot ${id}`, () => pins.maps.itm_progs.delete(u32(id)));
+          } finally {
+            prog.close();
+          }
+        } finally {
+          obj.close();
+        }
+
+        // 3. the new chain, switched to in one write
+        const mrec: ModuleRecord = {
+          id, name: def.name, priority, seq: hr.nextSeq, params,
+          interest: formatInterest(interest), loadedAt: new Date().toISOString(),
+        };
+        const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
+        const before = pins.chain();
+        pins.setChain(chainOf(next, opts.dev, hook, ifindex, before));
+        undo.add('restore the chain', () => pins.setChain(before));
+        rec.hooks[hook] = next;
+        writeDevice(rec);
+        const position = chainOrder(next.modules).findIndex((m) => m.id === id);
+        return { id, hook, priority, position, broughtUp };
+      } finally {
+        pins.close();
+      }
+    } catch (e) {
+      undo.run();
+      throw e;
+    }
+  });
+}
+
+function findLoaded(rec: DeviceRecord | undefined, name: string, dev: string, hook?: Hook): { hook: Hook; m: ModuleRecord } {
+  const hits: Array<{ hook: Hook; m: ModuleRecord }> = [];
+  for (const h of HOOKS) {
+    if (hook && h !== hook) continue;
+    const m = rec?.hooks[h]?.modules.find((x) => x.name === name);
+    if (m) hits.push({ hook: h, m });
+  }
+  if (!hits.length) throw new ItmError(`${name} is not loaded on ${dev}${hook ? ` ${hook}` : ''}`);
+  if (hits.length > 1) throw new ItmError(`${name} is loaded on ${dev} at ${hits.map((x) => x.hook).join(' and ')}: say which with --hook`);
+  return hits[0]!;
+}
+
+export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id: number } {
+  const ifindex = resolveDevice(dev, `unload ${name} from`);
+  return withDeviceLock(ifindex, () => {
+    ensureBpffs();
+    const rec = readDevice(ifindex);
+    const { hook: h, m } = findLoaded(rec, name, dev, hook);
+    const hr = rec!.hooks[h]!;
+    const pins = HookPins.open(hookPinDir(ifindex, h));
+    if (!pins) throw new ItmError(`${dev} ${h} is not set up (its pins are gone): run itmctl up --dev ${dev}`);
+    try {
+      const next: HookRecord = { modules: hr.modules.filter((x) => x.id !== m.id), nextSeq: hr.nextSeq };
+      // out of the chain first (one switch, after which no new packet reaches it), then its parts
+      pins.setChain(chainOf(next, dev, h, ifindex, pins.chain()));
+      rec!.hooks[h] = next;
+      writeDevice(rec!);
+      pins.maps.itm_progs.delete(u32(m.id));
+      for (const which of ['itm_src', 'itm_dst'] as const) {
+        for (const k of pins.maps[which].keys()) {
+          if (k.readUInt32LE(4) === m.id) pins.maps[which].delete(k);
+        }
+      }
+      rmSync(join(pins.dir, `mod-${m.id}`), { recursive: true, force: true });
+      return { hook: h, id: m.id };
+    } finally {
+      pins.close();
+    }
+  });
+}
+
+export function reorder(name: string, dev: string, priority: number, hook?: Hook): { hook: Hook; position: number } {
+  if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${priority}: use 0-1000 (lower runs first)`);
+  const ifindex = resolveDevice(dev, `reorder ${name} on`);
+  return withDeviceLock(ifindex, () => {
+    ensureBpffs();
+    const rec = readDevice(ifindex);
+    const { hook: h, m } = findLoaded(rec, name, dev, hook);
+    const hr = rec!.hooks[h]!;
+    const pins = HookPins.open(hookPinDir(ifindex, h));
+    if (!pins) throw new ItmError(`${dev} ${h} is not set up (its pins are gone): run itmctl up --dev ${dev}`);
+    try {
+      // a new priority puts the module last among equals, as a fresh load would
+      const next: HookRecord = {
+        modules: hr.modules.map((x) => (x.id === m.id ? { ...x, priority, seq: hr.nextSeq } : x)),
+        nextSeq: hr.nextSeq + 1,
+      };
+      pins.setChain(chainOf(next, dev, h, ifindex, pins.chain()));
+      rec!.hooks[h] = next;
+      writeDevice(rec!);
+      const position = chainOrder(next.modules).findIndex((x) => x.id === m.id);
+      return { hook: h, position };
+    } finally {
+      pins.close();
+    }
+  });
+}
+
+// ---------------------------------------------------------------- list / explain
+
+export interface ModuleView {
+  position: number; id: number; name: string; priority: number; interest: string;
+  params: Record<string, ParamValue>; loadedAt: string;
+  counters: { seen: number; matched: number; dropped: number; errors: number; classes: Record<string, number> };
+}
+export interface HookView {
+  hook: Hook; attached: boolean; progId?: number;
+  packets: Record<string, number>;
+  modules: ModuleView[];
+}
+export interface DeviceView { dev: string; ifindex: number; hooks: HookView[] }
+
+const num = (x: bigint | undefined) => Number(x ?? 0n);
+
+export function list(dev?: string): DeviceView[] {
+  ensureBpffs();
+  let recs = listDeviceRecords();
+  if (dev !== undefined) {
+    const ifindex = resolveDevice(dev, 'list');
+    recs = recs.filter((r) => r.ifindex === ifindex);
+  }
+  return recs.map((rec) => {
+    const hooks: HookView[] = [];
+    for (const hook of HOOKS) {
+      const hr = rec.hooks[hook];
+      if (!hr) continue;
+      const pins = HookPins.open(hookPinDir(rec.ifindex, hook));
+      if (!pins) {
+        hooks.push({ hook, attached: false, packets: {}, modules: [] });
+        continue;
+      }
+      try {
+        const progId = attachedProgId(rec.ifindex, hook);
+        const d = pins.dstats();
+        const packets = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, num(v as bigint)]));
+        const byId = new Map(hr.modules.map((m) => [m.id, m]));
+        const modules = pins.chain().map((s, position): ModuleView => {
+          const m = byId.get(s.id);
+          const st = pins.mstats(s.id);
+          const classes: Record<string, number> = {};
+          (st.classes ?? []).forEach((c, i) => {
+            if (c) classes[i === abi.ITM_CLASS_BUCKETS - 1 ? `${i}+` : String(i)] = num(c);
+          });
+          return {
+            position, id: s.id, name: m?.name ?? `module-${s.id}`, priority: m?.priority ?? DEFAULT_PRIORITY,
+            interest: m?.interest ?? '?', params: m?.params ?? {}, loadedAt: m?.loadedAt ?? '',
+            counters: { seen: num(st.seen), matched: num(st.matched), dropped: num(st.dropped), errors: num(st.errors), classes },
+          };
+        });
+        hooks.push({ hook, attached: progId === pins.dispatch.id, ...(progId !== undefined ? { progId } : {}), packets, modules });
+      } finally {
+        pins.close();
+      }
+    }
+    return { dev: ifIndexToName(rec.ifindex) ?? rec.dev, ifindex: rec.ifindex, hooks };
+  });
+}
+
+export interface ExplainStep { position: number; name: string; sees: boolean; why?: string }
+export interface ExplainView { dev: string; hook: Hook; steps: ExplainStep[] }
+
+export function explain(dev: string, flow: FlowQuery, hooks: readonly Hook[] = HOOKS): ExplainView[] {
+  const ifindex = resolveDevice(dev, 'explain a flow on');
+  ensureBpffs();
+  const rec = readDevice(ifindex);
+  if (!rec || !Object.keys(rec.hooks).length) throw new ItmError(`${dev} is not set up (itmctl up --dev ${dev})`);
+  const out: ExplainView[] = [];
+  for (const hook of hooks) {
+    const hr = rec.hooks[hook];
+    if (!hr) continue;
+    const pins = HookPins.open(hookPinDir(ifindex, hook));
+    if (!pins) continue;
+    try {
+      const names = new Map(hr.modules.map((m) => [m.id, m.name]));
+      const inTrie = (which: 'src' | 'dst', id: number, addr: Buffer) =>
+        pins.maps[which === 'src' ? 'itm_src' : 'itm_dst'].lookup(lpmKey(id, addr, flow.family === 4 ? 32 : 128, flow.family)) !== undefined;
+      const steps = pins.chain().map((s, position): ExplainStep => {
+        const why = mismatch(s, flow, { hookIfindex: ifindex, egress: hook === 'tc-egress', inTrie });
+        return { position, name: names.get(s.id) ?? `module-${s.id}`, sees: why === undefined, ...(why ? { why } : {}) };
+      });
+      out.push({ dev, hook, steps });
+    } finally {
+      pins.close();
+    }
+  }
+  return out;
+}

@@ -1,0 +1,162 @@
+// Where itm keeps things, and the per-device record of what it set up.
+//
+// The kernel objects are pinned under a bpffs at /run/itm/bpf (DESIGN §7: a bpffs outside /sys stays
+// visible under `ip netns exec`), one tree per network namespace and device:
+//   /run/itm/bpf/<netns inode>/<ifindex>/<hook>/{dispatch,resume,itm_*,mod-<id>/...}
+// The kernel is the truth for what runs; a small JSON record per device (in /run/itm/state) keeps
+// what only people need: module names, parameters, interests as typed, load order.
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { ItmError } from './errors.js';
+import type { Hook, ParamValue } from './module-def.js';
+import { isBpffs, mountBpffs } from './libbpf/index.js';
+
+export const RUN_DIR = process.env.ITM_RUN_DIR ?? '/run/itm';
+export const BPFFS = join(RUN_DIR, 'bpf');
+export const STATE_DIR = join(RUN_DIR, 'state');
+
+export function netnsId(): string {
+  return String(statSync('/proc/self/ns/net').ino);
+}
+
+export function hookPinDir(ifindex: number, hook: Hook, ns = netnsId()): string {
+  return join(BPFFS, ns, String(ifindex), hook);
+}
+export function devicePinDir(ifindex: number, ns = netnsId()): string {
+  return join(BPFFS, ns, String(ifindex));
+}
+export function nsPinDir(ns = netnsId()): string {
+  return join(BPFFS, ns);
+}
+
+/** Makes sure the bpffs for itm's pins is mounted where every namespace sees it. */
+export function ensureBpffs(): void {
+  if (isBpffs(BPFFS)) return;
+  let inOwnMountNs = false;
+  try {
+    inOwnMountNs = readlinkSync('/proc/self/ns/mnt') !== readlinkSync('/proc/1/ns/mnt');
+  } catch {
+    // no /proc/1 to compare with: assume we are in the main mount namespace
+  }
+  if (inOwnMountNs) {
+    // a mount made here (e.g. under `ip netns exec`) would vanish with this process, and the pins
+    // with it: it has to be made in the main mount namespace
+    throw new ItmError(`no bpffs at ${BPFFS} in this mount namespace`,
+      `mount it once from the host's mount namespace: mkdir -p ${BPFFS} && mount -t bpf bpf ${BPFFS} (npm run setup does this)`);
+  }
+  mountBpffs(BPFFS);
+}
+
+export interface ModuleRecord {
+  id: number;
+  name: string;
+  priority: number;
+  seq: number;
+  params: Record<string, ParamValue>;
+  interest: string;
+  loadedAt: string;
+}
+export interface HookRecord {
+  modules: ModuleRecord[];
+  nextSeq: number;
+}
+export interface DeviceRecord {
+  dev: string;
+  ifindex: number;
+  netns: string;
+  /** itm created the clsact qdisc, so `down` may remove it once it holds no filter */
+  createdClsact: boolean;
+  hooks: Partial<Record<Hook, HookRecord>>;
+}
+
+function deviceFile(ifindex: number, ns = netnsId()): string {
+  return join(STATE_DIR, ns, `${ifindex}.json`);
+}
+
+export function readDevice(ifindex: number, ns = netnsId()): DeviceRecord | undefined {
+  const f = deviceFile(ifindex, ns);
+  if (!existsSync(f)) return undefined;
+  try {
+    return JSON.parse(readFileSync(f, 'utf8')) as DeviceRecord;
+  } catch {
+    return undefined; // a torn or foreign file: `up` rebuilds the record from the kernel
+  }
+}
+
+/** Written atomically (temporary file, then rename), so a crash leaves the old or the new. */
+export function writeDevice(rec: DeviceRecord): void {
+  const f = deviceFile(rec.ifindex, rec.netns);
+  mkdirSync(join(STATE_DIR, rec.netns), { recursive: true });
+  const tmp = `${f}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(rec, null, 2));
+  renameSync(tmp, f);
+}
+
+export function removeDevice(ifindex: number, ns = netnsId()): void {
+  rmSync(deviceFile(ifindex, ns), { force: true });
+}
+
+export function listDeviceRecords(ns = netnsId()): DeviceRecord[] {
+  const dir = join(STATE_DIR, ns);
+  if (!existsSync(dir)) return [];
+  const out: DeviceRecord[] = [];
+  for (const f of readdirSync(dir)) {
+    const m = /^(\d+)\.json$/.exec(f);
+    if (!m) continue;
+    const r = readDevice(Number(m[1]), ns);
+    if (r) out.push(r);
+  }
+  return out.sort((a, b) => a.ifindex - b.ifindex);
+}
+
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
+export function sleepMs(ms: number): void {
+  Atomics.wait(sleepBuf, 0, 0, ms);
+}
+
+/**
+ * Serialises itmctl runs on one device: a lock file created exclusively, holding the owner's pid.
+ * A lock whose owner is gone (a crash) is taken over.
+ */
+export function withDeviceLock<T>(ifindex: number, fn: () => T, ns = netnsId()): T {
+  mkdirSync(join(STATE_DIR, ns), { recursive: true });
+  const lock = join(STATE_DIR, ns, `${ifindex}.lock`);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      const fd = openSync(lock, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let owner = NaN;
+      try {
+        owner = Number(readFileSync(lock, 'utf8'));
+      } catch {
+        continue;
+      }
+      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+        try { unlinkSync(lock); } catch { /* another waiter took it over first */ }
+        continue;
+      }
+      if (Date.now() > deadline) throw new ItmError(`device ${ifindex} is busy: itmctl process ${owner} holds ${lock}`);
+      sleepMs(20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    try { unlinkSync(lock); } catch { /* already gone */ }
+  }
+}
