@@ -3,7 +3,12 @@
     {
       "target_name": "itm_native",
       "sources": [
-        "native/addon.cc"
+        "native/addon.cc",
+        "native/common.cc",
+        "native/object.cc",
+        "native/fdops.cc",
+        "native/netlink.cc",
+        "native/system.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

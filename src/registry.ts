@@ -2,7 +2,7 @@
 // Every operation is transactional (a failure undoes the steps already taken) and every change of
 // a chain is one atomic switch for packets in flight (see struct itm_ctl in bpf/include/itm/abi.h).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as abi from './abi.js';
 import { ItmError } from './errors.js';
@@ -11,7 +11,7 @@ import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { HOOKS, kernelConfig, validateParams, type Hook, type ModuleDef, type ParamValue } from './module-def.js';
 import {
-  ensureBpffs, hookPinDir, listDeviceRecords, netnsId, readDevice, removeDevice, sleepMs, withDeviceLock, writeDevice,
+  devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, sleepMs, withDeviceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
 } from './state.js';
 import { log } from './log.js';
@@ -148,7 +148,7 @@ function attachedProgId(ifindex: number, hook: Hook): number | undefined {
 /** Loads and pins a fresh dispatcher for one hook (into a temporary dir, renamed when complete). */
 function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
   const dir = hookPinDir(ifindex, hook);
-  const tmp = `${dir}.tmp-${process.pid}`;
+  const tmp = `${dir}-tmp-${process.pid}`; // bpffs refuses names with a dot
   rmSync(dir, { recursive: true, force: true }); // a half-made tree from a crash
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -308,7 +308,11 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
         res.clsactRemoved = true;
       }
       removeDevice(ifindex);
-      rmSync(join(hookPinDir(ifindex, 'tc-egress'), '..'), { recursive: true, force: true });
+      rmSync(devicePinDir(ifindex), { recursive: true, force: true });
+      // the namespace's own directories too, once nothing of it is left
+      for (const d of [nsPinDir(), join(STATE_DIR, netnsId())]) {
+        try { rmdirSync(d); } catch { /* not empty: other devices are set up */ }
+      }
     } else if (rec) {
       writeDevice(rec);
     }
@@ -449,7 +453,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
           for (const m of obj.mapNames()) {
             if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
             const map = obj.map(m);
-            map.pin(join(modDir, m.replace(/[^A-Za-z0-9_.-]/g, '_')));
+            map.pin(join(modDir, m.replace(/[^A-Za-z0-9_-]/g, '_')));
             map.close();
           }
           const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));

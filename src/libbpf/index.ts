@@ -1,0 +1,15 @@
+// A typed binding to libbpf for Node: objects, programs, maps, tc/XDP attachment. It knows
+// nothing of the application built on it.
+export { BpfError, NotSupportedError, summarizeLog } from './errors.js';
+export type { BpfErrorOptions } from './errors.js';
+export { BpfObject } from './object.js';
+export type { GlobalInfo } from './object.js';
+export { BpfProgram } from './program.js';
+export type { TestRunOptions, TestRunResult } from './program.js';
+export { BpfMap } from './map.js';
+export type { MapCreateOptions, MapUpdateFlag } from './map.js';
+export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
+export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
+export { isBpffs, mountBpffs, numPossibleCpus } from './system.js';
+export { BPF_MAP_TYPE, BPF_PROG_TYPE, BPF_MAP_FLAG, TC_ACT, XDP_ACTION } from './constants.js';
+export type { BpfMapType, BpfProgType } from './constants.js';

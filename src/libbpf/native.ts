@@ -1,0 +1,106 @@
+// Loads the compiled addon and describes its raw interface. Only this layer's own modules use it;
+// the public API is the classes and functions re-exported by index.ts.
+import { createRequire } from 'node:module';
+import { errorFromNative, type NativeErrorInfo } from './errors.js';
+
+export interface NativeProgInfo {
+  id: number;
+  type: number;
+  name: string;
+  tag: string;
+}
+
+export interface NativeMapInfo {
+  id: number;
+  type: number;
+  name: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+export interface NativeTestRunResult {
+  retval: number;
+  duration: number;
+  data: Buffer;
+  ctx?: Buffer;
+}
+
+export interface NativeXdpQuery {
+  attachMode: number;
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+}
+
+export interface NativeBpfObject {
+  name(): string;
+  programNames(): string[];
+  mapNames(): string[];
+  setGlobal(name: string, value: Buffer): void;
+  globalInfo(name: string): { section: string; offset: number; size: number } | undefined;
+  reuseMap(mapName: string, fd: number): void;
+  setMaxEntries(mapName: string, n: number): void;
+  load(): void;
+  programFd(name: string): number;
+  mapFd(name: string): { fd: number; name: string };
+  close(): void;
+}
+
+export interface NativeConstants {
+  mapTypes: Record<string, number>;
+  progTypes: Record<string, number>;
+  mapFlags: Record<string, number>;
+  xdp: Record<string, number>;
+  update: Record<string, number>;
+}
+
+export interface NativeAddon {
+  setErrorFactory(f: (info: NativeErrorInfo) => Error): void;
+  NativeBpfObject: new (path: string) => NativeBpfObject;
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  objGet(path: string): number;
+  objPin(label: string, fd: number, path: string): void;
+  progFdById(id: number): number;
+  mapFdById(id: number): number;
+  progInfo(fd: number): NativeProgInfo;
+  mapInfo(fd: number): NativeMapInfo;
+  progTestRun(
+    label: string,
+    fd: number,
+    data: Buffer,
+    repeat: number,
+    ctx: Buffer | undefined,
+    dataSizeOut: number,
+    ctxSizeOut: number,
+  ): NativeTestRunResult;
+  mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags: number): number;
+  mapLookup(label: string, fd: number, key: Buffer, keySize: number, valueSize: number): Buffer | undefined;
+  mapUpdate(label: string, fd: number, key: Buffer, value: Buffer, keySize: number, valueSize: number, flags: number): void;
+  mapDelete(label: string, fd: number, key: Buffer, keySize: number): boolean;
+  mapKeys(label: string, fd: number, keySize: number, maxEntries: number): Buffer[];
+  mapEntries(label: string, fd: number, keySize: number, valueSize: number, maxEntries: number): Array<[Buffer, Buffer]>;
+  tcHookCreate(ifindex: number, point: string): boolean;
+  tcHookDestroy(ifindex: number): void;
+  tcAttach(ifindex: number, point: string, fd: number, handle: number, priority: number, replace: boolean): number;
+  tcDetach(ifindex: number, point: string, handle: number, priority: number): void;
+  tcQuery(ifindex: number, point: string, handle: number, priority: number): number | undefined;
+  xdpAttach(ifindex: number, fd: number, flags: number): void;
+  xdpDetach(ifindex: number, flags: number): void;
+  xdpQuery(ifindex: number): NativeXdpQuery;
+  ifNameToIndex(name: string): number;
+  ifIndexToName(index: number): string | undefined;
+  isBpffs(path: string): boolean;
+  mountBpffs(path: string): void;
+  numPossibleCpus(): number;
+  constants(): NativeConstants;
+}
+
+const require = createRequire(import.meta.url);
+
+// Relative to dist/src/libbpf/ after compilation.
+export const native = require('../../../build/Release/itm_native.node') as NativeAddon;
+native.setErrorFactory(errorFromNative);
