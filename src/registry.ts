@@ -228,7 +228,7 @@ function adoptRecord(pins: HookPins): HookRecord {
       name = p.name.replace(/^itm_module_/, '');
       p.close();
     } catch { /* keep the placeholder name */ }
-    return { id: s.id, name, priority: DEFAULT_PRIORITY, seq: i + 1, params: {}, interest: ADOPTED, loadedAt: '' };
+    return { id: s.id, name, module: name, priority: DEFAULT_PRIORITY, seq: i + 1, params: {}, interest: ADOPTED, loadedAt: '' };
   });
   return { modules, nextSeq: modules.length + 1 };
 }
@@ -335,6 +335,8 @@ function progName(id: number): string | undefined {
 
 export interface LoadOptions {
   module: string;
+  /** instance name, unique per hook (default: the module's name) */
+  name?: string;
   dev: string;
   hook?: Hook;
   priority?: number;
@@ -403,6 +405,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const priority = opts.priority ?? DEFAULT_PRIORITY;
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${opts.priority}: use 0-1000 (lower runs first)`);
   const params = validateParams(def, opts.params);
+  const name = opts.name ?? def.name;
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
   const interest = parseInterest(opts.interest);
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = kernelObjectPath(def);
@@ -425,8 +429,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       }
       ensureBpffs();
       const hr = rec.hooks[hook]!;
-      if (hr.modules.some((m) => m.name === def.name)) {
-        throw new ItmError(`${def.name} is already loaded on ${opts.dev} ${hook} (unload it first, or use reorder to move it)`);
+      if (hr.modules.some((m) => m.name === name)) {
+        throw new ItmError(`${name} is already loaded on ${opts.dev} ${hook} (unload it first, reorder it, or load another instance with --name)`);
       }
       const pins = HookPins.open(hookPinDir(ifindex, hook))!;
       try {
@@ -479,7 +483,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
 
         // 3. the new chain, switched to in one write
         const mrec: ModuleRecord = {
-          id, name: def.name, priority, seq: hr.nextSeq, params,
+          id, name, module: def.name, priority, seq: hr.nextSeq, params,
           interest: formatInterest(interest), loadedAt: new Date().toISOString(),
         };
         const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
@@ -571,7 +575,7 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
 // ---------------------------------------------------------------- list / explain
 
 export interface ModuleView {
-  position: number; id: number; name: string; priority: number; interest: string;
+  position: number; id: number; name: string; module: string; priority: number; interest: string;
   params: Record<string, ParamValue>; loadedAt: string;
   counters: { seen: number; matched: number; dropped: number; errors: number; classes: Record<string, number> };
 }
@@ -614,7 +618,7 @@ export function list(dev?: string): DeviceView[] {
             if (c) classes[i === abi.ITM_CLASS_BUCKETS - 1 ? `${i}+` : String(i)] = num(c);
           });
           return {
-            position, id: s.id, name: m?.name ?? `module-${s.id}`, priority: m?.priority ?? DEFAULT_PRIORITY,
+            position, id: s.id, name: m?.name ?? `module-${s.id}`, module: m?.module ?? '?', priority: m?.priority ?? DEFAULT_PRIORITY,
             interest: m?.interest ?? '?', params: m?.params ?? {}, loadedAt: m?.loadedAt ?? '',
             counters: { seen: num(st.seen), matched: num(st.matched), dropped: num(st.dropped), errors: num(st.errors), classes },
           };

@@ -49,7 +49,10 @@ export function ensureBpffs(): void {
 
 export interface ModuleRecord {
   id: number;
+  /** the instance's name, unique on its hook */
   name: string;
+  /** the module it is an instance of */
+  module: string;
   priority: number;
   seq: number;
   params: Record<string, ParamValue>;

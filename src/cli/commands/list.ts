@@ -31,7 +31,7 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
         for (const m of h.modules) {
           const params = Object.entries(m.params).map(([k, v]) => `${k}=${k === 'dscp' && typeof v === 'number' ? dscpName(v) : v}`).join(' ');
           const classes = Object.entries(m.counters.classes).map(([c, n]) => `${c}:${n}`).join(' ') || '-';
-          rows.push([String(m.position), m.name, String(m.priority), m.interest, params || '-', String(m.counters.seen),
+          rows.push([String(m.position), m.name === m.module ? m.name : `${m.name} (${m.module})`, String(m.priority), m.interest, params || '-', String(m.counters.seen),
             String(m.counters.matched), classes, String(m.counters.dropped), String(m.counters.errors)]);
         }
         console.log(table(rows, '    '));

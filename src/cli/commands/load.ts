@@ -3,8 +3,8 @@ import { ItmError } from '../../errors.js';
 import { devOption, hookOption, printJson, requireRoot, type GlobalArgs } from '../common.js';
 import type { ModuleDef } from '../../module-def.js';
 
-interface Args extends GlobalArgs { module: string; dev: string; hook?: string; priority?: number; interest?: string[] }
-const OWN = new Set(['_', '$0', 'module', 'dev', 'hook', 'priority', 'interest', 'json', 'verbose']);
+interface Args extends GlobalArgs { module: string; name?: string; dev: string; hook?: string; priority?: number; interest?: string[] }
+const OWN = new Set(['_', '$0', 'module', 'name', 'dev', 'hook', 'priority', 'interest', 'json', 'verbose']);
 
 /** `itmctl load --help` lists every module with the parameters from its declaration. */
 export function loadEpilogue(defs: ModuleDef[]): string {
@@ -27,6 +27,7 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
     builder: (y) =>
       hookOption(devOption(y), 'hook (default: the module\'s last, tc-egress for most)')
         .positional('module', { type: 'string', describe: 'module name', demandOption: true })
+        .option('name', { type: 'string', describe: 'instance name, to load a module more than once on a hook (default: the module\'s name)' })
         .option('priority', { type: 'number', describe: 'position in the chain: lower runs first; equal ones keep load order (default 50)' })
         .option('interest', { type: 'string', array: true, describe: 'which packets it sees, e.g. proto=udp,dport=5001,dst=10.0.0.0/8' })
         .strict(false)
@@ -41,12 +42,12 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
       }
       const { load } = await import('../../registry.js');
       const r = await load({
-        module: a.module, dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}),
+        module: a.module, ...(a.name ? { name: a.name } : {}), dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}),
         ...(a.priority !== undefined ? { priority: a.priority } : {}),
         ...(a.interest ? { interest: a.interest } : {}), params,
       });
       if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
-      console.log(`${a.module} loaded on ${a.dev} ${r.hook}: position ${r.position} in the chain (priority ${r.priority}, id ${r.id})${r.broughtUp ? '; the dispatcher was set up first' : ''}`);
+      console.log(`${a.name ?? a.module} loaded on ${a.dev} ${r.hook}: position ${r.position} in the chain (priority ${r.priority}, id ${r.id})${r.broughtUp ? '; the dispatcher was set up first' : ''}`);
     },
   };
 }

@@ -1,0 +1,36 @@
+// Test helpers for running itm inside a harness topology: itmctl in a host's namespace, and
+// clean-up of the pins and records itm keeps for that namespace.
+import { rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecResult, Topology } from './harness/index.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const ITMCTL = resolve(here, '..', 'src', 'cli', 'itmctl.js');
+export const RUN_DIR = process.env.ITM_RUN_DIR ?? '/run/itm';
+
+/** Runs itmctl in a host's namespace. With check (default), a non-zero exit throws. */
+export function itmctl(topo: Topology, host: string, args: string[], opts: { check?: boolean } = {}): Promise<ExecResult> {
+  return topo.exec(host, [process.execPath, ITMCTL, ...args], { check: opts.check ?? true });
+}
+
+export async function itmctlJson<T>(topo: Topology, host: string, args: string[]): Promise<T> {
+  const r = await itmctl(topo, host, [...args, '--json']);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** The pin tree of a host's namespace. */
+export function pinDir(topo: Topology, host: string): string {
+  return join(RUN_DIR, 'bpf', String(topo.netnsInode(host)));
+}
+
+/** Whatever a test leaves of itm in a host's namespace is removed when the topology goes. */
+export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
+  for (const h of hosts) {
+    const ino = String(topo.netnsInode(h));
+    topo.onDestroy(() => {
+      rmSync(join(RUN_DIR, 'bpf', ino), { recursive: true, force: true });
+      rmSync(join(RUN_DIR, 'state', ino), { recursive: true, force: true });
+    });
+  }
+}
