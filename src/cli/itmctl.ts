@@ -47,7 +47,8 @@ try {
     .strict()
     .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`itmctl: ${msg}\n`);
+      // yargs spreads some messages over lines; a person reads one
+      process.stderr.write(`itmctl: ${msg.trim().replace(/\s*\n\s*/g, ' ')}\n`);
       process.exit(2);
     })
     .help()
