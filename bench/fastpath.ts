@@ -1,0 +1,66 @@
+// Per-packet cost of the dispatcher, through BPF_PROG_TEST_RUN: an empty tc program (the floor of
+// the measurement), then the dispatcher with 0, 1, 4 and 16 modules that do no work (mark with
+// DSCP 0 on packets already at 0: classify, log, process and the two tail calls each, no rewrite).
+// Every figure is a median over several runs of many repeats, all in this one process.
+import { join } from 'node:path';
+import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
+import { BPF_BUILD } from '../src/catalog.js';
+import { Topology, buildPacket } from '../test/harness/index.js';
+import { cleanItmOnDestroy, itmctl, pinDir } from '../test/itm.js';
+
+export interface Figure { name: string; value: number; unit: string; baseline?: string; ratio?: number; runs: number; spread: [number, number] }
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: number): { median: number; min: number; max: number } {
+  prog.testRun({ data: frame, repeat: 1000 }); // warm up
+  const ns: number[] = [];
+  for (let i = 0; i < runs; i++) ns.push(prog.testRun({ data: frame, repeat }).duration);
+  return { median: median(ns), min: Math.min(...ns), max: Math.max(...ns) };
+}
+
+export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]> {
+  const runs = opts.quick ? 3 : 7;
+  const repeat = opts.quick ? 200_000 : 1_000_000;
+  // a 60-byte UDP/IPv4 frame, as the spike measured
+  const frame = buildPacket({ family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 1234, dport: 5001, payload: Buffer.alloc(18) });
+  const topo = await Topology.create({ hosts: ['itm', 'peer'], links: [{ a: 'itm', b: 'peer' }] });
+  cleanItmOnDestroy(topo, 'itm');
+  const out: Figure[] = [];
+  try {
+    const dev = topo.dev('itm', 'peer');
+    const emptyObj = BpfObject.open(join(BPF_BUILD, 'bench', 'empty.bpf.o'));
+    emptyObj.load();
+    const empty = emptyObj.program('empty');
+    emptyObj.close();
+    const base = measure(empty, frame, runs, repeat);
+    empty.close();
+    out.push({ name: 'fastpath.empty_ns', value: base.median, unit: 'ns/pkt', runs, spread: [base.min, base.max] });
+
+    await itmctl(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
+    const dispatch = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
+    let loaded = 0;
+    const perCount: Array<[number, number]> = [];
+    for (const n of [0, 1, 4, 16]) {
+      for (; loaded < n; loaded++) {
+        await itmctl(topo, 'itm', ['load', 'mark', '--name', `noop${loaded}`, '--dev', dev, '--hook', 'tc-egress', '--dscp', '0']);
+      }
+      const m = measure(dispatch, frame, runs, repeat);
+      perCount.push([n, m.median]);
+      out.push({ name: `fastpath.dispatcher_${n}_ns`, value: m.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: m.median / base.median, runs, spread: [m.min, m.max] });
+    }
+    dispatch.close();
+    // least-squares slope of cost against the number of modules
+    const xs = perCount.map(([n]) => n), ys = perCount.map(([, v]) => v);
+    const mx = xs.reduce((a, b) => a + b) / xs.length, my = ys.reduce((a, b) => a + b) / ys.length;
+    const slope = xs.reduce((a, x, i) => a + (x - mx) * (ys[i]! - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
+    out.push({ name: 'fastpath.per_module_ns', value: slope, unit: 'ns/module', runs, spread: [slope, slope] });
+    await itmctl(topo, 'itm', ['down', '--dev', dev]);
+  } finally {
+    await topo.destroy();
+  }
+  return out;
+}

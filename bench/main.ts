@@ -1,0 +1,22 @@
+// `npm run bench [-- --quick]`: runs the benchmarks, prints a markdown table, and writes the
+// figures to bench/results/<date>.json. Figures are reported against baselines measured in the
+// same run; nothing here passes or fails on a time.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from '../src/catalog.js';
+import { fastpath, type Figure } from './fastpath.js';
+
+const quick = process.argv.includes('--quick');
+const figures: Figure[] = [...(await fastpath({ quick }))];
+
+const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
+const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];
+for (const f of figures) {
+  lines.push(`| ${f.name} | ${fmt(f.value)} | ${f.unit} | ${f.runs} | ${fmt(f.spread[0])}–${fmt(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
+}
+process.stdout.write(`${lines.join('\n')}\n`);
+const dir = join(ROOT, 'bench', 'results');
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}.json`);
+writeFileSync(file, `${JSON.stringify(figures, null, 2)}\n`);
+process.stdout.write(`\nwritten to ${file}\n`);
