@@ -13,7 +13,7 @@ export function parseDscp(v: string | number, what = 'dscp'): number {
   } else if (/^0x[0-9a-f]+$/.test(s)) {
     const n = Number(s);
     if (n <= 63) return n;
-  } else if (s in names) {
+  } else if (Object.hasOwn(names, s)) {
     return names[s]!;
   }
   throw new ItmError(`invalid ${what} '${v}': use 0-63 or a name (${Object.keys(names).join(', ')})`);

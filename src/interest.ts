@@ -21,6 +21,13 @@ export interface Interest {
 export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, gre: 47, esp: 50, ah: 51, icmpv6: 58, sctp: 132 };
 const protoName = (n: number) => Object.entries(PROTOCOLS).find(([, v]) => v === n)?.[0] ?? String(n);
 
+/** A protocol by name or number; own names only (not `constructor` and the like). */
+export function protoNumber(v: string): number | undefined {
+  if (/^\d+$/.test(v)) return Number(v) <= 255 ? Number(v) : undefined;
+  const k = v.toLowerCase();
+  return Object.hasOwn(PROTOCOLS, k) ? PROTOCOLS[k] : undefined;
+}
+
 export const INTEREST_KEYS = ['proto', 'src', 'dst', 'sport', 'dport', 'indev', 'outdev', 'origin', 'family'] as const;
 
 export function emptyInterest(): Interest {
@@ -51,8 +58,8 @@ export function parseInterest(specs: string | string[] | undefined): Interest {
       if (!v) throw new ItmError(`invalid interest '${part}': empty value`);
       switch (key) {
         case 'proto': {
-          const n = /^\d+$/.test(v) ? Number(v) : PROTOCOLS[v.toLowerCase()];
-          if (n === undefined || n > 255) throw new ItmError(`invalid interest proto=${v}: use ${Object.keys(PROTOCOLS).join(', ')} or 0-255`);
+          const n = protoNumber(v);
+          if (n === undefined) throw new ItmError(`invalid interest proto=${v}: use ${Object.keys(PROTOCOLS).join(', ')} or 0-255`);
           if (!it.protos.includes(n)) it.protos.push(n);
           break;
         }

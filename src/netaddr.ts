@@ -9,6 +9,8 @@ export interface Prefix {
 }
 
 export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefined {
+  // a zone (fe80::1%eth0) means nothing to a prefix match: refuse it rather than drop it
+  if (s.includes('%')) return undefined;
   if (isIPv4(s)) {
     const b = Buffer.alloc(16);
     b[10] = 0xff;
@@ -35,9 +37,11 @@ export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefi
   return undefined;
 }
 
-export function bytesToAddr(b: Buffer): string {
+/** The text form; an IPv4-mapped address reads as IPv4 unless `family` says it is IPv6. */
+export function bytesToAddr(b: Buffer, family?: 4 | 6): string {
   if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
-    return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+    const quad = `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+    return family === 6 ? `::ffff:${quad}` : quad;
   }
   const g: string[] = [];
   for (let i = 0; i < 16; i += 2) g.push(b.readUInt16BE(i).toString(16));
@@ -73,5 +77,5 @@ export function parsePrefix(s: string): Prefix | string {
     const keep = Math.max(0, Math.min(8, bits - i * 8));
     addr[i] = addr[i]! & ((0xff00 >> keep) & 0xff);
   }
-  return { family: ab.family, addr, len, text: `${bytesToAddr(addr)}/${len}` };
+  return { family: ab.family, addr, len, text: `${bytesToAddr(addr, ab.family)}/${len}` };
 }

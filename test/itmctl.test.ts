@@ -3,13 +3,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { BpfProgram } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket,
 } from './harness/index.js';
-import { cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from './itm.js';
+import { ITMCTL, cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
 const EF = 46, AF41 = 34, CS1 = 8;
@@ -167,8 +166,8 @@ describe('itmctl on real traffic', { skip }, () => {
         assert.match(lines[0]!, /^itmctl: /);
         assert.match(lines[0]!, re, args.join(' '));
       }
-      const nobody = await topo.exec('itm', ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath,
-        join(process.cwd(), 'dist', 'src', 'cli', 'itmctl.js'), 'list'], { check: false });
+      // root with every capability dropped is as unprivileged as any user
+      const nobody = await topo.exec('itm', ['setpriv', '--bounding-set=-all', '--inh-caps=-all', process.execPath, ITMCTL, 'list'], { check: false });
       assert.notEqual(nobody.code, 0);
       assert.match(nobody.stderr.trim(), /^itmctl: must run as root/);
       const after = JSON.stringify((await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority])])));

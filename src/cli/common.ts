@@ -1,4 +1,5 @@
 // What every itmctl command shares: option builders, the root check, output helpers.
+import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { ItmError } from '../errors.js';
 import { HOOKS, type Hook } from '../module-def.js';
@@ -15,9 +16,18 @@ export function hooksOf(hook: string | undefined): readonly Hook[] {
   return hook ? [hook as Hook] : HOOKS;
 }
 
+/** itm needs CAP_NET_ADMIN (tc) and CAP_BPF or CAP_SYS_ADMIN (loading programs): check the
+ * effective capabilities, so that a root shell stripped of them gets the same clear answer. */
 export function requireRoot(): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new ItmError('must run as root: itmctl loads eBPF programs and changes tc filters (CAP_BPF, CAP_NET_ADMIN)');
+  let eff = 0n;
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    eff = m ? BigInt(`0x${m[1]}`) : 0n;
+  } catch { /* no /proc: treat as unprivileged */ }
+  const has = (bit: number) => ((eff >> BigInt(bit)) & 1n) === 1n;
+  const CAP_NET_ADMIN = 12, CAP_SYS_ADMIN = 21, CAP_BPF = 39;
+  if (!has(CAP_NET_ADMIN) || !(has(CAP_BPF) || has(CAP_SYS_ADMIN))) {
+    throw new ItmError('must run as root: itmctl loads eBPF programs and changes tc filters (needs CAP_BPF and CAP_NET_ADMIN)');
   }
 }
 

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ItmError } from '../../errors.js';
-import { PROTOCOLS, type FlowQuery } from '../../interest.js';
+import { protoNumber, type FlowQuery } from '../../interest.js';
 import { addrToBytes } from '../../netaddr.js';
 import { devOption, hookOption, hooksOf, printJson, requireRoot, type GlobalArgs } from '../common.js';
 
@@ -17,8 +17,8 @@ export function parseFlow(spec: string, resolveDev: (name: string) => number): F
     kv[k] = part.slice(eq + 1);
   }
   for (const k of ['proto', 'src', 'dst']) if (!kv[k]) throw new ItmError(`the flow needs ${k}= (e.g. proto=udp,src=10.0.0.1,dst=10.0.0.2,sport=1234,dport=5001)`);
-  const proto = /^\d+$/.test(kv.proto!) ? Number(kv.proto) : PROTOCOLS[kv.proto!.toLowerCase()];
-  if (proto === undefined || proto > 255) throw new ItmError(`invalid flow proto=${kv.proto}`);
+  const proto = protoNumber(kv.proto!);
+  if (proto === undefined) throw new ItmError(`invalid flow proto=${kv.proto}`);
   const src = addrToBytes(kv.src!);
   const dst = addrToBytes(kv.dst!);
   if (!src) throw new ItmError(`invalid flow src=${kv.src}: not an IP address`);
