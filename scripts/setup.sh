@@ -46,6 +46,7 @@ if [ ! -f build/Release/itm_native.node ] || [ -n "$(find native binding.gyp -ne
 fi
 say "compiling TypeScript"
 npx --no-install tsc -p tsconfig.json
+chmod +x dist/src/cli/itmctl.js  # the `itmctl` bin of package.json
 
 # itm pins its programs and maps under /run/itm/bpf: a bpffs outside /sys stays visible under
 # `ip netns exec`, which mounts a fresh /sys (DESIGN §7).
