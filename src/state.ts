@@ -14,6 +14,7 @@ import { isBpffs, mountBpffs } from './libbpf/index.js';
 export const RUN_DIR = process.env.ITM_RUN_DIR ?? '/run/itm';
 export const BPFFS = join(RUN_DIR, 'bpf');
 export const STATE_DIR = join(RUN_DIR, 'state');
+export const LOCK_DIR = join(RUN_DIR, 'lock');
 
 export function netnsId(): string {
   return String(statSync('/proc/self/ns/net').ino);
@@ -132,8 +133,10 @@ export function sleepMs(ms: number): void {
  * A lock whose owner is gone (a crash) is taken over.
  */
 export function withDeviceLock<T>(ifindex: number, fn: () => T, ns = netnsId()): T {
-  mkdirSync(join(STATE_DIR, ns), { recursive: true });
-  const lock = join(STATE_DIR, ns, `${ifindex}.lock`);
+  // beside the records, not among them, so that `down` can remove a namespace's record directory
+  // while it holds the lock
+  mkdirSync(LOCK_DIR, { recursive: true });
+  const lock = join(LOCK_DIR, `${ns}-${ifindex}.lock`);
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {

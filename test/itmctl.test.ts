@@ -3,12 +3,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { BpfProgram } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket,
 } from './harness/index.js';
-import { ITMCTL, cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from './itm.js';
+import { ITMCTL, RUN_DIR, cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
 const EF = 46, AF41 = 34, CS1 = 8;
@@ -200,6 +201,7 @@ describe('itmctl on real traffic', { skip }, () => {
     assert.match(ingress, /u32/, 'the other tool\'s filter is still there');
     assert.equal((await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout.trim(), '');
     assert.equal(existsSync(pinDir(topo, 'itm')), false, 'no pins left');
+    assert.equal(existsSync(join(RUN_DIR, 'state', String(topo.netnsInode('itm')))), false, 'no record left');
     // the kernel frees programs once their last reference goes (a prog array is cleared by a
     // deferred work item), so allow it a moment
     const deadline = Date.now() + 5000;
