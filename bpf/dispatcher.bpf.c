@@ -51,7 +51,7 @@ struct {
 /* keeps the ABI enums in BTF for the TypeScript generator */
 const volatile struct itm_abi_consts itm_abi_anchor;
 
-enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED };
+enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED, SLOW };
 
 #define IPPROTO_HOPOPTS_ 0
 #define IPPROTO_ROUTING_ 43
@@ -59,29 +59,39 @@ enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED };
 #define IPPROTO_AH_ 51
 #define IPPROTO_DSTOPTS_ 60
 #define IPPROTO_ICMPV6_ 58
+#define IPPROTO_SCTP_ 132
 
-/* Headers are read in place (direct packet access: about 60 ns a packet cheaper here than
- * bpf_skb_load_bytes). They must lie in the first PULL_LEN bytes, which are made linear first when
- * they are not; headers reaching past that are passed as unsupported. */
-#define PULL_LEN 256
+/* headers must start within the first MAX_HDR_OFF bytes; later ones are passed as unsupported */
+#define MAX_HDR_OFF 512
 
+/*
+ * Headers are read in place (direct packet access, about 60 ns a packet cheaper here than
+ * bpf_skb_load_bytes). When one is not in the skb's linear part, the whole parse runs again in
+ * `slow` mode, which copies each header out with bpf_skb_load_bytes: pulling the data linear
+ * instead would copy (and often reallocate) every cloned TCP skb at egress.
+ */
 struct cursor {
+	struct __sk_buff *skb;
 	void *data;
 	void *end;
-	__u32 len;	/* skb->len: tells a truncated packet from one whose headers are too long */
+	__u32 len;	/* skb->len: tells a truncated packet from one that is merely not linear */
 };
 
-/* a pointer to `size` bytes at `off`, or why not */
-static __always_inline int need(const struct cursor *c, __u32 off, __u32 size, void **out)
+/* `size` bytes at `off`: in place (fast) or copied into `buf` (slow); `slow` is a constant */
+static __always_inline int need(const struct cursor *c, __u32 off, __u32 size, void *buf, void **out,
+				const int slow)
 {
-	void *p;
-
-	if (off > PULL_LEN)
+	if (off > MAX_HDR_OFF)
 		return off > c->len ? TRUNCATED : UNSUPPORTED;
-	p = c->data + off;
-	if (p + size > c->end)
-		return off + size > c->len ? TRUNCATED : UNSUPPORTED;
-	*out = p;
+	if (slow) {
+		if (bpf_skb_load_bytes(c->skb, off, buf, size))
+			return TRUNCATED;
+		*out = buf;
+		return PARSED;
+	}
+	if (c->data + off + size > c->end)
+		return off + size > c->len ? TRUNCATED : SLOW;
+	*out = c->data + off;
 	return PARSED;
 }
 
@@ -93,16 +103,16 @@ static __always_inline void set_v4_mapped(__u8 *dst, __be32 a)
 	__builtin_memcpy(dst + 12, &a, 4);
 }
 
-static __always_inline int parse_l4(const struct cursor *c, struct itm_pkt *p, __u32 off)
+static __always_inline int parse_l4(const struct cursor *c, struct itm_pkt *p, __u32 off, const int slow)
 {
 	__u8 proto = p->flow.proto;
 	int r;
 
 	p->l4_off = off;
 	if (proto == IPPROTO_TCP) {
-		struct tcphdr *th;
+		struct tcphdr tb, *th;
 
-		if ((r = need(c, off, sizeof(*th), (void **)&th)))
+		if ((r = need(c, off, sizeof(tb), &tb, (void **)&th, slow)))
 			return r;
 		if (th->doff < 5)
 			return MALFORMED;
@@ -110,18 +120,30 @@ static __always_inline int parse_l4(const struct cursor *c, struct itm_pkt *p, _
 		p->flow.dport = bpf_ntohs(th->dest);
 		p->tcp_flags = ((__u8 *)th)[13];
 		p->payload_off = off + th->doff * 4;
+		p->flags |= ITM_PKT_PORTS;
 	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh;
+		struct udphdr ub, *uh;
 
-		if ((r = need(c, off, sizeof(*uh), (void **)&uh)))
+		if ((r = need(c, off, sizeof(ub), &ub, (void **)&uh, slow)))
 			return r;
 		p->flow.sport = bpf_ntohs(uh->source);
 		p->flow.dport = bpf_ntohs(uh->dest);
-		p->payload_off = off + sizeof(*uh);
-	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
-		__u8 *tc;
+		p->payload_off = off + sizeof(ub);
+		p->flags |= ITM_PKT_PORTS;
+	} else if (proto == IPPROTO_SCTP_) {
+		/* the common header: ports, verification tag, checksum */
+		struct { __be16 source, dest; __u32 vtag, csum; } sb, *sh;
 
-		if ((r = need(c, off, 2, (void **)&tc)))
+		if ((r = need(c, off, sizeof(sb), &sb, (void **)&sh, slow)))
+			return r;
+		p->flow.sport = bpf_ntohs(sh->source);
+		p->flow.dport = bpf_ntohs(sh->dest);
+		p->payload_off = off + sizeof(sb);
+		p->flags |= ITM_PKT_PORTS;
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
+		__u8 tb[2], *tc;
+
+		if ((r = need(c, off, 2, tb, (void **)&tc, slow)))
 			return r;
 		p->icmp_type = tc[0];
 		p->icmp_code = tc[1];
@@ -135,46 +157,47 @@ static __always_inline int parse_l4(const struct cursor *c, struct itm_pkt *p, _
 	return PARSED;
 }
 
-static __always_inline int parse_ipv4(const struct cursor *c, struct itm_pkt *p, __u32 off)
+static __always_inline int parse_ipv4(const struct cursor *c, struct itm_pkt *p, __u32 off, const int slow)
 {
-	struct iphdr *ih;
-	__u8 *last;
+	struct iphdr ib, *ih;
+	__u8 lb, *last;
 	__u32 hlen;
 	int r;
 
-	if ((r = need(c, off, sizeof(*ih), (void **)&ih)))
+	if ((r = need(c, off, sizeof(ib), &ib, (void **)&ih, slow)))
 		return r;
 	if (ih->version != 4 || ih->ihl < 5)
 		return MALFORMED;
 	hlen = ih->ihl * 4;
-	if (hlen > sizeof(*ih)) {
-		/* the options must be there too */
-		if ((r = need(c, off + hlen - 1, 1, (void **)&last)))
-			return r;
-		p->flags |= ITM_PKT_IP_OPTIONS;
-	}
 	p->flow.family = 4;
 	p->flow.proto = ih->protocol;
 	set_v4_mapped(p->flow.saddr, ih->saddr);
 	set_v4_mapped(p->flow.daddr, ih->daddr);
 	p->dscp = ih->tos >> 2;
 	p->ecn = ih->tos & 3;
-	if (bpf_ntohs(ih->frag_off) & 0x1fff) {
+	if (bpf_ntohs(ih->frag_off) & 0x1fff)
 		p->flags |= ITM_PKT_FRAGMENT;
+	if (hlen > sizeof(ib)) {
+		/* the options must be there too */
+		if ((r = need(c, off + hlen - 1, 1, &lb, (void **)&last, slow)))
+			return r;
+		p->flags |= ITM_PKT_IP_OPTIONS;
+	}
+	if (p->flags & ITM_PKT_FRAGMENT) {
 		p->l4_off = off + hlen;
 		p->payload_off = off + hlen;
 		return PARSED;
 	}
-	return parse_l4(c, p, off + hlen);
+	return parse_l4(c, p, off + hlen, slow);
 }
 
-static __always_inline int parse_ipv6(const struct cursor *c, struct itm_pkt *p, __u32 off)
+static __always_inline int parse_ipv6(const struct cursor *c, struct itm_pkt *p, __u32 off, const int slow)
 {
-	struct ipv6hdr *ih;
+	struct ipv6hdr ib, *ih;
 	__u8 nh;
 	int r;
 
-	if ((r = need(c, off, sizeof(*ih), (void **)&ih)))
+	if ((r = need(c, off, sizeof(ib), &ib, (void **)&ih, slow)))
 		return r;
 	if (ih->version != 6)
 		return MALFORMED;
@@ -184,15 +207,15 @@ static __always_inline int parse_ipv6(const struct cursor *c, struct itm_pkt *p,
 	p->dscp = ((ih->priority << 4) | (ih->flow_lbl[0] >> 4)) >> 2;
 	p->ecn = (ih->flow_lbl[0] >> 4) & 3;
 	nh = ih->nexthdr;
-	off += sizeof(*ih);
+	off += sizeof(ib);
 
 	for (int i = 0; i < ITM_MAX_IPV6_EXT; i++) {
-		__u8 *h;
+		__u8 hb[8], *h;
 
 		if (nh != IPPROTO_HOPOPTS_ && nh != IPPROTO_ROUTING_ && nh != IPPROTO_DSTOPTS_ &&
 		    nh != IPPROTO_FRAGMENT_ && nh != IPPROTO_AH_)
 			break;
-		if ((r = need(c, off, 8, (void **)&h)))
+		if ((r = need(c, off, 8, hb, (void **)&h, slow)))
 			return r;
 		p->flags |= ITM_PKT_IPV6_EXT;
 		if (nh == IPPROTO_FRAGMENT_) {
@@ -216,27 +239,23 @@ static __always_inline int parse_ipv6(const struct cursor *c, struct itm_pkt *p,
 	    nh == IPPROTO_FRAGMENT_ || nh == IPPROTO_AH_)
 		return UNSUPPORTED;
 	p->flow.proto = nh;
-	return parse_l4(c, p, off);
+	return parse_l4(c, p, off, slow);
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p)
+static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p, const int slow)
 {
-	struct cursor c;
-	struct ethhdr *eth;
+	struct cursor c = {
+		.skb = skb,
+		.data = (void *)(long)skb->data,
+		.end = (void *)(long)skb->data_end,
+		.len = skb->len,
+	};
+	struct ethhdr eb, *eth;
 	__u16 proto;
-	__u32 off = sizeof(*eth);
+	__u32 off = sizeof(eb);
 	int r;
 
-	c.len = skb->len;
-	c.data = (void *)(long)skb->data;
-	c.end = (void *)(long)skb->data_end;
-	if (c.data + PULL_LEN > c.end && c.len > c.end - c.data) {
-		/* headers may sit in paged data: make the first bytes linear */
-		bpf_skb_pull_data(skb, c.len < PULL_LEN ? c.len : PULL_LEN);
-		c.data = (void *)(long)skb->data;
-		c.end = (void *)(long)skb->data_end;
-	}
-	if ((r = need(&c, 0, sizeof(*eth), (void **)&eth)))
+	if ((r = need(&c, 0, sizeof(eb), &eb, (void **)&eth, slow)))
 		return r;
 	proto = bpf_ntohs(eth->h_proto);
 	if (skb->vlan_present) {
@@ -245,9 +264,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p)
 		p->vlan_id = skb->vlan_tci & 0xfff;
 	}
 	if (proto == 0x8100 || proto == 0x88a8) {
-		__be16 *tag;
+		__be16 tb[2], *tag;
 
-		if ((r = need(&c, off, 4, (void **)&tag)))
+		if ((r = need(&c, off, 4, tb, (void **)&tag, slow)))
 			return r;
 		p->flags |= ITM_PKT_VLAN;
 		p->vlan_id = bpf_ntohs(tag[0]) & 0xfff;
@@ -256,9 +275,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p)
 	}
 	p->l3_off = off;
 	if (proto == ITM_ETH_P_IP)
-		return parse_ipv4(&c, p, off);
+		return parse_ipv4(&c, p, off, slow);
 	if (proto == ITM_ETH_P_IPV6)
-		return parse_ipv6(&c, p, off);
+		return parse_ipv6(&c, p, off, slow);
 	return NON_IP;
 }
 
@@ -273,9 +292,9 @@ static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, _
 	return 0;
 }
 
-static __always_inline int prefix_match(void *trie, __u32 id, const __u8 *addr)
+static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const __u8 *addr)
 {
-	struct itm_lpm_key k = { .prefixlen = 32 + 128, .id = id };
+	struct itm_lpm_key k = { .prefixlen = 32 + 8 + 128, .id = id, .family = family };
 
 	__builtin_memcpy(k.addr, addr, 16);
 	return bpf_map_lookup_elem(trie, &k) != NULL;
@@ -323,7 +342,7 @@ static __always_inline int interest_match(struct __sk_buff *skb, const struct it
 		return 0;
 	if ((f & ITM_I_PROTO) && !(sl->protos[proto >> 6] & (1ULL << (proto & 63))))
 		return 0;
-	if ((f & (ITM_I_SPORT | ITM_I_DPORT)) && !(p->flags & ITM_PKT_L4))
+	if ((f & (ITM_I_SPORT | ITM_I_DPORT)) && !(p->flags & ITM_PKT_PORTS))
 		return 0;
 	if ((f & ITM_I_SPORT) && !ports_match(sl->sport, sl->n_sport, p->flow.sport))
 		return 0;
@@ -333,9 +352,9 @@ static __always_inline int interest_match(struct __sk_buff *skb, const struct it
 		return 0;
 	if ((f & ITM_I_OUTDEV) && sl->outdev != p->ifindex)
 		return 0;
-	if ((f & ITM_I_SRC) && !prefix_match(&itm_src, sl->id, p->flow.saddr))
+	if ((f & ITM_I_SRC) && !prefix_match(&itm_src, sl->id, p->flow.family, p->flow.saddr))
 		return 0;
-	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.daddr))
+	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.family, p->flow.daddr))
 		return 0;
 	if (f & (ITM_I_LOCAL | ITM_I_FORWARDED)) {
 		__u8 o = origin(skb, p);
@@ -375,7 +394,7 @@ static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *
 	__u32 n, i;
 
 	if (!c)
-		return TC_ACT_OK;
+		return ITM_PASS;
 	n = c->n;
 	for (i = start; i < ITM_MAX_SLOTS; i++) {
 		struct itm_slot *sl;
@@ -405,9 +424,9 @@ static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *
 			st->errors++;
 		itm_tail_call_const(skb, itm_progs, ITM_RESUME_IDX);
 		count_chain_error();
-		return TC_ACT_OK;
+		return ITM_PASS;
 	}
-	return TC_ACT_OK;
+	return ITM_PASS;
 }
 
 SEC("tc")
@@ -420,7 +439,7 @@ int itm_dispatch(struct __sk_buff *skb)
 	int r;
 
 	if (!s || !ds || !ctl)
-		return TC_ACT_OK;
+		return ITM_PASS;
 	ds->packets++;
 	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
 	s->pkt.len = skb->len;
@@ -429,7 +448,18 @@ int itm_dispatch(struct __sk_buff *skb)
 	if (itm_hook == ITM_HOOK_TC_INGRESS)
 		s->pkt.ingress_ifindex = s->pkt.ifindex;
 	s->pkt.hook = itm_hook;
-	r = parse(skb, &s->pkt);
+	r = parse(skb, &s->pkt, 0);
+	if (r == SLOW) {
+		/* a header lies past the linear part: parse again, copying the headers out */
+		__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
+		s->pkt.len = skb->len;
+		s->pkt.ifindex = skb->ifindex;
+		s->pkt.ingress_ifindex = skb->ingress_ifindex;
+		if (itm_hook == ITM_HOOK_TC_INGRESS)
+			s->pkt.ingress_ifindex = s->pkt.ifindex;
+		s->pkt.hook = itm_hook;
+		r = parse(skb, &s->pkt, 1);
+	}
 	switch (r) {
 	case PARSED:
 		ds->parsed++;
@@ -438,16 +468,16 @@ int itm_dispatch(struct __sk_buff *skb)
 		break;
 	case NON_IP:
 		ds->non_ip++;
-		return TC_ACT_OK;
+		return ITM_PASS;
 	case TRUNCATED:
 		ds->truncated++;
-		return TC_ACT_OK;
+		return ITM_PASS;
 	case MALFORMED:
 		ds->malformed++;
-		return TC_ACT_OK;
+		return ITM_PASS;
 	default:
 		ds->unsupported++;
-		return TC_ACT_OK;
+		return ITM_PASS;
 	}
 	s->version = ctl->active & 1;
 	s->pos = 0;
@@ -462,6 +492,6 @@ int itm_resume(struct __sk_buff *skb)
 	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
 
 	if (!s || s->pos >= ITM_MAX_SLOTS - 1)
-		return TC_ACT_OK;
+		return ITM_PASS;
 	return run_chain(skb, s, s->pos + 1);
 }

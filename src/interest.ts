@@ -153,7 +153,7 @@ export function encodeSlot(id: number, it: Interest, dev: { indev?: number; outd
 
 /** The prefix-trie key of a module's prefix (see struct itm_lpm_key). */
 export function lpmKey(id: number, addr: Buffer, len: number, family: 4 | 6): Buffer {
-  return abi.encode(abi.itm_lpm_key, { prefixlen: 32 + (family === 4 ? 96 : 0) + len, id, addr });
+  return abi.encode(abi.itm_lpm_key, { prefixlen: 32 + 8 + (family === 4 ? 96 : 0) + len, id, family, addr });
 }
 
 export interface FlowQuery {

@@ -162,15 +162,17 @@ describe('lpmKey', () => {
     const p = prefix('10.0.0.0/8');
     const k = lpmKey(7, p.addr, p.len, 4);
     assert.equal(k.length, abi.itm_lpm_key.size);
-    assert.equal(k.readUInt32LE(0), 32 + 96 + 8);
+    assert.equal(k.readUInt32LE(0), 32 + 8 + 96 + 8);
     assert.equal(k.readUInt32LE(4), 7);
-    assert.equal(hex(k.subarray(8)), hex(mapped('0a000000')));
+    assert.equal(k[8], 4, 'the family is part of the key');
+    assert.equal(hex(k.subarray(9, 25)), hex(mapped('0a000000')));
   });
   test('IPv6', () => {
     const p = prefix('fd00::/64');
     const k = lpmKey(1, p.addr, p.len, 6);
-    assert.equal(k.readUInt32LE(0), 32 + 64);
-    assert.equal(hex(k.subarray(8)), 'fd000000000000000000000000000000');
+    assert.equal(k.readUInt32LE(0), 32 + 8 + 64);
+    assert.equal(k[8], 6);
+    assert.equal(hex(k.subarray(9, 25)), 'fd000000000000000000000000000000');
   });
 });
 

@@ -39,6 +39,7 @@ export const ITM_PKT_L4 = 2;
 export const ITM_PKT_VLAN = 4;
 export const ITM_PKT_IP_OPTIONS = 8;
 export const ITM_PKT_IPV6_EXT = 16;
+export const ITM_PKT_PORTS = 32;
 
 export interface ItmScratch {
   version: number;
@@ -135,8 +136,9 @@ export const itm_port_range: StructLayout = {"name":"itm_port_range","size":4,"f
 export interface ItmLpmKey {
   prefixlen: number;
   id: number;
+  family: number;
   addr: Buffer;
 }
-export const itm_lpm_key: StructLayout = {"name":"itm_lpm_key","size":24,"fields":[{"name":"prefixlen","offset":0,"kind":"int","size":4},{"name":"id","offset":4,"kind":"int","size":4},{"name":"addr","offset":8,"kind":"int","size":16,"count":16,"elemSize":1}]};
+export const itm_lpm_key: StructLayout = {"name":"itm_lpm_key","size":28,"fields":[{"name":"prefixlen","offset":0,"kind":"int","size":4},{"name":"id","offset":4,"kind":"int","size":4},{"name":"family","offset":8,"kind":"int","size":1},{"name":"addr","offset":9,"kind":"int","size":16,"count":16,"elemSize":1}]};
 
 export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_dstats, itm_ctl, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_lpm_key };

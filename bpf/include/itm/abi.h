@@ -83,11 +83,13 @@ struct itm_ctl {
 	__u32 generation;
 };
 
-/* key of the prefix tries: the module id is part of the key, so one trie serves every module of a
- * hook; IPv4 prefixes are stored IPv4-mapped (::ffff:a.b.c.d), prefixlen = 32 + 96 + len */
+/* key of the prefix tries: the module id and the family are part of the key, so one trie serves
+ * every module of a hook and an IPv6 prefix never matches an IPv4 packet; IPv4 prefixes are stored
+ * IPv4-mapped (::ffff:a.b.c.d): prefixlen = 32 + 8 + 96 + len for IPv4, 32 + 8 + len for IPv6 */
 struct itm_lpm_key {
 	__u32 prefixlen;
 	__u32 id;
+	__u8 family;
 	__u8 addr[16];
 };
 
@@ -108,6 +110,7 @@ enum itm_pkt_flags {
 	ITM_PKT_VLAN = 1 << 2,
 	ITM_PKT_IP_OPTIONS = 1 << 3,
 	ITM_PKT_IPV6_EXT = 1 << 4,
+	ITM_PKT_PORTS = 1 << 5,		/* sport and dport are set (TCP, UDP, SCTP) */
 };
 
 /* the packet as the dispatcher parsed it, once, for every module of the chain */

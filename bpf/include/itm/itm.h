@@ -23,9 +23,13 @@
 #include "abi.h"
 
 #ifndef TC_ACT_OK
+#define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #endif
+/* what the dispatcher returns for a packet that goes on: TC_ACT_UNSPEC lets the filters other
+ * tools have on the same hook run after itm's (TC_ACT_OK would end classification there) */
+#define ITM_PASS TC_ACT_UNSPEC
 #define ITM_ETH_P_IP 0x0800
 #define ITM_ETH_P_IPV6 0x86DD
 
@@ -109,7 +113,8 @@ static __always_inline int itm_set_dscp(struct itm_ctx *c, __u8 dscp)
 		__u8 tclass = (dscp << 2) | (((b[1] >> 4) & 0x3));
 		b[0] = (b[0] & 0xf0) | (tclass >> 4);
 		b[1] = (b[1] & 0x0f) | ((tclass & 0xf) << 4);
-		err = bpf_skb_store_bytes(c->skb, off, b, 2, 0);
+		/* no header checksum, but skb->csum must follow when the device gave CHECKSUM_COMPLETE */
+		err = bpf_skb_store_bytes(c->skb, off, b, 2, BPF_F_RECOMPUTE_CSUM);
 	} else {
 		return -1;
 	}
@@ -153,7 +158,7 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
 		struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);   \
 		struct itm_ctx c;                                                   \
 		if (!s)                                                             \
-			return TC_ACT_OK;                                           \
+			return ITM_PASS;                                            \
 		c.skb = skb;                                                        \
 		c.pkt = &s->pkt;                                                    \
 		cls = classify_fn(&c);                                              \
@@ -164,7 +169,7 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
 		if (verdict == ITM_DROP)                                            \
 			return TC_ACT_SHOT;                                         \
 		itm_tail_call_const(skb, itm_progs, ITM_RESUME_IDX);                \
-		return TC_ACT_OK;                                                   \
+		return ITM_PASS;                                                    \
 	}
 
 #endif
