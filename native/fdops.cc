@@ -192,19 +192,21 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// (type, name, keySize, valueSize, maxEntries, flags)
+// (type, name, keySize, valueSize, maxEntries, flags, innerMapFd)
 Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t type, keySize, valueSize, maxEntries, flags;
+  uint32_t type, keySize, valueSize, maxEntries, flags, innerMapFd;
   std::string name;
   if (!ArgUint32(info, 0, &type) || !ArgString(info, 1, &name) || !ArgUint32(info, 2, &keySize) ||
-      !ArgUint32(info, 3, &valueSize) || !ArgUint32(info, 4, &maxEntries) || !ArgUint32(info, 5, &flags)) {
+      !ArgUint32(info, 3, &valueSize) || !ArgUint32(info, 4, &maxEntries) || !ArgUint32(info, 5, &flags) ||
+      !ArgUint32(info, 6, &innerMapFd)) {
     return env.Undefined();
   }
   struct bpf_map_create_opts opts;
   memset(&opts, 0, sizeof(opts));
   opts.sz = sizeof(opts);
   opts.map_flags = flags;
+  opts.inner_map_fd = innerMapFd;
   int fd = bpf_map_create(static_cast<enum bpf_map_type>(type), name.empty() ? nullptr : name.c_str(), keySize,
                           valueSize, maxEntries, &opts);
   if (fd < 0) {

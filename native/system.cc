@@ -4,7 +4,12 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <linux/if_link.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/statfs.h>
 
 #include "common.h"
@@ -37,6 +42,48 @@ Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
     return ThrowErrno(env, ErrFromErrno(), "mount bpffs at " + path, "mount");
   }
   return env.Undefined();
+}
+
+// (path, timeoutMs) -> fd holding an exclusive flock(2); the kernel drops it when the fd closes,
+// also when the process dies, so a crashed holder never leaves a stale lock behind.
+Napi::Value LockFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  uint32_t timeoutMs;
+  if (!ArgString(info, 0, &path) || !ArgUint32(info, 1, &timeoutMs)) return env.Undefined();
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ThrowErrno(env, ErrFromErrno(), "lock " + path, "open");
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Number::New(env, fd);
+    int err = ErrFromErrno();
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if ((err != EWOULDBLOCK && err != EINTR) || waited >= static_cast<long>(timeoutMs)) {
+      close(fd);
+      return ThrowErrno(env, err, "lock " + path, "flock");
+    }
+    usleep(10000);
+  }
+}
+
+// The cookie of the calling thread's network namespace: unique for the life of the system, unlike
+// the namespace's inode number, which the kernel reuses.
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return ThrowErrno(env, ErrFromErrno(), "read the network namespace cookie", "socket");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+  int rc = getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int err = rc ? ErrFromErrno() : 0;
+  close(s);
+  if (rc) return ThrowErrno(env, err, "read the network namespace cookie", "getsockopt(SO_NETNS_COOKIE)");
+  return Napi::BigInt::New(env, cookie);
 }
 
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
@@ -97,6 +144,8 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
 void InitSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
+  exports.Set("lockFile", Napi::Function::New<LockFile>(env, "lockFile"));
+  exports.Set("netnsCookie", Napi::Function::New<NetnsCookie>(env, "netnsCookie"));
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
   exports.Set("constants", Napi::Function::New<Constants>(env, "constants"));
 }

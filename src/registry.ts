@@ -6,12 +6,12 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } fro
 import { join } from 'node:path';
 import * as abi from './abi.js';
 import { ItmError } from './errors.js';
-import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc } from './libbpf/index.js';
+import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms } from './libbpf/index.js';
 import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { HOOKS, kernelConfig, validateParams, type Hook, type ModuleDef, type ParamValue } from './module-def.js';
 import {
-  devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, sleepMs, withDeviceLock, writeDevice,
+  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withDeviceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
 } from './state.js';
 import { log } from './log.js';
@@ -20,8 +20,6 @@ import { log } from './log.js';
 export const TC_HANDLE = 0x1717;
 export const TC_PRIORITY = 1;
 export const DEFAULT_PRIORITY = 50;
-/** after a chain switch, packets that started on the old chain finish well within this */
-const GRACE_MS = 20;
 /** the interest of a module found in the kernel with no record of how it was loaded */
 const ADOPTED = '?';
 
@@ -81,8 +79,9 @@ class HookPins {
     const idle = (ctl.active & 1) ^ 1;
     this.maps.itm_chain.update(u32(idle), abi.encode(abi.itm_chain, { n: slots.length, slots }));
     this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { active: idle, generation: ctl.generation + 1 }));
-    // the table just left may still be read by packets already on it; the next change writes it
-    sleepMs(GRACE_MS);
+    // packets already on the table just left may still read it: wait for them before anything
+    // (the next change, or the removal of a module) touches what they could reach
+    waitForRunningPrograms();
   }
 
   mstats(id: number): abi.ItmMstats {
@@ -137,6 +136,35 @@ function moduleProgName(name: string): string {
   return `itm_module_${name}`;
 }
 
+/** The bpffs is there, and this namespace's tree is ours (not a dead namespace's, see claimNamespace). */
+function prepare(create: boolean): void {
+  ensureBpffs();
+  claimNamespace(create);
+}
+
+/** Removes a module's traces from the hook's shared maps: its slot, its prefixes. */
+function purgeModule(pins: HookPins, id: number): void {
+  pins.maps.itm_progs.delete(u32(id));
+  for (const which of ['itm_src', 'itm_dst'] as const) {
+    for (const k of pins.maps[which].keys()) {
+      if (abi.decode<abi.ItmLpmKey>(abi.itm_lpm_key, k).id === id) pins.maps[which].delete(k);
+    }
+  }
+  rmSync(join(pins.dir, `mod-${id}`), { recursive: true, force: true });
+}
+
+/** itm parses Ethernet frames: a device whose frames start elsewhere (tun, wireguard, loopback)
+ * would have its packets misread. */
+function requireEthernet(dev: string): void {
+  const r = spawnSync('ip', ['-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
+  if (r.error) throw new ItmError(`cannot run ip: ${r.error.message}`);
+  let type: string | undefined;
+  try {
+    type = (JSON.parse(r.stdout) as Array<{ link_type?: string }>)[0]?.link_type;
+  } catch { /* fall through */ }
+  if (type !== 'ether') throw new ItmError(`cannot set up ${dev}: it is not an Ethernet device (link type ${type ?? 'unknown'}); itm parses Ethernet frames`);
+}
+
 // ---------------------------------------------------------------- up / down
 
 export type UpOutcome = 'created' | 'adopted' | 'repaired';
@@ -183,7 +211,8 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
 }
 
 function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Undo): Record<string, UpOutcome> {
-  ensureBpffs();
+  prepare(true);
+  requireEthernet(dev);
   const ns = netnsId();
   const rec: DeviceRecord = readDevice(ifindex) ?? { dev, ifindex, netns: ns, createdClsact: false, hooks: {} };
   rec.dev = dev;
@@ -197,17 +226,22 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
       rec.hooks[hook] = { modules: [], nextSeq: 1 };
     }
     try {
-      const hr = (rec.hooks[hook] ??= adoptRecord(pins));
+      const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
       reconcile(hr, pins);
-      if (attachedProgId(ifindex, hook) !== pins.dispatch.id) {
+      const attached = attachedProgId(ifindex, hook);
+      if (attached !== pins.dispatch.id) {
+        // our slot holds another program: an older itm dispatcher is replaced, anything else is
+        // someone else's filter, which itm never touches
+        if (attached !== undefined && progName(attached) !== 'itm_dispatch') {
+          throw new ItmError(`cannot set up ${dev} ${hook}: another filter holds tc handle 0x${TC_HANDLE.toString(16)} pref ${TC_PRIORITY}`);
+        }
         const { created } = tc.hookCreate(ifindex, tcPoint(hook));
         if (created) {
           rec.createdClsact = true;
           undo.add(`remove clsact from ${dev}`, () => tc.hookDestroy(ifindex));
         }
-        const had = attachedProgId(ifindex, hook) !== undefined;
         tc.attach(ifindex, tcPoint(hook), pins.dispatch.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
-        if (!had) undo.add(`detach from ${dev} ${hook}`, () => tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY }));
+        if (attached === undefined) undo.add(`detach from ${dev} ${hook}`, () => tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY }));
         if (outcome === 'adopted') outcome = 'repaired';
       }
     } finally {
@@ -219,34 +253,31 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
   return out;
 }
 
-/** A hook found pinned with no record (the record was lost): describe its modules from the kernel. */
-function adoptRecord(pins: HookPins): HookRecord {
-  const modules: ModuleRecord[] = pins.chain().map((s, i) => {
+/**
+ * Makes the record and the kernel agree, the kernel's chain being the truth: a recorded module
+ * that is not in the chain (a crash between the two) is dropped; a module in the chain with no
+ * record (the record was lost) is adopted under its program's name; and whatever a module left in
+ * the shared maps without being in the chain is removed, so a later module with its id starts clean.
+ */
+function reconcile(hr: HookRecord, pins: HookPins): void {
+  const chain = pins.chain();
+  const live = new Set(chain.map((s) => s.id));
+  for (const m of hr.modules.filter((x) => !live.has(x.id))) {
+    log.warn(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
+  }
+  hr.modules = hr.modules.filter((x) => live.has(x.id));
+  chain.forEach((s, i) => {
+    if (hr.modules.some((m) => m.id === s.id)) return;
     let name = `module-${s.id}`;
     try {
       const p = BpfProgram.fromPin(join(pins.dir, `mod-${s.id}`, 'prog'));
       name = p.name.replace(/^itm_module_/, '');
       p.close();
     } catch { /* keep the placeholder name */ }
-    return { id: s.id, name, module: name, priority: DEFAULT_PRIORITY, seq: i + 1, params: {}, interest: ADOPTED, loadedAt: '' };
+    hr.modules.push({ id: s.id, name, module: name, priority: DEFAULT_PRIORITY, seq: hr.nextSeq + i, params: {}, interest: ADOPTED, loadedAt: '' });
   });
-  return { modules, nextSeq: modules.length + 1 };
-}
-
-/** Keeps the record to what the kernel really runs: a module in the record but not in the chain
- * (a crash between the two) is dropped, with its pins. */
-function reconcile(hr: HookRecord, pins: HookPins): void {
-  const live = new Set(pins.chain().map((s) => s.id));
-  for (const m of hr.modules.filter((x) => !live.has(x.id))) {
-    log.warn(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
-    rmSync(join(pins.dir, `mod-${m.id}`), { recursive: true, force: true });
-  }
-  hr.modules = hr.modules.filter((x) => live.has(x.id));
-  // pins of modules that never made it into the chain
-  for (const e of readdirSync(pins.dir)) {
-    const m = /^mod-(\d+)$/.exec(e);
-    if (m && !live.has(Number(m[1]))) rmSync(join(pins.dir, e), { recursive: true, force: true });
-  }
+  hr.nextSeq += chain.length;
+  for (let id = 0; id < abi.ITM_MAX_SLOTS; id++) if (!live.has(id)) purgeModule(pins, id);
 }
 
 export function up(dev: string, hooks: readonly Hook[] = HOOKS): Record<string, UpOutcome> {
@@ -282,7 +313,7 @@ export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: 
 export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
   const ifindex = resolveDevice(dev, 'take down');
   return withDeviceLock(ifindex, () => {
-    ensureBpffs();
+    prepare(false);
     const rec = readDevice(ifindex);
     const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
     for (const hook of hooks) {
@@ -290,7 +321,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       const pins = HookPins.open(dir);
       const id = attachedProgId(ifindex, hook);
       // detach only our own filter: the one at itm's handle running the pinned dispatcher
-      if (id !== undefined && (!pins || id === pins.dispatch.id || progName(id) === 'itm_dispatch')) {
+      if (id !== undefined && (id === pins?.dispatch.id || progName(id) === 'itm_dispatch')) {
         tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY });
       }
       pins?.close();
@@ -309,10 +340,11 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       }
       removeDevice(ifindex);
       rmSync(devicePinDir(ifindex), { recursive: true, force: true });
-      // the namespace's own directories too, once nothing of it is left
-      for (const d of [nsPinDir(), join(STATE_DIR, netnsId())]) {
-        try { rmdirSync(d); } catch { /* not empty: other devices are set up */ }
+      // the namespace's own directories too, once nothing but its marker is left
+      if (readdirSync(nsPinDir(), { withFileTypes: true }).every((e) => e.name === 'netns')) {
+        rmSync(nsPinDir(), { recursive: true, force: true });
       }
+      try { rmdirSync(join(STATE_DIR, netnsId())); } catch { /* not empty: other devices are set up */ }
     } else if (rec) {
       writeDevice(rec);
     }
@@ -348,12 +380,13 @@ export interface LoadResult { id: number; hook: Hook; priority: number; position
 
 const chainOrder = (mods: ModuleRecord[]) => [...mods].sort((a, b) => a.priority - b.priority || a.seq - b.seq);
 
-/** The kernel chain for a hook's record: modules by priority, equal priorities in load order. A
- * module adopted without a record keeps the slot the kernel has for it. */
+/** The kernel chain for a hook's record: modules by priority, equal priorities in load order.
+ * Modules already in the chain keep their slot as the kernel has it (devices stay the ones
+ * resolved at load, even if renamed since); only a new module's interest is encoded. */
 function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live: abi.ItmSlot[]): abi.ItmSlot[] {
   return chainOrder(hr.modules).map((m) => {
     const kept = live.find((s) => s.id === m.id);
-    if (m.interest === ADOPTED && kept) return kept;
+    if (kept) return kept;
     const it = parseInterest(m.interest === 'all' ? [] : m.interest);
     return encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex));
   });
@@ -414,10 +447,13 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
 
   return withDeviceLock(ifindex, () => {
     const undo = new Undo();
+    let pins: HookPins | undefined;
     try {
+      prepare(true);
       let rec = readDevice(ifindex);
       let broughtUp = false;
-      if (!rec?.hooks[hook] || !HookPins.open(hookPinDir(ifindex, hook))) {
+      pins = rec?.hooks[hook] ? HookPins.open(hookPinDir(ifindex, hook)) : undefined;
+      if (!pins) {
         upLocked(opts.dev, ifindex, [hook], undo);
         broughtUp = true;
         rec = readDevice(ifindex)!;
@@ -426,80 +462,76 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
           delete r.hooks[hook];
           if (Object.keys(r.hooks).length) writeDevice(r); else removeDevice(ifindex);
         });
+        pins = HookPins.open(hookPinDir(ifindex, hook))!;
       }
-      ensureBpffs();
-      const hr = rec.hooks[hook]!;
+      const hp = pins;
+      const hr = rec!.hooks[hook]!;
       if (hr.modules.some((m) => m.name === name)) {
         throw new ItmError(`${name} is already loaded on ${opts.dev} ${hook} (unload it first, reorder it, or load another instance with --name)`);
       }
-      const pins = HookPins.open(hookPinDir(ifindex, hook))!;
+      const used = new Set(hp.chain().map((s) => s.id).concat(hr.modules.map((m) => m.id)));
+      let id = 0;
+      while (used.has(id)) id++;
+      if (id >= abi.ITM_MAX_SLOTS) throw new ItmError(`${opts.dev} ${hook} already runs ${abi.ITM_MAX_SLOTS} modules, the most one hook can chain`);
+      // whatever an earlier holder of this id left behind (a crash mid-unload) goes first
+      purgeModule(hp, id);
+
+      // 1. the module's program, with its parameters, sharing the dispatcher's maps
+      const modDir = join(hp.dir, `mod-${id}`);
+      mkdirSync(modDir);
+      undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
+      const obj = BpfObject.open(objPath);
       try {
-        const used = new Set(pins.chain().map((s) => s.id).concat(hr.modules.map((m) => m.id)));
-        let id = 0;
-        while (used.has(id)) id++;
-        if (id >= abi.ITM_MAX_SLOTS) throw new ItmError(`${opts.dev} ${hook} already runs ${abi.ITM_MAX_SLOTS} modules, the most one hook can chain`);
-
-        // 1. the module's program, with its parameters, sharing the dispatcher's maps
-        const modDir = join(pins.dir, `mod-${id}`);
-        rmSync(modDir, { recursive: true, force: true });
-        mkdirSync(modDir);
-        undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
-        const obj = BpfObject.open(objPath);
+        writeGlobals(obj, def, params, id);
+        for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
         try {
-          writeGlobals(obj, def, params, id);
-          for (const m of SHARED_MAPS) obj.reuseMap(m, pins.maps[m]);
-          try {
-            obj.load();
-          } catch (e) {
-            if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`);
-            throw e;
-          }
-          for (const m of obj.mapNames()) {
-            if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
-            const map = obj.map(m);
-            map.pin(join(modDir, m.replace(/[^A-Za-z0-9_-]/g, '_')));
-            map.close();
-          }
-          const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
-          try {
-            prog.pin(join(modDir, 'prog'));
-            // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
-            pins.maps.itm_mstats.update(u32(id), Buffer.alloc(pins.maps.itm_mstats.valueBufferSize));
-            for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
-              for (const p of list) {
-                const k = lpmKey(id, p.addr, p.len, p.family);
-                pins.maps[which].update(k, Buffer.from([1]));
-                undo.add(`remove prefix ${p.text}`, () => pins.maps[which].delete(k));
-              }
-            }
-            pins.maps.itm_progs.update(u32(id), u32(prog.fd));
-            undo.add(`clear slot ${id}`, () => pins.maps.itm_progs.delete(u32(id)));
-          } finally {
-            prog.close();
-          }
-        } finally {
-          obj.close();
+          obj.load();
+        } catch (e) {
+          if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`);
+          throw e;
         }
-
-        // 3. the new chain, switched to in one write
-        const mrec: ModuleRecord = {
-          id, name, module: def.name, priority, seq: hr.nextSeq, params,
-          interest: formatInterest(interest), loadedAt: new Date().toISOString(),
-        };
-        const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
-        const before = pins.chain();
-        pins.setChain(chainOf(next, opts.dev, hook, ifindex, before));
-        undo.add('restore the chain', () => pins.setChain(before));
-        rec.hooks[hook] = next;
-        writeDevice(rec);
-        const position = chainOrder(next.modules).findIndex((m) => m.id === id);
-        return { id, hook, priority, position, broughtUp };
+        for (const m of obj.mapNames()) {
+          if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
+          const map = obj.map(m);
+          map.pin(join(modDir, m.replace(/[^A-Za-z0-9_-]/g, '_')));
+          map.close();
+        }
+        const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
+        try {
+          prog.pin(join(modDir, 'prog'));
+          // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
+          hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
+          undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
+          for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
+            for (const p of list) hp.maps[which].update(lpmKey(id, p.addr, p.len, p.family), Buffer.from([1]));
+          }
+          hp.maps.itm_progs.update(u32(id), u32(prog.fd));
+        } finally {
+          prog.close();
+        }
       } finally {
-        pins.close();
+        obj.close();
       }
+
+      // 3. the new chain, switched to in one write
+      const mrec: ModuleRecord = {
+        id, name, module: def.name, priority, seq: hr.nextSeq, params,
+        interest: formatInterest(interest), loadedAt: new Date().toISOString(),
+      };
+      const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
+      const before = hp.chain();
+      undo.add('restore the chain', () => hp.setChain(before));
+      hp.setChain(chainOf(next, opts.dev, hook, ifindex, before));
+      rec!.hooks[hook] = next;
+      writeDevice(rec!);
+      const position = chainOrder(next.modules).findIndex((m) => m.id === id);
+      return { id, hook, priority, position, broughtUp };
     } catch (e) {
+      // undo while the pinned maps are still open: every step needs them
       undo.run();
       throw e;
+    } finally {
+      pins?.close();
     }
   });
 }
@@ -519,7 +551,7 @@ function findLoaded(rec: DeviceRecord | undefined, name: string, dev: string, ho
 export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id: number } {
   const ifindex = resolveDevice(dev, `unload ${name} from`);
   return withDeviceLock(ifindex, () => {
-    ensureBpffs();
+    prepare(false);
     const rec = readDevice(ifindex);
     const { hook: h, m } = findLoaded(rec, name, dev, hook);
     const hr = rec!.hooks[h]!;
@@ -531,13 +563,8 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
       pins.setChain(chainOf(next, dev, h, ifindex, pins.chain()));
       rec!.hooks[h] = next;
       writeDevice(rec!);
-      pins.maps.itm_progs.delete(u32(m.id));
-      for (const which of ['itm_src', 'itm_dst'] as const) {
-        for (const k of pins.maps[which].keys()) {
-          if (k.readUInt32LE(4) === m.id) pins.maps[which].delete(k);
-        }
-      }
-      rmSync(join(pins.dir, `mod-${m.id}`), { recursive: true, force: true });
+      // no packet can reach it any more (setChain waited for those on the old chain)
+      purgeModule(pins, m.id);
       return { hook: h, id: m.id };
     } finally {
       pins.close();
@@ -549,7 +576,7 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${priority}: use 0-1000 (lower runs first)`);
   const ifindex = resolveDevice(dev, `reorder ${name} on`);
   return withDeviceLock(ifindex, () => {
-    ensureBpffs();
+    prepare(false);
     const rec = readDevice(ifindex);
     const { hook: h, m } = findLoaded(rec, name, dev, hook);
     const hr = rec!.hooks[h]!;
@@ -589,7 +616,7 @@ export interface DeviceView { dev: string; ifindex: number; hooks: HookView[] }
 const num = (x: bigint | undefined) => Number(x ?? 0n);
 
 export function list(dev?: string): DeviceView[] {
-  ensureBpffs();
+  prepare(false);
   let recs = listDeviceRecords();
   if (dev !== undefined) {
     const ifindex = resolveDevice(dev, 'list');
@@ -637,7 +664,7 @@ export interface ExplainView { dev: string; hook: Hook; steps: ExplainStep[] }
 
 export function explain(dev: string, flow: FlowQuery, hooks: readonly Hook[] = HOOKS): ExplainView[] {
   const ifindex = resolveDevice(dev, 'explain a flow on');
-  ensureBpffs();
+  prepare(false);
   const rec = readDevice(ifindex);
   if (!rec || !Object.keys(rec.hooks).length) throw new ItmError(`${dev} is not set up (itmctl up --dev ${dev})`);
   const out: ExplainView[] = [];

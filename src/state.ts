@@ -5,11 +5,11 @@
 //   /run/itm/bpf/<netns inode>/<ifindex>/<hook>/{dispatch,resume,itm_*,mod-<id>/...}
 // The kernel is the truth for what runs; a small JSON record per device (in /run/itm/state) keeps
 // what only people need: module names, parameters, interests as typed, load order.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ItmError } from './errors.js';
 import type { Hook, ParamValue } from './module-def.js';
-import { isBpffs, mountBpffs } from './libbpf/index.js';
+import { BPF_MAP_TYPE, BpfMap, isBpffs, lockFile, mountBpffs, netnsCookie, unlockFile } from './libbpf/index.js';
 
 export const RUN_DIR = process.env.ITM_RUN_DIR ?? '/run/itm';
 export const BPFFS = join(RUN_DIR, 'bpf');
@@ -46,6 +46,53 @@ export function ensureBpffs(): void {
       `mount it once from the host's mount namespace: mkdir -p ${BPFFS} && mount -t bpf bpf ${BPFFS} (npm run setup does this)`);
   }
   mountBpffs(BPFFS);
+}
+
+/**
+ * Pins and records are keyed by the namespace's inode number, which the kernel reuses once a
+ * namespace is gone. A marker map in each namespace's pin tree holds the namespace's cookie, which
+ * is never reused: a tree whose cookie is not ours belonged to a dead namespace and is removed
+ * before anything could adopt it. With `create`, a missing marker is made.
+ */
+export function claimNamespace(create: boolean, ns = netnsId()): void {
+  // one claim at a time per namespace: commands on two of its devices may run at once
+  mkdirSync(LOCK_DIR, { recursive: true });
+  const fd = lockFile(join(LOCK_DIR, `${ns}.lock`), 15_000);
+  try {
+    claimLocked(create, ns);
+  } finally {
+    unlockFile(fd);
+  }
+}
+
+function claimLocked(create: boolean, ns: string): void {
+  const dir = nsPinDir(ns);
+  const marker = join(dir, 'netns');
+  const cookie = netnsCookie();
+  const key = Buffer.alloc(4);
+  if (existsSync(marker)) {
+    const m = BpfMap.fromPin(marker);
+    const v = m.lookup(key);
+    m.close();
+    if (v && v.readBigUInt64LE(0) === cookie) return;
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(join(STATE_DIR, ns), { recursive: true, force: true });
+  } else if (existsSync(dir) || existsSync(join(STATE_DIR, ns))) {
+    // a tree whose marker was never written cannot be shown to be ours
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(join(STATE_DIR, ns), { recursive: true, force: true });
+  }
+  if (!create) return;
+  mkdirSync(dir, { recursive: true });
+  const m = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY, name: 'itm_netns', keySize: 4, valueSize: 8, maxEntries: 1 });
+  try {
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(cookie);
+    m.update(key, v);
+    m.pin(marker);
+  } finally {
+    m.close();
+  }
 }
 
 export interface ModuleRecord {
@@ -113,56 +160,24 @@ export function listDeviceRecords(ns = netnsId()): DeviceRecord[] {
   return out.sort((a, b) => a.ifindex - b.ifindex);
 }
 
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
-export function sleepMs(ms: number): void {
-  Atomics.wait(sleepBuf, 0, 0, ms);
-}
-
 /**
- * Serialises itmctl runs on one device: a lock file created exclusively, holding the owner's pid.
- * A lock whose owner is gone (a crash) is taken over.
+ * Serialises itmctl runs on one device with an flock(2), which the kernel releases if the holder
+ * dies. The lock files live beside the records, not among them, so that `down` can remove a
+ * namespace's record directory while it holds the lock.
  */
 export function withDeviceLock<T>(ifindex: number, fn: () => T, ns = netnsId()): T {
-  // beside the records, not among them, so that `down` can remove a namespace's record directory
-  // while it holds the lock
   mkdirSync(LOCK_DIR, { recursive: true });
-  const lock = join(LOCK_DIR, `${ns}-${ifindex}.lock`);
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      const fd = openSync(lock, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let owner = NaN;
-      try {
-        owner = Number(readFileSync(lock, 'utf8'));
-      } catch {
-        continue;
-      }
-      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
-        try { unlinkSync(lock); } catch { /* another waiter took it over first */ }
-        continue;
-      }
-      if (Date.now() > deadline) throw new ItmError(`device ${ifindex} is busy: itmctl process ${owner} holds ${lock}`);
-      sleepMs(20);
-    }
+  const path = join(LOCK_DIR, `${ns}-${ifindex}.lock`);
+  let fd: number;
+  try {
+    fd = lockFile(path, 15_000);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EAGAIN') throw new ItmError(`device ${ifindex} is busy: another itmctl has held ${path} for 15 s`);
+    throw e;
   }
   try {
     return fn();
   } finally {
-    try { unlinkSync(lock); } catch { /* already gone */ }
+    unlockFile(fd);
   }
 }

@@ -1,6 +1,6 @@
 // Test helpers for running itm inside a harness topology: itmctl in a host's namespace, and
 // clean-up of the pins and records itm keeps for that namespace.
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecResult, Topology } from './harness/index.js';
@@ -31,6 +31,11 @@ export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
     topo.onDestroy(() => {
       rmSync(join(RUN_DIR, 'bpf', ino), { recursive: true, force: true });
       rmSync(join(RUN_DIR, 'state', ino), { recursive: true, force: true });
+      let locks: string[] = [];
+      try { locks = readdirSync(join(RUN_DIR, 'lock')); } catch { /* none taken */ }
+      for (const f of locks) {
+        if (f === `${ino}.lock` || f.startsWith(`${ino}-`)) rmSync(join(RUN_DIR, 'lock', f), { force: true });
+      }
     });
   }
 }

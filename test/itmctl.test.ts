@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfProgram } from '../src/libbpf/index.js';
+import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
+import { ROOT } from '../src/catalog.js';
 import type { DeviceView } from '../src/registry.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket,
@@ -176,6 +177,39 @@ describe('itmctl on real traffic', { skip }, () => {
     } finally {
       await ctl('unload', 'mark', '--dev', dev);
     }
+  });
+
+  test('filters other tools put after itm on the same hook still run', async () => {
+    await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
+    const obj = join(ROOT, 'bpf', 'build', 'test', 'tc_drop_port.bpf.o');
+    await topo.exec('itm', ['tc', 'filter', 'add', 'dev', dev, 'egress', 'pref', '200', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
+    try {
+      const dropped = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 20, ratePps: 200 });
+      assert.equal(dropped.received, 0, 'the other filter saw the packets after itm and dropped them');
+      const passed = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 });
+      assert.equal(passed.received, 20);
+    } finally {
+      await topo.exec('itm', ['tc', 'filter', 'del', 'dev', dev, 'egress', 'pref', '200']);
+      await ctl('unload', 'mark', '--dev', dev);
+    }
+  });
+
+  test('a pin tree left by a dead namespace whose inode was reused is not adopted', async () => {
+    await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef');
+    // make the tree look like another namespace's: its marker holds another cookie
+    const marker = BpfMap.fromPin(join(pinDir(topo, 'itm'), 'netns'));
+    const v = marker.lookup(Buffer.alloc(4))!;
+    v.writeBigUInt64LE(v.readBigUInt64LE(0) + 1n);
+    marker.update(Buffer.alloc(4), v);
+    marker.close();
+    assert.deepEqual(await list(), [], 'list shows nothing of the dead namespace');
+    assert.equal(existsSync(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)))), false, 'its pins are gone');
+    // the device's filter still runs the orphaned dispatcher: up replaces it with a fresh one
+    const up = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
+    assert.deepEqual(up.hooks, { 'tc-egress': 'created' });
+    const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 10, ratePps: 200 }));
+    assertAll(pkts, 0, 'the fresh dispatcher runs no module');
+    await ctl('down', '--dev', dev);
   });
 
   test('up adopts what is there, repairs a removed filter, and down leaves nothing behind', async () => {

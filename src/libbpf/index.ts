@@ -10,6 +10,7 @@ export { BpfMap } from './map.js';
 export type { MapCreateOptions, MapUpdateFlag } from './map.js';
 export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
-export { isBpffs, mountBpffs, numPossibleCpus } from './system.js';
+export { isBpffs, lockFile, mountBpffs, netnsCookie, numPossibleCpus, unlockFile } from './system.js';
+export { waitForRunningPrograms } from './sync.js';
 export { BPF_MAP_TYPE, BPF_PROG_TYPE, BPF_MAP_FLAG, TC_ACT, XDP_ACTION } from './constants.js';
 export type { BpfMapType, BpfProgType } from './constants.js';

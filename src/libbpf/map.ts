@@ -11,6 +11,8 @@ export interface MapCreateOptions {
   maxEntries: number;
   /** BPF_F_* map flags. */
   flags?: number;
+  /** For ARRAY_OF_MAPS / HASH_OF_MAPS: a map of the kind the outer map will hold. */
+  innerMap?: { fd: number };
 }
 
 export type MapUpdateFlag = 'any' | 'noexist' | 'exist';
@@ -88,6 +90,7 @@ export class BpfMap extends FdHandle {
       opts.valueSize,
       opts.maxEntries,
       opts.flags ?? 0,
+      opts.innerMap?.fd ?? 0,
     );
     return BpfMap.adoptFd(fd, opts.name);
   }

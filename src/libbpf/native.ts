@@ -77,7 +77,7 @@ export interface NativeAddon {
     dataSizeOut: number,
     ctxSizeOut: number,
   ): NativeTestRunResult;
-  mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags: number): number;
+  mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags: number, innerMapFd: number): number;
   mapLookup(label: string, fd: number, key: Buffer, keySize: number, valueSize: number): Buffer | undefined;
   mapUpdate(label: string, fd: number, key: Buffer, value: Buffer, keySize: number, valueSize: number, flags: number): void;
   mapDelete(label: string, fd: number, key: Buffer, keySize: number): boolean;
@@ -96,6 +96,8 @@ export interface NativeAddon {
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   numPossibleCpus(): number;
+  lockFile(path: string, timeoutMs: number): number;
+  netnsCookie(): bigint;
   constants(): NativeConstants;
 }
 

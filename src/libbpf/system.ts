@@ -16,3 +16,21 @@ export function mountBpffs(path: string): void {
 export function numPossibleCpus(): number {
   return native.numPossibleCpus();
 }
+
+/**
+ * Takes an exclusive flock(2) on `path` (created if missing), waiting up to `timeoutMs`. Returns the
+ * fd that holds it: close it to release. The kernel releases it if the process dies.
+ */
+export function lockFile(path: string, timeoutMs: number): number {
+  return native.lockFile(path, timeoutMs);
+}
+
+/** The calling thread's network-namespace cookie (SO_NETNS_COOKIE): never reused while the system runs. */
+export function netnsCookie(): bigint {
+  return native.netnsCookie();
+}
+
+/** Releases a lock taken with lockFile. */
+export function unlockFile(fd: number): void {
+  native.closeFd(fd);
+}
