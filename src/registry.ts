@@ -153,6 +153,16 @@ function purgeModule(pins: HookPins, id: number): void {
   rmSync(join(pins.dir, `mod-${id}`), { recursive: true, force: true });
 }
 
+/** Removes the directories of a device and of the namespace once nothing of itm is left in them
+ * (the namespace's marker aside). */
+function tidy(ifindex: number): void {
+  try { rmdirSync(devicePinDir(ifindex)); } catch { /* gone already, or hooks are set up */ }
+  try {
+    if (readdirSync(nsPinDir()).every((e) => e === 'netns')) rmSync(nsPinDir(), { recursive: true, force: true });
+  } catch { /* no tree */ }
+  try { rmdirSync(join(STATE_DIR, netnsId())); } catch { /* other devices are set up */ }
+}
+
 /** itm parses Ethernet frames: a device whose frames start elsewhere (tun, wireguard, loopback)
  * would have its packets misread. */
 function requireEthernet(dev: string): void {
@@ -288,6 +298,7 @@ export function up(dev: string, hooks: readonly Hook[] = HOOKS): Record<string, 
       return upLocked(dev, ifindex, hooks, undo);
     } catch (e) {
       undo.run();
+      tidy(ifindex);
       throw e;
     }
   });
@@ -340,11 +351,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       }
       removeDevice(ifindex);
       rmSync(devicePinDir(ifindex), { recursive: true, force: true });
-      // the namespace's own directories too, once nothing but its marker is left
-      if (readdirSync(nsPinDir(), { withFileTypes: true }).every((e) => e.name === 'netns')) {
-        rmSync(nsPinDir(), { recursive: true, force: true });
-      }
-      try { rmdirSync(join(STATE_DIR, netnsId())); } catch { /* not empty: other devices are set up */ }
+      tidy(ifindex);
     } else if (rec) {
       writeDevice(rec);
     }
@@ -487,7 +494,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         try {
           obj.load();
         } catch (e) {
-          if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`);
+          if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', { cause: e });
           throw e;
         }
         for (const m of obj.mapNames()) {
@@ -529,6 +536,9 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
     } catch (e) {
       // undo while the pinned maps are still open: every step needs them
       undo.run();
+      pins?.close();
+      pins = undefined;
+      tidy(ifindex);
       throw e;
     } finally {
       pins?.close();

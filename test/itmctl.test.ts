@@ -2,7 +2,7 @@
 // checked on the wire at the server (tcpdump there, checksums verified from the captured bytes).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { ROOT } from '../src/catalog.js';
@@ -176,6 +176,43 @@ describe('itmctl on real traffic', { skip }, () => {
       assert.equal(after, before, 'nothing changed');
     } finally {
       await ctl('unload', 'mark', '--dev', dev);
+    }
+  });
+
+  test('a load the kernel refuses leaves nothing behind, and disturbs no other module', async () => {
+    // an out-of-tree module (found through ITM_MODULE_PATH) whose program the verifier refuses
+    const dir = join(topo.tmpdir, 'modules', 'refused');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'module.js'), `export default ${JSON.stringify({
+      name: 'refused', description: 'refused by the verifier', hooks: ['tc-ingress', 'tc-egress'],
+      kernel: { object: join(ROOT, 'bpf', 'build', 'test', 'tc_refused_module.bpf.o'), program: 'itm_module_refused' }, params: {},
+    })};\n`);
+    const env = ['env', `ITM_MODULE_PATH=${join(topo.tmpdir, 'modules')}`, process.execPath, ITMCTL];
+    const pinsOf = () => (existsSync(pinDir(topo, 'itm')) ? readdirSync(pinDir(topo, 'itm'), { recursive: true }).map(String).sort() : []);
+    const filters = async () => (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout;
+
+    // 1. on a device with nothing of itm: the dispatcher it had to set up goes again
+    await ctl('down', '--dev', dev);
+    let r = await topo.exec('itm', [...env, 'load', 'refused', '--dev', dev], { check: false });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), /^itmctl: refused: the kernel refused its program: /);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    assert.deepEqual(pinsOf().filter((p) => p !== 'netns'), [], 'no pins left');
+    assert.equal((await filters()).trim(), '', 'no filter left');
+    assert.deepEqual(await list(), [], 'no record left');
+
+    // 2. on a hook running another module: the chain, pins and marking stay as they were
+    await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
+    try {
+      const before = { pins: pinsOf(), filters: await filters(), chain: JSON.stringify((await list())[0]!.hooks.map((h) => h.modules.map((m) => m.name))) };
+      r = await topo.exec('itm', [...env, 'load', 'refused', '--dev', dev, '--priority', '10'], { check: false });
+      assert.equal(r.code, 1);
+      assert.deepEqual(pinsOf(), before.pins, 'pins as they were');
+      assert.equal(await filters(), before.filters, 'filters as they were');
+      assert.equal(JSON.stringify((await list())[0]!.hooks.map((h) => h.modules.map((m) => m.name))), before.chain);
+      assertAll(await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 })), EF, 'mark still marks');
+    } finally {
+      await ctl('down', '--dev', dev);
     }
   });
 

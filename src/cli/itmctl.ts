@@ -20,7 +20,10 @@ function fail(err: unknown, verbose: boolean): never {
   if (err instanceof ItmError) msg = err.hint ? `${err.message}; ${err.hint}` : err.message;
   else if (err instanceof BpfError) msg = err.message;
   else msg = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`itmctl: ${msg}\n`);
+  // one line: a verifier summary or a tool's message may span several
+  process.stderr.write(`itmctl: ${msg.trim().replace(/\s*\n\s*/g, '; ')}\n`);
+  const log = (err as { cause?: { log?: string } } | undefined)?.cause?.log;
+  if (verbose && log) process.stderr.write(`${log}\n`);
   if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
   else if (!(err instanceof ItmError)) process.stderr.write('itmctl: pass --verbose for the stack\n');
   process.exit(err instanceof ItmError ? 1 : 70);
