@@ -187,8 +187,12 @@ function attachedProgId(ifindex: number, hook: Hook): number | undefined {
 function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
   const dir = hookPinDir(ifindex, hook);
   const tmp = `${dir}-tmp-${process.pid}`; // bpffs refuses names with a dot
-  rmSync(dir, { recursive: true, force: true }); // a half-made tree from a crash
-  rmSync(tmp, { recursive: true, force: true });
+  // half-made trees from a crash: the hook's own, and temporary ones of any earlier run
+  rmSync(dir, { recursive: true, force: true });
+  const parent = join(dir, '..');
+  if (existsSync(parent)) {
+    for (const e of readdirSync(parent)) if (e.startsWith(`${hook}-tmp-`)) rmSync(join(parent, e), { recursive: true, force: true });
+  }
   mkdirSync(tmp, { recursive: true });
   undo.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
   const obj = BpfObject.open(dispatcherObjectPath());

@@ -219,7 +219,8 @@ describe('itmctl on real traffic', { skip }, () => {
   test('filters other tools put after itm on the same hook still run', async () => {
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
     const obj = join(ROOT, 'bpf', 'build', 'test', 'tc_drop_port.bpf.o');
-    await topo.exec('itm', ['tc', 'filter', 'add', 'dev', dev, 'egress', 'pref', '200', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
+    // tc keeps its own bpffs state: point it at a directory of the test's, not at itm's bpffs
+    await topo.exec('itm', ['env', `TC_BPF_MNT=${join(topo.tmpdir, 'tc-bpf')}`, 'tc', 'filter', 'add', 'dev', dev, 'egress', 'pref', '200', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
     try {
       const dropped = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 20, ratePps: 200 });
       assert.equal(dropped.received, 0, 'the other filter saw the packets after itm and dropped them');
