@@ -11,7 +11,7 @@ import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { HOOKS, kernelConfig, validateParams, type Hook, type ModuleDef, type ParamValue } from './module-def.js';
 import {
-  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withDeviceLock, writeDevice,
+  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
 } from './state.js';
 import { log } from './log.js';
@@ -120,15 +120,21 @@ class Undo {
   add(what: string, fn: () => void): void {
     this.steps.push([what, fn]);
   }
-  run(): void {
+  /** Runs the steps, latest first; returns `e`, with what could not be undone said in it. */
+  rollback(e: unknown): unknown {
+    const failed: string[] = [];
     for (const [what, fn] of this.steps.reverse()) {
       try {
         fn();
-      } catch (e) {
-        log.warn({ err: e }, `undo: ${what} failed`);
+      } catch (err) {
+        log.debug({ err }, `undo: ${what} failed`);
+        failed.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
     this.steps = [];
+    if (!failed.length) return e;
+    const msg = e instanceof Error ? e.message : String(e);
+    return new ItmError(`${msg}; and undoing it failed (${failed.join('; ')}): run itmctl up, or down, on the device to repair`, undefined, { cause: e });
   }
 }
 
@@ -140,6 +146,21 @@ function moduleProgName(name: string): string {
 function prepare(create: boolean): void {
   ensureBpffs();
   claimNamespace(create);
+  collectGoneDevices();
+}
+
+/** The pins and records of devices that no longer exist (deleted, or moved to another namespace):
+ * their filters went with them, so nothing of theirs runs. */
+function collectGoneDevices(): void {
+  const ids = new Set(listDeviceRecords().map((r) => r.ifindex));
+  if (existsSync(nsPinDir())) for (const e of readdirSync(nsPinDir())) if (/^\d+$/.test(e)) ids.add(Number(e));
+  for (const i of ids) {
+    if (ifIndexToName(i) !== undefined) continue;
+    log.info(`device ${i} is gone: removing what itm kept for it`);
+    rmSync(devicePinDir(i), { recursive: true, force: true });
+    removeDevice(i);
+    tidy(i);
+  }
 }
 
 /** Removes a module's traces from the hook's shared maps: its slot, its prefixes. */
@@ -254,8 +275,18 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
           rec.createdClsact = true;
           undo.add(`remove clsact from ${dev}`, () => tc.hookDestroy(ifindex));
         }
-        tc.attach(ifindex, tcPoint(hook), pins.dispatch.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
-        if (attached === undefined) undo.add(`detach from ${dev} ${hook}`, () => tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY }));
+        const opts = { handle: TC_HANDLE, priority: TC_PRIORITY };
+        if (attached === undefined) {
+          // no replace: should another tool take the slot meanwhile, this fails instead of evicting it
+          tc.attach(ifindex, tcPoint(hook), pins.dispatch.fd, opts);
+          undo.add(`detach from ${dev} ${hook}`, () => tc.detach(ifindex, tcPoint(hook), opts));
+        } else {
+          const old = BpfProgram.fromId(attached);
+          tc.attach(ifindex, tcPoint(hook), pins.dispatch.fd, { ...opts, replace: true });
+          undo.add(`put the earlier dispatcher back on ${dev} ${hook}`, () => {
+            try { tc.attach(ifindex, tcPoint(hook), old.fd, { ...opts, replace: true }); } finally { old.close(); }
+          });
+        }
         if (outcome === 'adopted') outcome = 'repaired';
       }
     } finally {
@@ -277,18 +308,21 @@ function reconcile(hr: HookRecord, pins: HookPins): void {
   const chain = pins.chain();
   const live = new Set(chain.map((s) => s.id));
   for (const m of hr.modules.filter((x) => !live.has(x.id))) {
-    log.warn(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
+    log.info(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
   }
   hr.modules = hr.modules.filter((x) => live.has(x.id));
   chain.forEach((s, i) => {
     if (hr.modules.some((m) => m.id === s.id)) return;
-    let name = `module-${s.id}`;
+    // the kernel keeps 15 characters of a program's name: enough to hint, not to be sure, so the
+    // id makes the name unique
+    let module = 'module';
     try {
       const p = BpfProgram.fromPin(join(pins.dir, `mod-${s.id}`, 'prog'));
-      name = p.name.replace(/^itm_module_/, '');
+      module = p.name.replace(/^itm_module_/, '') || module;
       p.close();
-    } catch { /* keep the placeholder name */ }
-    hr.modules.push({ id: s.id, name, module: name, priority: DEFAULT_PRIORITY, seq: hr.nextSeq + i, params: {}, interest: ADOPTED, loadedAt: '' });
+    } catch { /* keep the placeholder */ }
+    const name = `${module}-${s.id}`;
+    hr.modules.push({ id: s.id, name, module, priority: DEFAULT_PRIORITY, seq: hr.nextSeq + i, params: {}, interest: ADOPTED, loadedAt: '' });
   });
   hr.nextSeq += chain.length;
   for (let id = 0; id < abi.ITM_MAX_SLOTS; id++) if (!live.has(id)) purgeModule(pins, id);
@@ -296,38 +330,36 @@ function reconcile(hr: HookRecord, pins: HookPins): void {
 
 export function up(dev: string, hooks: readonly Hook[] = HOOKS): Record<string, UpOutcome> {
   const ifindex = resolveDevice(dev, 'set up');
-  return withDeviceLock(ifindex, () => {
+  return withNamespaceLock(() => {
     const undo = new Undo();
     try {
       return upLocked(dev, ifindex, hooks, undo);
     } catch (e) {
-      undo.run();
+      const err = undo.rollback(e);
       tidy(ifindex);
-      throw e;
+      throw err;
     }
   });
 }
 
-function tcFiltersRemain(dev: string): boolean {
+/** Whether any filter is left on the device's clsact; when tc cannot tell, the answer is yes, so
+ * that the qdisc (and whatever it holds) is never removed on a guess. */
+function tcFiltersRemain(ifindex: number): boolean {
   // libbpf cannot list filters; ask tc, which shows filters of any kind
+  const dev = ifIndexToName(ifindex);
+  if (!dev) return true;
   for (const dir of ['ingress', 'egress']) {
-    const r = spawnSyncText('tc', ['filter', 'show', 'dev', dev, dir]);
-    if (r.trim()) return true;
+    const r = spawnSync('tc', ['filter', 'show', 'dev', dev, dir], { encoding: 'utf8' });
+    if (r.error || r.status !== 0 || r.stdout.trim()) return true;
   }
   return false;
-}
-
-function spawnSyncText(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.error) throw new ItmError(`cannot run ${cmd}: ${r.error.message}`);
-  return r.stdout ?? '';
 }
 
 export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: boolean }
 
 export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
   const ifindex = resolveDevice(dev, 'take down');
-  return withDeviceLock(ifindex, () => {
+  return withNamespaceLock(() => {
     prepare(false);
     const rec = readDevice(ifindex);
     const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
@@ -335,29 +367,32 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       const dir = hookPinDir(ifindex, hook);
       const pins = HookPins.open(dir);
       const id = attachedProgId(ifindex, hook);
-      // detach only our own filter: the one at itm's handle running the pinned dispatcher
+      // detach only our own filter: the one at itm's handle running an itm dispatcher
+      let detached = false;
       if (id !== undefined && (id === pins?.dispatch.id || progName(id) === 'itm_dispatch')) {
         tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY });
+        detached = true;
       }
       pins?.close();
+      if (existsSync(dir) || detached) res.hooks.push(hook);
       if (existsSync(dir)) {
         res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));
         rmSync(dir, { recursive: true, force: true });
-        res.hooks.push(hook);
       }
-      if (rec) delete rec.hooks[hook];
+      // the record follows each hook, so a failure on the next one leaves it true
+      if (rec?.hooks[hook]) {
+        delete rec.hooks[hook];
+        if (Object.keys(rec.hooks).length) writeDevice(rec);
+      }
     }
-    const left = rec ? Object.keys(rec.hooks).length : 0;
-    if (left === 0) {
-      if (rec?.createdClsact && !tcFiltersRemain(dev)) {
+    // what is left is what is on disk, whatever the record says
+    if (HOOKS.every((h) => !existsSync(hookPinDir(ifindex, h)))) {
+      if (rec?.createdClsact && !tcFiltersRemain(ifindex)) {
         tc.hookDestroy(ifindex);
         res.clsactRemoved = true;
       }
       removeDevice(ifindex);
-      rmSync(devicePinDir(ifindex), { recursive: true, force: true });
       tidy(ifindex);
-    } else if (rec) {
-      writeDevice(rec);
     }
     return res;
   });
@@ -456,27 +491,24 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const objPath = kernelObjectPath(def);
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
 
-  return withDeviceLock(ifindex, () => {
+  return withNamespaceLock(() => {
     const undo = new Undo();
     let pins: HookPins | undefined;
     try {
-      prepare(true);
-      let rec = readDevice(ifindex);
-      let broughtUp = false;
-      pins = rec?.hooks[hook] ? HookPins.open(hookPinDir(ifindex, hook)) : undefined;
-      if (!pins) {
-        upLocked(opts.dev, ifindex, [hook], undo);
-        broughtUp = true;
-        rec = readDevice(ifindex)!;
-        const r = rec;
+      // the hook is set up, adopted, or repaired first (and its record reconciled with the kernel)
+      const hadRecord = readDevice(ifindex)?.hooks[hook] !== undefined;
+      const outcome = upLocked(opts.dev, ifindex, [hook], undo)[hook];
+      const broughtUp = outcome !== 'adopted';
+      const rec = readDevice(ifindex)!;
+      if (!hadRecord) {
         undo.add(`restore the record of ${opts.dev}`, () => {
-          delete r.hooks[hook];
-          if (Object.keys(r.hooks).length) writeDevice(r); else removeDevice(ifindex);
+          delete rec.hooks[hook];
+          if (Object.keys(rec.hooks).length) writeDevice(rec); else removeDevice(ifindex);
         });
-        pins = HookPins.open(hookPinDir(ifindex, hook))!;
       }
+      pins = HookPins.open(hookPinDir(ifindex, hook))!;
       const hp = pins;
-      const hr = rec!.hooks[hook]!;
+      const hr = rec.hooks[hook]!;
       if (hr.modules.some((m) => m.name === name)) {
         throw new ItmError(`${name} is already loaded on ${opts.dev} ${hook} (unload it first, reorder it, or load another instance with --name)`);
       }
@@ -533,17 +565,17 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       const before = hp.chain();
       undo.add('restore the chain', () => hp.setChain(before));
       hp.setChain(chainOf(next, opts.dev, hook, ifindex, before));
-      rec!.hooks[hook] = next;
-      writeDevice(rec!);
+      rec.hooks[hook] = next;
+      writeDevice(rec);
       const position = chainOrder(next.modules).findIndex((m) => m.id === id);
       return { id, hook, priority, position, broughtUp };
     } catch (e) {
       // undo while the pinned maps are still open: every step needs them
-      undo.run();
+      const err = undo.rollback(e);
       pins?.close();
       pins = undefined;
       tidy(ifindex);
-      throw e;
+      throw err;
     } finally {
       pins?.close();
     }
@@ -562,54 +594,64 @@ function findLoaded(rec: DeviceRecord | undefined, name: string, dev: string, ho
   return hits[0]!;
 }
 
-export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id: number } {
-  const ifindex = resolveDevice(dev, `unload ${name} from`);
-  return withDeviceLock(ifindex, () => {
+interface Loaded { ifindex: number; rec: DeviceRecord; hook: Hook; hr: HookRecord; m: ModuleRecord; pins: HookPins }
+
+/** Runs `fn` on a loaded module, under the namespace lock, with its hook's record reconciled with
+ * the kernel first (a crash between a chain switch and the record's write is repaired here). */
+function withLoaded<T>(name: string, dev: string, hook: Hook | undefined, action: string, fn: (l: Loaded) => T): T {
+  const ifindex = resolveDevice(dev, `${action} ${name} on`);
+  return withNamespaceLock(() => {
     prepare(false);
     const rec = readDevice(ifindex);
-    const { hook: h, m } = findLoaded(rec, name, dev, hook);
-    const hr = rec!.hooks[h]!;
+    const { hook: h } = findLoaded(rec, name, dev, hook);
     const pins = HookPins.open(hookPinDir(ifindex, h));
     if (!pins) throw new ItmError(`${dev} ${h} is not set up (its pins are gone): run itmctl up --dev ${dev}`);
     try {
-      const next: HookRecord = { modules: hr.modules.filter((x) => x.id !== m.id), nextSeq: hr.nextSeq };
-      // out of the chain first (one switch, after which no new packet reaches it), then its parts
-      pins.setChain(chainOf(next, dev, h, ifindex, pins.chain()));
-      rec!.hooks[h] = next;
-      writeDevice(rec!);
-      // no packet can reach it any more (setChain waited for those on the old chain)
-      purgeModule(pins, m.id);
-      return { hook: h, id: m.id };
+      const hr = rec!.hooks[h]!;
+      reconcile(hr, pins);
+      const { m } = findLoaded(rec, name, dev, h);
+      return fn({ ifindex, rec: rec!, hook: h, hr, m, pins });
     } finally {
       pins.close();
     }
   });
 }
 
+/** Switches the hook to the chain of `next` and records it; if the record cannot be written, the
+ * kernel goes back to the chain it had, so the two never disagree. */
+function switchChain(l: Loaded, dev: string, next: HookRecord): void {
+  const before = l.pins.chain();
+  l.pins.setChain(chainOf(next, dev, l.hook, l.ifindex, before));
+  try {
+    l.rec.hooks[l.hook] = next;
+    writeDevice(l.rec);
+  } catch (e) {
+    l.rec.hooks[l.hook] = l.hr;
+    l.pins.setChain(before);
+    throw e;
+  }
+}
+
+export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id: number } {
+  return withLoaded(name, dev, hook, 'unload', (l) => {
+    // out of the chain first (one switch, after which no new packet reaches it), then its parts:
+    // setChain waited for the packets that were still on the old chain
+    switchChain(l, dev, { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq });
+    purgeModule(l.pins, l.m.id);
+    return { hook: l.hook, id: l.m.id };
+  });
+}
+
 export function reorder(name: string, dev: string, priority: number, hook?: Hook): { hook: Hook; position: number } {
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${priority}: use 0-1000 (lower runs first)`);
-  const ifindex = resolveDevice(dev, `reorder ${name} on`);
-  return withDeviceLock(ifindex, () => {
-    prepare(false);
-    const rec = readDevice(ifindex);
-    const { hook: h, m } = findLoaded(rec, name, dev, hook);
-    const hr = rec!.hooks[h]!;
-    const pins = HookPins.open(hookPinDir(ifindex, h));
-    if (!pins) throw new ItmError(`${dev} ${h} is not set up (its pins are gone): run itmctl up --dev ${dev}`);
-    try {
-      // a new priority puts the module last among equals, as a fresh load would
-      const next: HookRecord = {
-        modules: hr.modules.map((x) => (x.id === m.id ? { ...x, priority, seq: hr.nextSeq } : x)),
-        nextSeq: hr.nextSeq + 1,
-      };
-      pins.setChain(chainOf(next, dev, h, ifindex, pins.chain()));
-      rec!.hooks[h] = next;
-      writeDevice(rec!);
-      const position = chainOrder(next.modules).findIndex((x) => x.id === m.id);
-      return { hook: h, position };
-    } finally {
-      pins.close();
-    }
+  return withLoaded(name, dev, hook, 'reorder', (l) => {
+    // a new priority puts the module last among equals, as a fresh load would
+    const next: HookRecord = {
+      modules: l.hr.modules.map((x) => (x.id === l.m.id ? { ...x, priority, seq: l.hr.nextSeq } : x)),
+      nextSeq: l.hr.nextSeq + 1,
+    };
+    switchChain(l, dev, next);
+    return { hook: l.hook, position: chainOrder(next.modules).findIndex((x) => x.id === l.m.id) };
   });
 }
 
@@ -630,6 +672,10 @@ export interface DeviceView { dev: string; ifindex: number; hooks: HookView[] }
 const num = (x: bigint | undefined) => Number(x ?? 0n);
 
 export function list(dev?: string): DeviceView[] {
+  return withNamespaceLock(() => listLocked(dev));
+}
+
+function listLocked(dev?: string): DeviceView[] {
   prepare(false);
   let recs = listDeviceRecords();
   if (dev !== undefined) {
@@ -678,6 +724,10 @@ export interface ExplainView { dev: string; hook: Hook; steps: ExplainStep[] }
 
 export function explain(dev: string, flow: FlowQuery, hooks: readonly Hook[] = HOOKS): ExplainView[] {
   const ifindex = resolveDevice(dev, 'explain a flow on');
+  return withNamespaceLock(() => explainLocked(dev, ifindex, flow, hooks));
+}
+
+function explainLocked(dev: string, ifindex: number, flow: FlowQuery, hooks: readonly Hook[]): ExplainView[] {
   prepare(false);
   const rec = readDevice(ifindex);
   if (!rec || !Object.keys(rec.hooks).length) throw new ItmError(`${dev} is not set up (itmctl up --dev ${dev})`);

@@ -52,23 +52,19 @@ export function ensureBpffs(): void {
  * Pins and records are keyed by the namespace's inode number, which the kernel reuses once a
  * namespace is gone. A marker map in each namespace's pin tree holds the namespace's cookie, which
  * is never reused: a tree whose cookie is not ours belonged to a dead namespace and is removed
- * before anything could adopt it. With `create`, a missing marker is made.
+ * before anything could adopt it. With `create`, a missing marker is made. Call it holding the
+ * namespace's lock (withNamespaceLock).
  */
 export function claimNamespace(create: boolean, ns = netnsId()): void {
-  // one claim at a time per namespace: commands on two of its devices may run at once
-  mkdirSync(LOCK_DIR, { recursive: true });
-  const fd = lockFile(join(LOCK_DIR, `${ns}.lock`), 15_000);
-  try {
-    claimLocked(create, ns);
-  } finally {
-    unlockFile(fd);
-  }
-}
-
-function claimLocked(create: boolean, ns: string): void {
   const dir = nsPinDir(ns);
   const marker = join(dir, 'netns');
-  const cookie = netnsCookie();
+  let cookie: bigint;
+  try {
+    cookie = netnsCookie();
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOPROTOOPT') throw new ItmError('this kernel has no network-namespace cookies (SO_NETNS_COOKIE): itm needs Linux 5.14 or later');
+    throw e;
+  }
   const key = Buffer.alloc(4);
   if (existsSync(marker)) {
     const m = BpfMap.fromPin(marker);
@@ -161,18 +157,20 @@ export function listDeviceRecords(ns = netnsId()): DeviceRecord[] {
 }
 
 /**
- * Serialises itmctl runs on one device with an flock(2), which the kernel releases if the holder
- * dies. The lock files live beside the records, not among them, so that `down` can remove a
+ * Serialises itmctl runs in one network namespace with an flock(2), which the kernel releases if
+ * the holder dies. One lock for the namespace, not one per device: commands take well under a
+ * second, and a namespace's tree (its marker, its directories) is then only ever changed by one of
+ * them. The lock files live beside the records, not among them, so that `down` can remove a
  * namespace's record directory while it holds the lock.
  */
-export function withDeviceLock<T>(ifindex: number, fn: () => T, ns = netnsId()): T {
+export function withNamespaceLock<T>(fn: () => T, ns = netnsId()): T {
   mkdirSync(LOCK_DIR, { recursive: true });
-  const path = join(LOCK_DIR, `${ns}-${ifindex}.lock`);
+  const path = join(LOCK_DIR, `${ns}.lock`);
   let fd: number;
   try {
     fd = lockFile(path, 15_000);
   } catch (e) {
-    if ((e as { code?: string }).code === 'EAGAIN') throw new ItmError(`device ${ifindex} is busy: another itmctl has held ${path} for 15 s`);
+    if ((e as { code?: string }).code === 'EAGAIN') throw new ItmError(`another itmctl in this network namespace did not finish within 15 s (lock ${path})`);
     throw e;
   }
   try {

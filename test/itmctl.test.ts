@@ -145,11 +145,16 @@ describe('itmctl on real traffic', { skip }, () => {
   test('bad input gets one line, a non-zero exit, and changes nothing', async () => {
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
     try {
-      const before = JSON.stringify((await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority])])));
+      const snapshot = async () => JSON.stringify({
+        chain: (await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority, m.params])])),
+        pins: readdirSync(pinDir(topo, 'itm'), { recursive: true }).map(String).sort(),
+        filters: [(await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'ingress'])).stdout, (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout],
+      });
+      const before = await snapshot();
       const cases: Array<[string[], RegExp]> = [
         [['load', 'mark', '--dev', 'eth9', '--dscp', 'ef'], /cannot load mark on eth9: no such device/],
         [['load', 'nosuch', '--dev', dev], /unknown module 'nosuch'/],
-        [['load', 'mark', '--dev', dev, '--hook', 'prerouting', '--dscp', 'ef'], /hook/],
+        [['load', 'mark', '--dev', dev, '--hook', 'prerouting', '--dscp', 'ef'], /Invalid values.*hook.*prerouting/],
         [['load', 'mark', '--dev', dev, '--name', 'm2', '--dscp', 'ef', '--colour', 'red'], /unknown parameter --colour/],
         [['load', 'mark', '--dev', dev, '--name', 'm2', '--dscp', '64'], /invalid --dscp '64'/],
         [['load', 'mark', '--dev', dev, '--name', 'm2'], /--dscp is required/],
@@ -172,7 +177,7 @@ describe('itmctl on real traffic', { skip }, () => {
       const nobody = await topo.exec('itm', ['setpriv', '--bounding-set=-all', '--inh-caps=-all', process.execPath, ITMCTL, 'list'], { check: false });
       assert.notEqual(nobody.code, 0);
       assert.match(nobody.stderr.trim(), /^itmctl: must run as root/);
-      const after = JSON.stringify((await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority])])));
+      const after = await snapshot();
       assert.equal(after, before, 'nothing changed');
     } finally {
       await ctl('unload', 'mark', '--dev', dev);
@@ -199,6 +204,7 @@ describe('itmctl on real traffic', { skip }, () => {
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     assert.deepEqual(pinsOf().filter((p) => p !== 'netns'), [], 'no pins left');
     assert.equal((await filters()).trim(), '', 'no filter left');
+    assert.doesNotMatch((await topo.exec('itm', ['tc', 'qdisc', 'show', 'dev', dev])).stdout, /clsact/, 'the clsact itm added is gone too');
     assert.deepEqual(await list(), [], 'no record left');
 
     // 2. on a hook running another module: the chain, pins and marking stay as they were
@@ -222,10 +228,14 @@ describe('itmctl on real traffic', { skip }, () => {
     // tc keeps its own bpffs state: point it at a directory of the test's, not at itm's bpffs
     await topo.exec('itm', ['env', `TC_BPF_MNT=${join(topo.tmpdir, 'tc-bpf')}`, 'tc', 'filter', 'add', 'dev', dev, 'egress', 'pref', '200', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
     try {
+      const seen = async () => (await list())[0]!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!.counters.matched;
+      const before = await seen();
       const dropped = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 20, ratePps: 200 });
+      assert.ok((await seen()) - before >= 20, 'itm ran first on those packets');
       assert.equal(dropped.received, 0, 'the other filter saw the packets after itm and dropped them');
-      const passed = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 });
-      assert.equal(passed.received, 20);
+      const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 }));
+      assertAll(pkts, EF, 'the rest went through both, marked');
+      assert.equal(pkts.length, 20);
     } finally {
       await topo.exec('itm', ['tc', 'filter', 'del', 'dev', dev, 'egress', 'pref', '200']);
       await ctl('unload', 'mark', '--dev', dev);
@@ -248,6 +258,27 @@ describe('itmctl on real traffic', { skip }, () => {
     const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 10, ratePps: 200 }));
     assertAll(pkts, 0, 'the fresh dispatcher runs no module');
     await ctl('down', '--dev', dev);
+  });
+
+  test('itmctl runs started at once in one namespace serialise, on one device and on two', async () => {
+    const other = topo.dev('itm', 'client');
+    const runs: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 4; i++) {
+      runs.push(ctl('load', 'mark', '--name', `s${i}`, '--dev', dev, '--dscp', 'cs1', '--interest', `dport=${6000 + i}`));
+      runs.push(ctl('load', 'mark', '--name', `c${i}`, '--dev', other, '--hook', 'tc-ingress', '--dscp', 'cs1'));
+    }
+    await Promise.all(runs);
+    try {
+      const all = await itmctlJson<DeviceView[]>(topo, 'itm', ['list']);
+      const names = (d: string) => all.find((x) => x.dev === d)!.hooks.flatMap((h) => h.modules.map((m) => m.name)).sort();
+      assert.deepEqual(names(dev), ['s0', 's1', 's2', 's3']);
+      assert.deepEqual(names(other), ['c0', 'c1', 'c2', 'c3']);
+      const ids = all.flatMap((d) => d.hooks.map((h) => h.modules.map((m) => m.id).sort().join(',')));
+      assert.deepEqual(ids, ['0,1,2,3', '0,1,2,3'], 'each hook gave out distinct ids');
+    } finally {
+      await Promise.all([ctl('down', '--dev', dev), ctl('down', '--dev', other)]);
+    }
+    assert.deepEqual(await itmctlJson<DeviceView[]>(topo, 'itm', ['list']), []);
   });
 
   test('up adopts what is there, repairs a removed filter, and down leaves nothing behind', async () => {
@@ -285,6 +316,6 @@ describe('itmctl on real traffic', { skip }, () => {
     assert.deepEqual(left, [], 'the dispatcher programs are gone from the kernel');
     const bpftool = await topo.exec('itm', ['bpftool', 'prog', 'show']);
     for (const id of ids) assert.doesNotMatch(bpftool.stdout, new RegExp(`^${id}:`, 'm'));
-    assert.deepEqual(await list().catch(() => []), [], 'list shows nothing');
+    assert.deepEqual(await list(), [], 'list shows nothing');
   });
 });

@@ -20,12 +20,12 @@ function fail(err: unknown, verbose: boolean): never {
   if (err instanceof ItmError) msg = err.hint ? `${err.message}; ${err.hint}` : err.message;
   else if (err instanceof BpfError) msg = err.message;
   else msg = err instanceof Error ? err.message : String(err);
+  if (!(err instanceof ItmError) && !verbose) msg += ' (pass --verbose for the stack)';
   // one line: a verifier summary or a tool's message may span several
   process.stderr.write(`itmctl: ${msg.trim().replace(/\s*\n\s*/g, '; ')}\n`);
   const log = (err as { cause?: { log?: string } } | undefined)?.cause?.log;
   if (verbose && log) process.stderr.write(`${log}\n`);
   if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-  else if (!(err instanceof ItmError)) process.stderr.write('itmctl: pass --verbose for the stack\n');
   process.exit(err instanceof ItmError ? 1 : 70);
 }
 
@@ -33,7 +33,9 @@ const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
 setVerbose(verbose);
 try {
-  const defs = await Promise.all(moduleNames().map((n) => findModule(n)));
+  // a module whose declaration does not load must not stop the other commands: load says why
+  const defs = (await Promise.allSettled(moduleNames().map((n) => findModule(n))))
+    .flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   await yargs(argv)
     .scriptName('itmctl')
     .parserConfiguration({ 'camel-case-expansion': false })
