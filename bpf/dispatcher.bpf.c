@@ -429,6 +429,17 @@ static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *
 	return ITM_PASS;
 }
 
+static __always_inline void init_pkt(struct __sk_buff *skb, struct itm_pkt *p)
+{
+	__builtin_memset(p, 0, sizeof(*p));
+	p->len = skb->len;
+	p->ifindex = skb->ifindex;
+	p->ingress_ifindex = skb->ingress_ifindex;
+	if (itm_hook == ITM_HOOK_TC_INGRESS)
+		p->ingress_ifindex = p->ifindex;
+	p->hook = itm_hook;
+}
+
 SEC("tc")
 int itm_dispatch(struct __sk_buff *skb)
 {
@@ -441,23 +452,11 @@ int itm_dispatch(struct __sk_buff *skb)
 	if (!s || !ds || !ctl)
 		return ITM_PASS;
 	ds->packets++;
-	__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
-	s->pkt.len = skb->len;
-	s->pkt.ifindex = skb->ifindex;
-	s->pkt.ingress_ifindex = skb->ingress_ifindex;
-	if (itm_hook == ITM_HOOK_TC_INGRESS)
-		s->pkt.ingress_ifindex = s->pkt.ifindex;
-	s->pkt.hook = itm_hook;
+	init_pkt(skb, &s->pkt);
 	r = parse(skb, &s->pkt, 0);
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
-		__builtin_memset(&s->pkt, 0, sizeof(s->pkt));
-		s->pkt.len = skb->len;
-		s->pkt.ifindex = skb->ifindex;
-		s->pkt.ingress_ifindex = skb->ingress_ifindex;
-		if (itm_hook == ITM_HOOK_TC_INGRESS)
-			s->pkt.ingress_ifindex = s->pkt.ifindex;
-		s->pkt.hook = itm_hook;
+		init_pkt(skb, &s->pkt);
 		r = parse(skb, &s->pkt, 1);
 	}
 	switch (r) {

@@ -2,7 +2,7 @@
 // one flow on the router's egress, and what the server sees on the wire, before and after.
 // Run it with `npm run demo` (as root). It removes everything it made when it ends, also on error.
 import { Topology, capture, udpFlow, tcpTransfer, type ParsedPacket } from '../test/harness/index.js';
-import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
+import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
 import { dscpName } from '../src/dscp.js';
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
@@ -10,15 +10,7 @@ const indent = (s: string) => s.trimEnd().split('\n').map((l) => `    ${l}`).joi
 
 async function main(): Promise<void> {
   say('itm demo: client — itm — server, in network namespaces made for this run');
-  const topo = await Topology.create({
-    hosts: ['client', 'itm', 'server'],
-    links: [
-      { a: 'client', b: 'itm', addrs: { client: ['10.1.0.1/24', 'fd01::1/64'], itm: ['10.1.0.2/24', 'fd01::2/64'] } },
-      { a: 'itm', b: 'server', addrs: { itm: ['10.2.0.1/24', 'fd02::1/64'], server: ['10.2.0.2/24', 'fd02::2/64'] } },
-    ],
-    routes: { client: ['default via 10.1.0.2', '-6 default via fd01::2'], server: ['default via 10.2.0.1', '-6 default via fd02::1'] },
-    forwarding: ['itm'],
-  });
+  const topo = await Topology.create(clientItmServer());
   cleanItmOnDestroy(topo, 'itm');
   const stop = () => { void topo.destroy().then(() => process.exit(130)); };
   process.once('SIGINT', stop);

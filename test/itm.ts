@@ -3,7 +3,7 @@
 import { readdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ExecResult, Topology } from './harness/index.js';
+import type { ExecResult, Topology, TopologyDecl } from './harness/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ITMCTL = resolve(here, '..', 'src', 'cli', 'itmctl.js');
@@ -38,4 +38,17 @@ export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
       }
     });
   }
+}
+
+/** client — itm — server, the itm host forwarding between two /24s (and two /64s). */
+export function clientItmServer(): TopologyDecl {
+  return {
+    hosts: ['client', 'itm', 'server'],
+    links: [
+      { a: 'client', b: 'itm', addrs: { client: ['10.1.0.1/24', 'fd01::1/64'], itm: ['10.1.0.2/24', 'fd01::2/64'] } },
+      { a: 'itm', b: 'server', addrs: { itm: ['10.2.0.1/24', 'fd02::1/64'], server: ['10.2.0.2/24', 'fd02::2/64'] } },
+    ],
+    routes: { client: ['default via 10.1.0.2', '-6 default via fd01::2'], server: ['default via 10.2.0.1', '-6 default via fd02::1'] },
+    forwarding: ['itm'],
+  };
 }

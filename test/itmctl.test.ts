@@ -10,7 +10,7 @@ import type { DeviceView } from '../src/registry.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket,
 } from './harness/index.js';
-import { ITMCTL, RUN_DIR, cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from './itm.js';
+import { ITMCTL, RUN_DIR, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
 const EF = 46, AF41 = 34, CS1 = 8;
@@ -21,15 +21,7 @@ describe('itmctl on real traffic', { skip }, () => {
   let srvDev: string; // the server's device
 
   before(async () => {
-    topo = await Topology.create({
-      hosts: ['client', 'itm', 'server'],
-      links: [
-        { a: 'client', b: 'itm', addrs: { client: ['10.1.0.1/24', 'fd01::1/64'], itm: ['10.1.0.2/24', 'fd01::2/64'] } },
-        { a: 'itm', b: 'server', addrs: { itm: ['10.2.0.1/24', 'fd02::1/64'], server: ['10.2.0.2/24', 'fd02::2/64'] } },
-      ],
-      routes: { client: ['default via 10.1.0.2', '-6 default via fd01::2'], server: ['default via 10.2.0.1', '-6 default via fd02::1'] },
-      forwarding: ['itm'],
-    });
+    topo = await Topology.create(clientItmServer());
     cleanItmOnDestroy(topo, 'itm');
     dev = topo.dev('itm', 'server');
     srvDev = topo.dev('server', 'itm');
