@@ -10,6 +10,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* set by the loader before load */
 const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
+/* for tests: parse every packet the slow way, as if its headers were not linear (the verifier
+ * removes the test when it is 0) */
+const volatile __u8 itm_force_slow = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -453,7 +456,7 @@ int itm_dispatch(struct __sk_buff *skb)
 		return ITM_PASS;
 	ds->packets++;
 	init_pkt(skb, &s->pkt);
-	r = parse(skb, &s->pkt, 0);
+	r = itm_force_slow ? SLOW : parse(skb, &s->pkt, 0);
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
 		init_pkt(skb, &s->pkt);

@@ -221,6 +221,8 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     const h = Buffer.alloc(4);
     h.writeUInt32LE(hookId(hook));
     obj.setGlobal('itm_hook', h);
+    // a test knob: the slow parse path (headers outside the skb's linear part) for every packet
+    if (process.env.ITM_FORCE_SLOW_PARSE === '1') obj.setGlobal('itm_force_slow', Buffer.from([1]));
     obj.load();
     for (const m of DISPATCHER_MAPS) {
       const map = obj.map(m);

@@ -8,14 +8,16 @@ import { join } from 'node:path';
 import * as abi from '../src/abi.js';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { Topology, buildArp, buildPacket, namespaceSkipReason, parsePacket, type PacketSpec } from './harness/index.js';
-import { cleanItmOnDestroy, itmctl, pinDir } from './itm.js';
+import { ITMCTL, cleanItmOnDestroy, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
 // the dispatcher passes a packet on with TC_ACT_UNSPEC, so that other filters on the hook still run
 const PASS = -1;
 const EF = 46;
 
-describe('dispatcher (BPF_PROG_TEST_RUN)', { skip }, () => {
+// Both ways of reading headers: in place (the usual case) and copied out with bpf_skb_load_bytes
+// (headers outside the linear part, forced here because test_run's packets are always linear).
+for (const slow of [false, true]) describe(`dispatcher (BPF_PROG_TEST_RUN, ${slow ? 'slow' : 'fast'} parse)`, { skip }, () => {
   let topo: Topology;
   let egress: BpfProgram;
   let ingress: BpfProgram;
@@ -26,8 +28,9 @@ describe('dispatcher (BPF_PROG_TEST_RUN)', { skip }, () => {
     cleanItmOnDestroy(topo, 'itm');
     const dev = topo.dev('itm', 'peer');
     // egress: mark everything EF; ingress: mark only UDP to 10.0.0.0/8 port 5001 or 6000-6010, AF41
-    await itmctl(topo, 'itm', ['load', 'mark', '--dev', dev, '--hook', 'tc-egress', '--dscp', 'ef']);
-    await itmctl(topo, 'itm', ['load', 'mark', '--dev', dev, '--hook', 'tc-ingress', '--dscp', 'af41',
+    const env = slow ? ['env', 'ITM_FORCE_SLOW_PARSE=1'] : [];
+    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-egress', '--dscp', 'ef']);
+    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-ingress', '--dscp', 'af41',
       '--interest', 'proto=udp,dst=10.0.0.0/8,dst=fd00::/16,dport=5001,dport=6000-6010']);
     const base = join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)));
     egress = BpfProgram.fromPin(join(base, 'tc-egress', 'dispatch'));
