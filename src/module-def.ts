@@ -29,8 +29,9 @@ export interface ModuleDef {
   name: string;
   description: string;
   hooks: readonly Hook[];
-  /** the module's object (relative to bpf/build/modules) and its entry program */
-  kernel: { object: string; program: string };
+  /** the module's object (relative to bpf/build/modules, or absolute) and its entry program
+   * (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines) */
+  kernel: { object: string; program?: string };
   params: Record<string, ParamSpec>;
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
