@@ -9,7 +9,7 @@ import { ItmError } from './errors.js';
 import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms } from './libbpf/index.js';
 import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { HOOKS, kernelConfig, validateParams, type Hook, type ModuleDef, type ParamValue } from './module-def.js';
+import { HOOKS, kernelConfig, validateParams, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
@@ -458,8 +458,7 @@ function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: 
   return out;
 }
 
-function writeGlobals(obj: BpfObject, def: ModuleDef, params: Record<string, ParamValue>, id: number): void {
-  const cfg = kernelConfig(def, params);
+function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: number): void {
   const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
   for (const [name, v] of Object.entries(globals)) {
     const info = obj.globalInfo(name);
@@ -486,6 +485,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const priority = opts.priority ?? DEFAULT_PRIORITY;
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${opts.priority}: use 0-1000 (lower runs first)`);
   const params = validateParams(def, opts.params);
+  // the module's own checks (levels, combinations) run before anything is touched
+  const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
   const interest = parseInterest(opts.interest);
@@ -527,7 +528,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
       const obj = BpfObject.open(objPath);
       try {
-        writeGlobals(obj, def, params, id);
+        writeGlobals(obj, def, cfg, id);
         for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
         try {
           obj.load();

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * qos: size-aware DSCP marking (itmBench's qos_mod, grown PIAS-style to several levels).
+ *
+ * Every flow starts in the first level (the highest priority) and moves down a level each time its
+ * size, in packets or bytes, passes that level's threshold. A packet carrying FIN is marked as the
+ * first level whatever the flow's size. TCP FIN and RST end a flow's state; idle flows age out of
+ * the LRU table, whose size is a parameter; a full table evicts its oldest flows and never fails
+ * a packet.
+ */
+#include <itm/itm.h>
+
+#define QOS_MAX_LEVELS 8
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
+
+struct qos_level {
+	__u64 threshold;	/* the largest size still in this level; ~0 for the last ('*') */
+	__u8 dscp;
+	__u8 pad[7];
+};
+
+/* Not const: controller-update rewrites the thresholds in place, through this module's pinned
+ * .bss map, without reloading anything. */
+struct qos_config {
+	__u32 n_levels;
+	__u8 by_bytes;		/* size in bytes (IP length) rather than packets */
+	__u8 bidir;		/* both directions of a connection are one flow */
+	__u8 tcp_seq;		/* TCP bytes by sequence progress: retransmissions add nothing */
+	__u8 pad;
+	struct qos_level levels[QOS_MAX_LEVELS];
+};
+
+struct qos_flow_state {
+	__u64 packets;
+	__u64 bytes;
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 seq_end;		/* with tcp_seq: the highest sequence number seen, past its data */
+	__u8 level;		/* 0-based: the level of the flow's last packet */
+	__u8 pad[3];
+};
+
+struct qos_config qos_cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct itm_flow);
+	__type(value, struct qos_flow_state);
+} qos_flows SEC(".maps");
+
+/* anchors the structs in BTF for the TypeScript generator */
+const volatile struct qos_abi { struct qos_config c; struct qos_flow_state s; } qos_abi_anchor;
+
+static __always_inline int addr_less(const __u8 *a, const __u8 *b)
+{
+	for (int i = 0; i < 16; i++) {
+		if (a[i] != b[i])
+			return a[i] < b[i];
+	}
+	return 0;
+}
+
+/* with bidir, a connection's two directions share one key: the lower address first */
+static __always_inline void flow_key(const struct itm_pkt *p, struct itm_flow *k)
+{
+	*k = p->flow;
+	if (!qos_cfg.bidir)
+		return;
+	if (addr_less(p->flow.daddr, p->flow.saddr) ||
+	    (!addr_less(p->flow.saddr, p->flow.daddr) && p->flow.dport < p->flow.sport)) {
+		__builtin_memcpy(k->saddr, p->flow.daddr, 16);
+		__builtin_memcpy(k->daddr, p->flow.saddr, 16);
+		k->sport = p->flow.dport;
+		k->dport = p->flow.sport;
+	}
+}
+
+/* bytes this packet adds to its flow: its IP length, or with tcp_seq the TCP sequence progress */
+static __always_inline __u64 added_bytes(struct itm_ctx *c, struct qos_flow_state *st, int fresh)
+{
+	struct itm_pkt *p = c->pkt;
+	__u64 ip_len = p->len - p->l3_off;
+	__be32 seq_be;
+	__u32 seq, end;
+
+	if (!qos_cfg.tcp_seq || p->flow.proto != IPPROTO_TCP || !(p->flags & ITM_PKT_L4))
+		return ip_len;
+	if (itm_load_bytes(c, p->l4_off + 4, &seq_be, 4))
+		return ip_len;
+	seq = bpf_ntohl(seq_be);
+	end = seq + (p->len - p->payload_off);
+	if (fresh) {
+		st->seq_end = end;
+		return ip_len;
+	}
+	if ((__s32)(end - st->seq_end) <= 0)
+		return 0;	/* nothing new: a retransmission */
+	{
+		__u32 progress = end - st->seq_end;
+
+		st->seq_end = end;
+		return progress;
+	}
+}
+
+static __always_inline __u32 qos_classify(struct itm_ctx *c)
+{
+	struct itm_pkt *p = c->pkt;
+	struct itm_flow key;
+	struct qos_flow_state *st, fresh_st = {};
+	__u64 now = bpf_ktime_get_ns(), size;
+	__u32 n = qos_cfg.n_levels, level = 0;
+	int fresh = 0;
+
+	if (n == 0 || n > QOS_MAX_LEVELS)
+		return 0;
+	flow_key(p, &key);
+	st = bpf_map_lookup_elem(&qos_flows, &key);
+	if (!st) {
+		fresh_st.first_ns = now;
+		/* a full table evicts its least recently used flow: never an error for the packet */
+		bpf_map_update_elem(&qos_flows, &key, &fresh_st, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&qos_flows, &key);
+		if (!st)
+			return 1;	/* no state to be had: a new flow is short */
+		fresh = 1;
+	}
+	__sync_fetch_and_add(&st->packets, 1);
+	__sync_fetch_and_add(&st->bytes, added_bytes(c, st, fresh));
+	st->last_ns = now;
+	size = qos_cfg.by_bytes ? st->bytes : st->packets;
+
+	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FIN | TCP_RST))) {
+		/* the flow ends: its state goes, and a FIN is short whatever the flow's size */
+		bpf_map_delete_elem(&qos_flows, &key);
+		return 1;
+	}
+	for (int i = 0; i < QOS_MAX_LEVELS; i++) {
+		if (i >= n - 1 || size <= qos_cfg.levels[i].threshold) {
+			level = i;
+			break;
+		}
+	}
+	st->level = level;
+	return level + 1;
+}
+
+static __always_inline int qos_process(struct itm_ctx *c, __u32 cls)
+{
+	__u32 i = cls - 1;
+
+	if (i >= QOS_MAX_LEVELS)
+		return -1;
+	return itm_set_dscp(c, qos_cfg.levels[i].dscp);
+}
+
+ITM_MODULE(qos, qos_classify, itm_log_none, qos_process)

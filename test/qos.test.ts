@@ -1,0 +1,113 @@
+// qos on real TCP: packets read on the wire at the server, in the order itm marked them.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Topology, capture, namespaceSkipReason, tcpTransfer, type Family, type ParsedPacket } from './harness/index.js';
+import { cleanItmOnDestroy, clientItmServer, itmctl } from './itm.js';
+import { parseLevels, EVERY } from '../modules/qos/levels.js';
+
+const skip = namespaceSkipReason();
+const FIN = 0x01;
+
+describe('qos levels', () => {
+  test('parses levels and refuses what makes no sense', () => {
+    assert.deepEqual(parseLevels('100:af41,1000:af21,*:cs1'), [
+      { threshold: 100n, dscp: 34 }, { threshold: 1000n, dscp: 18 }, { threshold: EVERY, dscp: 8 },
+    ]);
+    assert.deepEqual(parseLevels('*:ef'), [{ threshold: EVERY, dscp: 46 }]);
+    for (const [bad, re] of [
+      ['100:af41,50:cs1,*:be', /thresholds must increase \(100 then 50\)/],
+      ['100:af41,100:cs1,*:be', /thresholds must increase/],
+      ['100:af41,1000:af21', /the last level must be '\*'/],
+      ['100:nope,*:cs1', /DSCP of --levels level '100:nope'/],
+      ['0:ef,*:be', /threshold '0' must be a positive/],
+      ['-3:ef,*:be', /threshold '-3' must be a positive/],
+      ['*:ef,100:be', /'\*' must be the last level/],
+      ['100,*:be', /is not THRESHOLD:DSCP/],
+      ['1:ef,2:ef,3:ef,4:ef,5:ef,6:ef,7:ef,8:ef,*:be', /at most 8 levels/],
+      ['100:ef,,*:be', /an empty level/],
+    ] as const) {
+      assert.throws(() => parseLevels(bad), re, bad);
+    }
+  });
+});
+
+describe('qos on real traffic', { skip }, () => {
+  let topo: Topology;
+  let dev: string;
+  let srvDev: string;
+  before(async () => {
+    topo = await Topology.create(clientItmServer());
+    cleanItmOnDestroy(topo, 'itm');
+    dev = topo.dev('itm', 'server');
+    srvDev = topo.dev('server', 'itm');
+  });
+  after(async () => {
+    await topo?.destroy();
+  });
+
+  /** One TCP transfer client → server with qos loaded as `args`; the client's packets as the server saw them. */
+  async function transfer(args: string[], family: Family, bytes: number): Promise<ParsedPacket[]> {
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, ...args]);
+    try {
+      const cap = await capture(topo, 'server', { dev: srvDev, filter: 'tcp dst port 5201', snaplen: 128, direction: 'in' });
+      try {
+        await tcpTransfer(topo, { from: 'client', to: 'server', family, dport: 5201, bytes });
+      } finally {
+        await cap.stop(300);
+      }
+      const pkts = await cap.stop();
+      assert.equal(cap.stats?.droppedByKernel, 0, 'the capture kept every packet');
+      return pkts;
+    } finally {
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
+  }
+
+  /** Each packet's DSCP is the one its flow's size at that packet calls for; FIN is always short,
+   * and ends the flow's state (the last ACKs after it start a new, short, flow). */
+  function assertLevels(pkts: ParsedPacket[], size: (i: number, p: ParsedPacket) => bigint, levels: Array<[bigint, number]>): void {
+    let total = 0n;
+    pkts.forEach((p, i) => {
+      total += size(i, p);
+      const fin = (p.tcpFlags! & FIN) !== 0;
+      const want = fin ? levels[0]![1] : levels.find(([t]) => total <= t)![1];
+      assert.equal(p.dscp, want, `packet ${i + 1} (size so far ${total}, flags ${p.tcpFlags}): dscp`);
+      assert.equal(p.ipChecksumOk ?? true, true);
+      if (fin) total = 0n;
+    });
+  }
+
+  test('--threshold 100: the first 100 packets are EF, the rest best effort, FIN short (IPv4)', async () => {
+    const pkts = await transfer(['--threshold', '100'], 4, 400_000);
+    assert.ok(pkts.length > 200, `${pkts.length} packets`);
+    assertLevels(pkts, () => 1n, [[100n, 46], [EVERY, 0]]);
+    const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
+    assert.equal(beforeFin.filter((p) => p.dscp === 46).length, 100, 'exactly 100 packets of the transfer were short');
+    assert.ok(pkts.some((p) => (p.tcpFlags! & FIN) && p.dscp === 46), 'the FIN was marked short');
+  });
+
+  test('--by bytes: the switch comes where the flow passes the byte threshold', async () => {
+    const pkts = await transfer(['--threshold', '50000', '--by', 'bytes'], 4, 300_000);
+    // the kernel counts IP bytes: the frame less its Ethernet header
+    assertLevels(pkts, (_, p) => BigInt(p.origLen - p.l3Offset!), [[50_000n, 46], [EVERY, 0]]);
+  });
+
+  test('three levels', async () => {
+    const pkts = await transfer(['--levels', '20:af41,60:af21,*:cs1'], 4, 300_000);
+    assertLevels(pkts, () => 1n, [[20n, 34], [60n, 18], [EVERY, 8]]);
+  });
+
+  test('IPv6', async () => {
+    const pkts = await transfer(['--threshold', '50'], 6, 300_000);
+    assert.equal(pkts[0]!.family, 6);
+    assertLevels(pkts, () => 1n, [[50n, 46], [EVERY, 0]]);
+  });
+
+  test('bad levels load nothing', async () => {
+    const r = await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--levels', '100:af41,10:cs1,*:be'], { check: false });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), /^itmctl: invalid --levels .*thresholds must increase/);
+    const l = await itmctl(topo, 'itm', ['list', '--json']);
+    assert.ok(!l.stdout.includes('"qos"'), 'nothing loaded');
+  });
+});
