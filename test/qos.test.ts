@@ -1,8 +1,11 @@
 // qos on real TCP: packets read on the wire at the server, in the order itm marked them.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Topology, capture, namespaceSkipReason, tcpTransfer, type Family, type ParsedPacket } from './harness/index.js';
-import { cleanItmOnDestroy, clientItmServer, itmctl } from './itm.js';
+import { join } from 'node:path';
+import { BpfMap } from '../src/libbpf/index.js';
+import type { DeviceView } from '../src/registry.js';
+import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, type Family, type ParsedPacket } from './harness/index.js';
+import { cleanItmOnDestroy, clientItmServer, itmctl, pinDir } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';
 
 const skip = namespaceSkipReason();
@@ -101,6 +104,40 @@ describe('qos on real traffic', { skip }, () => {
     const pkts = await transfer(['--threshold', '50'], 6, 300_000);
     assert.equal(pkts[0]!.family, 6);
     assertLevels(pkts, () => 1n, [[50n, 46], [EVERY, 0]]);
+  });
+
+  test('a table of 64 flows under 1,000 concurrent ones: every packet goes through, the table stays at 64', async () => {
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '2', '--table-size', '64']);
+    try {
+      const cdev = topo.dev('client', 'itm');
+      const frames = (round: number) => Array.from({ length: 1000 }, (_, i) => buildPacket({
+        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'udp',
+        sport: 20000 + i, dport: 5301, payload: `flow ${i} round ${round}`,
+      }));
+      const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5301', snaplen: 96, direction: 'in' });
+      const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+      let most = 0;
+      try {
+        assert.equal(flows.maxEntries, 64);
+        for (let round = 0; round < 3; round++) {
+          await sendFrames(topo, 'client', cdev, frames(round));
+          most = Math.max(most, flows.keys().length);
+        }
+      } finally {
+        flows.close();
+      }
+      const pkts = await cap.stop(300);
+      assert.equal(cap.stats?.droppedByKernel, 0);
+      assert.equal(pkts.length, 3000, 'every packet went through');
+      assert.ok(most <= 64 && most > 0, `the table held ${most} flows`);
+      const [d] = JSON.parse((await itmctl(topo, 'itm', ['list', '--json', '--dev', dev])).stdout) as DeviceView[];
+      const m = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
+      assert.equal(m.counters.errors, 0, 'no module error');
+      assert.equal(m.counters.matched, m.counters.seen);
+    } finally {
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
   });
 
   test('bad levels load nothing', async () => {
