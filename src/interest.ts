@@ -19,7 +19,7 @@ export interface Interest {
 }
 
 export const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, gre: 47, esp: 50, ah: 51, icmpv6: 58, sctp: 132 };
-const protoName = (n: number) => Object.entries(PROTOCOLS).find(([, v]) => v === n)?.[0] ?? String(n);
+export const protoName = (n: number) => Object.entries(PROTOCOLS).find(([, v]) => v === n)?.[0] ?? String(n);
 
 /** A protocol by name or number; own names only (not `constructor` and the like). */
 export function protoNumber(v: string): number | undefined {

@@ -2,6 +2,7 @@
 // the registry's validation both come from this declaration.
 import { ItmError } from './errors.js';
 import { parseDscp } from './dscp.js';
+import type { BpfMap } from './libbpf/index.js';
 
 export const HOOKS = ['tc-ingress', 'tc-egress'] as const;
 export type Hook = (typeof HOOKS)[number];
@@ -36,6 +37,19 @@ export interface ModuleDef {
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
   configure?: (params: Record<string, ParamValue>) => KernelConfig;
+  /** the module's per-flow state, for `itmctl flows`: rows from its pinned maps, largest first */
+  flows?: (open: (map: string) => BpfMap, params: Record<string, ParamValue>) => FlowRow[];
+}
+
+export interface FlowRow {
+  proto: string;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** the size the module ranks flows by */
+  size: number;
+  [column: string]: string | number;
 }
 
 export function defineModule(def: ModuleDef): ModuleDef {

@@ -9,7 +9,7 @@ import { ItmError } from './errors.js';
 import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms } from './libbpf/index.js';
 import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { HOOKS, kernelConfig, validateParams, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
+import { HOOKS, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
@@ -656,6 +656,30 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
     switchChain(l, dev, next);
     return { hook: l.hook, position: chainOrder(next.modules).findIndex((x) => x.id === l.m.id) };
   });
+}
+
+/** The per-flow state of a loaded module instance, largest flows first. */
+export async function flows(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; module: string; rows: FlowRow[] }> {
+  const ifindex = resolveDevice(dev, `read the flows of ${name} on`);
+  const { h, m } = withNamespaceLock(() => {
+    prepare(false);
+    const found = findLoaded(readDevice(ifindex), name, dev, hook);
+    return { h: found.hook, m: found.m };
+  });
+  const def = await findModule(m.module);
+  if (!def.flows) throw new ItmError(`${name} (${m.module}) keeps no per-flow state to show`);
+  const dir = join(hookPinDir(ifindex, h), `mod-${m.id}`);
+  const opened: BpfMap[] = [];
+  try {
+    const rows = def.flows((map) => {
+      const b = BpfMap.fromPin(join(dir, map));
+      opened.push(b);
+      return b;
+    }, m.params);
+    return { hook: h, module: m.module, rows: rows.sort((a, b) => b.size - a.size) };
+  } finally {
+    for (const b of opened) b.close();
+  }
 }
 
 // ---------------------------------------------------------------- list / explain

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
-import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, type Family, type ParsedPacket } from './harness/index.js';
+import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl, pinDir } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';
 
@@ -135,6 +135,28 @@ describe('qos on real traffic', { skip }, () => {
       const m = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
       assert.equal(m.counters.errors, 0, 'no module error');
       assert.equal(m.counters.matched, m.counters.seen);
+    } finally {
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
+  });
+
+  test('itmctl flows qos: the flows with their size and level, largest first', async () => {
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
+    try {
+      for (const [sport, count] of [[41001, 5], [41002, 50], [41003, 20]] as const) {
+        await udpFlow(topo, { from: 'client', to: 'server', family: 4, sport, dport: 5401, count, ratePps: 500 });
+      }
+      type Flows = { total: number; flows: Array<{ sport: number; dport: number; packets: number; level: number; dscp: string; size: number }> };
+      const all = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json', '--top', '0'])).stdout) as Flows;
+      const ours = all.flows.filter((f) => f.dport === 5401);
+      assert.deepEqual(ours.map((f) => [f.sport, f.packets, f.level]), [[41002, 50, 2], [41003, 20, 2], [41001, 5, 1]]);
+      assert.equal(ours[0]!.dscp, 'be (0)');
+      assert.equal(ours[2]!.dscp, 'ef (46)');
+      const top = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json', '--top', '1'])).stdout) as Flows;
+      assert.equal(top.flows.length, 1);
+      assert.equal(top.flows[0]!.sport, 41002);
+      const text = (await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev])).stdout;
+      assert.match(text, /10\.1\.0\.1:41002\s+10\.2\.0\.2:5401/);
     } finally {
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
     }

@@ -1,11 +1,17 @@
 import { defineModule } from '../../src/module-def.js';
 import { ItmError } from '../../src/errors.js';
-import { encode, registerLayouts } from '../../src/abi-codec.js';
+import { decode, encode, registerLayouts } from '../../src/abi-codec.js';
+import { itm_flow, type ItmFlow } from '../../src/abi.js';
+import { protoName } from '../../src/interest.js';
+import { bytesToAddr } from '../../src/netaddr.js';
 import { dscpName } from '../../src/dscp.js';
 import * as abi from './qos.abi.js';
 import { EVERY, MAX_LEVELS, parseLevels, type Level } from './levels.js';
 
 registerLayouts(abi.layouts);
+
+/** CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns */
+const monotonicNs = () => process.hrtime.bigint();
 
 /** The levels the parameters ask for: --threshold N is itmBench's two classes, short flows EF. */
 export function levelsOf(params: Record<string, unknown>): Level[] {
@@ -28,6 +34,22 @@ export default defineModule({
     'table-size': { type: 'int', min: 64, max: 16_777_216, default: 262_144, describe: 'flows kept at once; a full table evicts the least recently used' },
     bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow' },
     'tcp-seq': { type: 'bool', default: false, describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger' },
+  },
+  flows: (open, params) => {
+    const levels = levelsOf(params);
+    const byBytes = params.by === 'bytes';
+    const now = monotonicNs();
+    return open('qos_flows').entries().map(([k, v]) => {
+      const f = decode<ItmFlow>(itm_flow, k);
+      const s = decode<abi.QosFlowState>(abi.qos_flow_state, v);
+      const level = Math.min(s.level, levels.length - 1);
+      return {
+        proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
+        sport: f.sport, dport: f.dport, size: Number(byBytes ? s.bytes : s.packets),
+        packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
+        idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
+      };
+    });
   },
   configure: (p) => {
     if (p.by !== 'packets' && p.by !== 'bytes') throw new ItmError(`qos: invalid --by '${String(p.by)}': packets or bytes`);

@@ -14,6 +14,7 @@ import { unloadCommand } from './commands/unload.js';
 import { reorderCommand } from './commands/reorder.js';
 import { listCommand } from './commands/list.js';
 import { explainCommand } from './commands/explain.js';
+import { flowsCommand } from './commands/flows.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -48,6 +49,7 @@ try {
     .command(reorderCommand)
     .command(listCommand)
     .command(explainCommand)
+    .command(flowsCommand)
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
     .fail((msg, err) => {
