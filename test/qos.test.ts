@@ -162,6 +162,25 @@ describe('qos on real traffic', { skip }, () => {
     }
   });
 
+  test('a flow idle past --idle-timeout has ended: its next packets start a new, short, flow', async () => {
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '5', '--idle-timeout', '1']);
+    try {
+      const send = (count: number) => udpFlow(topo, { from: 'client', to: 'server', family: 4, sport: 42001, dport: 5501, count, ratePps: 200 });
+      const pkts = await (async () => {
+        const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5501', snaplen: 96, direction: 'in' });
+        await send(10);
+        await new Promise((r) => setTimeout(r, 1600));
+        const listed = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json'])).stdout) as { flows: Array<{ sport: number }> };
+        assert.ok(!listed.flows.some((f) => f.sport === 42001), 'an aged-out flow is not listed');
+        await send(3);
+        return cap.stop(300);
+      })();
+      assert.deepEqual(pkts.map((p) => p.dscp), [46, 46, 46, 46, 46, 0, 0, 0, 0, 0, 46, 46, 46]);
+    } finally {
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
+  });
+
   test('bad levels load nothing', async () => {
     const r = await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--levels', '100:af41,10:cs1,*:be'], { check: false });
     assert.equal(r.code, 1);

@@ -34,21 +34,25 @@ export default defineModule({
     'table-size': { type: 'int', min: 64, max: 16_777_216, default: 262_144, describe: 'flows kept at once; a full table evicts the least recently used' },
     bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow' },
     'tcp-seq': { type: 'bool', default: false, describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger' },
+    'idle-timeout': { type: 'int', min: 0, max: 86_400, default: 30, describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)' },
   },
   flows: (open, params) => {
     const levels = levelsOf(params);
     const byBytes = params.by === 'bytes';
     const now = monotonicNs();
-    return open('qos_flows').entries().map(([k, v]) => {
+    const idleNs = BigInt(params['idle-timeout'] as number) * 1_000_000_000n;
+    return open('qos_flows').entries().flatMap(([k, v]) => {
       const f = decode<ItmFlow>(itm_flow, k);
       const s = decode<abi.QosFlowState>(abi.qos_flow_state, v);
+      // aged out: still in the table until the LRU needs its room, but no longer a flow
+      if (idleNs > 0n && now - s.last_ns > idleNs) return [];
       const level = Math.min(s.level, levels.length - 1);
-      return {
+      return [{
         proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
         sport: f.sport, dport: f.dport, size: Number(byBytes ? s.bytes : s.packets),
         packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
         idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
-      };
+      }];
     });
   },
   configure: (p) => {
@@ -56,6 +60,7 @@ export default defineModule({
     const levels = levelsOf(p);
     const cfg: abi.QosConfig = {
       n_levels: levels.length, by_bytes: p.by === 'bytes' ? 1 : 0, bidir: p.bidir ? 1 : 0, tcp_seq: p['tcp-seq'] ? 1 : 0, pad: 0,
+      idle_ns: BigInt(p['idle-timeout'] as number) * 1_000_000_000n,
       levels: levels.map((l) => ({ threshold: l.threshold, dscp: l.dscp, pad: Buffer.alloc(7) })),
     };
     return { globals: { qos_cfg: encode(abi.qos_config, cfg) }, maxEntries: { qos_flows: Number(p['table-size']) } };

@@ -4,9 +4,9 @@
  *
  * Every flow starts in the first level (the highest priority) and moves down a level each time its
  * size, in packets or bytes, passes that level's threshold. A packet carrying FIN is marked as the
- * first level whatever the flow's size. TCP FIN and RST end a flow's state; idle flows age out of
- * the LRU table, whose size is a parameter; a full table evicts its oldest flows and never fails
- * a packet.
+ * first level whatever the flow's size. TCP FIN and RST end a flow's state; a flow idle for longer
+ * than the idle timeout has ended too, and its next packet starts a new one; the LRU table, whose
+ * size is a parameter, evicts its least recently used flows when full and never fails a packet.
  */
 #include <itm/itm.h>
 
@@ -28,6 +28,7 @@ struct qos_config {
 	__u8 bidir;		/* both directions of a connection are one flow */
 	__u8 tcp_seq;		/* TCP bytes by sequence progress: retransmissions add nothing */
 	__u8 pad;
+	__u64 idle_ns;		/* a flow idle this long has ended: its next packet starts a new one */
 	struct qos_level levels[QOS_MAX_LEVELS];
 };
 
@@ -125,6 +126,13 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 		st = bpf_map_lookup_elem(&qos_flows, &key);
 		if (!st)
 			return 1;	/* no state to be had: a new flow is short */
+		fresh = 1;
+	}
+	if (!fresh && qos_cfg.idle_ns && now - st->last_ns > qos_cfg.idle_ns) {
+		/* aged out: the LRU keeps the entry until it needs the room, but the flow is new */
+		st->packets = 0;
+		st->bytes = 0;
+		st->first_ns = now;
 		fresh = 1;
 	}
 	__sync_fetch_and_add(&st->packets, 1);
