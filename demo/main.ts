@@ -4,12 +4,13 @@
 import { Topology, capture, udpFlow, tcpTransfer, type ParsedPacket } from '../test/harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
 import { dscpName } from '../src/dscp.js';
+import { QOS_DEFAULTS, qosDemo, type ModeResult } from './qos.js';
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
 const indent = (s: string) => s.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
 
-async function main(): Promise<void> {
-  say('itm demo: client — itm — server, in network namespaces made for this run');
+async function markDemo(): Promise<void> {
+  say('mark: client — itm — server, in network namespaces made for this run');
   const topo = await Topology.create(clientItmServer());
   cleanItmOnDestroy(topo, 'itm');
   const stop = () => { void topo.destroy().then(() => process.exit(130)); };
@@ -66,6 +67,42 @@ async function main(): Promise<void> {
     await topo.destroy();
   }
   say('\ndone: namespaces removed.');
+}
+
+async function qosPart(runs: number): Promise<void> {
+  const o = { ...QOS_DEFAULTS, runs };
+  const r = await qosDemo(o, say);
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+  const row = (what: string, f: (m: ModeResult) => number, unit: string, digits = 1) => {
+    const off = med(r.off.map(f)), on = med(r.on.map(f));
+    say(`    ${what.padEnd(28)} ${`${off.toFixed(digits)} ${unit}`.padStart(12)} ${`${on.toFixed(digits)} ${unit}`.padStart(12)}`);
+    return { off, on };
+  };
+  say(`\n  median over ${runs} run${runs > 1 ? 's' : ''} of ${o.requests} requests of ${o.size / 1024} KB each:`);
+  say(`    ${''.padEnd(28)} ${'qos off'.padStart(12)} ${'qos on'.padStart(12)}`);
+  const mean = row('short requests, mean', (m) => m.mean, 'ms');
+  row('short requests, p50', (m) => m.p50, 'ms');
+  row('short requests, p99', (m) => m.p99, 'ms');
+  row('long uploads, throughput', (m) => m.bulkMbit, 'Mbit/s');
+  say(`\n  With qos on, short requests completed ${(mean.off / mean.on).toFixed(1)}× faster on average.`);
+  say(`  figures: ${r.file}\n  chart:   ${r.chart}`);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const parts = args.filter((a) => !a.startsWith('--'));
+  const runsAt = args.indexOf('--runs');
+  const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : QOS_DEFAULTS.runs;
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a whole number of at least 1');
+  const unknown = parts.filter((p) => p !== 'mark' && p !== 'qos' && p !== String(runs));
+  if (unknown.length) throw new Error(`unknown demo part ${unknown.join(', ')}: mark, qos, or nothing for both`);
+  const want = (p: string) => !parts.filter((x) => x !== String(runs)).length || parts.includes(p);
+  say('itm demo');
+  if (want('mark')) await markDemo();
+  if (want('qos')) {
+    say('');
+    await qosPart(runs);
+  }
 }
 
 main().catch((e: unknown) => {
