@@ -142,7 +142,7 @@ function cdfSvg(off: number[], on: number[], o: QosDemoOptions): string {
   };
   const ticks: string[] = [];
   for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
-    for (const m of [1, 2, 5]) {
+    for (const m of [1, 2, 3, 5]) {
       const v = m * 10 ** e;
       if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
       ticks.push(`<line x1="${x(v)}" y1="${T}" x2="${x(v)}" y2="${H - B}" stroke="#ddd"/><text x="${x(v)}" y="${H - B + 18}" text-anchor="middle">${v}</text>`);
