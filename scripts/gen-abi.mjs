@@ -26,7 +26,9 @@ function resolve(id) {
 function fieldOf(typeId) {
   const t = resolve(typeId);
   if (t.kind === 'INT' || t.kind === 'ENUM') return { kind: 'int', size: t.size };
-  if (t.kind === 'STRUCT') return { kind: 'struct', struct: t.name, size: t.size };
+  // a struct of ours has a layout; a kernel one inside ours (struct bpf_timer) is opaque bytes
+  if (t.kind === 'STRUCT' && t.name?.startsWith(prefix)) return { kind: 'struct', struct: t.name, size: t.size };
+  if (t.kind === 'STRUCT') return { kind: 'int', size: t.size, count: t.size, elemSize: 1 };
   if (t.kind === 'ARRAY') {
     const el = fieldOf(t.type_id);
     return { ...el, count: t.nr_elems, size: el.size * t.nr_elems, elemSize: el.size };

@@ -3,6 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
+import { decode, itm_flow, type ItmFlow } from '../src/abi.js';
+import { qos_flow_state, type QosFlowState } from '../modules/qos/qos.abi.js';
 import type { DeviceView } from '../src/registry.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl, pinDir } from './itm.js';
@@ -104,6 +106,35 @@ describe('qos on real traffic', { skip }, () => {
     const pkts = await transfer(['--threshold', '50'], 6, 300_000);
     assert.equal(pkts[0]!.family, 6);
     assertLevels(pkts, () => 1n, [[50n, 46], [EVERY, 0]]);
+  });
+
+  test('FIN ends a flow: its state outlives it a moment for the last ACKs, then goes; RST ends it at once', async () => {
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
+    const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+    try {
+      const to = (port: number) => flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
+        .filter(([k]) => k.dport === port);
+      await tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5601, bytes: 100_000 });
+      const closing = to(5601);
+      assert.equal(closing.length, 1, 'right after the transfer the flow is still there');
+      assert.equal(closing[0]![1].closing, 1, 'marked as finished');
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual(to(5601), [], 'a second after its FIN the state is gone');
+
+      // RST: a hand-made SYN, then a RST, of one flow
+      const cdev = topo.dev('client', 'itm');
+      const frame = (flags: string) => buildPacket({
+        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 43001, dport: 5602, tcp: { flags },
+      });
+      await sendFrames(topo, 'client', cdev, [frame('S')]);
+      assert.equal(to(5602).length, 1, 'the SYN made a flow');
+      await sendFrames(topo, 'client', cdev, [frame('R')]);
+      assert.deepEqual(to(5602), [], 'the RST removed it at once');
+    } finally {
+      flows.close();
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
   });
 
   test('a table of 64 flows under 1,000 concurrent ones: every packet goes through, the table stays at 64', async () => {

@@ -44,8 +44,8 @@ export default defineModule({
     return open('qos_flows').entries().flatMap(([k, v]) => {
       const f = decode<ItmFlow>(itm_flow, k);
       const s = decode<abi.QosFlowState>(abi.qos_flow_state, v);
-      // aged out: still in the table until the LRU needs its room, but no longer a flow
-      if (idleNs > 0n && now - s.last_ns > idleNs) return [];
+      // aged out, or finished (a FIN): still in the table a while, but no longer a flow
+      if ((idleNs > 0n && now - s.last_ns > idleNs) || s.closing) return [];
       const level = Math.min(s.level, levels.length - 1);
       return [{
         proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),

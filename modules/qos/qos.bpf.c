@@ -39,8 +39,13 @@ struct qos_flow_state {
 	__u64 last_ns;
 	__u32 seq_end;		/* with tcp_seq: the highest sequence number seen, past its data */
 	__u8 level;		/* 0-based: the level of the flow's last packet */
-	__u8 pad[3];
+	__u8 closing;		/* a FIN was seen: the state goes when `expiry` fires */
+	__u8 pad[2];
+	struct bpf_timer expiry;
 };
+
+/* how long a flow's state outlives its FIN: the last ACKs still belong to it */
+#define QOS_CLOSE_NS 1000000000ULL
 
 struct qos_config qos_cfg = {};
 
@@ -53,6 +58,12 @@ struct {
 
 /* anchors the structs in BTF for the TypeScript generator */
 const volatile struct qos_abi { struct qos_config c; struct qos_flow_state s; } qos_abi_anchor;
+
+static int qos_expire(void *map, struct itm_flow *key, struct qos_flow_state *st)
+{
+	bpf_map_delete_elem(map, key);
+	return 0;
+}
 
 static __always_inline int addr_less(const __u8 *a, const __u8 *b)
 {
@@ -140,9 +151,20 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 	st->last_ns = now;
 	size = qos_cfg.by_bytes ? st->bytes : st->packets;
 
-	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FIN | TCP_RST))) {
-		/* the flow ends: its state goes, and a FIN is short whatever the flow's size */
+	if (st->closing)
+		return 1;	/* the last packets of a finished flow */
+	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)) {
 		bpf_map_delete_elem(&qos_flows, &key);
+		return 1;
+	}
+	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_FIN)) {
+		/* the flow ends, and a FIN is short whatever the flow's size; its state stays a
+		 * moment for the last ACKs, then a timer removes it */
+		st->closing = 1;
+		/* -EBUSY if a FIN came before: the timer is set up already, and starts anew */
+		bpf_timer_init(&st->expiry, &qos_flows, 1 /* CLOCK_MONOTONIC */);
+		bpf_timer_set_callback(&st->expiry, qos_expire);
+		bpf_timer_start(&st->expiry, QOS_CLOSE_NS, 0);
 		return 1;
 	}
 	for (int i = 0; i < QOS_MAX_LEVELS; i++) {
