@@ -137,6 +137,32 @@ describe('qos on real traffic', { skip }, () => {
     }
   });
 
+  test('--tcp-seq: a retransmission adds nothing to the flow\'s bytes', async () => {
+    const cdev = topo.dev('client', 'itm');
+    const seg = (flags: string, seq: number, len: number) => buildPacket({
+      srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+      family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 44001, dport: 5701,
+      tcp: { flags, seq }, payload: Buffer.alloc(len, 0x5a),
+    });
+    // SYN, 1000 bytes, the same 1000 again (a retransmission), the next 1000
+    const frames = [seg('S', 1000, 0), seg('PA', 1001, 1000), seg('PA', 1001, 1000), seg('PA', 2001, 1000)];
+    const bytesWith = async (args: string[]) => {
+      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '100000', '--by', 'bytes', ...args]);
+      const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+      try {
+        await sendFrames(topo, 'client', cdev, frames);
+        const hit = flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
+          .find(([k]) => k.dport === 5701);
+        return Number(hit![1].bytes);
+      } finally {
+        flows.close();
+        await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+      }
+    };
+    assert.equal(await bytesWith([]), 40 + 3 * 1040, 'by IP length, the retransmission counts');
+    assert.equal(await bytesWith(['--tcp-seq']), 40 + 1000 + 1000, 'by sequence progress, it does not');
+  });
+
   test('a table of 64 flows under 1,000 concurrent ones: every packet goes through, the table stays at 64', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '2', '--table-size', '64']);
     try {

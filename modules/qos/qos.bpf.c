@@ -102,7 +102,8 @@ static __always_inline __u64 added_bytes(struct itm_ctx *c, struct qos_flow_stat
 	if (itm_load_bytes(c, p->l4_off + 4, &seq_be, 4))
 		return ip_len;
 	seq = bpf_ntohl(seq_be);
-	end = seq + (p->len - p->payload_off);
+	/* SYN and FIN take a sequence number each, as a byte of data would */
+	end = seq + (p->len - p->payload_off) + !!(p->tcp_flags & 0x02) + !!(p->tcp_flags & TCP_FIN);
 	if (fresh) {
 		st->seq_end = end;
 		return ip_len;
