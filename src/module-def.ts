@@ -9,7 +9,7 @@ export type Hook = (typeof HOOKS)[number];
 
 export type ParamValue = string | number | boolean;
 export interface ParamSpec {
-  type: 'dscp' | 'int' | 'string' | 'bool';
+  type: 'dscp' | 'int' | 'number' | 'string' | 'bool';
   describe: string;
   required?: boolean;
   default?: ParamValue;
@@ -37,8 +37,27 @@ export interface ModuleDef {
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
   configure?: (params: Record<string, ParamValue>) => KernelConfig;
+  /** itmBench's class-update and controller-update: run every `intervalMs` by whatever hosts the
+   * module's periodic functions (for now `itmctl watch`) */
+  every?: {
+    intervalMs: number;
+    /** publishes per-class figures */
+    classUpdate?: (ctx: PeriodicContext) => Record<string, number | string>;
+    /** adjusts the module's parameters in its maps; says what it changed, if anything */
+    controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
+  };
   /** the module's per-flow state, for `itmctl flows`: rows from its pinned maps, largest first */
   flows?: (open: (map: string) => BpfMap, params: Record<string, ParamValue>) => FlowRow[];
+}
+
+export interface PeriodicContext {
+  /** one of the instance's pinned maps (opened once, kept across periods) */
+  open: (map: string) => BpfMap;
+  params: Record<string, ParamValue>;
+  /** a module global (in .bss or .data) of the running instance, read and written in place */
+  global: (name: string) => { read(): Buffer; write(value: Buffer): void };
+  /** what the functions keep from one period to the next */
+  state: Record<string, unknown>;
 }
 
 export interface FlowRow {
@@ -65,6 +84,13 @@ function checkParam(mod: string, name: string, spec: ParamSpec, raw: unknown): P
     case 'int': {
       const n = typeof raw === 'number' ? raw : /^-?\d+$/.test(String(raw).trim()) ? Number(raw) : NaN;
       if (!Number.isSafeInteger(n)) throw bad('not an integer');
+      if (spec.min !== undefined && n < spec.min) throw bad(`must be at least ${spec.min}`);
+      if (spec.max !== undefined && n > spec.max) throw bad(`must be at most ${spec.max}`);
+      return n;
+    }
+    case 'number': {
+      const n = typeof raw === 'number' ? raw : /^-?(\d+\.?\d*|\.\d+)$/.test(String(raw).trim()) ? Number(raw) : NaN;
+      if (!Number.isFinite(n)) throw bad('not a number');
       if (spec.min !== undefined && n < spec.min) throw bad(`must be at least ${spec.min}`);
       if (spec.max !== undefined && n > spec.max) throw bad(`must be at most ${spec.max}`);
       return n;

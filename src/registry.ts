@@ -138,6 +138,11 @@ class Undo {
   }
 }
 
+/** A module map's pin file: bpffs refuses dots, which libbpf's internal maps have (qos.bss). */
+function pinName(map: string): string {
+  return map.replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
 function moduleProgName(name: string): string {
   return `itm_module_${name}`;
 }
@@ -539,7 +544,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         for (const m of obj.mapNames()) {
           if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
           const map = obj.map(m);
-          map.pin(join(modDir, m.replace(/[^A-Za-z0-9_-]/g, '_')));
+          map.pin(join(modDir, pinName(m)));
           map.close();
         }
         const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
@@ -658,6 +663,73 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
   });
 }
 
+export interface PeriodicRun {
+  module: string;
+  hook: Hook;
+  intervalMs: number;
+  /** one period: class-update's figures, then what controller-update changed */
+  tick(): { classes?: Record<string, number | string>; changed?: string };
+  close(): void;
+}
+
+/** The periodic functions (class-update, controller-update) of a loaded module instance, ready to
+ * be run by whatever keeps running: `itmctl watch` for now. */
+export async function periodic(name: string, dev: string, hook?: Hook): Promise<PeriodicRun> {
+  const ifindex = resolveDevice(dev, `run the periodic functions of ${name} on`);
+  const { h, m } = withNamespaceLock(() => {
+    prepare(false);
+    const found = findLoaded(readDevice(ifindex), name, dev, hook);
+    return { h: found.hook, m: found.m };
+  });
+  const def = await findModule(m.module);
+  if (!def.every) throw new ItmError(`${name} (${m.module}) has no periodic functions`);
+  const every = def.every;
+  const dir = join(hookPinDir(ifindex, h), `mod-${m.id}`);
+  const maps = new Map<string, BpfMap>();
+  const open = (map: string) => {
+    let b = maps.get(map);
+    if (!b) {
+      b = BpfMap.fromPin(join(dir, pinName(map)));
+      maps.set(map, b);
+    }
+    return b;
+  };
+  // where a global lives: its section's map and its offset there, from the module's object
+  const obj = BpfObject.open(kernelObjectPath(def));
+  const locate = (g: string) => {
+    const info = obj.globalInfo(g);
+    const map = info && obj.mapNames().find((n) => n.endsWith(info.section));
+    if (!info || !map) throw new ItmError(`${m.module}: its object has no global '${g}'`);
+    return { map, ...info };
+  };
+  const ctx = {
+    open, params: m.params, state: {} as Record<string, unknown>,
+    global: (g: string) => {
+      const at = locate(g);
+      return {
+        read: () => open(at.map).lookup(u32(0))!.subarray(at.offset, at.offset + at.size),
+        write: (v: Buffer) => {
+          const whole = open(at.map).lookup(u32(0))!;
+          v.copy(whole, at.offset, 0, at.size);
+          open(at.map).update(u32(0), whole);
+        },
+      };
+    },
+  };
+  return {
+    module: m.module, hook: h, intervalMs: every.intervalMs,
+    tick: () => {
+      const classes = every.classUpdate?.(ctx);
+      const changed = every.controllerUpdate?.(ctx);
+      return { ...(classes ? { classes } : {}), ...(changed ? { changed } : {}) };
+    },
+    close: () => {
+      obj.close();
+      for (const b of maps.values()) b.close();
+    },
+  };
+}
+
 /** The per-flow state of a loaded module instance, largest flows first. */
 export async function flows(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; module: string; rows: FlowRow[] }> {
   const ifindex = resolveDevice(dev, `read the flows of ${name} on`);
@@ -672,7 +744,7 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
   const opened: BpfMap[] = [];
   try {
     const rows = def.flows((map) => {
-      const b = BpfMap.fromPin(join(dir, map));
+      const b = BpfMap.fromPin(join(dir, pinName(map)));
       opened.push(b);
       return b;
     }, m.params);

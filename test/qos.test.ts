@@ -9,6 +9,7 @@ import type { DeviceView } from '../src/registry.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl, pinDir } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';
+import { FlowSizes, thresholdForBytes, thresholdForFlows } from '../modules/qos/controller.js';
 
 const skip = namespaceSkipReason();
 const FIN = 0x01;
@@ -33,6 +34,45 @@ describe('qos levels', () => {
     ] as const) {
       assert.throws(() => parseLevels(bad), re, bad);
     }
+  });
+});
+
+describe('qos controller arithmetic', () => {
+  test('bytes: the smallest threshold that keeps the target fraction of bytes short', () => {
+    const mix = [...Array(10).fill(10), 1000]; // ten mice of 10, one elephant of 1000: 1100 in all
+    assert.equal(thresholdForBytes(mix, 0.1), 10, '110 short: the mice whole, 10 of the elephant');
+    assert.equal(thresholdForBytes(mix, 0.5), 450, '550 short: the mice, 450 of the elephant');
+    assert.equal(thresholdForBytes(mix, 1), 1000);
+    assert.equal(thresholdForBytes([100], 0.25), 25);
+  });
+  test('flows: the target quantile of the sizes', () => {
+    const sizes = Array.from({ length: 100 }, (_, i) => i + 1);
+    assert.equal(thresholdForFlows(sizes, 0.9), 90);
+    assert.equal(thresholdForFlows(sizes, 0.01), 1);
+    assert.equal(thresholdForFlows([...Array(20).fill(5), ...Array(20).fill(50)], 0.5), 5);
+  });
+  test('more elephants move the byte threshold down, more mice move it up', () => {
+    const base = [...Array(50).fill(10), ...Array(5).fill(1000)];
+    const moreElephants = [...base, ...Array(20).fill(5000)];
+    const moreMice = [...base, ...Array(500).fill(10)];
+    const t = thresholdForBytes(base, 0.2);
+    assert.ok(thresholdForBytes(moreElephants, 0.2) > t, 'the same fraction of more bytes needs a larger threshold');
+    assert.ok(thresholdForBytes(moreMice, 0.2) < t, 'mice alone carry more of the target');
+  });
+  test('refuses no data and targets outside (0, 1]', () => {
+    assert.throws(() => thresholdForBytes([], 0.1), /no flows/);
+    assert.throws(() => thresholdForFlows([3], 0), /not in \(0, 1\]/);
+    assert.throws(() => thresholdForBytes([3], 1.5), /not in \(0, 1\]/);
+  });
+  test('flow sizes: a flow gone from the table is kept at its largest size', () => {
+    const f = new FlowSizes(3);
+    f.observe(new Map([['a', 5], ['b', 7]]));
+    f.observe(new Map([['a', 9]]));
+    assert.deepEqual(f.sizes().sort((x, y) => x - y), [7, 9]);
+    f.observe(new Map());
+    f.observe(new Map([['c', 1], ['d', 2]]));
+    f.observe(new Map());
+    assert.deepEqual(f.sizes(), [9, 1, 2], 'the most recent three');
   });
 });
 
@@ -235,6 +275,33 @@ describe('qos on real traffic', { skip }, () => {
       assert.deepEqual(pkts.map((p) => p.dscp), [46, 46, 46, 46, 46, 0, 0, 0, 0, 0, 46, 46, 46]);
     } finally {
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
+  });
+
+  test('--adaptive: controller-update moves the threshold to the flow mix, in place, both ways', async () => {
+    const cdev = topo.dev('client', 'itm');
+    const frame = (sport: number, n: number) => buildPacket({
+      srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+      family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'udp', sport, dport: 5801, payload: `p${n}`,
+    });
+    // the mix: 20 flows of 5 packets and 20 of 50; half the flows are 5 packets or fewer
+    const mix: Buffer[] = [];
+    for (let i = 0; i < 40; i++) for (let n = 0; n < (i < 20 ? 5 : 50); n++) mix.push(frame(45000 + i, n));
+    for (const start of [1000, 2]) {
+      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', String(start), '--adaptive', '--target-short', '0.5', '--target-of', 'flows']);
+      try {
+        await sendFrames(topo, 'client', cdev, mix);
+        const w = await itmctl(topo, 'itm', ['watch', 'qos', '--dev', dev, '--count', '1', '--interval', '50', '--json']);
+        const period = JSON.parse(w.stdout.trim().split('\n').pop()!) as { changed?: string; classes?: Record<string, string> };
+        assert.match(period.changed ?? '', new RegExp(`threshold ${start} → 5 `), `from ${start}: ${period.changed}`);
+        assert.ok(period.classes && Object.keys(period.classes).length === 2, 'class-update reports both levels');
+        // the data path uses it at once: a new flow of 8 packets is short for 5
+        const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5801 and src port 46000', snaplen: 96, direction: 'in' });
+        await sendFrames(topo, 'client', cdev, Array.from({ length: 8 }, (_, n) => frame(46000, n)));
+        assert.deepEqual((await cap.stop(300)).map((p) => p.dscp), [46, 46, 46, 46, 46, 0, 0, 0]);
+      } finally {
+        await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+      }
     }
   });
 

@@ -7,6 +7,12 @@ import { bytesToAddr } from '../../src/netaddr.js';
 import { dscpName } from '../../src/dscp.js';
 import * as abi from './qos.abi.js';
 import { EVERY, MAX_LEVELS, parseLevels, type Level } from './levels.js';
+import { FlowSizes, thresholdForBytes, thresholdForFlows } from './controller.js';
+import type { BpfMap } from '../../src/libbpf/index.js';
+import type { ParamValue } from '../../src/module-def.js';
+
+/** the adaptive controller waits for this many flows before it moves the threshold */
+const MIN_FLOWS_TO_LEARN = 10;
 
 registerLayouts(abi.layouts);
 
@@ -22,6 +28,20 @@ export function levelsOf(params: Record<string, unknown>): Level[] {
   return [{ threshold: BigInt(threshold as number), dscp: 46 }, { threshold: EVERY, dscp: 0 }];
 }
 
+interface LiveFlow { key: string; flow: ItmFlow; state: abi.QosFlowState; size: number }
+
+/** The flows in the table that are still flows (not finished, not idle past the timeout). */
+function liveFlows(table: BpfMap, params: Record<string, ParamValue>): LiveFlow[] {
+  const now = monotonicNs();
+  const idleNs = BigInt(params['idle-timeout'] as number) * 1_000_000_000n;
+  const byBytes = params.by === 'bytes';
+  return table.entries().flatMap(([k, v]) => {
+    const state = decode<abi.QosFlowState>(abi.qos_flow_state, v);
+    if ((idleNs > 0n && now - state.last_ns > idleNs) || state.closing) return [];
+    return [{ key: k.toString('hex'), flow: decode<ItmFlow>(itm_flow, k), state, size: Number(byBytes ? state.bytes : state.packets) }];
+  });
+}
+
 export default defineModule({
   name: 'qos',
   description: 'size-aware DSCP marking: a flow starts in the first level and moves down as it grows past each threshold',
@@ -34,29 +54,60 @@ export default defineModule({
     'table-size': { type: 'int', min: 64, max: 16_777_216, default: 262_144, describe: 'flows kept at once; a full table evicts the least recently used' },
     bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow' },
     'tcp-seq': { type: 'bool', default: false, describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger' },
+    adaptive: { type: 'bool', default: false, describe: 'move the threshold (with --threshold) so that --target-short of the bytes or flows stay short; run by itmctl watch' },
+    'target-short': { type: 'number', min: 0.001, max: 1, default: 0.1, describe: 'with --adaptive: the fraction to keep short' },
+    'target-of': { type: 'string', default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
     'idle-timeout': { type: 'int', min: 0, max: 86_400, default: 30, describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)' },
   },
   flows: (open, params) => {
     const levels = levelsOf(params);
-    const byBytes = params.by === 'bytes';
     const now = monotonicNs();
-    const idleNs = BigInt(params['idle-timeout'] as number) * 1_000_000_000n;
-    return open('qos_flows').entries().flatMap(([k, v]) => {
-      const f = decode<ItmFlow>(itm_flow, k);
-      const s = decode<abi.QosFlowState>(abi.qos_flow_state, v);
-      // aged out, or finished (a FIN): still in the table a while, but no longer a flow
-      if ((idleNs > 0n && now - s.last_ns > idleNs) || s.closing) return [];
+    return liveFlows(open('qos_flows'), params).map(({ flow: f, state: s, size }) => {
       const level = Math.min(s.level, levels.length - 1);
-      return [{
+      return {
         proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
-        sport: f.sport, dport: f.dport, size: Number(byBytes ? s.bytes : s.packets),
+        sport: f.sport, dport: f.dport, size,
         packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
         idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
-      }];
+      };
     });
+  },
+  every: {
+    intervalMs: 1000,
+    // class-update: flows, packets and bytes in each level now
+    classUpdate: (ctx) => {
+      const levels = levelsOf(ctx.params);
+      const out: Record<string, number | string> = {};
+      const flows = liveFlows(ctx.open('qos_flows'), ctx.params);
+      levels.forEach((l, i) => {
+        const mine = flows.filter((f) => Math.min(f.state.level, levels.length - 1) === i);
+        out[`level ${i + 1} (${dscpName(l.dscp)})`] = `${mine.length} flows, ${mine.reduce((a, f) => a + Number(f.state.packets), 0)} packets, ${mine.reduce((a, f) => a + Number(f.state.bytes), 0)} bytes`;
+      });
+      return out;
+    },
+    // controller-update: with --adaptive, the threshold that keeps --target-short of the bytes
+    // (or flows) short, learnt from the sizes of the flows seen, written in place
+    controllerUpdate: (ctx) => {
+      if (!ctx.params.adaptive) return undefined;
+      const sizes = (ctx.state.sizes ??= new FlowSizes()) as FlowSizes;
+      sizes.observe(new Map(liveFlows(ctx.open('qos_flows'), ctx.params).map((f) => [f.key, f.size])));
+      const all = sizes.sizes();
+      if (all.length < MIN_FLOWS_TO_LEARN) return undefined;
+      const target = ctx.params['target-short'] as number;
+      const next = ctx.params['target-of'] === 'flows' ? thresholdForFlows(all, target) : thresholdForBytes(all, target);
+      const g = ctx.global('qos_cfg');
+      const cfg = decode<abi.QosConfig>(abi.qos_config, Buffer.from(g.read()));
+      const now = Number(cfg.levels[0]!.threshold);
+      if (next === now) return undefined;
+      cfg.levels[0]!.threshold = BigInt(next);
+      g.write(encode(abi.qos_config, cfg));
+      return `threshold ${now} → ${next} (learnt from ${all.length} flows: ${target * 100}% of the ${ctx.params['target-of']} short)`;
+    },
   },
   configure: (p) => {
     if (p.by !== 'packets' && p.by !== 'bytes') throw new ItmError(`qos: invalid --by '${String(p.by)}': packets or bytes`);
+    if (p['target-of'] !== 'bytes' && p['target-of'] !== 'flows') throw new ItmError(`qos: invalid --target-of '${String(p['target-of'])}': bytes or flows`);
+    if (p.adaptive && p.threshold === undefined) throw new ItmError('qos: --adaptive moves the one threshold of --threshold N; it does not work with --levels');
     const levels = levelsOf(p);
     const cfg: abi.QosConfig = {
       n_levels: levels.length, by_bytes: p.by === 'bytes' ? 1 : 0, bidir: p.bidir ? 1 : 0, tcp_seq: p['tcp-seq'] ? 1 : 0, pad: 0,

@@ -15,6 +15,7 @@ import { reorderCommand } from './commands/reorder.js';
 import { listCommand } from './commands/list.js';
 import { explainCommand } from './commands/explain.js';
 import { flowsCommand } from './commands/flows.js';
+import { watchCommand } from './commands/watch.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -50,6 +51,7 @@ try {
     .command(listCommand)
     .command(explainCommand)
     .command(flowsCommand)
+    .command(watchCommand)
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
     .fail((msg, err) => {
