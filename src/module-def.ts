@@ -46,6 +46,9 @@ export interface ModuleDef {
     /** adjusts the module's parameters in its maps; says what it changed, if anything */
     controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
   };
+  /** maps that an instance shares with the instance of the same name on the device's other hook
+   * (qos --bidir: one flow table for both directions) */
+  sharedMaps?: (params: Record<string, ParamValue>) => string[];
   /** the module's per-flow state, for `itmctl flows`: rows from its pinned maps, largest first */
   flows?: (open: (map: string) => BpfMap, params: Record<string, ParamValue>) => FlowRow[];
 }

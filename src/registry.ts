@@ -535,6 +535,17 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       try {
         writeGlobals(obj, def, cfg, id);
         for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
+        // maps shared with this instance's sibling on the device's other hook, if it is loaded
+        const other = HOOKS.find((x) => x !== hook)!;
+        const sibling = rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
+        for (const m of sibling ? def.sharedMaps?.(params) ?? [] : []) {
+          const shared = BpfMap.fromPin(join(hookPinDir(ifindex, other), `mod-${sibling!.id}`, pinName(m)));
+          try {
+            obj.reuseMap(m, shared);
+          } finally {
+            shared.close();
+          }
+        }
         try {
           obj.load();
         } catch (e) {

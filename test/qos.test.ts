@@ -305,6 +305,30 @@ describe('qos on real traffic', { skip }, () => {
     }
   });
 
+  test('--bidir: instances at ingress and egress of a device share one table, so ACKs count too', async () => {
+    for (const hook of ['tc-egress', 'tc-ingress']) {
+      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', hook, '--threshold', '100', '--bidir']);
+    }
+    try {
+      const pins = (hook: string) => join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), hook, 'mod-0', 'qos_flows');
+      const a = BpfMap.fromPin(pins('tc-egress'));
+      const b = BpfMap.fromPin(pins('tc-ingress'));
+      assert.equal(a.id, b.id, 'one table');
+      a.close();
+      b.close();
+      const cap = await capture(topo, 'server', { dev: srvDev, filter: 'tcp dst port 5202', snaplen: 96, direction: 'in' });
+      await tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5202, bytes: 400_000 });
+      const pkts = await cap.stop(300);
+      const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
+      const short = beforeFin.filter((p) => p.dscp === 46).length;
+      // the server's ACKs, counted at ingress, bring the flow to 100 packets before the client sends 100
+      assert.ok(short < 100 && short > 20, `${short} of the client's packets were short`);
+      assert.deepEqual(beforeFin.slice(0, short).map((p) => p.dscp), Array(short).fill(46), 'the short ones came first');
+    } finally {
+      for (const hook of ['tc-egress', 'tc-ingress']) await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev, '--hook', hook]);
+    }
+  });
+
   test('bad levels load nothing', async () => {
     const r = await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--levels', '100:af41,10:cs1,*:be'], { check: false });
     assert.equal(r.code, 1);

@@ -52,13 +52,16 @@ export default defineModule({
     levels: { type: 'string', describe: `up to ${MAX_LEVELS} levels, THRESHOLD:DSCP,...,*:DSCP, thresholds increasing, e.g. 100:af41,1000:af21,*:cs1` },
     by: { type: 'string', default: 'packets', describe: 'what a flow\'s size counts: packets or bytes' },
     'table-size': { type: 'int', min: 64, max: 16_777_216, default: 262_144, describe: 'flows kept at once; a full table evicts the least recently used' },
-    bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow' },
+    bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow (load it at tc-ingress and tc-egress of the device, both with --bidir: they share one table)' },
     'tcp-seq': { type: 'bool', default: false, describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger' },
     adaptive: { type: 'bool', default: false, describe: 'move the threshold (with --threshold) so that --target-short of the bytes or flows stay short; run by itmctl watch' },
     'target-short': { type: 'number', min: 0.001, max: 1, default: 0.1, describe: 'with --adaptive: the fraction to keep short' },
     'target-of': { type: 'string', default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
     'idle-timeout': { type: 'int', min: 0, max: 86_400, default: 30, describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)' },
   },
+  // with --bidir, the instances of one name at tc-ingress and tc-egress of a device keep one table,
+  // so that the two directions of a connection count as one flow
+  sharedMaps: (params) => (params.bidir ? ['qos_flows'] : []),
   flows: (open, params) => {
     const levels = levelsOf(params);
     const now = monotonicNs();
