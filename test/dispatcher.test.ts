@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as abi from '../src/abi.js';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { Topology, buildArp, buildPacket, namespaceSkipReason, parsePacket, type PacketSpec } from './harness/index.js';
-import { ITMCTL, cleanItmOnDestroy, pinDir } from './itm.js';
+import { ITMCTL, cleanItmOnDestroy, devicePins } from './itm.js';
 
 const skip = namespaceSkipReason();
 // the dispatcher passes a packet on with TC_ACT_UNSPEC, so that other filters on the hook still run
@@ -32,7 +32,7 @@ for (const slow of [false, true]) describe(`dispatcher (BPF_PROG_TEST_RUN, ${slo
     await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-egress', '--dscp', 'ef']);
     await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-ingress', '--dscp', 'af41',
       '--interest', 'proto=udp,dst=10.0.0.0/8,dst=fd00::/16,dport=5001,dport=6000-6010']);
-    const base = join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)));
+    const base = devicePins(topo, 'itm', dev);
     egress = BpfProgram.fromPin(join(base, 'tc-egress', 'dispatch'));
     ingress = BpfProgram.fromPin(join(base, 'tc-ingress', 'dispatch'));
     dstats = BpfMap.fromPin(join(base, 'tc-egress', 'itm_dstats'));

@@ -24,6 +24,16 @@ export function pinDir(topo: Topology, host: string): string {
   return join(RUN_DIR, 'bpf', String(topo.netnsInode(host)));
 }
 
+/** The pin directory of a device in a host's namespace (the hooks' trees are below it). */
+export function devicePins(topo: Topology, host: string, dev: string): string {
+  return join(pinDir(topo, host), String(topo.ifindex(host, dev)));
+}
+
+/** A pinned map of the module with `id` on a hook of a device. */
+export function modulePin(topo: Topology, host: string, dev: string, hook: string, id: number, map: string): string {
+  return join(devicePins(topo, host, dev), hook, `mod-${id}`, map);
+}
+
 /** Whatever a test leaves of itm in a host's namespace is removed when the topology goes. */
 export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
   for (const h of hosts) {

@@ -10,7 +10,7 @@ import type { DeviceView } from '../src/registry.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket,
 } from './harness/index.js';
-import { ITMCTL, RUN_DIR, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from './itm.js';
+import { ITMCTL, RUN_DIR, cleanItmOnDestroy, clientItmServer, devicePins, itmctl, itmctlJson, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
 const EF = 46, AF41 = 34, CS1 = 8;
@@ -243,7 +243,7 @@ describe('itmctl on real traffic', { skip }, () => {
     marker.update(Buffer.alloc(4), v);
     marker.close();
     assert.deepEqual(await list(), [], 'list shows nothing of the dead namespace');
-    assert.equal(existsSync(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)))), false, 'its pins are gone');
+    assert.equal(existsSync(devicePins(topo, 'itm', dev)), false, 'its pins are gone');
     // the device's filter still runs the orphaned dispatcher: up replaces it with a fresh one
     const up = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
     assert.deepEqual(up.hooks, { 'tc-egress': 'created' });

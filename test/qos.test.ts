@@ -1,13 +1,12 @@
 // qos on real TCP: packets read on the wire at the server, in the order itm marked them.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
 import { decode, itm_flow, type ItmFlow } from '../src/abi.js';
 import { qos_flow_state, type QosFlowState } from '../modules/qos/qos.abi.js';
 import type { DeviceView } from '../src/registry.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
-import { cleanItmOnDestroy, clientItmServer, itmctl, pinDir } from './itm.js';
+import { cleanItmOnDestroy, clientItmServer, itmctl, modulePin } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';
 import { FlowSizes, thresholdForBytes, thresholdForFlows } from '../modules/qos/controller.js';
 
@@ -150,7 +149,7 @@ describe('qos on real traffic', { skip }, () => {
 
   test('FIN ends a flow: its state outlives it a moment for the last ACKs, then goes; RST ends it at once', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
-    const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+    const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
     try {
       const to = (port: number) => flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
         .filter(([k]) => k.dport === port);
@@ -188,7 +187,7 @@ describe('qos on real traffic', { skip }, () => {
     const frames = [seg('S', 1000, 0), seg('PA', 1001, 1000), seg('PA', 1001, 1000), seg('PA', 2001, 1000)];
     const bytesWith = async (args: string[]) => {
       await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '100000', '--by', 'bytes', ...args]);
-      const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+      const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
       try {
         await sendFrames(topo, 'client', cdev, frames);
         const hit = flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
@@ -213,7 +212,7 @@ describe('qos on real traffic', { skip }, () => {
         sport: 20000 + i, dport: 5301, payload: `flow ${i} round ${round}`,
       }));
       const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5301', snaplen: 96, direction: 'in' });
-      const flows = BpfMap.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'mod-0', 'qos_flows'));
+      const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
       let most = 0;
       try {
         assert.equal(flows.maxEntries, 64);
@@ -310,7 +309,7 @@ describe('qos on real traffic', { skip }, () => {
       await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', hook, '--threshold', '100', '--bidir']);
     }
     try {
-      const pins = (hook: string) => join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), hook, 'mod-0', 'qos_flows');
+      const pins = (hook: string) => modulePin(topo, 'itm', dev, hook, 0, 'qos_flows');
       const a = BpfMap.fromPin(pins('tc-egress'));
       const b = BpfMap.fromPin(pins('tc-ingress'));
       assert.equal(a.id, b.id, 'one table');
