@@ -153,19 +153,28 @@ describe('qos on real traffic', { skip }, () => {
     try {
       const to = (port: number) => flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
         .filter(([k]) => k.dport === port);
-      await tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5601, bytes: 100_000 });
+      // hand-made segments, so that the timing is the test's: a SYN, some data, a FIN, its last ACK
+      const cdev = topo.dev('client', 'itm');
+      const frame = (flags: string, dport = 5602, len = 0) => buildPacket({
+        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 43001, dport, tcp: { flags },
+        payload: Buffer.alloc(len, 0x61),
+      });
+      await sendFrames(topo, 'client', cdev, [frame('S', 5601), frame('PA', 5601, 500), frame('FA', 5601), frame('A', 5601)]);
       const closing = to(5601);
-      assert.equal(closing.length, 1, 'right after the transfer the flow is still there');
+      assert.equal(closing.length, 1, 'right after its FIN the flow is still there, for its last ACKs');
       assert.equal(closing[0]![1].closing, 1, 'marked as finished');
+      assert.equal(closing[0]![1].packets, 3n, 'the ACK after the FIN did not count');
       await new Promise((r) => setTimeout(r, 1500));
       assert.deepEqual(to(5601), [], 'a second after its FIN the state is gone');
 
-      // RST: a hand-made SYN, then a RST, of one flow
-      const cdev = topo.dev('client', 'itm');
-      const frame = (flags: string) => buildPacket({
-        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
-        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 43001, dport: 5602, tcp: { flags },
-      });
+      // a new connection on the same 5-tuple, right after a FIN, starts afresh
+      await sendFrames(topo, 'client', cdev, [frame('S', 5603), frame('FA', 5603), frame('S', 5603), frame('A', 5603)]);
+      const again = to(5603);
+      assert.equal(again[0]![1].closing, 0, 'the SYN after the FIN opened a new flow');
+      assert.equal(again[0]![1].packets, 2n, 'counted from its SYN');
+
+      // RST: a SYN, then a RST, of another flow
       await sendFrames(topo, 'client', cdev, [frame('S')]);
       assert.equal(to(5602).length, 1, 'the SYN made a flow');
       await sendFrames(topo, 'client', cdev, [frame('R')]);

@@ -140,6 +140,17 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 			return 1;	/* no state to be had: a new flow is short */
 		fresh = 1;
 	}
+	if (st->closing) {
+		if (!(p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02))
+			return 1;	/* the last packets of a finished flow: short, and not counted */
+		/* a SYN reusing the 5-tuple: a new connection, not the end of the old one */
+		bpf_timer_cancel(&st->expiry);
+		st->closing = 0;
+		st->packets = 0;
+		st->bytes = 0;
+		st->first_ns = now;
+		fresh = 1;
+	}
 	if (!fresh && qos_cfg.idle_ns && now - st->last_ns > qos_cfg.idle_ns) {
 		/* aged out: the LRU keeps the entry until it needs the room, but the flow is new */
 		st->packets = 0;
@@ -152,8 +163,6 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 	st->last_ns = now;
 	size = qos_cfg.by_bytes ? st->bytes : st->packets;
 
-	if (st->closing)
-		return 1;	/* the last packets of a finished flow */
 	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)) {
 		bpf_map_delete_elem(&qos_flows, &key);
 		return 1;
