@@ -4,6 +4,8 @@
 
 namespace lbpf {
 
+void InitXsk(Napi::Env env, Napi::Object exports);  // xsk.cc
+
 namespace {
 
 // The TypeScript wrapper hands over a function that turns an error description into an
@@ -28,6 +30,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFdOps(env, exports);
   InitNetlink(env, exports);
   InitSystem(env, exports);
+  InitXsk(env, exports);
   return exports;
 }
 

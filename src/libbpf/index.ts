@@ -12,5 +12,6 @@ export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
 export { isBpffs, lockFile, mountBpffs, netnsCookie, numPossibleCpus, unlockFile } from './system.js';
 export { waitForRunningPrograms } from './sync.js';
+export { XskSocket, type XskOptions, type XskBatch, type XskStats, type XskFrameCounts } from './xsk.js';
 export { BPF_MAP_TYPE, BPF_PROG_TYPE, BPF_MAP_FLAG, TC_ACT, XDP_ACTION } from './constants.js';
 export type { BpfMapType, BpfProgType } from './constants.js';
