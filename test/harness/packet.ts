@@ -3,6 +3,7 @@
 // checksums unless told otherwise, and a parser that checks them. Tests use the builder for
 // BPF_PROG_TEST_RUN inputs and the parser for tcpdump captures, so both sides must agree with the
 // kernel, not just with each other (harness.test.ts cross-checks both against tcpdump and real traffic).
+import { foldSum, internetChecksum, onesSum } from '../../src/net/checksum.js';
 
 export const ETH_P = { IPV4: 0x0800, ARP: 0x0806, IPV6: 0x86dd, VLAN: 0x8100, QINQ: 0x88a8 } as const;
 export const IPPROTO = { HOPOPTS: 0, ICMP: 1, TCP: 6, UDP: 17, ROUTING: 43, FRAGMENT: 44, ICMPV6: 58, NONE: 59, DSTOPTS: 60 } as const;
@@ -100,29 +101,8 @@ export function formatMac(buf: Uint8Array, offset = 0): string {
 // ---------------------------------------------------------------------------------------------
 // Checksums
 
-/** One's-complement sum of 16-bit big-endian words, unfolded (add more data, then `foldSum`). */
-export function onesSum(buf: Uint8Array, acc = 0): number {
-  const n = buf.length & ~1;
-  for (let i = 0; i < n; i += 2) acc += (buf[i]! << 8) | buf[i + 1]!;
-  if (buf.length & 1) acc += buf[buf.length - 1]! << 8;
-  // Keep the accumulator well inside the safe integer range for very long inputs.
-  return acc > 0xffffffff ? (acc % 0xffff) || 0xffff : acc;
-}
-
-export function foldSum(acc: number): number {
-  while (acc > 0xffff) acc = (acc & 0xffff) + Math.floor(acc / 0x10000);
-  return acc;
-}
-
-/** RFC 1071 checksum of the concatenated parts (each but the last should have even length). */
-export function internetChecksum(...parts: Uint8Array[]): number {
-  let acc = 0;
-  parts.forEach((p, i) => {
-    if (p.length & 1 && i < parts.length - 1) throw new Error('internetChecksum: odd-length part before the last');
-    acc = onesSum(p, acc);
-  });
-  return ~foldSum(acc) & 0xffff;
-}
+// the sums themselves are the product's (src/net/checksum.ts), re-exported for tests
+export { foldSum, internetChecksum, onesSum };
 
 function pseudoHeader(family: Family, src: Uint8Array, dst: Uint8Array, proto: number, length: number): Buffer {
   if (family === 4) {
