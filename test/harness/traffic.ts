@@ -12,8 +12,9 @@ const AGENT = fileURLToPath(new URL('./agent.js', import.meta.url));
 
 type AgentEvent = { ev: string } & Record<string, unknown>;
 
-function startAgent(topo: Topology, host: string, role: string, cfg: object): NsProcess {
-  return topo.spawn(host, [process.execPath, AGENT, role, JSON.stringify(cfg)], { stdin: 'pipe' });
+function startAgent(topo: Topology, host: string, role: string, cfg: object, cpu?: number): NsProcess {
+  const pin = cpu === undefined ? [] : ['taskset', '-c', String(cpu)];
+  return topo.spawn(host, [...pin, process.execPath, AGENT, role, JSON.stringify(cfg)], { stdin: 'pipe' });
 }
 
 /** The next event named one of `names` from an agent (scanning its stdout from line `from`). */
@@ -155,18 +156,23 @@ export function decodeFlowPayload(payload: Buffer | undefined): { flowId: number
 // ---------------------------------------------------------------------------------------------
 // TCP
 
-export interface TcpTransferOptions { from: string; to: string; family: Family; dport: number; bytes: number; timeoutMs?: number; srcAddr?: string; dstAddr?: string }
+export interface TcpTransferOptions {
+  from: string; to: string; family: Family; dport: number; bytes: number; timeoutMs?: number; srcAddr?: string; dstAddr?: string;
+  /** run both ends on this CPU: then every packet of the transfer is handled on it, in order (no
+   *  reordering between CPUs on the way) */
+  cpu?: number;
+}
 
 /** Send `bytes` over one TCP connection; the server confirms the count it received. */
 export async function tcpTransfer(topo: Topology, opts: TcpTransferOptions): Promise<{ bytes: number; ms: number }> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const dst = opts.dstAddr ?? topo.addr(opts.to, opts.family);
   const src = opts.srcAddr ?? topo.addr(opts.from, opts.family);
-  const server = startAgent(topo, opts.to, 'tcp-recv', { family: opts.family, addr: dst, port: opts.dport });
+  const server = startAgent(topo, opts.to, 'tcp-recv', { family: opts.family, addr: dst, port: opts.dport }, opts.cpu);
   let client: NsProcess | undefined;
   try {
     await agentEvent(server, ['ready'], 10_000);
-    client = startAgent(topo, opts.from, 'tcp-send', { family: opts.family, src, dst, dport: opts.dport, bytes: opts.bytes });
+    client = startAgent(topo, opts.from, 'tcp-send', { family: opts.family, src, dst, dport: opts.dport, bytes: opts.bytes }, opts.cpu);
     const done = await agentEvent(client, ['done'], timeoutMs);
     const got = await agentEvent(server, ['result'], 5000);
     if (Number(done.confirmed) !== opts.bytes || Number(got.bytes) !== opts.bytes) {
