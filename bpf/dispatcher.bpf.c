@@ -13,6 +13,8 @@ const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
 /* for tests: parse every packet the slow way, as if its headers were not linear (the verifier
  * removes the test when it is 0) */
 const volatile __u8 itm_force_slow = 0;
+/* random, set by the loader: a returning packet's trailer must carry it */
+const volatile __u32 itm_secret = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -50,6 +52,21 @@ struct {
 	__type(key, __u32);
 	__type(value, struct itm_dstats);
 } itm_dstats SEC(".maps");
+
+/* user modules, by slot id (see struct itm_trailer in abi.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct itm_uctl);
+} itm_uctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct itm_uflight);
+} itm_uflight SEC(".maps");
 
 /* keeps the ABI enums in BTF for the TypeScript generator */
 const volatile struct itm_abi_consts itm_abi_anchor;
@@ -312,7 +329,7 @@ static __always_inline __u8 origin(struct __sk_buff *skb, struct itm_pkt *p)
 	if (p->local)
 		return p->local;
 	if (itm_hook == ITM_HOOK_TC_EGRESS) {
-		p->local = skb->ingress_ifindex == 0 ? 1 : 2;
+		p->local = p->ingress_ifindex == 0 ? 1 : 2;
 		return p->local;
 	}
 	fib.ifindex = skb->ifindex;
@@ -368,6 +385,62 @@ static __always_inline int interest_match(struct __sk_buff *skb, const struct it
 	return 1;
 }
 
+/*
+ * Sends the packet to a user module: appends the trailer and redirects it into the module's veth
+ * pair. Returns TC_ACT_REDIRECT, or 0 with the packet unchanged when it has to bypass the module
+ * (the reason counted in `st`).
+ */
+static __always_inline int divert(struct __sk_buff *skb, struct itm_scratch *s, __u32 id, __u32 pos,
+				  struct itm_mstats *st)
+{
+	struct itm_uctl *uc = bpf_map_lookup_elem(&itm_uctl, &id);
+	struct itm_uflight *fl = bpf_map_lookup_elem(&itm_uflight, &id);
+	struct itm_trailer t = {};
+	__u32 len = skb->len;
+
+	if (!uc || !fl || !st)
+		return 0;
+	if (bpf_ktime_get_ns() > uc->deadline_ns) {
+		st->bypass_down++;
+		return 0;
+	}
+	if (fl->sent - fl->back - uc->gone >= uc->max_in_flight) {
+		st->bypass_behind++;
+		return 0;
+	}
+	if (len + sizeof(t) > uc->max_len) {
+		st->bypass_size++;
+		return 0;
+	}
+	t.ifindex = skb->ifindex;
+	t.iif = s->pkt.ingress_ifindex;
+	if (itm_hook == ITM_HOOK_TC_INGRESS)
+		t.iif = 0;
+	t.mark = skb->mark;
+	t.priority = skb->priority;
+	if (skb->vlan_present) {
+		t.vlan_tci = skb->vlan_tci;
+		t.vlan_proto = skb->vlan_proto;
+		t.flags |= ITM_T_VLAN;
+	}
+	t.hook = itm_hook;
+	t.id = id;
+	t.pos = pos;
+	if (itm_hook == ITM_HOOK_TC_EGRESS && s->pkt.ingress_ifindex == 0)
+		t.flags |= ITM_T_CSUM_PARTIAL;
+	t.secret = itm_secret;
+	t.magic = ITM_TRAILER_MAGIC;
+	if (bpf_skb_change_tail(skb, len + sizeof(t), 0))
+		return 0;
+	if (bpf_skb_store_bytes(skb, len, &t, sizeof(t), 0)) {
+		bpf_skb_change_tail(skb, len, 0);
+		return 0;
+	}
+	__sync_fetch_and_add(&fl->sent, 1);
+	st->diverted++;
+	return bpf_redirect(uc->divert_ifindex, 0);
+}
+
 #define SLOT_CASE(n) case n: itm_tail_call_const(skb, itm_progs, n); break
 
 static __always_inline void jump_to_slot(struct __sk_buff *skb, __u32 id)
@@ -420,6 +493,13 @@ static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *
 		if (st)
 			st->matched++;
 		s->pos = i;
+		if (sl->user) {
+			int r = divert(skb, s, id, i, st);
+
+			if (r)
+				return r;
+			continue;
+		}
 		jump_to_slot(skb, id);
 		/* the module is gone (unloaded under this packet): count it, and go on past it by
 		 * way of the resume program, which carries on from s->pos + 1 */
@@ -443,18 +523,77 @@ static __always_inline void init_pkt(struct __sk_buff *skb, struct itm_pkt *p)
 	p->hook = itm_hook;
 }
 
+/*
+ * A packet marked as coming back from a user module: when its trailer is ours, take the trailer
+ * off and restore what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid
+ * return: the packet is treated as a new one).
+ */
+static __always_inline int take_back(struct __sk_buff *skb, struct itm_trailer *t)
+{
+	__u32 len = skb->len;
+	struct itm_uflight *fl;
+	__u32 id;
+
+	if (len < sizeof(*t) + 14 || len > 0xffff)
+		return -1;
+	if (bpf_skb_load_bytes(skb, len - sizeof(*t), t, sizeof(*t)))
+		return -1;
+	if (t->magic != ITM_TRAILER_MAGIC || t->secret != itm_secret || t->hook != itm_hook ||
+	    t->ifindex != skb->ifindex || t->id >= ITM_MAX_SLOTS)
+		return -1;
+	if (bpf_skb_change_tail(skb, len - sizeof(*t), 0))
+		return -1;
+	skb->mark = t->mark;
+	skb->priority = t->priority;
+	if (t->flags & ITM_T_VLAN)
+		bpf_skb_vlan_push(skb, t->vlan_proto, t->vlan_tci);
+	id = t->id;
+	fl = bpf_map_lookup_elem(&itm_uflight, &id);
+	if (fl)
+		__sync_fetch_and_add(&fl->back, 1);
+	return id;
+}
+
+/* where the chain goes on after the module `id`: after its slot in the live chain (which may
+ * have changed while the packet was away), else after the position it had */
+static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 pos)
+{
+	__u32 version = s->version;
+	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
+
+	if (!c)
+		return ITM_MAX_SLOTS;
+	for (__u32 i = 0; i < ITM_MAX_SLOTS; i++) {
+		if (i >= c->n)
+			break;
+		if (c->slots[i].id == id)
+			return i + 1;
+	}
+	return pos + 1;
+}
+
 SEC("tc")
 int itm_dispatch(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, start = 0;
 	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
 	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
 	struct itm_ctl *ctl = bpf_map_lookup_elem(&itm_ctl, &zero);
+	struct itm_trailer t;
+	int back = -1;
 	int r;
 
 	if (!s || !ds || !ctl)
 		return ITM_PASS;
-	ds->packets++;
+	if (skb->mark == ITM_RETURN_MARK) {
+		back = take_back(skb, &t);
+		if (back < 0)
+			ds->bad_returns++;
+		else
+			ds->returned++;
+	} else {
+		ds->packets++;
+	}
 	init_pkt(skb, &s->pkt);
 	r = itm_force_slow ? SLOW : parse(skb, &s->pkt, 0);
 	if (r == SLOW) {
@@ -462,9 +601,12 @@ int itm_dispatch(struct __sk_buff *skb)
 		init_pkt(skb, &s->pkt);
 		r = parse(skb, &s->pkt, 1);
 	}
+	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
+		s->pkt.ingress_ifindex = t.iif;
 	switch (r) {
 	case PARSED:
-		ds->parsed++;
+		if (back < 0)
+			ds->parsed++;
 		if (s->pkt.flags & ITM_PKT_FRAGMENT)
 			ds->fragments++;
 		break;
@@ -482,8 +624,12 @@ int itm_dispatch(struct __sk_buff *skb)
 		return ITM_PASS;
 	}
 	s->version = ctl->active & 1;
-	s->pos = 0;
-	return run_chain(skb, s, 0);
+	if (back >= 0)
+		start = resume_at(s, back, t.pos);
+	s->pos = start;
+	if (start >= ITM_MAX_SLOTS)
+		return ITM_PASS;
+	return run_chain(skb, s, start);
 }
 
 /* modules tail-call here when they are done with a packet */

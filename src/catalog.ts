@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ItmError } from './errors.js';
-import type { ModuleDef } from './module-def.js';
+import { checkDefinition, type ModuleDef } from './module-def.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** the repository root (this file runs from dist/src) */
@@ -32,21 +32,49 @@ export function moduleNames(): string[] {
   return [...moduleDirs().keys()].sort();
 }
 
-export async function findModule(name: string): Promise<ModuleDef> {
+/** A module given as a file rather than a name: `./my-module.js`, `/abs/path.mjs`. */
+export function isModuleFile(spec: string): boolean {
+  return spec.includes('/') || /\.(m?js|ts)$/.test(spec);
+}
+
+async function importDefinition(file: string): Promise<ModuleDef> {
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  } catch (e) {
+    throw new ItmError(`cannot load module file ${file}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+  }
+  const bad = checkDefinition(mod.default);
+  if (bad) throw new ItmError(`${file}: ${bad}`);
+  return mod.default as ModuleDef;
+}
+
+/** A module by name (shipped, or in ITM_MODULE_PATH) or by file, with the file it comes from. */
+export async function resolveModule(spec: string): Promise<{ def: ModuleDef; file: string }> {
+  if (isModuleFile(spec)) {
+    const file = resolve(spec);
+    if (/\.ts$/.test(file)) throw new ItmError(`${spec}: compile it first (tsc), and load the .js file`);
+    if (!existsSync(file)) throw new ItmError(`unknown module file ${spec}: no such file`);
+    return { def: await importDefinition(file), file };
+  }
   const dirs = moduleDirs();
-  const dir = dirs.get(name);
+  const dir = dirs.get(spec);
   if (!dir) {
-    throw new ItmError(`unknown module '${name}' (available: ${[...dirs.keys()].sort().join(', ') || 'none — run npm run setup'})`);
+    throw new ItmError(`unknown module '${spec}' (available: ${[...dirs.keys()].sort().join(', ') || 'none — run npm run setup'})`);
   }
-  const mod = (await import(pathToFileURL(join(dir, 'module.js')).href)) as { default?: ModuleDef };
-  if (!mod.default?.name || mod.default.name !== name || !mod.default.kernel) {
-    throw new ItmError(`${join(dir, 'module.js')} does not declare module '${name}' (export default defineModule({ name: '${name}', ... }))`);
-  }
-  return mod.default;
+  const file = join(dir, 'module.js');
+  const def = await importDefinition(file);
+  if (def.name !== spec) throw new ItmError(`${file} does not declare module '${spec}' (export default defineModule({ name: '${spec}', ... }))`);
+  return { def, file };
+}
+
+export async function findModule(spec: string): Promise<ModuleDef> {
+  return (await resolveModule(spec)).def;
 }
 
 /** A module's object: an absolute path, or one relative to bpf/build/modules (the shipped ones). */
 export function kernelObjectPath(def: ModuleDef): string {
+  if (!def.kernel) throw new ItmError(`${def.name} is a user-space module: it has no BPF object`);
   const p = isAbsolute(def.kernel.object) ? def.kernel.object : join(BPF_BUILD, 'modules', def.kernel.object);
   if (!existsSync(p)) throw new ItmError(`${def.name}: its BPF object ${p} is missing — run npm run setup`);
   return p;

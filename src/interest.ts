@@ -145,7 +145,8 @@ export function encodeSlot(id: number, it: Interest, dev: { indev?: number; outd
     outdev: dev.outdev ?? 0,
     n_sport: it.sport.length,
     n_dport: it.dport.length,
-    pad: Buffer.alloc(6),
+    user: 0,
+    pad: Buffer.alloc(5),
     sport: it.sport,
     dport: it.dport,
   };

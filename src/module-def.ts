@@ -3,6 +3,7 @@
 import { ItmError } from './errors.js';
 import { parseDscp } from './dscp.js';
 import type { BpfMap } from './libbpf/index.js';
+import type { PacketView } from './user/packet.js';
 
 export const HOOKS = ['tc-ingress', 'tc-egress'] as const;
 export type Hook = (typeof HOOKS)[number];
@@ -26,13 +27,50 @@ export interface KernelConfig {
   maxEntries?: Record<string, number>;
 }
 
-export interface ModuleDef {
+/** What a user-space module's `process` returns: the packet goes on (as the module left it), or
+ * is dropped. Returning nothing means accept. */
+export type Verdict = 'accept' | 'drop';
+
+/** What a user-space module's functions get besides the packet. */
+export interface UserContext {
+  /** the instance's name, its device and hook */
   name: string;
-  description: string;
+  dev: string;
+  hook: Hook;
+  params: Record<string, ParamValue>;
+  /** what the functions keep from one packet (and period) to the next */
+  state: Record<string, unknown>;
+}
+
+/**
+ * The functions of a user-space module (itmBench's libitm): run by the module's host process in
+ * itmd, on packets that reach it over AF_XDP, in batches. A packet is a PacketView on the frame
+ * itself: rewrite it in place (setDscp, or bytes of `data` with `modified = true`), and the host
+ * recomputes the checksums before it goes back. An exception from classify or process lets the
+ * packet go on unchanged (counted, logged at most once a second).
+ */
+export interface UserFunctions {
+  /** a class for the packet; 0 skips process (default: 1 for every packet) */
+  classify?: (pkt: PacketView, ctx: UserContext) => number;
+  /** sees every packet with its class, 0 included; cannot drop or change it */
+  log?: (pkt: PacketView, cls: number, ctx: UserContext) => void;
+  process?: (pkt: PacketView, cls: number, ctx: UserContext) => Verdict | void;
+  /** before the first packet (open files, say); a throw fails the load */
+  start?: (ctx: UserContext) => void | Promise<void>;
+  /** after the last packet, at unload (flush files) */
+  stop?: (ctx: UserContext) => void | Promise<void>;
+}
+
+export interface ModuleDef extends UserFunctions {
+  name: string;
+  description?: string;
   hooks: readonly Hook[];
-  /** the module's object (relative to bpf/build/modules, or absolute) and its entry program
-   * (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines) */
-  kernel: { object: string; program?: string };
+  /** A kernel module: its object (relative to bpf/build/modules, or absolute) and its entry
+   * program (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines). Without it,
+   * the module runs in user space, with the functions of UserFunctions. */
+  kernel?: { object: string; program?: string };
+  /** the interest used when `itmctl load` gives none (default: every packet) */
+  interest?: string;
   params: Record<string, ParamSpec>;
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
@@ -74,8 +112,34 @@ export interface FlowRow {
   [column: string]: string | number;
 }
 
+export function isUserModule(def: ModuleDef): boolean {
+  return def.kernel === undefined;
+}
+
+/** Checks a declaration; the message says what is wrong with it. */
+export function checkDefinition(def: unknown): string | undefined {
+  if (typeof def !== 'object' || def === null) return 'it exports no module declaration (export default defineModule({ ... }))';
+  const d = def as Partial<ModuleDef>;
+  if (typeof d.name !== 'string' || !d.name) return 'the module has no name';
+  if (!/^[a-z][a-z0-9_-]{0,31}$/.test(d.name)) return `module name '${d.name}' must be [a-z][a-z0-9_-]*, up to 32 characters`;
+  if (!Array.isArray(d.hooks) || !d.hooks.length) return `${d.name}: it names no hooks (hooks: ['tc-egress'], say)`;
+  for (const h of d.hooks) if (!(HOOKS as readonly string[]).includes(h)) return `${d.name}: it cannot run at '${String(h)}' (hooks: ${HOOKS.join(', ')})`;
+  if (d.params !== undefined && (typeof d.params !== 'object' || d.params === null)) return `${d.name}: params must be an object`;
+  if (d.kernel !== undefined) {
+    if (typeof d.kernel.object !== 'string') return `${d.name}: kernel.object must name its BPF object`;
+    if (d.classify || d.process || d.log) return `${d.name}: a kernel module's per-packet functions are in its C object, not in TypeScript`;
+    return undefined;
+  }
+  for (const f of ['classify', 'log', 'process', 'start', 'stop'] as const) {
+    if (d[f] !== undefined && typeof d[f] !== 'function') return `${d.name}: ${f} must be a function`;
+  }
+  if (!d.classify && !d.log && !d.process) return `${d.name}: a user-space module needs at least one of classify, log, process (or a kernel object)`;
+  return undefined;
+}
+
 export function defineModule(def: ModuleDef): ModuleDef {
-  if (!/^[a-z][a-z0-9_-]{0,31}$/.test(def.name)) throw new Error(`module name '${def.name}' must be [a-z][a-z0-9_-]*`);
+  const bad = checkDefinition(def);
+  if (bad) throw new Error(bad);
   return def;
 }
 

@@ -2,14 +2,16 @@
 // Every operation is transactional (a failure undoes the steps already taken) and every change of
 // a chain is one atomic switch for packets in flight (see struct itm_ctl in bpf/include/itm/abi.h).
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as abi from './abi.js';
 import { ItmError } from './errors.js';
 import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms } from './libbpf/index.js';
-import { dispatcherObjectPath, findModule, kernelObjectPath } from './catalog.js';
+import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
+import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { HOOKS, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
+import { HOOKS, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
@@ -24,7 +26,7 @@ export const DEFAULT_PRIORITY = 50;
 const ADOPTED = '?';
 
 const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats'] as const;
-const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats'] as const;
+const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight'] as const;
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
 const tcPoint = (hook: Hook) => (hook === 'tc-ingress' ? 'ingress' : 'egress');
@@ -163,14 +165,24 @@ function collectGoneDevices(): void {
     if (ifIndexToName(i) !== undefined) continue;
     log.info(`device ${i} is gone: removing what itm kept for it`);
     rmSync(devicePinDir(i), { recursive: true, force: true });
+    removeDeviceDiverts(i);
     removeDevice(i);
     tidy(i);
   }
 }
 
-/** Removes a module's traces from the hook's shared maps: its slot, its prefixes. */
+/** The device and hook of a hook's pin directory (.../<ifindex>/<hook>). */
+function hookOfDir(dir: string): { ifindex: number; hook: Hook } {
+  return { ifindex: Number(basename(dirname(dir))), hook: basename(dir) as Hook };
+}
+
+/** Removes a module's traces from the hook's shared maps: its slot, its prefixes, and a user
+ * module's veth pair. */
 function purgeModule(pins: HookPins, id: number): void {
   pins.maps.itm_progs.delete(u32(id));
+  pins.maps.itm_uctl.update(u32(id), Buffer.alloc(pins.maps.itm_uctl.valueSize));
+  const { ifindex, hook } = hookOfDir(pins.dir);
+  removeDivert(ifindex, hook, id);
   for (const which of ['itm_src', 'itm_dst'] as const) {
     for (const k of pins.maps[which].keys()) {
       if (abi.decode<abi.ItmLpmKey>(abi.itm_lpm_key, k).id === id) pins.maps[which].delete(k);
@@ -226,6 +238,8 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     const h = Buffer.alloc(4);
     h.writeUInt32LE(hookId(hook));
     obj.setGlobal('itm_hook', h);
+    // a returning packet's trailer must carry it (see struct itm_trailer)
+    obj.setGlobal('itm_secret', randomBytes(4));
     // a test knob: the slow parse path (headers outside the skb's linear part) for every packet
     if (process.env.ITM_FORCE_SLOW_PARSE === '1') obj.setGlobal('itm_force_slow', Buffer.from([1]));
     obj.load();
@@ -384,6 +398,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       if (existsSync(dir) || detached) res.hooks.push(hook);
       if (existsSync(dir)) {
         res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));
+        for (let i = 0; i < abi.ITM_MAX_SLOTS; i++) removeDivert(ifindex, hook, i);
         rmSync(dir, { recursive: true, force: true });
       }
       // the record follows each hook, so a failure on the next one leaves it true
@@ -441,7 +456,7 @@ function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live:
     const kept = live.find((s) => s.id === m.id);
     if (kept) return kept;
     const it = parseInterest(m.interest === 'all' ? [] : m.interest);
-    return encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex));
+    return { ...encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex)), user: m.kind === 'user' ? 1 : 0 };
   });
 }
 
@@ -484,7 +499,8 @@ function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: num
 }
 
 export async function load(opts: LoadOptions): Promise<LoadResult> {
-  const def = await findModule(opts.module);
+  const { def, file } = await resolveModule(opts.module);
+  const user = isUserModule(def);
   const hook = opts.hook ?? def.hooks[def.hooks.length - 1]!;
   if (!def.hooks.includes(hook)) throw new ItmError(`${def.name} cannot run at ${hook} (its hooks: ${def.hooks.join(', ')})`);
   const priority = opts.priority ?? DEFAULT_PRIORITY;
@@ -494,9 +510,9 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
-  const interest = parseInterest(opts.interest);
+  const interest = parseInterest(opts.interest ?? def.interest);
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
-  const objPath = kernelObjectPath(def);
+  const objPath = user ? '' : kernelObjectPath(def);
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
 
   return withNamespaceLock(() => {
@@ -527,10 +543,20 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       // whatever an earlier holder of this id left behind (a crash mid-unload) goes first
       purgeModule(hp, id);
 
-      // 1. the module's program, with its parameters, sharing the dispatcher's maps
+      // 1. the module's program, with its parameters, sharing the dispatcher's maps; for a
+      // user-space module, its veth pair and the programs on it
       const modDir = join(hp.dir, `mod-${id}`);
       mkdirSync(modDir);
       undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
+      if (user) {
+        createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
+        hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
+        hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
+        undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
+        for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
+          for (const p of list) hp.maps[which].update(lpmKey(id, p.addr, p.len, p.family), Buffer.from([1]));
+        }
+      } else {
       const obj = BpfObject.open(objPath);
       try {
         writeGlobals(obj, def, cfg, id);
@@ -558,7 +584,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
           map.pin(join(modDir, pinName(m)));
           map.close();
         }
-        const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
+        const prog = obj.program(def.kernel!.program ?? moduleProgName(def.name));
         try {
           prog.pin(join(modDir, 'prog'));
           // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
@@ -574,11 +600,13 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       } finally {
         obj.close();
       }
+      }
 
       // 3. the new chain, switched to in one write
       const mrec: ModuleRecord = {
         id, name, module: def.name, priority, seq: hr.nextSeq, params,
         interest: formatInterest(interest), loadedAt: new Date().toISOString(),
+        ...(user ? { kind: 'user' as const, source: file } : {}),
       };
       const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
       const before = hp.chain();
@@ -767,10 +795,21 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
 
 // ---------------------------------------------------------------- list / explain
 
+export interface UserView {
+  /** the host renews its deadline: packets reach it */
+  serving: boolean;
+  diverted: number;
+  inFlight: number;
+  /** packets that went past it, by why */
+  bypassed: { down: number; behind: number; size: number };
+  /** what its host counted */
+  received: number; accepted: number; modified: number; malformed: number;
+}
 export interface ModuleView {
-  position: number; id: number; name: string; module: string; priority: number; interest: string;
+  position: number; id: number; name: string; module: string; kind: 'kernel' | 'user'; priority: number; interest: string;
   params: Record<string, ParamValue>; loadedAt: string;
   counters: { seen: number; matched: number; dropped: number; errors: number; classes: Record<string, number> };
+  user?: UserView;
 }
 export interface HookView {
   hook: Hook; attached: boolean; progId?: number;
@@ -814,10 +853,12 @@ function listLocked(dev?: string): DeviceView[] {
           (st.classes ?? []).forEach((c, i) => {
             if (c) classes[i === abi.ITM_CLASS_BUCKETS - 1 ? `${i}+` : String(i)] = num(c);
           });
+          const counters = { seen: num(st.seen), matched: num(st.matched), dropped: num(st.dropped), errors: num(st.errors), classes };
+          const user = s.user ? userView(pins, s.id, st, counters) : undefined;
           return {
-            position, id: s.id, name: m?.name ?? `module-${s.id}`, module: m?.module ?? '?', priority: m?.priority ?? DEFAULT_PRIORITY,
-            interest: m?.interest ?? '?', params: m?.params ?? {}, loadedAt: m?.loadedAt ?? '',
-            counters: { seen: num(st.seen), matched: num(st.matched), dropped: num(st.dropped), errors: num(st.errors), classes },
+            position, id: s.id, name: m?.name ?? `module-${s.id}`, module: m?.module ?? '?', kind: s.user ? 'user' : 'kernel',
+            priority: m?.priority ?? DEFAULT_PRIORITY, interest: m?.interest ?? '?', params: m?.params ?? {}, loadedAt: m?.loadedAt ?? '',
+            counters, ...(user ? { user } : {}),
           };
         });
         hooks.push({ hook, attached: progId === pins.dispatch.id, ...(progId !== undefined ? { progId } : {}), packets, modules });
@@ -827,6 +868,33 @@ function listLocked(dev?: string): DeviceView[] {
     }
     return { dev: ifIndexToName(rec.ifindex) ?? rec.dev, ifindex: rec.ifindex, hooks };
   });
+}
+
+/** A user module's figures: the dispatcher's (diverted, bypassed, in flight) and its host's,
+ * whose drops, errors and classes go into the module's counters like a kernel module's. */
+function userView(pins: HookPins, id: number, st: abi.ItmMstats, counters: ModuleView['counters']): UserView {
+  const uc = abi.decode<abi.ItmUctl>(abi.itm_uctl, pins.maps.itm_uctl.lookup(u32(id))!);
+  const fl = abi.decode<abi.ItmUflight>(abi.itm_uflight, pins.maps.itm_uflight.lookup(u32(id))!);
+  let us: abi.ItmUstats | undefined;
+  try {
+    const m = BpfMap.fromPin(join(pins.dir, `mod-${id}`, 'ustats'));
+    try { us = abi.decode<abi.ItmUstats>(abi.itm_ustats, m.lookup(u32(0))!); } finally { m.close(); }
+  } catch { /* not made yet */ }
+  if (us) {
+    counters.dropped += num(us.dropped) + num(us.malformed);
+    counters.errors += num(us.errors);
+    us.classes.forEach((c, i) => {
+      const k = i === abi.ITM_CLASS_BUCKETS - 1 ? `${i}+` : String(i);
+      if (c) counters.classes[k] = (counters.classes[k] ?? 0) + num(c);
+    });
+  }
+  const inFlight = Number(fl.sent - fl.back - uc.gone);
+  return {
+    serving: uc.deadline_ns > process.hrtime.bigint(),
+    diverted: num(st.diverted), inFlight: Math.max(0, inFlight),
+    bypassed: { down: num(st.bypass_down), behind: num(st.bypass_behind), size: num(st.bypass_size) },
+    received: num(us?.received), accepted: num(us?.accepted), modified: num(us?.modified), malformed: num(us?.malformed),
+  };
 }
 
 export interface ExplainStep { position: number; name: string; sees: boolean; why?: string }

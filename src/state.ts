@@ -102,6 +102,9 @@ export interface ModuleRecord {
   params: Record<string, ParamValue>;
   interest: string;
   loadedAt: string;
+  /** a user-space module (hosted by itmd), and the file its declaration is in */
+  kind?: 'user';
+  source?: string;
 }
 export interface HookRecord {
   modules: ModuleRecord[];

@@ -10,6 +10,8 @@ export const ITM_MAX_PORT_RANGES = 8;
 export const ITM_CLASS_BUCKETS = 8;
 export const ITM_CHAIN_VERSIONS = 2;
 export const ITM_MAX_IPV6_EXT = 6;
+export const ITM_RETURN_MARK = 387383297;
+export const ITM_TRAILER_MAGIC = 1414353993;
 
 // enum itm_hook
 export const ITM_HOOK_TC_INGRESS = 0;
@@ -40,6 +42,10 @@ export const ITM_PKT_VLAN = 4;
 export const ITM_PKT_IP_OPTIONS = 8;
 export const ITM_PKT_IPV6_EXT = 16;
 export const ITM_PKT_PORTS = 32;
+
+// enum itm_trailer_flags
+export const ITM_T_CSUM_PARTIAL = 1;
+export const ITM_T_VLAN = 2;
 
 export interface ItmScratch {
   version: number;
@@ -88,8 +94,10 @@ export interface ItmDstats {
   fragments: bigint;
   unsupported: bigint;
   chain_errors: bigint;
+  returned: bigint;
+  bad_returns: bigint;
 }
-export const itm_dstats: StructLayout = {"name":"itm_dstats","size":64,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8}]};
+export const itm_dstats: StructLayout = {"name":"itm_dstats","size":80,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8},{"name":"returned","offset":64,"kind":"int","size":8},{"name":"bad_returns","offset":72,"kind":"int","size":8}]};
 
 export interface ItmCtl {
   active: number;
@@ -103,8 +111,12 @@ export interface ItmMstats {
   dropped: bigint;
   errors: bigint;
   classes: bigint[];
+  bypass_down: bigint;
+  bypass_behind: bigint;
+  bypass_size: bigint;
+  diverted: bigint;
 }
-export const itm_mstats: StructLayout = {"name":"itm_mstats","size":96,"fields":[{"name":"seen","offset":0,"kind":"int","size":8},{"name":"matched","offset":8,"kind":"int","size":8},{"name":"dropped","offset":16,"kind":"int","size":8},{"name":"errors","offset":24,"kind":"int","size":8},{"name":"classes","offset":32,"kind":"int","size":64,"count":8,"elemSize":8}]};
+export const itm_mstats: StructLayout = {"name":"itm_mstats","size":128,"fields":[{"name":"seen","offset":0,"kind":"int","size":8},{"name":"matched","offset":8,"kind":"int","size":8},{"name":"dropped","offset":16,"kind":"int","size":8},{"name":"errors","offset":24,"kind":"int","size":8},{"name":"classes","offset":32,"kind":"int","size":64,"count":8,"elemSize":8},{"name":"bypass_down","offset":96,"kind":"int","size":8},{"name":"bypass_behind","offset":104,"kind":"int","size":8},{"name":"bypass_size","offset":112,"kind":"int","size":8},{"name":"diverted","offset":120,"kind":"int","size":8}]};
 
 export interface ItmChain {
   n: number;
@@ -121,11 +133,12 @@ export interface ItmSlot {
   outdev: number;
   n_sport: number;
   n_dport: number;
+  user: number;
   pad: Buffer;
   sport: ItmPortRange[];
   dport: ItmPortRange[];
 }
-export const itm_slot: StructLayout = {"name":"itm_slot","size":120,"fields":[{"name":"id","offset":0,"kind":"int","size":4},{"name":"flags","offset":4,"kind":"int","size":4},{"name":"protos","offset":8,"kind":"int","size":32,"count":4,"elemSize":8},{"name":"indev","offset":40,"kind":"int","size":4},{"name":"outdev","offset":44,"kind":"int","size":4},{"name":"n_sport","offset":48,"kind":"int","size":1},{"name":"n_dport","offset":49,"kind":"int","size":1},{"name":"pad","offset":50,"kind":"int","size":6,"count":6,"elemSize":1},{"name":"sport","offset":56,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4},{"name":"dport","offset":88,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4}]};
+export const itm_slot: StructLayout = {"name":"itm_slot","size":120,"fields":[{"name":"id","offset":0,"kind":"int","size":4},{"name":"flags","offset":4,"kind":"int","size":4},{"name":"protos","offset":8,"kind":"int","size":32,"count":4,"elemSize":8},{"name":"indev","offset":40,"kind":"int","size":4},{"name":"outdev","offset":44,"kind":"int","size":4},{"name":"n_sport","offset":48,"kind":"int","size":1},{"name":"n_dport","offset":49,"kind":"int","size":1},{"name":"user","offset":50,"kind":"int","size":1},{"name":"pad","offset":51,"kind":"int","size":5,"count":5,"elemSize":1},{"name":"sport","offset":56,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4},{"name":"dport","offset":88,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4}]};
 
 export interface ItmPortRange {
   lo: number;
@@ -141,4 +154,47 @@ export interface ItmLpmKey {
 }
 export const itm_lpm_key: StructLayout = {"name":"itm_lpm_key","size":28,"fields":[{"name":"prefixlen","offset":0,"kind":"int","size":4},{"name":"id","offset":4,"kind":"int","size":4},{"name":"family","offset":8,"kind":"int","size":1},{"name":"addr","offset":9,"kind":"int","size":16,"count":16,"elemSize":1}]};
 
-export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_dstats, itm_ctl, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_lpm_key };
+export interface ItmUctl {
+  deadline_ns: bigint;
+  gone: bigint;
+  divert_ifindex: number;
+  max_in_flight: number;
+  max_len: number;
+  pad: number;
+}
+export const itm_uctl: StructLayout = {"name":"itm_uctl","size":32,"fields":[{"name":"deadline_ns","offset":0,"kind":"int","size":8},{"name":"gone","offset":8,"kind":"int","size":8},{"name":"divert_ifindex","offset":16,"kind":"int","size":4},{"name":"max_in_flight","offset":20,"kind":"int","size":4},{"name":"max_len","offset":24,"kind":"int","size":4},{"name":"pad","offset":28,"kind":"int","size":4}]};
+
+export interface ItmUflight {
+  sent: bigint;
+  back: bigint;
+}
+export const itm_uflight: StructLayout = {"name":"itm_uflight","size":16,"fields":[{"name":"sent","offset":0,"kind":"int","size":8},{"name":"back","offset":8,"kind":"int","size":8}]};
+
+export interface ItmTrailer {
+  ifindex: number;
+  iif: number;
+  mark: number;
+  priority: number;
+  vlan_tci: number;
+  vlan_proto: number;
+  hook: number;
+  id: number;
+  pos: number;
+  flags: number;
+  secret: number;
+  magic: number;
+}
+export const itm_trailer: StructLayout = {"name":"itm_trailer","size":32,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"iif","offset":4,"kind":"int","size":4},{"name":"mark","offset":8,"kind":"int","size":4},{"name":"priority","offset":12,"kind":"int","size":4},{"name":"vlan_tci","offset":16,"kind":"int","size":2},{"name":"vlan_proto","offset":18,"kind":"int","size":2},{"name":"hook","offset":20,"kind":"int","size":1},{"name":"id","offset":21,"kind":"int","size":1},{"name":"pos","offset":22,"kind":"int","size":1},{"name":"flags","offset":23,"kind":"int","size":1},{"name":"secret","offset":24,"kind":"int","size":4},{"name":"magic","offset":28,"kind":"int","size":4}]};
+
+export interface ItmUstats {
+  received: bigint;
+  accepted: bigint;
+  modified: bigint;
+  dropped: bigint;
+  errors: bigint;
+  malformed: bigint;
+  classes: bigint[];
+}
+export const itm_ustats: StructLayout = {"name":"itm_ustats","size":112,"fields":[{"name":"received","offset":0,"kind":"int","size":8},{"name":"accepted","offset":8,"kind":"int","size":8},{"name":"modified","offset":16,"kind":"int","size":8},{"name":"dropped","offset":24,"kind":"int","size":8},{"name":"errors","offset":32,"kind":"int","size":8},{"name":"malformed","offset":40,"kind":"int","size":8},{"name":"classes","offset":48,"kind":"int","size":64,"count":8,"elemSize":8}]};
+
+export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_dstats, itm_ctl, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_lpm_key, itm_uctl, itm_uflight, itm_trailer, itm_ustats };

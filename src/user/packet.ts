@@ -16,6 +16,9 @@ export class PacketView {
   readonly family: 4 | 6;
   readonly proto: number;
   readonly fragment: boolean;
+  /** Set by the rewrites here; set it yourself after writing `data`: the host then checks the
+   * packet and recomputes its checksums before sending it on. */
+  modified = false;
 
   private constructor(readonly data: Buffer, l3: number, l4: number, family: 4 | 6, proto: number, fragment: boolean) {
     this.l3 = l3;
@@ -92,6 +95,7 @@ export class PacketView {
   setDscp(dscp: number): void {
     if (!(Number.isInteger(dscp) && dscp >= 0 && dscp <= 63)) throw new RangeError(`DSCP ${dscp} is not 0-63`);
     const tc = (dscp << 2) | this.ecn;
+    this.modified = true;
     if (this.family === 4) {
       this.data[this.l3 + 1] = tc;
       this.fixIpv4Header();

@@ -22,6 +22,10 @@ enum itm_limits {
 	/* two chain tables: one live, one being written (see struct itm_ctl) */
 	ITM_CHAIN_VERSIONS = 2,
 	ITM_MAX_IPV6_EXT = 6,
+	/* the skb mark of a packet coming back from a user module (see struct itm_trailer) */
+	ITM_RETURN_MARK = 0x17170001,
+	/* the last four bytes of a trailer, "ITMT" on the wire */
+	ITM_TRAILER_MAGIC = 0x544d5449,
 };
 
 enum itm_hook {
@@ -64,7 +68,8 @@ struct itm_slot {
 	__u32 outdev;		/* ifindex, when ITM_I_OUTDEV */
 	__u8 n_sport;
 	__u8 n_dport;
-	__u8 pad[6];
+	__u8 user;		/* 1: a user-space module, reached over AF_XDP (see struct itm_uctl) */
+	__u8 pad[5];
 	struct itm_port_range sport[ITM_MAX_PORT_RANGES];
 	struct itm_port_range dport[ITM_MAX_PORT_RANGES];
 };
@@ -148,6 +153,67 @@ struct itm_mstats {
 	__u64 dropped;
 	__u64 errors;		/* process() failed, or the module was missing: the packet went on */
 	__u64 classes[ITM_CLASS_BUCKETS];
+	/* user modules: packets that went past the module instead of through it */
+	__u64 bypass_down;	/* its host is not running, or stopped renewing its deadline */
+	__u64 bypass_behind;	/* too many of its packets in flight */
+	__u64 bypass_size;	/* too long for a frame (GSO packets, jumbo frames) */
+	__u64 diverted;
+};
+
+/*
+ * User-space modules. The dispatcher diverts a matching packet to the module's internal veth pair:
+ * it appends a trailer, redirects the packet into one end of the pair, and an XDP program on the
+ * other end hands it to the module's AF_XDP socket. The module sends it back (trailer kept) on that
+ * socket; the tc program on the first end marks it ITM_RETURN_MARK and redirects it to the device
+ * it came from, where the dispatcher of its hook checks the trailer, takes it off, restores what
+ * AF_XDP does not carry (mark, priority, VLAN tag), parses the packet again and runs the chain on
+ * from the module's slot.
+ */
+enum itm_trailer_flags {
+	ITM_T_CSUM_PARTIAL = 1 << 0,	/* sent by this host: the L4 checksum is left for offload */
+	ITM_T_VLAN = 1 << 1,		/* the packet had a VLAN tag in its metadata */
+};
+
+struct itm_trailer {
+	__u32 ifindex;		/* the device of the hook */
+	__u32 iif;		/* skb->ingress_ifindex at the divert (0: sent by this host) */
+	__u32 mark;
+	__u32 priority;
+	__u16 vlan_tci;
+	__u16 vlan_proto;	/* network byte order */
+	__u8 hook;		/* enum itm_hook */
+	__u8 id;		/* the module's slot id */
+	__u8 pos;		/* its position in the chain at the divert */
+	__u8 flags;		/* enum itm_trailer_flags */
+	__u32 secret;		/* the dispatcher's, so a trailer cannot be forged from outside */
+	__u32 magic;		/* ITM_TRAILER_MAGIC, the last bytes of the frame */
+};
+
+/* written by the host of a user module (one writer); read by the dispatcher */
+struct itm_uctl {
+	__u64 deadline_ns;	/* CLOCK_MONOTONIC: packets bypass the module after it (host gone or stuck) */
+	__u64 gone;		/* diverted packets that will not come back (dropped by the module, lost) */
+	__u32 divert_ifindex;	/* the end of the module's veth pair that packets are redirected into */
+	__u32 max_in_flight;	/* more diverted and not back: the module is behind, packets bypass it */
+	__u32 max_len;		/* longer packets (with the trailer) do not fit a frame: they bypass */
+	__u32 pad;
+};
+
+/* written by the kernel only, atomically: in flight = sent - back - gone */
+struct itm_uflight {
+	__u64 sent;
+	__u64 back;
+};
+
+/* what the host of a user module counts (one writer, the host; read by itmctl list) */
+struct itm_ustats {
+	__u64 received;
+	__u64 accepted;
+	__u64 modified;
+	__u64 dropped;
+	__u64 errors;		/* classify/log/process threw: the packet went on unchanged */
+	__u64 malformed;	/* process left a packet that cannot be sent: dropped */
+	__u64 classes[ITM_CLASS_BUCKETS];
 };
 
 /* per dispatcher (per-CPU) */
@@ -160,6 +226,8 @@ struct itm_dstats {
 	__u64 fragments;	/* non-first fragments (parsed without ports) */
 	__u64 unsupported;	/* e.g. too many IPv6 extension headers: passed untouched */
 	__u64 chain_errors;	/* a tail call that did not happen */
+	__u64 returned;		/* came back from a user module */
+	__u64 bad_returns;	/* marked as returning, with no valid trailer: treated as new packets */
 };
 
 /* anchors the enums above in BTF, for the TypeScript generator */
@@ -169,6 +237,11 @@ struct itm_abi_consts {
 	enum itm_interest_flags interest;
 	enum itm_verdict verdict;
 	enum itm_pkt_flags pkt_flags;
+	enum itm_trailer_flags trailer_flags;
+	struct itm_trailer trailer;
+	struct itm_uctl uctl;
+	struct itm_uflight uflight;
+	struct itm_ustats ustats;
 };
 
 #endif

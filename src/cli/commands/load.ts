@@ -10,7 +10,7 @@ const OWN = new Set(['_', '$0', 'module', 'name', 'dev', 'hook', 'priority', 'in
 export function loadEpilogue(defs: ModuleDef[]): string {
   const lines = ['Modules and their parameters:'];
   for (const d of defs) {
-    lines.push(`  ${d.name} — ${d.description} [${d.hooks.join(', ')}]`);
+    lines.push(`  ${d.name} — ${d.description ?? ''} [${d.hooks.join(', ')}]${d.kernel ? '' : ' (user space, hosted by itmd)'}`);
     for (const [k, p] of Object.entries(d.params)) {
       lines.push(`      --${k}  ${p.describe}${p.required ? ' (required)' : p.default !== undefined ? ` (default ${p.default})` : ''}`);
     }
@@ -41,11 +41,22 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
         params[k] = v;
       }
       const { load } = await import('../../registry.js');
-      const r = await load({
+      const { resolveModule } = await import('../../catalog.js');
+      const { isUserModule } = await import('../../module-def.js');
+      const opts = {
         module: a.module, ...(a.name ? { name: a.name } : {}), dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}),
         ...(a.priority !== undefined ? { priority: a.priority } : {}),
         ...(a.interest ? { interest: a.interest } : {}), params,
-      });
+      };
+      const { def, file } = await resolveModule(a.module);
+      let r;
+      if (isUserModule(def)) {
+        // a user-space module runs in the agent, which is started if it is not running
+        const { viaAgent, answer } = await import('../../agent/client.js');
+        r = answer(await viaAgent({ op: 'load', opts: { ...opts, module: file } })).load!;
+      } else {
+        r = await load(opts);
+      }
       if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
       console.log(`${a.name ?? a.module} loaded on ${a.dev} ${r.hook}: position ${r.position} in the chain (priority ${r.priority}, id ${r.id})${r.broughtUp ? '; the dispatcher was set up first' : ''}`);
     },

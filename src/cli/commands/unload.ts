@@ -9,8 +9,18 @@ export const unloadCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) => hookOption(devOption(y), 'hook (needed only if the module is on both)').positional('module', { type: 'string', demandOption: true }) as never,
   handler: async (a) => {
     requireRoot();
-    const { unload } = await import('../../registry.js');
-    const r = unload(a.module, a.dev, a.hook as never);
+    const { unload, list } = await import('../../registry.js');
+    const user = list(a.dev).some((d) => d.hooks.some((h) => (!a.hook || h.hook === a.hook) && h.modules.some((m) => m.name === a.module && m.kind === 'user')));
+    let r;
+    if (user) {
+      // its host stops first (sends back what is in flight, flushes); through the agent if one runs
+      const { request } = await import('../../agent/protocol.js');
+      const { answer } = await import('../../agent/client.js');
+      const res = await request({ op: 'unload', name: a.module, dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}) });
+      r = res ? answer(res).unload! : unload(a.module, a.dev, a.hook as never);
+    } else {
+      r = unload(a.module, a.dev, a.hook as never);
+    }
     if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
     console.log(`${a.module} unloaded from ${a.dev} ${r.hook}`);
   },

@@ -1,0 +1,306 @@
+// The host of one user-space module: a process of its own, started by itmd (see agent/itmd.ts for
+// why a process and not a worker thread). It binds an AF_XDP socket to the far end of the module's
+// veth pair, takes the diverted packets in batches, runs the module's classify → log → process on
+// each, and sends back what it accepts, checksums completed, for the dispatcher to resume the
+// chain. While it runs it renews its deadline in the dispatcher's itm_uctl map; when it stops (or
+// stalls, or dies) the deadline passes and packets go past the module instead of being lost.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
+import * as abi from '../abi.js';
+import { resolveModule } from '../catalog.js';
+import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
+import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
+import type { Hook, ModuleDef, ParamValue, UserContext } from '../module-def.js';
+import { PacketView } from '../user/packet.js';
+
+export interface HostSpec {
+  name: string;
+  dev: string;
+  ifindex: number;
+  hook: Hook;
+  id: number;
+  /** the hook's pin directory */
+  hookDir: string;
+  /** the file of the module's declaration */
+  source: string;
+  params: Record<string, ParamValue>;
+}
+
+/** messages to the agent */
+export type HostMessage = { type: 'ready' } | { type: 'failed'; message: string };
+
+const BATCH = 256;
+const DEADLINE_NS = 500_000_000n;
+const RENEW_MS = 100;
+const STATS_MS = 250;
+
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+const now = () => process.hrtime.bigint();
+
+function say(m: HostMessage): void {
+  if (process.send) process.send(m);
+}
+
+/** at most one line a second per kind of trouble, with how many were not shown */
+class RateLimitedLog {
+  private last = 0;
+  private hidden = 0;
+  constructor(private readonly prefix: string) {}
+  error(what: string, e: unknown): void {
+    const t = Date.now();
+    if (t - this.last < 1000) {
+      this.hidden++;
+      return;
+    }
+    const more = this.hidden ? ` (and ${this.hidden} more since the last report)` : '';
+    process.stderr.write(`${this.prefix}: ${what}: ${e instanceof Error ? e.message : String(e)}${more}\n`);
+    this.last = t;
+    this.hidden = 0;
+  }
+}
+
+export class Host {
+  private running = true;
+  private stopped?: Promise<void>;
+  private readonly stats = { received: 0n, accepted: 0n, modified: 0n, dropped: 0n, errors: 0n, malformed: 0n, classes: new Array<bigint>(abi.ITM_CLASS_BUCKETS).fill(0n) };
+  private gone = 0n;
+  private uctlVal!: Buffer;
+  private readonly errs: RateLimitedLog;
+
+  private constructor(
+    readonly spec: HostSpec,
+    readonly def: ModuleDef,
+    readonly ctx: UserContext,
+    private readonly sock: XskSocket,
+    private readonly uctl: BpfMap,
+    private readonly uflight: BpfMap,
+    private readonly xsks: BpfMap,
+    private readonly ustats: BpfMap,
+  ) {
+    this.errs = new RateLimitedLog(`itm module ${spec.name} (${spec.dev} ${spec.hook})`);
+  }
+
+  static async start(spec: HostSpec): Promise<Host> {
+    const { def } = await resolveModule(spec.source);
+    const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, params: spec.params, state: {} };
+    const modDir = join(spec.hookDir, `mod-${spec.id}`);
+    const uctl = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
+    const uflight = BpfMap.fromPin(join(spec.hookDir, 'itm_uflight'));
+    const xsks = BpfMap.fromPin(join(modDir, 'xsks'));
+    const ustats = BpfMap.fromPin(join(modDir, 'ustats'));
+    await def.start?.(ctx);
+    const b = ifNameToIndex(pairNames(spec.ifindex, spec.hook, spec.id).b);
+    let sock: XskSocket | undefined;
+    // a socket closed a moment ago (a host that just died) keeps the queue busy briefly
+    for (let i = 0; !sock; i++) {
+      try {
+        sock = XskSocket.create({ ifindex: b, frames: 2 * RX_RING, frameSize: FRAME_SIZE, rxSize: RX_RING, txSize: RX_RING });
+      } catch (e) {
+        if (!(e instanceof BpfError && e.code === 'EBUSY') || i >= 40) throw e;
+        await sleep(50);
+      }
+    }
+    const host = new Host(spec, def, ctx, sock, uctl, uflight, xsks, ustats);
+    host.serve();
+    return host;
+  }
+
+  private uflightNow(): abi.ItmUflight {
+    return abi.decode<abi.ItmUflight>(abi.itm_uflight, this.uflight.lookup(u32(this.spec.id))!);
+  }
+
+  private writeUctl(deadline: bigint): void {
+    this.uctlVal.writeBigUInt64LE(deadline, 0);
+    this.uctlVal.writeBigUInt64LE(this.gone, 8);
+    this.uctl.update(u32(this.spec.id), this.uctlVal);
+  }
+
+  /** Starts serving: what an earlier host left in flight is written off, then the socket goes in
+   * the XSKMAP and the deadline is set. */
+  private serve(): void {
+    this.uctlVal = this.uctl.lookup(u32(this.spec.id))!;
+    const fl = this.uflightNow();
+    this.gone = fl.sent - fl.back;
+    this.xsks.update(u32(0), u32(this.sock.fd));
+    this.writeUctl(now() + DEADLINE_NS);
+  }
+
+  private writeStats(): void {
+    const s = this.stats;
+    this.ustats.update(u32(0), abi.encode(abi.itm_ustats, { ...s }));
+  }
+
+  /** The receive loop; resolves when stop() was called and the packets in flight came back. */
+  async run(): Promise<void> {
+    const addrs = new Uint32Array(BATCH), lens = new Uint32Array(BATCH);
+    const txA = new Uint32Array(BATCH), txL = new Uint32Array(BATCH), rel = new Uint32Array(BATCH);
+    const scratch = Buffer.alloc(FRAME_SIZE);
+    const umem = this.sock.umem;
+    let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n;
+    let drainUntil = 0;
+    for (;;) {
+      const t = Date.now();
+      if (!this.running && drainUntil === 0) {
+        // no new packets: the deadline goes; the ones already sent still come in for a moment
+        this.writeUctl(0n);
+        drainUntil = t + 200;
+      }
+      if (drainUntil && t > drainUntil) break;
+      if (this.running && t - lastRenew >= RENEW_MS) {
+        this.writeUctl(now() + DEADLINE_NS);
+        lastRenew = t;
+      }
+      if (t - lastStats >= STATS_MS) {
+        this.writeStats();
+        lastStats = t;
+        // packets lost on the way (never received, never back): written off once the module has
+        // been idle a while and nothing new was sent
+        if (t - lastRx > 500) {
+          const fl = this.uflightNow();
+          if (fl.sent === lastSent && fl.sent - fl.back > this.gone) this.gone = fl.sent - fl.back;
+          lastSent = fl.sent;
+        }
+      }
+      const n = this.sock.receiveInto(addrs, lens);
+      if (n === 0) {
+        this.sock.reclaim();
+        await this.sock.wait(20);
+        continue;
+      }
+      lastRx = t;
+      let nt = 0, nr = 0;
+      for (let i = 0; i < n; i++) {
+        const addr = addrs[i]!, len = lens[i]!;
+        const frame = umem.subarray(addr, addr + len - TRAILER_SIZE);
+        const flags = umem[addr + len - TRAILER_SIZE + 23]!;
+        if (this.handle(frame, flags, scratch)) {
+          txA[nt] = addr;
+          txL[nt++] = len;
+        } else {
+          rel[nr++] = addr;
+        }
+      }
+      this.gone += BigInt(nr);
+      if (nr) this.sock.release(rel.subarray(0, nr));
+      let sent = 0;
+      while (sent < nt) {
+        const k = this.sock.transmit(txA.subarray(sent, nt), txL.subarray(sent, nt));
+        sent += k;
+        if (sent < nt) {
+          this.sock.reclaim();
+          if (k === 0) await sleep(0);
+        }
+      }
+      this.sock.reclaim();
+    }
+    this.xsks.delete(u32(0));
+    this.writeUctl(0n);
+    this.writeStats();
+  }
+
+  /** One packet: true to send it back, false when it is dropped. */
+  private handle(frame: Buffer, flags: number, scratch: Buffer): boolean {
+    const s = this.stats, def = this.def, ctx = this.ctx;
+    s.received++;
+    const view = PacketView.parse(frame);
+    if (typeof view === 'string') {
+      // the dispatcher sends only IP packets it parsed: nothing to do but let it go on
+      s.accepted++;
+      return true;
+    }
+    let cls = 1;
+    if (def.classify) {
+      try {
+        cls = def.classify(view, ctx) >>> 0;
+      } catch (e) {
+        s.errors++;
+        this.errs.error('classify threw', e);
+        cls = 0;
+      }
+    }
+    s.classes[Math.min(cls, abi.ITM_CLASS_BUCKETS - 1)]!++;
+    if (def.log) {
+      try {
+        def.log(view, cls, ctx);
+      } catch (e) {
+        s.errors++;
+        this.errs.error('log threw', e);
+      }
+    }
+    if (cls !== 0 && def.process) {
+      scratch.set(frame);
+      try {
+        if (def.process(view, cls, ctx) === 'drop') {
+          s.dropped++;
+          return false;
+        }
+      } catch (e) {
+        // the packet goes on as it came
+        frame.set(scratch.subarray(0, frame.length));
+        view.modified = false;
+        s.errors++;
+        this.errs.error('process threw', e);
+      }
+    }
+    if (view.modified) {
+      const bad = view.validate();
+      if (bad) {
+        s.malformed++;
+        this.errs.error('dropped a malformed packet', bad);
+        return false;
+      }
+      s.modified++;
+    }
+    // the module changed it, or the checksum was left for offload: AF_XDP sends bytes as they are
+    if (view.modified || flags & abi.ITM_T_CSUM_PARTIAL) view.fixChecksums();
+    s.accepted++;
+    return true;
+  }
+
+  /** Stops taking packets; run() then drains and resolves. */
+  stop(): void {
+    this.running = false;
+  }
+
+  async close(): Promise<void> {
+    this.sock.close();
+    try {
+      await this.def.stop?.(this.ctx);
+    } finally {
+      for (const m of [this.uctl, this.uflight, this.xsks, this.ustats]) m.close();
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2] ?? '') as HostSpec;
+  let host: Host;
+  try {
+    host = await Host.start(spec);
+  } catch (e) {
+    say({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
+    process.exitCode = 1;
+    return;
+  }
+  const stop = () => host.stop();
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  // the agent went away (killed): stop too, so the packets bypass until a new agent adopts us
+  process.on('disconnect', stop);
+  process.on('message', (m: { type?: string }) => { if (m?.type === 'stop') stop(); });
+  say({ type: 'ready' });
+  await host.run();
+  await host.close();
+  process.exit(0);
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  main().catch((e) => {
+    process.stderr.write(`itm host: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  });
+}

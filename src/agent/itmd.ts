@@ -1,0 +1,473 @@
+#!/usr/bin/env node
+// itmd: the agent of one network namespace. It hosts the user-space modules loaded there (one
+// process each), runs the periodic functions (class-update, controller-update) of every module that
+// has them, answers itmctl on a control socket and serves Prometheus metrics.
+//
+// Why a process per user module, not a worker thread: a module is researchers' code running over a
+// native addon. In its own process a crash (a throw outside the per-packet guards, a fault in
+// native code, memory exhaustion) or a stall ends only that module: the kernel closes its socket,
+// its deadline passes, and its packets bypass it while the agent restarts it; the agent's own
+// timers (other modules' periodic functions, the control socket) keep running. It can be pinned to
+// a core and killed by its PID. The cost, some 40 MB per module and no shared heap, is small for a
+// testbed, and packets never cross between processes anyway (each host has its own UMEM).
+//
+// The kernel keeps running what is pinned: killing the agent stops no kernel module (user modules
+// bypass until an agent is back), and a new agent adopts whatever the records list.
+import { fork } from 'node:child_process';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { ItmError } from '../errors.js';
+import { findModule } from '../catalog.js';
+import { ifIndexToName, lockFile } from '../libbpf/index.js';
+import type { Hook } from '../module-def.js';
+import * as registry from '../registry.js';
+import { listDeviceRecords, hookPinDir, netnsId, withNamespaceLock } from '../state.js';
+import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response } from './protocol.js';
+import type { HostMessage, HostSpec } from './host.js';
+
+const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
+const RECONCILE_MS = 1000;
+const READY_TIMEOUT_MS = 15_000;
+
+function say(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} itmd: ${msg}\n`);
+}
+
+const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}/${name}`;
+
+/** One user module's host process, restarted (with a growing pause) when it dies. */
+class Hosted {
+  child?: ReturnType<typeof fork>;
+  state: 'starting' | 'running' | 'restarting' | 'stopped' = 'starting';
+  restarts = 0;
+  lastExit?: string;
+  private stopping = false;
+  private timer?: NodeJS.Timeout;
+  private startedAt = 0;
+
+  constructor(readonly spec: HostSpec, readonly module: string) {}
+
+  /** Starts the process; resolves when it serves, rejects with why it could not. */
+  start(): Promise<void> {
+    this.state = 'starting';
+    this.startedAt = Date.now();
+    const child = fork(HOST_JS, [JSON.stringify(this.spec)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child = child;
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const t = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        child.kill('SIGKILL');
+        reject(new ItmError(`${this.spec.name}: its host did not start within ${READY_TIMEOUT_MS / 1000} s`));
+      }, READY_TIMEOUT_MS);
+      child.on('message', (m: HostMessage) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(t);
+        if (m.type === 'ready') {
+          this.state = 'running';
+          resolve();
+        } else {
+          reject(new ItmError(`${this.spec.name}: ${m.message}`));
+        }
+      });
+      child.on('exit', (code, signal) => {
+        clearTimeout(t);
+        this.lastExit = signal ? `killed by ${signal}` : `exit ${code}`;
+        this.child = undefined;
+        if (!settled) {
+          settled = true;
+          this.state = 'stopped';
+          reject(new ItmError(`${this.spec.name}: its host exited while starting (${this.lastExit})`));
+          return;
+        }
+        if (this.stopping) {
+          this.state = 'stopped';
+          return;
+        }
+        // died while serving: its packets bypass it meanwhile
+        this.restarts++;
+        if (Date.now() - this.startedAt > 60_000) this.restarts = 1;
+        const pause = Math.min(30_000, 1000 * 2 ** (this.restarts - 1));
+        say(`${this.spec.name} on ${this.spec.dev} ${this.spec.hook}: host ${this.lastExit}; restarting in ${pause / 1000} s`);
+        this.state = 'restarting';
+        this.timer = setTimeout(() => {
+          this.start().catch((e: Error) => say(`${this.spec.name}: restart failed: ${e.message}`));
+        }, pause);
+      });
+    });
+  }
+
+  /** Stops the process (it drains and flushes); resolves when it is gone. */
+  stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.timer);
+    const child = this.child;
+    if (!child) {
+      this.state = 'stopped';
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+
+  view(): HostedView {
+    return {
+      name: this.spec.name, dev: this.spec.dev, hook: this.spec.hook, module: this.module, state: this.state,
+      ...(this.child?.pid ? { pid: this.child.pid } : {}), restarts: this.restarts, ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+    };
+  }
+}
+
+/** The periodic functions of one module instance. */
+class Periodic {
+  runs = 0;
+  last?: PeriodicView['last'];
+  private timer?: NodeJS.Timeout;
+  constructor(readonly run: registry.PeriodicRun, readonly name: string, readonly dev: string) {
+    this.timer = setInterval(() => this.tick(), run.intervalMs);
+  }
+  private tick(): void {
+    try {
+      this.last = this.run.tick();
+      if (this.last.changed) say(`${this.name} on ${this.dev}: ${this.last.changed}`);
+    } catch (e) {
+      this.last = { error: e instanceof Error ? e.message : String(e) };
+    }
+    this.runs++;
+  }
+  stop(): void {
+    clearInterval(this.timer);
+    this.run.close();
+  }
+  view(): PeriodicView {
+    return { name: this.name, dev: this.dev, hook: this.run.hook, module: this.run.module, intervalMs: this.run.intervalMs, runs: this.runs, ...(this.last ? { last: this.last } : {}) };
+  }
+}
+
+export class Agent {
+  private readonly hosts = new Map<string, Hosted>();
+  private readonly periodic = new Map<string, Periodic>();
+  /** instances whose periodic functions could not start: not retried every second */
+  private readonly noPeriodic = new Set<string>();
+  private server?: Server;
+  private http?: HttpServer;
+  private timer?: NodeJS.Timeout;
+  private busy = Promise.resolve();
+  readonly startedAt = new Date().toISOString();
+  readonly metrics = new Registry();
+
+  constructor(readonly ns: string, readonly metricsAddr?: string) {
+    this.defineMetrics();
+  }
+
+  async start(): Promise<void> {
+    const paths = agentPaths(this.ns);
+    mkdirSync(AGENT_DIR, { recursive: true, mode: 0o700 });
+    // one agent per namespace: the lock is held for the agent's life and released by the kernel
+    try {
+      lockFile(`${paths.pid}.lock`, 0);
+    } catch {
+      throw new ItmError(`an agent already runs in this network namespace (see ${paths.pid})`);
+    }
+    rmSync(paths.socket, { force: true });
+    this.server = createServer((c) => this.serveConnection(c));
+    await new Promise<void>((res, rej) => {
+      this.server!.once('error', rej);
+      this.server!.listen(paths.socket, () => res());
+    });
+    chmodSync(paths.socket, 0o600);
+    writeFileSync(paths.pid, `${process.pid}\n`);
+    if (this.metricsAddr) await this.serveMetrics(this.metricsAddr);
+    await this.serialized(() => this.reconcile());
+    this.timer = setInterval(() => {
+      void this.serialized(() => this.reconcile()).catch((e: Error) => say(`reconcile: ${e.message}`));
+    }, RECONCILE_MS);
+    say(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
+  }
+
+  /** One change at a time: loads, unloads and the reconcile pass never interleave. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.busy.then(fn, fn);
+    this.busy = p.then(() => undefined, () => undefined);
+    return p;
+  }
+
+  /** Hosts what the records list and nothing else: adopts at start, follows itmctl run without
+   * the agent (unload, down) after. */
+  private async reconcile(): Promise<void> {
+    const want = new Map<string, { spec: HostSpec; module: string }>();
+    const wantPeriodic = new Map<string, { name: string; dev: string; hook: Hook; module: string }>();
+    const recs = withNamespaceLock(() => listDeviceRecords(this.ns), this.ns);
+    for (const rec of recs) {
+      const dev = ifIndexToName(rec.ifindex);
+      if (!dev) continue;
+      for (const [hook, hr] of Object.entries(rec.hooks) as Array<[Hook, NonNullable<(typeof rec.hooks)[Hook]>]>) {
+        for (const m of hr.modules) {
+          const key = keyOf(rec.ifindex, hook, m.name);
+          if (m.kind === 'user' && m.source) {
+            want.set(key, {
+              module: m.module,
+              spec: { name: m.name, dev, ifindex: rec.ifindex, hook, id: m.id, hookDir: hookPinDir(rec.ifindex, hook, this.ns), source: m.source, params: m.params },
+            });
+          } else if (m.kind !== 'user') {
+            wantPeriodic.set(key, { name: m.name, dev, hook, module: m.module });
+          }
+        }
+      }
+    }
+    for (const [key, h] of this.hosts) {
+      const w = want.get(key);
+      if (!w || w.spec.id !== h.spec.id) {
+        this.hosts.delete(key);
+        await h.stop();
+      }
+    }
+    for (const [key, w] of want) {
+      if (this.hosts.has(key)) continue;
+      const h = new Hosted(w.spec, w.module);
+      this.hosts.set(key, h);
+      say(`hosting ${w.spec.name} (${w.module}) on ${w.spec.dev} ${w.spec.hook}`);
+      h.start().catch((e: Error) => say(`${w.spec.name}: ${e.message}`));
+    }
+    for (const [key, p] of this.periodic) {
+      if (!wantPeriodic.has(key)) {
+        p.stop();
+        this.periodic.delete(key);
+      }
+    }
+    for (const k of this.noPeriodic) if (!wantPeriodic.has(k)) this.noPeriodic.delete(k);
+    for (const [key, w] of wantPeriodic) {
+      if (this.periodic.has(key) || this.noPeriodic.has(key)) continue;
+      try {
+        const def = await findModule(w.module);
+        if (!def.every) {
+          this.noPeriodic.add(key);
+          continue;
+        }
+        this.periodic.set(key, new Periodic(await registry.periodic(w.name, w.dev, w.hook), w.name, w.dev));
+      } catch (e) {
+        this.noPeriodic.add(key);
+        say(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);
+      }
+    }
+  }
+
+  private async load(opts: registry.LoadOptions): Promise<registry.LoadResult> {
+    const res = await registry.load(opts);
+    const ifindex = registry.resolveDevice(opts.dev, 'load on');
+    const rec = listDeviceRecords(this.ns).find((r) => r.ifindex === ifindex);
+    const m = rec?.hooks[res.hook]?.modules.find((x) => x.id === res.id);
+    if (!m || m.kind !== 'user' || !m.source) return res;
+    const key = keyOf(ifindex, res.hook, m.name);
+    const h = new Hosted({ name: m.name, dev: opts.dev, ifindex, hook: res.hook, id: m.id, hookDir: hookPinDir(ifindex, res.hook, this.ns), source: m.source, params: m.params }, m.module);
+    this.hosts.set(key, h);
+    try {
+      await h.start();
+    } catch (e) {
+      this.hosts.delete(key);
+      await h.stop();
+      registry.unload(m.name, opts.dev, res.hook);
+      throw e;
+    }
+    say(`loaded ${m.name} (${m.module}) on ${opts.dev} ${res.hook}`);
+    return res;
+  }
+
+  private async unload(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; id: number }> {
+    const ifindex = registry.resolveDevice(dev, `unload ${name} on`);
+    // the host first: it stops taking packets, sends back those in flight and flushes
+    for (const [key, h] of this.hosts) {
+      if (h.spec.ifindex === ifindex && h.spec.name === name && (!hook || h.spec.hook === hook)) {
+        this.hosts.delete(key);
+        await h.stop();
+      }
+    }
+    return registry.unload(name, dev, hook);
+  }
+
+  status(): AgentStatus {
+    return {
+      pid: process.pid, netns: this.ns, startedAt: this.startedAt, ...(this.metricsAddr ? { metrics: `http://${this.metricsAddr}/metrics` } : {}),
+      hosts: [...this.hosts.values()].map((h) => h.view()),
+      periodic: [...this.periodic.values()].map((p) => p.view()),
+    };
+  }
+
+  private async handle(req: Request): Promise<Response> {
+    switch (req.op) {
+      case 'status':
+        return { ok: true, status: this.status() };
+      case 'load':
+        return { ok: true, load: await this.serialized(() => this.load(req.opts)) };
+      case 'unload':
+        return { ok: true, unload: await this.serialized(() => this.unload(req.name, req.dev, req.hook)) };
+      case 'metrics':
+        return { ok: true, metrics: await this.metrics.metrics() };
+      case 'shutdown':
+        setImmediate(() => void this.shutdown());
+        return { ok: true };
+      default:
+        return { ok: false, error: `unknown request ${JSON.stringify((req as { op?: unknown }).op)}` };
+    }
+  }
+
+  private serveConnection(c: Socket): void {
+    let buf = '';
+    c.on('error', () => undefined);
+    c.on('data', (d) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      const line = buf.slice(0, nl);
+      buf = '';
+      let req: Request;
+      try {
+        req = JSON.parse(line) as Request;
+      } catch {
+        c.end(`${JSON.stringify({ ok: false, error: 'the request is not JSON' })}\n`);
+        return;
+      }
+      this.handle(req).then(
+        (r) => c.end(`${JSON.stringify(r)}\n`),
+        (e: unknown) => {
+          const r: Response = e instanceof ItmError
+            ? { ok: false, error: e.message, ...(e.hint ? { hint: e.hint } : {}) }
+            : { ok: false, error: e instanceof Error ? e.message : String(e) };
+          if (!(e instanceof ItmError)) say(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
+          c.end(`${JSON.stringify(r)}\n`);
+        },
+      );
+    });
+  }
+
+  private async serveMetrics(addr: string): Promise<void> {
+    const m = /^(.*):(\d+)$/.exec(addr);
+    if (!m) throw new ItmError(`invalid --metrics '${addr}': use host:port`);
+    this.http = createHttpServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('itmd: see /metrics\n');
+        return;
+      }
+      this.metrics.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(text),
+        (e: Error) => res.writeHead(500).end(`${e.message}\n`),
+      );
+    });
+    await new Promise<void>((res, rej) => {
+      this.http!.once('error', (e) => rej(new ItmError(`cannot serve metrics on ${addr}: ${e.message}`)));
+      this.http!.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => res());
+    });
+  }
+
+  /** Prometheus metrics, read from the kernel's counters (and the hosts' maps) at each scrape. */
+  private defineMetrics(): void {
+    const reg = this.metrics;
+    const labels = ['dev', 'hook', 'name', 'module'] as const;
+    let snapshot: registry.DeviceView[] = [];
+    const rows = () => snapshot.flatMap((d) => d.hooks.flatMap((h) => h.modules.map((m) => ({ d, h, m, l: { dev: d.dev, hook: h.hook, name: m.name, module: m.module } }))));
+    const counter = (name: string, help: string, extra: string[], fill: (set: (l: Record<string, string>, v: number) => void) => void) =>
+      new Counter({
+        name, help, labelNames: [...labels, ...extra], registers: [reg],
+        collect() {
+          this.reset();
+          fill((l, v) => this.inc(l, v));
+        },
+      });
+    new Gauge({
+      name: 'itm_agent_up', help: 'itmd runs (1), with the time it started as a label', labelNames: ['started'], registers: [reg],
+      collect: () => {
+        // the one collector that refreshes the snapshot the others read (registry order)
+        try { snapshot = registry.list(); } catch { snapshot = []; }
+      },
+    }).set({ started: this.startedAt }, 1);
+    counter('itm_module_seen_total', 'packets that reached the module\'s slot', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.seen)));
+    counter('itm_module_matched_total', 'packets that matched the module\'s interest', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.matched)));
+    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.dropped)));
+    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.errors)));
+    counter('itm_module_class_packets_total', 'packets by the class the module gave them', ['class'], (set) =>
+      rows().forEach(({ m, l }) => Object.entries(m.counters.classes).forEach(([c, v]) => set({ ...l, class: c }, v))));
+    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => rows().forEach(({ m, l }) => m.user && set(l, m.user.diverted)));
+    counter('itm_user_bypassed_total', 'packets that went past a user-space module, by reason', ['reason'], (set) =>
+      rows().forEach(({ m, l }) => m.user && Object.entries(m.user.bypassed).forEach(([r, v]) => set({ ...l, reason: r }, v))));
+    new Gauge({
+      name: 'itm_user_in_flight', help: 'packets diverted to a user-space module and not back yet', labelNames: [...labels], registers: [reg],
+      collect() {
+        this.reset();
+        rows().forEach(({ m, l }) => m.user && this.set(l, m.user.inFlight));
+      },
+    });
+    new Gauge({
+      name: 'itm_user_serving', help: '1 while a user-space module\'s host takes packets', labelNames: [...labels], registers: [reg],
+      collect() {
+        this.reset();
+        rows().forEach(({ m, l }) => m.user && this.set(l, m.user.serving ? 1 : 0));
+      },
+    });
+    const hosts = this.hosts;
+    counter('itm_user_restarts_total', 'times a user-space module\'s host was restarted after it died', [], (set) => {
+      for (const h of hosts.values()) set({ dev: h.spec.dev, hook: h.spec.hook, name: h.spec.name, module: h.module }, h.restarts);
+    });
+    new Counter({
+      name: 'itm_dispatcher_packets_total', help: 'packets a dispatcher saw, by what became of its parse', labelNames: ['dev', 'hook', 'outcome'], registers: [reg],
+      collect() {
+        this.reset();
+        for (const d of snapshot) for (const h of d.hooks) for (const [k, v] of Object.entries(h.packets)) this.inc({ dev: d.dev, hook: h.hook, outcome: k }, v);
+      },
+    });
+  }
+
+  async shutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.busy;
+    await Promise.all([...this.hosts.values()].map((h) => h.stop()));
+    for (const p of this.periodic.values()) p.stop();
+    this.server?.close();
+    this.http?.close();
+    const paths = agentPaths(this.ns);
+    rmSync(paths.socket, { force: true });
+    rmSync(paths.pid, { force: true });
+    say('stopped');
+    process.exit(0);
+  }
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  let metricsAddr: string | undefined = '127.0.0.1:9417';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--metrics') metricsAddr = args[++i];
+    else if (a.startsWith('--metrics=')) metricsAddr = a.slice('--metrics='.length);
+    else if (a === '--no-metrics') metricsAddr = undefined;
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: itmd [--metrics host:port | --no-metrics]\n  the itm agent of this network namespace (itmctl starts it when needed)\n');
+      return;
+    } else {
+      process.stderr.write(`itmd: unknown argument ${a}\n`);
+      process.exit(2);
+    }
+  }
+  const agent = new Agent(netnsId(), metricsAddr);
+  process.on('SIGTERM', () => void agent.shutdown());
+  process.on('SIGINT', () => void agent.shutdown());
+  try {
+    await agent.start();
+  } catch (e) {
+    process.stderr.write(`itmd: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  }
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) void main();

@@ -1,0 +1,147 @@
+// The kernel side of a user-space module's slot: its internal veth pair, the two small programs on
+// it (bpf/divert.bpf.c) and its entry in the dispatcher's itm_uctl / itm_uflight maps. See struct
+// itm_trailer in bpf/include/itm/abi.h for the path a packet takes.
+import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from './abi.js';
+import { BPF_BUILD } from './catalog.js';
+import { ItmError } from './errors.js';
+import { BPF_MAP_TYPE, BpfMap, BpfObject, ifNameToIndex, tc, xdp } from './libbpf/index.js';
+import type { Hook } from './module-def.js';
+
+/** The UMEM frame size of a host's socket and the headroom the kernel leaves in front of a packet:
+ * a diverted packet with its trailer must fit in between. */
+export const FRAME_SIZE = 4096;
+export const FRAME_HEADROOM = 256;
+/** Rx ring entries; at most this many of a module's packets are in flight, so the ring cannot
+ * overflow (the dispatcher lets the rest bypass the module). */
+export const RX_RING = 2048;
+export const MAX_IN_FLIGHT = 1024;
+export const TRAILER_SIZE = abi.itm_trailer.size;
+
+const TC_HANDLE = 0x1717;
+
+/** The pair's names: derived from (device, hook, slot), so they can be found and removed from the
+ * pins' path alone; at most 15 characters. */
+export function pairNames(ifindex: number, hook: Hook, id: number): { a: string; b: string } {
+  const h = hook === 'tc-ingress' ? 'i' : 'e';
+  return { a: `itm${ifindex}${h}${id}a`, b: `itm${ifindex}${h}${id}b` };
+}
+
+function ip(args: string[]): void {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.error) throw new ItmError(`cannot run ip: ${r.error.message}`);
+  if (r.status !== 0) throw new ItmError(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
+}
+
+function linkExists(name: string): boolean {
+  try {
+    ifNameToIndex(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes a slot's pair (and with it its programs); nothing if there is none. */
+export function removeDivert(ifindex: number, hook: Hook, id: number): void {
+  const { a } = pairNames(ifindex, hook, id);
+  if (linkExists(a)) ip(['link', 'del', a]);
+}
+
+/** Removes every pair of a device (one that is gone). */
+export function removeDeviceDiverts(ifindex: number): void {
+  const r = spawnSync('ip', ['-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' });
+  if (r.status !== 0) return;
+  let links: Array<{ ifname: string }> = [];
+  try {
+    links = JSON.parse(r.stdout) as Array<{ ifname: string }>;
+  } catch { return; }
+  const re = new RegExp(`^itm${ifindex}[ie]\\d+a$`);
+  for (const l of links) if (re.test(l.ifname)) spawnSync('ip', ['link', 'del', l.ifname]);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/**
+ * Creates the slot's pair and programs and pins what the host needs into `modDir`: `xsks` (where
+ * the host puts its socket) and `ustats` (where it writes its counters). `undo` gets the steps
+ * that take it all back.
+ */
+export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
+  const { a, b } = pairNames(ifindex, hook, id);
+  removeDivert(ifindex, hook, id); // a stale one from a crash
+  ip(['link', 'add', a, 'numtxqueues', '1', 'numrxqueues', '1', 'type', 'veth', 'peer', 'name', b, 'numtxqueues', '1', 'numrxqueues', '1']);
+  undo(`delete ${a}`, () => removeDivert(ifindex, hook, id));
+  for (const n of [a, b]) {
+    // no addresses and no neighbour discovery on the pair: it only carries diverted packets
+    try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
+  }
+  ip(['link', 'set', a, 'up']);
+  ip(['link', 'set', b, 'up']);
+  const ia = ifNameToIndex(a);
+  const ib = ifNameToIndex(b);
+  const path = join(BPF_BUILD, 'divert.bpf.o');
+  if (!existsSync(path)) throw new ItmError(`the divert object ${path} is missing — run npm run setup`);
+  const obj = BpfObject.open(path);
+  try {
+    obj.setGlobal('itm_target_ifindex', u32(ifindex));
+    obj.load();
+    for (const [m, pin] of [['itm_xsks', 'xsks'], ['itm_divert_stats', 'divert_stats']] as const) {
+      const map = obj.map(m);
+      map.pin(join(modDir, pin));
+      map.close();
+    }
+    const toXsk = obj.program('itm_to_xsk');
+    const fromXsk = obj.program('itm_from_xsk');
+    try {
+      // native XDP: generic XDP skips packets redirected into a veth (DESIGN §7)
+      xdp.attach(ib, toXsk.fd, { mode: 'native' });
+      tc.hookCreate(ia, 'ingress');
+      tc.attach(ia, 'ingress', fromXsk.fd, { handle: TC_HANDLE, priority: 1 });
+    } finally {
+      toXsk.close();
+      fromXsk.close();
+    }
+  } finally {
+    obj.close();
+  }
+  const stats = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY, name: 'itm_ustats', keySize: 4, valueSize: abi.itm_ustats.size, maxEntries: 1 });
+  try {
+    stats.pin(join(modDir, 'ustats'));
+  } finally {
+    stats.close();
+  }
+  // bypassed until its host says it serves (deadline 0)
+  uctl.update(u32(id), abi.encode(abi.itm_uctl, {
+    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: FRAME_SIZE - FRAME_HEADROOM, pad: 0,
+  }));
+  undo(`clear the user slot ${id}`, () => uctl.update(u32(id), Buffer.alloc(abi.itm_uctl.size)));
+  return { a: ia, b: ib };
+}
+
+/** The divert programs' counters of a slot (summed over CPUs). */
+export function divertStats(modDir: string): { toXsk: number; stray: number; returned: number; badReturns: number } | undefined {
+  let m: BpfMap;
+  try {
+    m = BpfMap.fromPin(join(modDir, 'divert_stats'));
+  } catch {
+    return undefined;
+  }
+  try {
+    const sum = (k: number) => {
+      const raw = m.lookup(u32(k));
+      let t = 0n;
+      if (raw) for (let o = 0; o + 8 <= raw.length; o += 8) t += raw.readBigUInt64LE(o);
+      return Number(t);
+    };
+    return { toXsk: sum(0), stray: sum(1), returned: sum(2), badReturns: sum(3) };
+  } finally {
+    m.close();
+  }
+}
