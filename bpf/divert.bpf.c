@@ -66,7 +66,8 @@ int itm_to_xsk(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	count(D_TO_XSK);
-	return bpf_redirect_map(&itm_xsks, 0, XDP_DROP);
+	/* no socket (its host just died): back to A at once, as if the module had let it go on */
+	return bpf_redirect_map(&itm_xsks, 0, XDP_TX);
 }
 
 /* on A, tc ingress: what the module sent back goes to its device's hook, where the dispatcher

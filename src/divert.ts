@@ -19,6 +19,11 @@ export const FRAME_HEADROOM = 256;
 export const RX_RING = 2048;
 export const MAX_IN_FLIGHT = 1024;
 export const TRAILER_SIZE = abi.itm_trailer.size;
+/** The pair's MTU: a full-size frame plus the trailer must pass the veth's length check, and a
+ * veth with native XDP takes at most about 3.5 KB a frame (one page, less headroom and skb info). */
+export const PAIR_MTU = 3400;
+/** the longest diverted frame, trailer included (the dispatcher lets longer ones bypass) */
+export const MAX_FRAME = Math.min(FRAME_SIZE - FRAME_HEADROOM, PAIR_MTU + 14);
 
 const TC_HANDLE = 0x1717;
 
@@ -82,8 +87,8 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
     // no addresses and no neighbour discovery on the pair: it only carries diverted packets
     try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
   }
-  ip(['link', 'set', a, 'up']);
-  ip(['link', 'set', b, 'up']);
+  ip(['link', 'set', a, 'mtu', String(PAIR_MTU), 'up']);
+  ip(['link', 'set', b, 'mtu', String(PAIR_MTU), 'up']);
   const ia = ifNameToIndex(a);
   const ib = ifNameToIndex(b);
   const path = join(BPF_BUILD, 'divert.bpf.o');
@@ -119,7 +124,7 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
   }
   // bypassed until its host says it serves (deadline 0)
   uctl.update(u32(id), abi.encode(abi.itm_uctl, {
-    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: FRAME_SIZE - FRAME_HEADROOM, pad: 0,
+    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: MAX_FRAME, pad: 0,
   }));
   undo(`clear the user slot ${id}`, () => uctl.update(u32(id), Buffer.alloc(abi.itm_uctl.size)));
   return { a: ia, b: ib };

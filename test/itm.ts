@@ -1,6 +1,6 @@
 // Test helpers for running itm inside a harness topology: itmctl in a host's namespace, and
 // clean-up of the pins and records itm keeps for that namespace.
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecResult, Topology, TopologyDecl } from './harness/index.js';
@@ -38,7 +38,8 @@ export function modulePin(topo: Topology, host: string, dev: string, hook: strin
 export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
   for (const h of hosts) {
     const ino = String(topo.netnsInode(h));
-    topo.onDestroy(() => {
+    topo.onDestroy(async () => {
+      await stopAgent(ino);
       rmSync(join(RUN_DIR, 'bpf', ino), { recursive: true, force: true });
       rmSync(join(RUN_DIR, 'state', ino), { recursive: true, force: true });
       let locks: string[] = [];
@@ -48,6 +49,22 @@ export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
       }
     });
   }
+}
+
+/** Stops the itmd of a namespace, if one runs (by the PID it wrote), and removes its files. */
+export async function stopAgent(ino: string): Promise<void> {
+  const dir = join(RUN_DIR, 'agent');
+  let pid = 0;
+  try { pid = Number(readFileSync(join(dir, `${ino}.pid`), 'utf8').trim()); } catch { /* none */ }
+  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  if (pid > 0 && alive()) {
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 50 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+    if (alive()) process.kill(pid, 'SIGKILL');
+  }
+  let files: string[] = [];
+  try { files = readdirSync(dir); } catch { /* none */ }
+  for (const f of files) if (f.startsWith(`${ino}.`)) rmSync(join(dir, f), { force: true });
 }
 
 /** client — itm — server, the itm host forwarding between two /24s (and two /64s). */

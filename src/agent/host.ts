@@ -176,8 +176,7 @@ export class Host {
       for (let i = 0; i < n; i++) {
         const addr = addrs[i]!, len = lens[i]!;
         const frame = umem.subarray(addr, addr + len - TRAILER_SIZE);
-        const flags = umem[addr + len - TRAILER_SIZE + 23]!;
-        if (this.handle(frame, flags, scratch)) {
+        if (this.handle(frame, scratch)) {
           txA[nt] = addr;
           txL[nt++] = len;
         } else {
@@ -203,7 +202,7 @@ export class Host {
   }
 
   /** One packet: true to send it back, false when it is dropped. */
-  private handle(frame: Buffer, flags: number, scratch: Buffer): boolean {
+  private handle(frame: Buffer, scratch: Buffer): boolean {
     const s = this.stats, def = this.def, ctx = this.ctx;
     s.received++;
     const view = PacketView.parse(frame);
@@ -212,6 +211,9 @@ export class Host {
       s.accepted++;
       return true;
     }
+    // a checksum left for offload must be completed (AF_XDP sends bytes as they are); a corrupt
+    // one is left for the receiver to drop, even if the module rewrites the packet
+    const csum = view.checksumState();
     let cls = 1;
     if (def.classify) {
       try {
@@ -255,8 +257,7 @@ export class Host {
       }
       s.modified++;
     }
-    // the module changed it, or the checksum was left for offload: AF_XDP sends bytes as they are
-    if (view.modified || flags & abi.ITM_T_CSUM_PARTIAL) view.fixChecksums();
+    if ((view.modified && csum !== 'bad') || csum === 'partial') view.fixChecksums();
     s.accepted++;
     return true;
   }

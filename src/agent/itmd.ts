@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { ItmError } from '../errors.js';
 import { findModule } from '../catalog.js';
-import { ifIndexToName, lockFile } from '../libbpf/index.js';
+import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry.js';
 import { listDeviceRecords, hookPinDir, netnsId, withNamespaceLock } from '../state.js';
@@ -38,6 +38,26 @@ function say(msg: string): void {
 }
 
 const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}/${name}`;
+
+/** A host died: end its deadline now (the host is the deadline's only other writer, and it is gone). */
+function onDeath(spec: HostSpec): void {
+  try {
+    const m = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
+    try {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(spec.id);
+      const v = m.lookup(k);
+      if (v) {
+        v.writeBigUInt64LE(0n, 0);
+        m.update(k, v);
+      }
+    } finally {
+      m.close();
+    }
+  } catch (e) {
+    say(`${spec.name}: cannot end its deadline: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
 
 /** One user module's host process, restarted (with a growing pause) when it dies. */
 class Hosted {
@@ -90,7 +110,8 @@ class Hosted {
           this.state = 'stopped';
           return;
         }
-        // died while serving: its packets bypass it meanwhile
+        // died while serving: its packets bypass it from now on, not when its deadline passes
+        onDeath(this.spec);
         this.restarts++;
         if (Date.now() - this.startedAt > 60_000) this.restarts = 1;
         const pause = Math.min(30_000, 1000 * 2 ** (this.restarts - 1));

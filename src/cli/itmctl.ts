@@ -16,6 +16,7 @@ import { listCommand } from './commands/list.js';
 import { explainCommand } from './commands/explain.js';
 import { flowsCommand } from './commands/flows.js';
 import { watchCommand } from './commands/watch.js';
+import { agentCommand } from './commands/agent.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -52,6 +53,7 @@ try {
     .command(explainCommand)
     .command(flowsCommand)
     .command(watchCommand)
+    .command(agentCommand)
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
     .fail((msg, err) => {

@@ -144,6 +144,24 @@ export class PacketView {
     this.data.writeUInt16BE(sum, this.l4 + off);
   }
 
+  /**
+   * The state of the TCP/UDP checksum as the packet came: 'ok'; 'partial', when it holds only the
+   * pseudo-header sum (a packet whose checksum was left for offload: sent by this host, or by a
+   * veth peer); 'bad' (corrupted on the way: left so, for the receiver to drop); 'none' when the
+   * packet has no such checksum to check (another protocol, a fragment, UDP without checksum).
+   */
+  checksumState(): 'ok' | 'partial' | 'bad' | 'none' {
+    if (this.l4 < 0 || (this.proto !== TCP && this.proto !== UDP) || this.validate()) return 'none';
+    const end = this.l3 + this.ipLength;
+    const at = this.l4 + (this.proto === TCP ? 16 : 6);
+    if (end < at + 2) return 'none';
+    const field = this.data.readUInt16BE(at);
+    if (this.proto === UDP && field === 0 && this.family === 4) return 'none';
+    const pseudo = foldSum(this.pseudoSum(0, end - this.l4));
+    if (foldSum(onesSum(this.data, pseudo, this.l4, end)) === 0xffff) return 'ok';
+    return field === pseudo ? 'partial' : 'bad';
+  }
+
   private pseudoSum(acc: number, l4len: number): number {
     if (this.family === 4) {
       acc = onesSum(this.data, acc, this.l3 + 12, this.l3 + 20);

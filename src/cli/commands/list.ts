@@ -22,7 +22,8 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
         console.log(`  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
           `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
           (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
-          (p.chain_errors ? `, chain errors ${p.chain_errors}` : ''));
+          (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
+          (p.returned || p.bad_returns ? `; back from user modules ${p.returned}${p.bad_returns ? `, bad returns ${p.bad_returns}` : ''}` : ''));
         if (!h.modules.length) {
           console.log('    no modules');
           continue;
@@ -35,6 +36,15 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
             String(m.counters.matched), classes, String(m.counters.dropped), String(m.counters.errors)]);
         }
         console.log(table(rows, '    '));
+        // what only user-space modules have: whether their host serves, and what went past them
+        for (const m of h.modules) {
+          const u = m.user;
+          if (!u) continue;
+          const by = u.bypassed;
+          console.log(`    ${m.name}: user space, ${u.serving ? 'serving' : 'NOT SERVING (its packets bypass it; is itmd running?)'}; ` +
+            `diverted ${u.diverted}, in flight ${u.inFlight}, modified ${u.modified}, malformed ${u.malformed}; ` +
+            `bypassed ${by.down + by.behind + by.size} (host down ${by.down}, behind ${by.behind}, too long ${by.size})`);
+        }
       }
     }
   },
