@@ -67,11 +67,7 @@ export function removeDeviceDiverts(ifindex: number): void {
   for (const l of links) if (re.test(l.ifname)) spawnSync('ip', ['link', 'del', l.ifname]);
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
+const u32 = abi.u32;
 
 /**
  * Creates the slot's pair and programs and pins what the host needs into `modDir`: `xsks` (where
@@ -128,25 +124,4 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
   }));
   undo(`clear the user slot ${id}`, () => uctl.update(u32(id), Buffer.alloc(abi.itm_uctl.size)));
   return { a: ia, b: ib };
-}
-
-/** The divert programs' counters of a slot (summed over CPUs). */
-export function divertStats(modDir: string): { toXsk: number; stray: number; returned: number; badReturns: number } | undefined {
-  let m: BpfMap;
-  try {
-    m = BpfMap.fromPin(join(modDir, 'divert_stats'));
-  } catch {
-    return undefined;
-  }
-  try {
-    const sum = (k: number) => {
-      const raw = m.lookup(u32(k));
-      let t = 0n;
-      if (raw) for (let o = 0; o + 8 <= raw.length; o += 8) t += raw.readBigUInt64LE(o);
-      return Number(t);
-    };
-    return { toXsk: sum(0), stray: sum(1), returned: sum(2), badReturns: sum(3) };
-  } finally {
-    m.close();
-  }
 }

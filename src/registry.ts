@@ -94,11 +94,7 @@ class HookPins {
   }
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
+const u32 = abi.u32;
 
 /** Adds up a per-CPU value whose fields are all u64 counters (or arrays of them). */
 function sumPerCpu<T>(layout: abi.StructLayout, map: BpfMap, key: Buffer): T {
@@ -498,6 +494,45 @@ function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: num
   for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
 }
 
+/** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and the
+ * `sharedMaps` of its sibling instance, from `siblingDir`), and pins its maps and program in `modDir`. */
+function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, params: Record<string, ParamValue>, id: number,
+  hp: HookPins, modDir: string, siblingDir: string | undefined): void {
+  const obj = BpfObject.open(objPath);
+  try {
+    writeGlobals(obj, def, cfg, id);
+    for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
+    for (const m of siblingDir ? def.sharedMaps?.(params) ?? [] : []) {
+      const shared = BpfMap.fromPin(join(siblingDir!, pinName(m)));
+      try {
+        obj.reuseMap(m, shared);
+      } finally {
+        shared.close();
+      }
+    }
+    try {
+      obj.load();
+    } catch (e) {
+      if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', { cause: e });
+      throw e;
+    }
+    for (const m of obj.mapNames()) {
+      if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
+      const map = obj.map(m);
+      map.pin(join(modDir, pinName(m)));
+      map.close();
+    }
+    const prog = obj.program(def.kernel!.program ?? moduleProgName(def.name));
+    try {
+      prog.pin(join(modDir, 'prog'));
+    } finally {
+      prog.close();
+    }
+  } finally {
+    obj.close();
+  }
+}
+
 export async function load(opts: LoadOptions): Promise<LoadResult> {
   const { def, file } = await resolveModule(opts.module);
   const user = isUserModule(def);
@@ -550,56 +585,27 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
       if (user) {
         createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
-        hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
-        hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
-        undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
-        for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
-          for (const p of list) hp.maps[which].update(lpmKey(id, p.addr, p.len, p.family), Buffer.from([1]));
-        }
       } else {
-      const obj = BpfObject.open(objPath);
-      try {
-        writeGlobals(obj, def, cfg, id);
-        for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
         // maps shared with this instance's sibling on the device's other hook, if it is loaded
         const other = HOOKS.find((x) => x !== hook)!;
         const sibling = rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
-        for (const m of sibling ? def.sharedMaps?.(params) ?? [] : []) {
-          const shared = BpfMap.fromPin(join(hookPinDir(ifindex, other), `mod-${sibling!.id}`, pinName(m)));
-          try {
-            obj.reuseMap(m, shared);
-          } finally {
-            shared.close();
-          }
-        }
+        const siblingDir = sibling && join(hookPinDir(ifindex, other), `mod-${sibling.id}`);
+        loadModuleObject(def, objPath, cfg, params, id, hp, modDir, siblingDir);
+      }
+      // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
+      hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
+      if (user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
+      undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
+      for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
+        for (const p of list) hp.maps[which].update(lpmKey(id, p.addr, p.len, p.family), Buffer.from([1]));
+      }
+      if (!user) {
+        const prog = BpfProgram.fromPin(join(modDir, 'prog'));
         try {
-          obj.load();
-        } catch (e) {
-          if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', { cause: e });
-          throw e;
-        }
-        for (const m of obj.mapNames()) {
-          if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
-          const map = obj.map(m);
-          map.pin(join(modDir, pinName(m)));
-          map.close();
-        }
-        const prog = obj.program(def.kernel!.program ?? moduleProgName(def.name));
-        try {
-          prog.pin(join(modDir, 'prog'));
-          // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
-          hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
-          undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
-          for (const [which, list] of [['itm_src', interest.src], ['itm_dst', interest.dst]] as const) {
-            for (const p of list) hp.maps[which].update(lpmKey(id, p.addr, p.len, p.family), Buffer.from([1]));
-          }
           hp.maps.itm_progs.update(u32(id), u32(prog.fd));
         } finally {
           prog.close();
         }
-      } finally {
-        obj.close();
-      }
       }
 
       // 3. the new chain, switched to in one write

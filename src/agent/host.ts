@@ -34,11 +34,7 @@ const DEADLINE_NS = 500_000_000n;
 const RENEW_MS = 100;
 const STATS_MS = 250;
 
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-};
+const u32 = abi.u32;
 const now = () => process.hrtime.bigint();
 
 function say(m: HostMessage): void {

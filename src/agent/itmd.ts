@@ -20,12 +20,13 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { u32 } from '../abi.js';
 import { ItmError } from '../errors.js';
 import { findModule } from '../catalog.js';
 import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry.js';
-import { listDeviceRecords, hookPinDir, netnsId, withNamespaceLock } from '../state.js';
+import { listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
 import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response } from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';
 
@@ -39,13 +40,17 @@ function say(msg: string): void {
 
 const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}/${name}`;
 
+/** What a host needs to serve a recorded user module. */
+function hostSpec(ns: string, dev: string, ifindex: number, hook: Hook, m: ModuleRecord): HostSpec {
+  return { name: m.name, dev, ifindex, hook, id: m.id, hookDir: hookPinDir(ifindex, hook, ns), source: m.source!, params: m.params };
+}
+
 /** A host died: end its deadline now (the host is the deadline's only other writer, and it is gone). */
 function onDeath(spec: HostSpec): void {
   try {
     const m = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
     try {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(spec.id);
+      const k = u32(spec.id);
       const v = m.lookup(k);
       if (v) {
         v.writeBigUInt64LE(0n, 0);
@@ -238,10 +243,7 @@ export class Agent {
         for (const m of hr.modules) {
           const key = keyOf(rec.ifindex, hook, m.name);
           if (m.kind === 'user' && m.source) {
-            want.set(key, {
-              module: m.module,
-              spec: { name: m.name, dev, ifindex: rec.ifindex, hook, id: m.id, hookDir: hookPinDir(rec.ifindex, hook, this.ns), source: m.source, params: m.params },
-            });
+            want.set(key, { module: m.module, spec: hostSpec(this.ns, dev, rec.ifindex, hook, m) });
           } else if (m.kind !== 'user') {
             wantPeriodic.set(key, { name: m.name, dev, hook, module: m.module });
           }
@@ -292,7 +294,7 @@ export class Agent {
     const m = rec?.hooks[res.hook]?.modules.find((x) => x.id === res.id);
     if (!m || m.kind !== 'user' || !m.source) return res;
     const key = keyOf(ifindex, res.hook, m.name);
-    const h = new Hosted({ name: m.name, dev: opts.dev, ifindex, hook: res.hook, id: m.id, hookDir: hookPinDir(ifindex, res.hook, this.ns), source: m.source, params: m.params }, m.module);
+    const h = new Hosted(hostSpec(this.ns, opts.dev, ifindex, res.hook, m), m.module);
     this.hosts.set(key, h);
     try {
       await h.start();
