@@ -3,6 +3,7 @@
  * The itm dispatcher: one instance per device and hook. It parses each packet once, then runs the
  * modules registered on its hook in chain order, each gated by its interest. Modules are separate
  * programs reached by tail calls through itm_progs; each returns here through the resume program.
+ * Built twice: for tc (cls_bpf on clsact ingress and egress) and, with -DITM_XDP, for XDP.
  */
 #include "itm/itm.h"
 
@@ -15,6 +16,8 @@ const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
 const volatile __u8 itm_force_slow = 0;
 /* random, set by the loader: a returning packet's trailer must carry it */
 const volatile __u32 itm_secret = 0;
+/* the device the dispatcher serves (the XDP return program runs on another one) */
+const volatile __u32 itm_dev_ifindex = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -84,6 +87,16 @@ enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED, SLOW };
 /* headers must start within the first MAX_HDR_OFF bytes; later ones are passed as unsupported */
 #define MAX_HDR_OFF 512
 
+/* the packet's length now (a module may have changed it) */
+static __always_inline __u32 pkt_len(itm_ctx_t *ctx)
+{
+#ifdef ITM_XDP
+	return bpf_xdp_get_buff_len(ctx);
+#else
+	return ctx->len;
+#endif
+}
+
 /*
  * Headers are read in place (direct packet access, about 60 ns a packet cheaper here than
  * bpf_skb_load_bytes). When one is not in the skb's linear part, the whole parse runs again in
@@ -91,7 +104,7 @@ enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED, SLOW };
  * instead would copy (and often reallocate) every cloned TCP skb at egress.
  */
 struct cursor {
-	struct __sk_buff *skb;
+	itm_ctx_t *ctx;
 	void *data;
 	void *end;
 	__u32 len;	/* skb->len: tells a truncated packet from one that is merely not linear */
@@ -104,7 +117,11 @@ static __always_inline int need(const struct cursor *c, __u32 off, __u32 size, v
 	if (off > MAX_HDR_OFF)
 		return off > c->len ? TRUNCATED : UNSUPPORTED;
 	if (slow) {
-		if (bpf_skb_load_bytes(c->skb, off, buf, size))
+#ifdef ITM_XDP
+		if (bpf_xdp_load_bytes(c->ctx, off, buf, size))
+#else
+		if (bpf_skb_load_bytes(c->ctx, off, buf, size))
+#endif
 			return TRUNCATED;
 		*out = buf;
 		return PARSED;
@@ -262,13 +279,13 @@ static __always_inline int parse_ipv6(const struct cursor *c, struct itm_pkt *p,
 	return parse_l4(c, p, off, slow);
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p, const int slow)
+static __always_inline int parse(itm_ctx_t *ctx, struct itm_pkt *p, const int slow)
 {
 	struct cursor c = {
-		.skb = skb,
-		.data = (void *)(long)skb->data,
-		.end = (void *)(long)skb->data_end,
-		.len = skb->len,
+		.ctx = ctx,
+		.data = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+		.len = p->len,
 	};
 	struct ethhdr eb, *eth;
 	__u16 proto;
@@ -278,11 +295,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct itm_pkt *p, const
 	if ((r = need(&c, 0, sizeof(eb), &eb, (void **)&eth, slow)))
 		return r;
 	proto = bpf_ntohs(eth->h_proto);
-	if (skb->vlan_present) {
+#ifndef ITM_XDP
+	if (ctx->vlan_present) {
 		/* tag stripped into metadata by the driver */
 		p->flags |= ITM_PKT_VLAN;
-		p->vlan_id = skb->vlan_tci & 0xfff;
+		p->vlan_id = ctx->vlan_tci & 0xfff;
 	}
+#endif
 	if (proto == 0x8100 || proto == 0x88a8) {
 		__be16 tb[2], *tag;
 
@@ -321,7 +340,7 @@ static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const
 }
 
 /* ingress: is the packet addressed to this host? egress: was it sent by this host? */
-static __always_inline __u8 origin(struct __sk_buff *skb, struct itm_pkt *p)
+static __always_inline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;
@@ -332,7 +351,7 @@ static __always_inline __u8 origin(struct __sk_buff *skb, struct itm_pkt *p)
 		p->local = p->ingress_ifindex == 0 ? 1 : 2;
 		return p->local;
 	}
-	fib.ifindex = skb->ifindex;
+	fib.ifindex = p->ifindex;
 	fib.l4_protocol = p->flow.proto;
 	fib.sport = bpf_htons(p->flow.sport);
 	fib.dport = bpf_htons(p->flow.dport);
@@ -345,13 +364,13 @@ static __always_inline __u8 origin(struct __sk_buff *skb, struct itm_pkt *p)
 		__builtin_memcpy(fib.ipv6_src, p->flow.saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, p->flow.daddr, 16);
 	}
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	/* not forwarded (a local or broadcast route), or forwarding is off on this device */
 	p->local = (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED) ? 1 : 2;
 	return p->local;
 }
 
-static __always_inline int interest_match(struct __sk_buff *skb, const struct itm_slot *sl,
+static __always_inline int interest_match(itm_ctx_t *ctx, const struct itm_slot *sl,
 					  struct itm_pkt *p)
 {
 	__u32 f = sl->flags;
@@ -377,7 +396,7 @@ static __always_inline int interest_match(struct __sk_buff *skb, const struct it
 	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.family, p->flow.daddr))
 		return 0;
 	if (f & (ITM_I_LOCAL | ITM_I_FORWARDED)) {
-		__u8 o = origin(skb, p);
+		__u8 o = origin(ctx, p);
 
 		if (!(f & (o == 1 ? ITM_I_LOCAL : ITM_I_FORWARDED)))
 			return 0;
@@ -385,21 +404,10 @@ static __always_inline int interest_match(struct __sk_buff *skb, const struct it
 	return 1;
 }
 
-/*
- * Sends the packet to a user module: appends the trailer and redirects it into the module's veth
- * pair. Returns TC_ACT_REDIRECT, or 0 with the packet unchanged when it has to bypass the module
- * (the reason counted in `st`).
- */
-static __always_inline int divert(struct __sk_buff *skb, struct itm_scratch *s, __u32 id, __u32 pos,
-				  struct itm_mstats *st)
+/* whether the module can take the packet; if not, the reason is counted in `st` */
+static __always_inline int can_divert(struct itm_uctl *uc, struct itm_uflight *fl, struct itm_mstats *st,
+				      __u32 len)
 {
-	struct itm_uctl *uc = bpf_map_lookup_elem(&itm_uctl, &id);
-	struct itm_uflight *fl = bpf_map_lookup_elem(&itm_uflight, &id);
-	struct itm_trailer t = {};
-	__u32 len = skb->len;
-
-	if (!uc || !fl || !st)
-		return 0;
 	if (bpf_ktime_get_ns() > uc->deadline_ns) {
 		st->bypass_down++;
 		return 0;
@@ -408,42 +416,83 @@ static __always_inline int divert(struct __sk_buff *skb, struct itm_scratch *s, 
 		st->bypass_behind++;
 		return 0;
 	}
-	if (len + sizeof(t) > uc->max_len) {
+	if (len + sizeof(struct itm_trailer) > uc->max_len) {
 		st->bypass_size++;
 		return 0;
 	}
-	t.ifindex = skb->ifindex;
-	t.iif = s->pkt.ingress_ifindex;
-	if (itm_hook == ITM_HOOK_TC_INGRESS)
-		t.iif = 0;
-	t.mark = skb->mark;
-	t.priority = skb->priority;
-	if (skb->vlan_present) {
-		t.vlan_tci = skb->vlan_tci;
-		t.vlan_proto = skb->vlan_proto;
-		t.flags |= ITM_T_VLAN;
-	}
+	return 1;
+}
+
+/*
+ * Sends the packet to a user module: appends the trailer and redirects it into the module's veth
+ * pair. Returns TC_ACT_REDIRECT / XDP_REDIRECT, or 0 with the packet unchanged when it has to
+ * bypass the module (the reason counted in `st`).
+ */
+static __always_inline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos,
+				  struct itm_mstats *st)
+{
+	struct itm_uctl *uc = bpf_map_lookup_elem(&itm_uctl, &id);
+	struct itm_uflight *fl = bpf_map_lookup_elem(&itm_uflight, &id);
+	struct itm_trailer t = {};
+	__u32 len = pkt_len(ctx);
+
+	if (!uc || !fl || !st || !can_divert(uc, fl, st, len))
+		return 0;
+	t.ifindex = s->pkt.ifindex;
 	t.hook = itm_hook;
 	t.id = id;
 	t.pos = pos;
-	if (itm_hook == ITM_HOOK_TC_EGRESS && s->pkt.ingress_ifindex == 0)
-		t.flags |= ITM_T_CSUM_PARTIAL;
 	t.secret = itm_secret;
 	t.magic = ITM_TRAILER_MAGIC;
-	if (bpf_skb_change_tail(skb, len + sizeof(t), 0))
-		return 0;
-	if (bpf_skb_store_bytes(skb, len, &t, sizeof(t), 0)) {
-		bpf_skb_change_tail(skb, len, 0);
-		return 0;
+#ifdef ITM_XDP
+	{
+		/* at xdp the trailer travels as the frame's metadata, in front of the packet: XDP
+		 * guarantees headroom, not tailroom; AF_XDP copies the metadata into the frame, just
+		 * before the packet, and the module's host moves it behind the packet it sends back */
+		void *data, *meta;
+
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(t)))
+			goto no_room;
+		data = (void *)(long)ctx->data;
+		meta = (void *)(long)ctx->data_meta;
+		if (meta + sizeof(t) > data) {
+			bpf_xdp_adjust_meta(ctx, sizeof(t));
+			goto no_room;
+		}
+		__builtin_memcpy(meta, &t, sizeof(t));
 	}
+#else
+	t.iif = s->pkt.ingress_ifindex;
+	if (itm_hook == ITM_HOOK_TC_INGRESS)
+		t.iif = 0;
+	t.mark = ctx->mark;
+	t.priority = ctx->priority;
+	if (ctx->vlan_present) {
+		t.vlan_tci = ctx->vlan_tci;
+		t.vlan_proto = ctx->vlan_proto;
+		t.flags |= ITM_T_VLAN;
+	}
+	if (itm_hook == ITM_HOOK_TC_EGRESS && s->pkt.ingress_ifindex == 0)
+		t.flags |= ITM_T_CSUM_PARTIAL;
+	if (bpf_skb_change_tail(ctx, len + sizeof(t), 0))
+		goto no_room;
+	if (bpf_skb_store_bytes(ctx, len, &t, sizeof(t), 0)) {
+		bpf_skb_change_tail(ctx, len, 0);
+		goto no_room;
+	}
+#endif
 	__sync_fetch_and_add(&fl->sent, 1);
 	st->diverted++;
 	return bpf_redirect(uc->divert_ifindex, 0);
+no_room:
+	/* the packet could not take the trailer: it goes on past the module, as an error of it */
+	st->errors++;
+	return 0;
 }
 
-#define SLOT_CASE(n) case n: itm_tail_call_const(skb, itm_progs, n); break
+#define SLOT_CASE(n) case n: itm_tail_call_const(ctx, itm_progs, n); break
 
-static __always_inline void jump_to_slot(struct __sk_buff *skb, __u32 id)
+static __always_inline void jump_to_slot(itm_ctx_t *ctx, __u32 id)
 {
 	switch (id) {
 	SLOT_CASE(0); SLOT_CASE(1); SLOT_CASE(2); SLOT_CASE(3);
@@ -463,7 +512,7 @@ static __always_inline void count_chain_error(void)
 }
 
 /* run the chain from slot `start` on: find the next module whose interest matches, and jump */
-static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *s, __u32 start)
+static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start)
 {
 	__u32 version = s->version;
 	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
@@ -488,65 +537,97 @@ static __always_inline int run_chain(struct __sk_buff *skb, struct itm_scratch *
 		st = bpf_map_lookup_elem(&itm_mstats, &id);
 		if (st)
 			st->seen++;
-		if (!interest_match(skb, sl, &s->pkt))
+		if (!interest_match(ctx, sl, &s->pkt))
 			continue;
 		if (st)
 			st->matched++;
 		s->pos = i;
 		if (sl->user) {
-			int r = divert(skb, s, id, i, st);
+			int r = divert(ctx, s, id, i, st);
 
 			if (r)
 				return r;
 			continue;
 		}
-		jump_to_slot(skb, id);
+		jump_to_slot(ctx, id);
 		/* the module is gone (unloaded under this packet): count it, and go on past it by
 		 * way of the resume program, which carries on from s->pos + 1 */
 		if (st)
 			st->errors++;
-		itm_tail_call_const(skb, itm_progs, ITM_RESUME_IDX);
+		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);
 		count_chain_error();
 		return ITM_PASS;
 	}
 	return ITM_PASS;
 }
 
-static __always_inline void init_pkt(struct __sk_buff *skb, struct itm_pkt *p)
+static __always_inline void init_pkt(itm_ctx_t *ctx, struct itm_pkt *p)
 {
 	__builtin_memset(p, 0, sizeof(*p));
-	p->len = skb->len;
-	p->ifindex = skb->ifindex;
-	p->ingress_ifindex = skb->ingress_ifindex;
+	p->len = pkt_len(ctx);
+	p->hook = itm_hook;
+#ifdef ITM_XDP
+	/* the device the dispatcher serves: the return program runs on the module's pair */
+	p->ifindex = itm_dev_ifindex;
+	p->ingress_ifindex = itm_dev_ifindex;
+#else
+	p->ifindex = ctx->ifindex;
+	p->ingress_ifindex = ctx->ingress_ifindex;
 	if (itm_hook == ITM_HOOK_TC_INGRESS)
 		p->ingress_ifindex = p->ifindex;
-	p->hook = itm_hook;
+#endif
 }
 
 /*
- * A packet marked as coming back from a user module: when its trailer is ours, take the trailer
- * off and restore what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid
- * return: the packet is treated as a new one).
+ * A packet back from a user module: when its trailer is ours, take the trailer off and restore
+ * what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid return).
  */
-static __always_inline int take_back(struct __sk_buff *skb, struct itm_trailer *t)
+static __always_inline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 {
-	__u32 len = skb->len;
+	__u32 len = pkt_len(ctx);
 	struct itm_uflight *fl;
 	__u32 id;
+#ifdef ITM_XDP
+	int in_meta = 0;
+#endif
 
 	if (len < sizeof(*t) + 14 || len > 0xffff)
 		return -1;
-	if (bpf_skb_load_bytes(skb, len - sizeof(*t), t, sizeof(*t)))
+#ifdef ITM_XDP
+	{
+		/* a packet the pair bounced (no socket) still has the trailer as metadata */
+		void *data = (void *)(long)ctx->data;
+		void *meta = (void *)(long)ctx->data_meta;
+
+		if (meta + sizeof(*t) <= data) {
+			__builtin_memcpy(t, meta, sizeof(*t));
+			in_meta = 1;
+		} else if (bpf_xdp_load_bytes(ctx, len - sizeof(*t), t, sizeof(*t))) {
+			return -1;
+		}
+	}
+#else
+	if (bpf_skb_load_bytes(ctx, len - sizeof(*t), t, sizeof(*t)))
 		return -1;
+#endif
 	if (t->magic != ITM_TRAILER_MAGIC || t->secret != itm_secret || t->hook != itm_hook ||
-	    t->ifindex != skb->ifindex || t->id >= ITM_MAX_SLOTS)
+	    t->id >= ITM_MAX_SLOTS)
 		return -1;
-	if (bpf_skb_change_tail(skb, len - sizeof(*t), 0))
+#ifdef ITM_XDP
+	if (t->ifindex != itm_dev_ifindex)
 		return -1;
-	skb->mark = t->mark;
-	skb->priority = t->priority;
+	if (in_meta ? bpf_xdp_adjust_meta(ctx, sizeof(*t)) : bpf_xdp_adjust_tail(ctx, -(int)sizeof(*t)))
+		return -1;
+#else
+	if (t->ifindex != ctx->ifindex)
+		return -1;
+	if (bpf_skb_change_tail(ctx, len - sizeof(*t), 0))
+		return -1;
+	ctx->mark = t->mark;
+	ctx->priority = t->priority;
 	if (t->flags & ITM_T_VLAN)
-		bpf_skb_vlan_push(skb, t->vlan_proto, t->vlan_tci);
+		bpf_skb_vlan_push(ctx, t->vlan_proto, t->vlan_tci);
+#endif
 	id = t->id;
 	fl = bpf_map_lookup_elem(&itm_uflight, &id);
 	if (fl)
@@ -572,8 +653,11 @@ static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 po
 	return pos + 1;
 }
 
-SEC("tc")
-int itm_dispatch(struct __sk_buff *skb)
+/*
+ * Parses the packet and runs the chain; `returning` says it comes back from a user module (at tc,
+ * the mark says so; at xdp, every packet of the return program does).
+ */
+static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 {
 	__u32 zero = 0, start = 0;
 	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
@@ -585,21 +669,26 @@ int itm_dispatch(struct __sk_buff *skb)
 
 	if (!s || !ds || !ctl)
 		return ITM_PASS;
-	if (skb->mark == ITM_RETURN_MARK) {
-		back = take_back(skb, &t);
-		if (back < 0)
+	if (returning) {
+		back = take_back(ctx, &t);
+		if (back < 0) {
 			ds->bad_returns++;
-		else
+#ifdef ITM_XDP
+			/* nothing but the module's socket sends into its pair: this is no packet of ours */
+			return XDP_DROP;
+#endif
+		} else {
 			ds->returned++;
+		}
 	} else {
 		ds->packets++;
 	}
-	init_pkt(skb, &s->pkt);
-	r = itm_force_slow ? SLOW : parse(skb, &s->pkt, 0);
+	init_pkt(ctx, &s->pkt);
+	r = itm_force_slow ? SLOW : parse(ctx, &s->pkt, 0);
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
-		init_pkt(skb, &s->pkt);
-		r = parse(skb, &s->pkt, 1);
+		init_pkt(ctx, &s->pkt);
+		r = parse(ctx, &s->pkt, 1);
 	}
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
 		s->pkt.ingress_ifindex = t.iif;
@@ -629,17 +718,41 @@ int itm_dispatch(struct __sk_buff *skb)
 	s->pos = start;
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
-	return run_chain(skb, s, start);
+	return run_chain(ctx, s, start);
+}
+
+SEC(ITM_SEC)
+int itm_dispatch(itm_ctx_t *ctx)
+{
+#ifdef ITM_XDP
+	return dispatch(ctx, 0);
+#else
+	return dispatch(ctx, ctx->mark == ITM_RETURN_MARK);
+#endif
 }
 
 /* modules tail-call here when they are done with a packet */
-SEC("tc")
-int itm_resume(struct __sk_buff *skb)
+SEC(ITM_SEC)
+int itm_resume(itm_ctx_t *ctx)
 {
 	__u32 zero = 0;
 	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
 
 	if (!s || s->pos >= ITM_MAX_SLOTS - 1)
 		return ITM_PASS;
-	return run_chain(skb, s, s->pos + 1);
+	return run_chain(ctx, s, s->pos + 1);
 }
+
+#ifdef ITM_XDP
+/*
+ * On the near end (A) of each user module's pair at the xdp hook: what the module sends back
+ * arrives here, and the chain goes on after the module's slot, as the device's dispatcher would
+ * have gone on. A packet that passes the rest of the chain leaves by XDP_PASS, and the tc program
+ * on A (itm_from_xsk) puts it into the device's receive path, where it was going.
+ */
+SEC("xdp")
+int itm_return(struct xdp_md *ctx)
+{
+	return dispatch(ctx, 1);
+}
+#endif

@@ -5,6 +5,13 @@
  *   device hook --dispatcher: trailer + bpf_redirect--> A ==veth==> B [itm_to_xsk: XDP -> XSK]
  *   module: XSK tx on B ==veth==> A [itm_from_xsk: tc ingress, mark, bpf_redirect] --> device hook
  *
+ * At the xdp hook the chain cannot go on at the device (a packet cannot re-enter its XDP), so it
+ * goes on on A: the dispatcher's itm_return program runs there as A's XDP, and what it passes,
+ * itm_from_xsk puts into the device's receive path:
+ *
+ *   module: XSK tx on B ==veth==> A [itm_return: XDP, rest of the chain]
+ *           [itm_from_xsk: tc ingress, bpf_redirect ingress] --> device's stack
+ *
  * B needs native XDP: generic XDP skips packets redirected into the veth (DESIGN §7).
  */
 #include "vmlinux.h"
@@ -17,6 +24,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* set by the loader: the device the pair serves, the only place returning packets may go */
 const volatile __u32 itm_target_ifindex = 0;
+/* set by the loader for a pair of the xdp hook: packets reach A's tc ingress through itm_return,
+ * which has checked the trailer, taken it off and run the rest of the chain */
+const volatile __u8 itm_after_xdp = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -42,13 +52,20 @@ static __always_inline void count(__u32 what)
 		(*c)++;
 }
 
-/* the trailer's magic is in the frame's last four bytes */
+/* the trailer's magic is in the frame's last four bytes; at the xdp hook, in the metadata's */
 static __always_inline int has_trailer_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	__u32 magic;
 
+	if (itm_after_xdp) {
+		struct itm_trailer *t = (void *)(long)ctx->data_meta;
+
+		if ((void *)(t + 1) > data || data + 14 > end)
+			return 0;
+		return t->magic == ITM_TRAILER_MAGIC;
+	}
 	if (data + sizeof(struct itm_trailer) + 14 > end)
 		return 0;
 	if (bpf_xdp_load_bytes(ctx, (end - data) - 4, &magic, 4))
@@ -78,6 +95,11 @@ int itm_from_xsk(struct __sk_buff *skb)
 	struct itm_trailer t;
 	__u32 len = skb->len;
 
+	if (itm_after_xdp) {
+		count(D_RETURNED);
+		skb->mark = 0;
+		return bpf_redirect(itm_target_ifindex, BPF_F_INGRESS);
+	}
 	if (len < sizeof(t) + 14 || len > 0xffff ||
 	    bpf_skb_load_bytes(skb, len - sizeof(t), &t, sizeof(t)) ||
 	    t.magic != ITM_TRAILER_MAGIC || t.ifindex != itm_target_ifindex ||

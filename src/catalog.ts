@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ItmError } from './errors.js';
-import { checkDefinition, type ModuleDef } from './module-def.js';
+import { checkDefinition, type Hook, type ModuleDef } from './module-def.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** the repository root (this file runs from dist/src) */
@@ -73,15 +73,17 @@ export async function findModule(spec: string): Promise<ModuleDef> {
 }
 
 /** A module's object: an absolute path, or one relative to bpf/build/modules (the shipped ones). */
-export function kernelObjectPath(def: ModuleDef): string {
+/** A kernel module's object for a hook: the xdp build sits next to the tc one, as `<name>.xdp.bpf.o`. */
+export function kernelObjectPath(def: ModuleDef, hook: Hook = 'tc-egress'): string {
   if (!def.kernel) throw new ItmError(`${def.name} is a user-space module: it has no BPF object`);
-  const p = isAbsolute(def.kernel.object) ? def.kernel.object : join(BPF_BUILD, 'modules', def.kernel.object);
+  let p = isAbsolute(def.kernel.object) ? def.kernel.object : join(BPF_BUILD, 'modules', def.kernel.object);
+  if (hook === 'xdp') p = p.replace(/\.bpf\.o$/, '.xdp.bpf.o');
   if (!existsSync(p)) throw new ItmError(`${def.name}: its BPF object ${p} is missing — run npm run setup`);
   return p;
 }
 
-export function dispatcherObjectPath(): string {
-  const p = join(BPF_BUILD, 'dispatcher.bpf.o');
+export function dispatcherObjectPath(hook: Hook = 'tc-egress'): string {
+  const p = join(BPF_BUILD, hook === 'xdp' ? 'dispatcher.xdp.bpf.o' : 'dispatcher.bpf.o');
   if (!existsSync(p)) throw new ItmError(`the dispatcher object ${p} is missing — run npm run setup`);
   return p;
 }

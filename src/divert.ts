@@ -3,11 +3,11 @@
 // itm_trailer in bpf/include/itm/abi.h for the path a packet takes.
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as abi from './abi.js';
 import { BPF_BUILD } from './catalog.js';
 import { ItmError } from './errors.js';
-import { BPF_MAP_TYPE, BpfMap, BpfObject, ifNameToIndex, tc, xdp } from './libbpf/index.js';
+import { BPF_MAP_TYPE, BpfMap, BpfObject, BpfProgram, ifNameToIndex, tc, xdp } from './libbpf/index.js';
 import type { Hook } from './module-def.js';
 
 /** The UMEM frame size of a host's socket and the headroom the kernel leaves in front of a packet:
@@ -30,7 +30,7 @@ const TC_HANDLE = 0x1717;
 /** The pair's names: derived from (device, hook, slot), so they can be found and removed from the
  * pins' path alone; at most 15 characters. */
 export function pairNames(ifindex: number, hook: Hook, id: number): { a: string; b: string } {
-  const h = hook === 'tc-ingress' ? 'i' : 'e';
+  const h = hook === 'xdp' ? 'x' : hook === 'tc-ingress' ? 'i' : 'e';
   return { a: `itm${ifindex}${h}${id}a`, b: `itm${ifindex}${h}${id}b` };
 }
 
@@ -63,16 +63,17 @@ export function removeDeviceDiverts(ifindex: number): void {
   try {
     links = JSON.parse(r.stdout) as Array<{ ifname: string }>;
   } catch { return; }
-  const re = new RegExp(`^itm${ifindex}[ie]\\d+a$`);
+  const re = new RegExp(`^itm${ifindex}[iex]\\d+a$`);
   for (const l of links) if (re.test(l.ifname)) spawnSync('ip', ['link', 'del', l.ifname]);
 }
 
 const u32 = abi.u32;
 
 /**
- * Creates the slot's pair and programs and pins what the host needs into `modDir`: `xsks` (where
- * the host puts its socket) and `ustats` (where it writes its counters). `undo` gets the steps
- * that take it all back.
+ * Creates the slot's pair and programs and pins what the host needs into `modDir` (inside the
+ * hook's pin directory): `xsks` (where the host puts its socket) and `ustats` (where it writes its
+ * counters). At the xdp hook, A also runs the dispatcher's `return` program, which goes on with
+ * the chain (see bpf/divert.bpf.c). `undo` gets the steps that take it all back.
  */
 export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
   const { a, b } = pairNames(ifindex, hook, id);
@@ -92,6 +93,7 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
   const obj = BpfObject.open(path);
   try {
     obj.setGlobal('itm_target_ifindex', u32(ifindex));
+    if (hook === 'xdp') obj.setGlobal('itm_after_xdp', Buffer.from([1]));
     obj.load();
     for (const [m, pin] of [['itm_xsks', 'xsks'], ['itm_divert_stats', 'divert_stats']] as const) {
       const map = obj.map(m);
@@ -103,6 +105,14 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
     try {
       // native XDP: generic XDP skips packets redirected into a veth (DESIGN §7)
       xdp.attach(ib, toXsk.fd, { mode: 'native' });
+      if (hook === 'xdp') {
+        const ret = BpfProgram.fromPin(join(dirname(modDir), 'return'));
+        try {
+          xdp.attach(ia, ret.fd, { mode: 'native' });
+        } finally {
+          ret.close();
+        }
+      }
       tc.hookCreate(ia, 'ingress');
       tc.attach(ia, 'ingress', fromXsk.fd, { handle: TC_HANDLE, priority: 1 });
     } finally {

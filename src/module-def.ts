@@ -5,8 +5,16 @@ import { parseDscp } from './dscp.js';
 import type { BpfMap } from './libbpf/index.js';
 import type { PacketView } from './user/packet.js';
 
-export const HOOKS = ['tc-ingress', 'tc-egress'] as const;
+/** The hooks, in the order a received packet meets them (xdp, then tc-ingress); tc-egress is on the
+ * way out. */
+export const HOOKS = ['xdp', 'tc-ingress', 'tc-egress'] as const;
 export type Hook = (typeof HOOKS)[number];
+/** what `itmctl up` sets up unless asked for a hook: xdp takes over the device's XDP slot, so it
+ * is set up only when asked for (or when a module is loaded there) */
+export const DEFAULT_HOOKS: readonly Hook[] = ['tc-ingress', 'tc-egress'];
+/** the hooks where a packet is on its way in */
+export const isIngress = (hook: Hook): boolean => hook !== 'tc-egress';
+
 
 export type ParamValue = string | number | boolean;
 export interface ParamSpec {

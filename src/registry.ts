@@ -7,11 +7,11 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } fro
 import { basename, dirname, join } from 'node:path';
 import * as abi from './abi.js';
 import { ItmError } from './errors.js';
-import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms } from './libbpf/index.js';
+import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms, xdp } from './libbpf/index.js';
 import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
 import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { HOOKS, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
+import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
@@ -30,7 +30,8 @@ const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
 const tcPoint = (hook: Hook) => (hook === 'tc-ingress' ? 'ingress' : 'egress');
-const hookId = (hook: Hook) => (hook === 'tc-ingress' ? abi.ITM_HOOK_TC_INGRESS : abi.ITM_HOOK_TC_EGRESS);
+const hookId = (hook: Hook) =>
+  hook === 'xdp' ? abi.ITM_HOOK_XDP : hook === 'tc-ingress' ? abi.ITM_HOOK_TC_INGRESS : abi.ITM_HOOK_TC_EGRESS;
 
 export function resolveDevice(dev: string, action: string): number {
   try {
@@ -214,7 +215,24 @@ function requireEthernet(dev: string): void {
 export type UpOutcome = 'created' | 'adopted' | 'repaired';
 
 function attachedProgId(ifindex: number, hook: Hook): number | undefined {
+  if (hook === 'xdp') return xdp.query(ifindex)?.progId;
   return tc.query(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY })?.progId;
+}
+
+/** How the xdp dispatcher is attached: native where the driver has it, else generic. */
+function xdpMode(ifindex: number): string | undefined {
+  return xdp.query(ifindex)?.mode;
+}
+
+/** Attaches the xdp dispatcher: native mode if the driver supports it, generic otherwise. */
+function attachXdp(ifindex: number, fd: number, replace: boolean): void {
+  try {
+    xdp.attach(ifindex, fd, { mode: 'native', replace });
+  } catch (e) {
+    if (!(e instanceof BpfError) || !['EOPNOTSUPP', 'EINVAL', 'ENOTSUP'].includes(e.code ?? '')) throw e;
+    log.info({ err: e }, 'native XDP refused, attaching in generic (skb) mode');
+    xdp.attach(ifindex, fd, { mode: 'generic', replace });
+  }
 }
 
 /** Loads and pins a fresh dispatcher for one hook (into a temporary dir, renamed when complete). */
@@ -229,11 +247,10 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
   }
   mkdirSync(tmp, { recursive: true });
   undo.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
-  const obj = BpfObject.open(dispatcherObjectPath());
+  const obj = BpfObject.open(dispatcherObjectPath(hook));
   try {
-    const h = Buffer.alloc(4);
-    h.writeUInt32LE(hookId(hook));
-    obj.setGlobal('itm_hook', h);
+    obj.setGlobal('itm_hook', u32(hookId(hook)));
+    obj.setGlobal('itm_dev_ifindex', u32(ifindex));
     // a returning packet's trailer must carry it (see struct itm_trailer)
     obj.setGlobal('itm_secret', randomBytes(4));
     // a test knob: the slow parse path (headers outside the skb's linear part) for every packet
@@ -248,6 +265,12 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     const resume = obj.program('itm_resume');
     dispatch.pin(join(tmp, 'dispatch'));
     resume.pin(join(tmp, 'resume'));
+    if (hook === 'xdp') {
+      // runs on the pairs of the hook's user modules (see bpf/divert.bpf.c)
+      const ret = obj.program('itm_return');
+      ret.pin(join(tmp, 'return'));
+      ret.close();
+    }
     const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
     progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
     progs.close();
@@ -281,7 +304,22 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
       const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
       reconcile(hr, pins);
       const attached = attachedProgId(ifindex, hook);
-      if (attached !== pins.dispatch.id) {
+      if (attached !== pins.dispatch.id && hook === 'xdp') {
+        // the device has one XDP slot: an older itm dispatcher is replaced, another program never
+        if (attached !== undefined && progName(attached) !== 'itm_dispatch') {
+          throw new ItmError(`cannot set up ${dev} xdp: another XDP program (id ${attached}, ${progName(attached) ?? '?'}) is attached to it`);
+        }
+        attachXdp(ifindex, pins.dispatch.fd, attached !== undefined);
+        if (attached === undefined) {
+          undo.add(`detach xdp from ${dev}`, () => xdp.detach(ifindex));
+        } else {
+          const old = BpfProgram.fromId(attached);
+          undo.add(`put the earlier dispatcher back on ${dev} xdp`, () => {
+            try { attachXdp(ifindex, old.fd, true); } finally { old.close(); }
+          });
+        }
+        if (outcome === 'adopted') outcome = 'repaired';
+      } else if (attached !== pins.dispatch.id) {
         // our slot holds another program: an older itm dispatcher is replaced, anything else is
         // someone else's filter, which itm never touches
         if (attached !== undefined && progName(attached) !== 'itm_dispatch') {
@@ -345,7 +383,7 @@ function reconcile(hr: HookRecord, pins: HookPins): void {
   for (let id = 0; id < abi.ITM_MAX_SLOTS; id++) if (!live.has(id)) purgeModule(pins, id);
 }
 
-export function up(dev: string, hooks: readonly Hook[] = HOOKS): Record<string, UpOutcome> {
+export function up(dev: string, hooks: readonly Hook[] = DEFAULT_HOOKS): Record<string, UpOutcome> {
   const ifindex = resolveDevice(dev, 'set up');
   return withNamespaceLock(() => {
     const undo = new Undo();
@@ -387,7 +425,8 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       // detach only our own filter: the one at itm's handle running an itm dispatcher
       let detached = false;
       if (id !== undefined && (id === pins?.dispatch.id || progName(id) === 'itm_dispatch')) {
-        tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY });
+        if (hook === 'xdp') xdp.detach(ifindex);
+        else tc.detach(ifindex, tcPoint(hook), { handle: TC_HANDLE, priority: TC_PRIORITY });
         detached = true;
       }
       pins?.close();
@@ -460,13 +499,13 @@ function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: 
   const out: { indev?: number; outdev?: number } = {};
   if (it.indev !== undefined) {
     const i = resolveDevice(it.indev, 'match indev');
-    if (hook === 'tc-ingress' && i !== ifindex) {
-      throw new ItmError(`invalid interest indev=${it.indev}: at tc-ingress of ${dev} every packet comes in on ${dev}`);
+    if (isIngress(hook) && i !== ifindex) {
+      throw new ItmError(`invalid interest indev=${it.indev}: at ${hook} of ${dev} every packet comes in on ${dev}`);
     }
     out.indev = i;
   }
   if (it.outdev !== undefined) {
-    if (hook === 'tc-ingress') throw new ItmError(`invalid interest outdev=${it.outdev}: the way out is not known yet at tc-ingress`);
+    if (isIngress(hook)) throw new ItmError(`invalid interest outdev=${it.outdev}: the way out is not known yet at ${hook}`);
     const o = resolveDevice(it.outdev, 'match outdev');
     if (o !== ifindex) throw new ItmError(`invalid interest outdev=${it.outdev}: at tc-egress of ${dev} every packet goes out on ${dev}`);
     out.outdev = o;
@@ -547,7 +586,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
   const interest = parseInterest(opts.interest ?? def.interest);
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
-  const objPath = user ? '' : kernelObjectPath(def);
+  const objPath = user ? '' : kernelObjectPath(def, hook);
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
 
   return withNamespaceLock(() => {
@@ -587,8 +626,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
       } else {
         // maps shared with this instance's sibling on the device's other hook, if it is loaded
-        const other = HOOKS.find((x) => x !== hook)!;
-        const sibling = rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
+        const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
+        const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
         const siblingDir = sibling && join(hookPinDir(ifindex, other), `mod-${sibling.id}`);
         loadModuleObject(def, objPath, cfg, params, id, hp, modDir, siblingDir);
       }
@@ -819,6 +858,8 @@ export interface ModuleView {
 }
 export interface HookView {
   hook: Hook; attached: boolean; progId?: number;
+  /** at xdp: how the dispatcher is attached (native, generic) */
+  mode?: string;
   packets: Record<string, number>;
   modules: ModuleView[];
 }
@@ -867,7 +908,8 @@ function listLocked(dev?: string): DeviceView[] {
             counters, ...(user ? { user } : {}),
           };
         });
-        hooks.push({ hook, attached: progId === pins.dispatch.id, ...(progId !== undefined ? { progId } : {}), packets, modules });
+        const mode = hook === 'xdp' ? xdpMode(rec.ifindex) : undefined;
+        hooks.push({ hook, attached: progId === pins.dispatch.id, ...(progId !== undefined ? { progId } : {}), ...(mode ? { mode } : {}), packets, modules });
       } finally {
         pins.close();
       }

@@ -11,31 +11,34 @@ import { Topology, buildArp, buildPacket, namespaceSkipReason, parsePacket, type
 import { ITMCTL, cleanItmOnDestroy, devicePins } from './itm.js';
 
 const skip = namespaceSkipReason();
-// the dispatcher passes a packet on with TC_ACT_UNSPEC, so that other filters on the hook still run
-const PASS = -1;
 const EF = 46;
 
-// Both ways of reading headers: in place (the usual case) and copied out with bpf_skb_load_bytes
-// (headers outside the linear part, forced here because test_run's packets are always linear).
-for (const slow of [false, true]) describe(`dispatcher (BPF_PROG_TEST_RUN, ${slow ? 'slow' : 'fast'} parse)`, { skip }, () => {
+// Three builds of the parse: tc reading headers in place (the usual case), tc copying them out with
+// bpf_skb_load_bytes (headers outside the linear part, forced here because test_run's packets are
+// always linear), and the xdp dispatcher.
+for (const variant of ['fast', 'slow', 'xdp'] as const) describe(`dispatcher (BPF_PROG_TEST_RUN, ${variant === 'xdp' ? 'xdp' : `tc, ${variant} parse`})`, { skip }, () => {
+  // a packet goes on with TC_ACT_UNSPEC at tc, so that other filters on the hook still run
+  const PASS = variant === 'xdp' ? 2 : -1;
   let topo: Topology;
+  // `egress` marks everything EF; `ingress` marks only UDP to 10.0.0.0/8 port 5001 or 6000-6010,
+  // AF41 (at xdp: the dispatchers of two devices)
   let egress: BpfProgram;
   let ingress: BpfProgram;
   let dstats: BpfMap;
 
   before(async () => {
-    topo = await Topology.create({ hosts: ['itm', 'peer'], links: [{ a: 'itm', b: 'peer' }] });
+    topo = await Topology.create({ hosts: ['itm', 'peer', 'peer2'], links: [{ a: 'itm', b: 'peer' }, { a: 'itm', b: 'peer2' }] });
     cleanItmOnDestroy(topo, 'itm');
     const dev = topo.dev('itm', 'peer');
-    // egress: mark everything EF; ingress: mark only UDP to 10.0.0.0/8 port 5001 or 6000-6010, AF41
-    const env = slow ? ['env', 'ITM_FORCE_SLOW_PARSE=1'] : [];
-    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-egress', '--dscp', 'ef']);
-    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-ingress', '--dscp', 'af41',
+    const dev2 = variant === 'xdp' ? topo.dev('itm', 'peer2') : dev;
+    const [hookAll, hookSome] = variant === 'xdp' ? ['xdp', 'xdp'] : ['tc-egress', 'tc-ingress'];
+    const env = variant === 'slow' ? ['env', 'ITM_FORCE_SLOW_PARSE=1'] : [];
+    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', hookAll, '--dscp', 'ef']);
+    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev2, '--hook', hookSome, '--dscp', 'af41',
       '--interest', 'proto=udp,dst=10.0.0.0/8,dst=fd00::/16,dport=5001,dport=6000-6010']);
-    const base = devicePins(topo, 'itm', dev);
-    egress = BpfProgram.fromPin(join(base, 'tc-egress', 'dispatch'));
-    ingress = BpfProgram.fromPin(join(base, 'tc-ingress', 'dispatch'));
-    dstats = BpfMap.fromPin(join(base, 'tc-egress', 'itm_dstats'));
+    egress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'dispatch'));
+    ingress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev2), hookSome, 'dispatch'));
+    dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'itm_dstats'));
   });
   after(async () => {
     egress?.close();

@@ -273,6 +273,62 @@ describe('itmctl on real traffic', { skip }, () => {
     assert.deepEqual(await itmctlJson<DeviceView[]>(topo, 'itm', ['list']), []);
   });
 
+  test('at xdp: kernel modules mark packets as they come in; xdp is set up only when asked, taken off by down, and another XDP program is never replaced', async () => {
+    const inDev = topo.dev('itm', 'client');
+    const xdpOf = async () => {
+      const [l] = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', 'dev', inDev])).stdout) as Array<{ xdp?: { prog?: { name?: string } } }>;
+      return l?.xdp?.prog?.name;
+    };
+    const up0 = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', inDev]);
+    assert.deepEqual(Object.keys(up0.hooks).sort(), ['tc-egress', 'tc-ingress'], 'up without --hook leaves XDP alone');
+    assert.equal(await xdpOf(), undefined);
+    // qos first (flows of up to 10 packets are EF), then mark on another port
+    await ctl('load', 'qos', '--dev', inDev, '--hook', 'xdp', '--threshold', '10', '--interest', 'dport=5001', '--priority', '10');
+    await ctl('load', 'mark', '--dev', inDev, '--hook', 'xdp', '--dscp', 'af41', '--interest', 'dport=5002', '--priority', '20');
+    try {
+      assert.equal(await xdpOf(), 'itm_dispatch');
+      for (const family of [4, 6] as Family[]) {
+        const udp = await onTheWire('udp', async () => {
+          await udpFlow(topo, { from: 'client', to: 'server', family, dport: 5001, count: 30, ratePps: 300 });
+          await udpFlow(topo, { from: 'client', to: 'server', family, dport: 5002, count: 20, ratePps: 300 });
+        });
+        const q = udp.filter((p) => p.dport === 5001);
+        assert.equal(q.length, 30, `IPv${family}: every qos packet arrived`);
+        assertAll(q.slice(0, 10), EF, `IPv${family}: the first 10 packets of the flow`);
+        assertAll(q.slice(10), 0, `IPv${family}: the rest of the flow`);
+        assertAll(udp.filter((p) => p.dport === 5002), AF41, `IPv${family}: mark at xdp`);
+      }
+      const tcp = await onTheWire('tcp dst port 5002', () => tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5002, bytes: 300_000 }));
+      assertAll(tcp, AF41, 'TCP marked at xdp');
+      const [d] = await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', inDev]);
+      const h = d!.hooks.find((x) => x.hook === 'xdp')!;
+      assert.equal(h.attached, true);
+      assert.equal(h.mode, 'native');
+      assert.deepEqual(h.modules.map((m) => m.name), ['qos', 'mark']);
+      assert.ok(h.modules.every((m) => m.counters.matched > 0 && m.counters.errors === 0));
+    } finally {
+      await ctl('unload', 'mark', '--dev', inDev);
+      await ctl('unload', 'qos', '--dev', inDev);
+    }
+    await ctl('down', '--dev', inDev);
+    assert.equal(await xdpOf(), undefined, 'down took the XDP dispatcher off');
+
+    // another tool's XDP program: itm refuses the hook and leaves it in place
+    const foreign = join(ROOT, 'bpf', 'build', 'test', 'xdp_foreign.bpf.o');
+    await topo.exec('itm', ['ip', 'link', 'set', 'dev', inDev, 'xdp', 'obj', foreign, 'sec', 'xdp']);
+    try {
+      const r = await itmctl(topo, 'itm', ['load', 'mark', '--dev', inDev, '--hook', 'xdp', '--dscp', 'ef'], { check: false });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /^itmctl: cannot set up eth-client xdp: another XDP program \(id \d+, foreign_xdp\) is attached to it$/m);
+      assert.equal(await xdpOf(), 'foreign_xdp');
+      await ctl('down', '--dev', inDev);
+      assert.equal(await xdpOf(), 'foreign_xdp', 'down leaves it alone too');
+    } finally {
+      await topo.exec('itm', ['ip', 'link', 'set', 'dev', inDev, 'xdp', 'off']);
+    }
+    assert.deepEqual(await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', inDev]), [], 'nothing left of the refused load');
+  });
+
   test('up adopts what is there, repairs a removed filter, and down leaves nothing behind', async () => {
     const up1 = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev]);
     assert.ok(Object.values(up1.hooks).every((o) => o === 'adopted' || o === 'created'));

@@ -58,7 +58,7 @@ describe('user-space modules over AF_XDP', { skip }, () => {
     }
   }
 
-  for (const hook of ['tc-egress', 'tc-ingress'] as const) {
+  for (const hook of ['tc-egress', 'tc-ingress', 'xdp'] as const) {
     test(`a TypeScript module at ${hook}, between two kernel modules: each runs, in order, and checksums hold`, async () => {
       const dev = hook === 'tc-egress' ? topo.dev('itm', 'server') : topo.dev('itm', 'client');
       await ctl('load', 'mark', '--name', 'before', '--dev', dev, '--hook', hook, '--dscp', 'cs1', '--priority', '10', '--interest', 'dport=5001-5003');
@@ -116,24 +116,27 @@ describe('user-space modules over AF_XDP', { skip }, () => {
     }
   });
 
-  test('a module that drops every third packet: exactly those are lost', async () => {
-    const dev = topo.dev('itm', 'server');
-    await ctl('load', fixture('third'), '--dev', dev, '--interest', 'proto=udp,dport=5001');
+  // tc-egress on the way out to the server; xdp on the way in from the client
+  const devOf = (hook: 'tc-egress' | 'xdp') => (hook === 'xdp' ? topo.dev('itm', 'client') : topo.dev('itm', 'server'));
+
+  for (const hook of ['tc-egress', 'xdp'] as const) test(`a module that drops every third packet at ${hook}: exactly those are lost`, async () => {
+    const dev = devOf(hook);
+    await ctl('load', fixture('third'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001');
     try {
       const r = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 300, ratePps: 600 });
       const expected = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 === 2);
       assert.deepEqual([...r.missing].sort((a, b) => a - b), expected);
       const other = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 60, ratePps: 600 });
       assert.equal(other.missing.length, 0, 'outside its interest nothing is lost');
-      assert.equal((await moduleView(dev, 'tc-egress', 'third')).counters.dropped, 100);
+      assert.equal((await moduleView(dev, hook, 'third')).counters.dropped, 100);
     } finally {
-      await ctl('unload', 'third', '--dev', dev);
+      await ctl('unload', 'third', '--dev', dev, '--hook', hook);
     }
   });
 
-  test('killing a module\'s host while traffic flows: packets bypass it, counted, and it is restarted', async () => {
-    const dev = topo.dev('itm', 'server');
-    await ctl('load', fixture('tag'), '--dev', dev, '--interest', 'proto=udp,dport=5001', '--marker', 'false');
+  for (const hook of ['tc-egress', 'xdp'] as const) test(`killing a module's host at ${hook} while traffic flows: packets bypass it, counted, and it is restarted`, async () => {
+    const dev = devOf(hook);
+    await ctl('load', fixture('tag'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001', '--marker', 'false');
     try {
       const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, durationMs: 3000, ratePps: 500 });
       await sleep(700);
@@ -145,13 +148,13 @@ describe('user-space modules over AF_XDP', { skip }, () => {
       const r = await flow.stop();
       // at most the packets in the module's hands at the kill are lost
       assert.ok(r.received >= r.sent - 64, `traffic kept flowing: ${r.received} of ${r.sent}`);
-      const m = await moduleView(dev, 'tc-egress', 'tag');
+      const m = await moduleView(dev, hook, 'tag');
       assert.ok(m.user!.bypassed.down > 0, `the bypass was counted (${JSON.stringify(m.user)})`);
       const again = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
       const h2 = again.hosts.find((h) => h.name === 'tag')!;
       assert.ok(h2.restarts >= 1 && h2.pid !== host.pid, `restarted (${JSON.stringify(h2)})`);
     } finally {
-      await ctl('unload', 'tag', '--dev', dev);
+      await ctl('unload', 'tag', '--dev', dev, '--hook', hook);
     }
   });
 

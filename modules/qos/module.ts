@@ -45,7 +45,7 @@ function liveFlows(table: BpfMap, params: Record<string, ParamValue>): LiveFlow[
 export default defineModule({
   name: 'qos',
   description: 'size-aware DSCP marking: a flow starts in the first level and moves down as it grows past each threshold',
-  hooks: ['tc-ingress', 'tc-egress'],
+  hooks: ['xdp', 'tc-ingress', 'tc-egress'],
   kernel: { object: 'qos/qos.bpf.o' },
   params: {
     threshold: { type: 'int', min: 1, describe: 'two classes: flows up to N packets (or bytes) are short (EF), larger ones long (best effort)' },

@@ -136,6 +136,9 @@ export class Host {
     const txA = new Uint32Array(BATCH), txL = new Uint32Array(BATCH), rel = new Uint32Array(BATCH);
     const scratch = Buffer.alloc(FRAME_SIZE);
     const umem = this.sock.umem;
+    // at xdp the trailer comes as metadata, just before the packet, and goes back behind it (see
+    // divert() in bpf/dispatcher.bpf.c); at tc it is behind the packet both ways
+    const trailerInFront = this.spec.hook === 'xdp';
     let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n;
     let drainUntil = 0;
     for (;;) {
@@ -171,10 +174,11 @@ export class Host {
       let nt = 0, nr = 0;
       for (let i = 0; i < n; i++) {
         const addr = addrs[i]!, len = lens[i]!;
-        const frame = umem.subarray(addr, addr + len - TRAILER_SIZE);
+        const frame = umem.subarray(addr, trailerInFront ? addr + len : addr + len - TRAILER_SIZE);
         if (this.handle(frame, scratch)) {
+          if (trailerInFront) umem.copyWithin(addr + len, addr - TRAILER_SIZE, addr);
           txA[nt] = addr;
-          txL[nt++] = len;
+          txL[nt++] = trailerInFront ? len + TRAILER_SIZE : len;
         } else {
           rel[nr++] = addr;
         }

@@ -12,8 +12,8 @@ export function devOption<T>(y: Argv<T>, required = true) {
 export function hookOption<T>(y: Argv<T>, describe = 'hook') {
   return y.option('hook', { type: 'string', choices: HOOKS as unknown as string[], describe });
 }
-export function hooksOf(hook: string | undefined): readonly Hook[] {
-  return hook ? [hook as Hook] : HOOKS;
+export function hooksOf(hook: string | undefined, all: readonly Hook[] = HOOKS): readonly Hook[] {
+  return hook ? [hook as Hook] : all;
 }
 
 /** itm needs CAP_NET_ADMIN (tc) and CAP_BPF or CAP_SYS_ADMIN (loading programs): check the

@@ -85,26 +85,6 @@ export interface ItmFlow {
 }
 export const itm_flow: StructLayout = {"name":"itm_flow","size":40,"fields":[{"name":"saddr","offset":0,"kind":"int","size":16,"count":16,"elemSize":1},{"name":"daddr","offset":16,"kind":"int","size":16,"count":16,"elemSize":1},{"name":"sport","offset":32,"kind":"int","size":2},{"name":"dport","offset":34,"kind":"int","size":2},{"name":"proto","offset":36,"kind":"int","size":1},{"name":"family","offset":37,"kind":"int","size":1},{"name":"pad","offset":38,"kind":"int","size":2}]};
 
-export interface ItmDstats {
-  packets: bigint;
-  parsed: bigint;
-  non_ip: bigint;
-  truncated: bigint;
-  malformed: bigint;
-  fragments: bigint;
-  unsupported: bigint;
-  chain_errors: bigint;
-  returned: bigint;
-  bad_returns: bigint;
-}
-export const itm_dstats: StructLayout = {"name":"itm_dstats","size":80,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8},{"name":"returned","offset":64,"kind":"int","size":8},{"name":"bad_returns","offset":72,"kind":"int","size":8}]};
-
-export interface ItmCtl {
-  active: number;
-  generation: number;
-}
-export const itm_ctl: StructLayout = {"name":"itm_ctl","size":8,"fields":[{"name":"active","offset":0,"kind":"int","size":4},{"name":"generation","offset":4,"kind":"int","size":4}]};
-
 export interface ItmMstats {
   seen: bigint;
   matched: bigint;
@@ -146,6 +126,12 @@ export interface ItmPortRange {
 }
 export const itm_port_range: StructLayout = {"name":"itm_port_range","size":4,"fields":[{"name":"lo","offset":0,"kind":"int","size":2},{"name":"hi","offset":2,"kind":"int","size":2}]};
 
+export interface ItmCtl {
+  active: number;
+  generation: number;
+}
+export const itm_ctl: StructLayout = {"name":"itm_ctl","size":8,"fields":[{"name":"active","offset":0,"kind":"int","size":4},{"name":"generation","offset":4,"kind":"int","size":4}]};
+
 export interface ItmLpmKey {
   prefixlen: number;
   id: number;
@@ -153,6 +139,20 @@ export interface ItmLpmKey {
   addr: Buffer;
 }
 export const itm_lpm_key: StructLayout = {"name":"itm_lpm_key","size":28,"fields":[{"name":"prefixlen","offset":0,"kind":"int","size":4},{"name":"id","offset":4,"kind":"int","size":4},{"name":"family","offset":8,"kind":"int","size":1},{"name":"addr","offset":9,"kind":"int","size":16,"count":16,"elemSize":1}]};
+
+export interface ItmDstats {
+  packets: bigint;
+  parsed: bigint;
+  non_ip: bigint;
+  truncated: bigint;
+  malformed: bigint;
+  fragments: bigint;
+  unsupported: bigint;
+  chain_errors: bigint;
+  returned: bigint;
+  bad_returns: bigint;
+}
+export const itm_dstats: StructLayout = {"name":"itm_dstats","size":80,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8},{"name":"returned","offset":64,"kind":"int","size":8},{"name":"bad_returns","offset":72,"kind":"int","size":8}]};
 
 export interface ItmUctl {
   deadline_ns: bigint;
@@ -197,4 +197,4 @@ export interface ItmUstats {
 }
 export const itm_ustats: StructLayout = {"name":"itm_ustats","size":112,"fields":[{"name":"received","offset":0,"kind":"int","size":8},{"name":"accepted","offset":8,"kind":"int","size":8},{"name":"modified","offset":16,"kind":"int","size":8},{"name":"dropped","offset":24,"kind":"int","size":8},{"name":"errors","offset":32,"kind":"int","size":8},{"name":"malformed","offset":40,"kind":"int","size":8},{"name":"classes","offset":48,"kind":"int","size":64,"count":8,"elemSize":8}]};
 
-export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_dstats, itm_ctl, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_lpm_key, itm_uctl, itm_uflight, itm_trailer, itm_ustats };
+export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_ctl, itm_lpm_key, itm_dstats, itm_uctl, itm_uflight, itm_trailer, itm_ustats };

@@ -27,9 +27,26 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #endif
-/* what the dispatcher returns for a packet that goes on: TC_ACT_UNSPEC lets the filters other
- * tools have on the same hook run after itm's (TC_ACT_OK would end classification there) */
+
+/*
+ * One source, two hooks: every object is built for tc (struct __sk_buff) and, with -DITM_XDP,
+ * for XDP (struct xdp_md). A module that keeps to this header's helpers runs at both.
+ */
+/* a macro, not a typedef: CO-RE relocations must name the kernel's own type */
+#ifdef ITM_XDP
+#define itm_ctx_t struct xdp_md
+#define ITM_SEC "xdp"
+/* a packet that goes on: to the stack (or to the next program on the device) */
+#define ITM_PASS XDP_PASS
+#define ITM_SHOT XDP_DROP
+#else
+#define itm_ctx_t struct __sk_buff
+#define ITM_SEC "tc"
+/* TC_ACT_UNSPEC lets the filters other tools have on the same hook run after itm's (TC_ACT_OK
+ * would end classification there) */
 #define ITM_PASS TC_ACT_UNSPEC
+#define ITM_SHOT TC_ACT_SHOT
+#endif
 #define ITM_ETH_P_IP 0x0800
 #define ITM_ETH_P_IPV6 0x86DD
 
@@ -66,9 +83,10 @@ struct {
 		     :: [c] "r"(ctx), [m] "i"(&(map)), [k] "i"(key)                 \
 		     : "r0", "r1", "r2", "r3", "r4", "r5")
 
-/* what a module's functions get */
+/* what a module's functions get: the hook's context (an skb at tc, an xdp_md at xdp) and the
+ * packet as the dispatcher parsed it */
 struct itm_ctx {
-	struct __sk_buff *skb;
+	itm_ctx_t *ctx;
 	struct itm_pkt *pkt;
 };
 
@@ -78,7 +96,11 @@ static __always_inline int itm_is_ipv6(const struct itm_ctx *c) { return c->pkt-
 /* copy bytes of the packet, from `off` (relative to the Ethernet header) */
 static __always_inline int itm_load_bytes(struct itm_ctx *c, __u32 off, void *to, __u32 len)
 {
-	return bpf_skb_load_bytes(c->skb, off, to, len);
+#ifdef ITM_XDP
+	return bpf_xdp_load_bytes(c->ctx, off, to, len);
+#else
+	return bpf_skb_load_bytes(c->ctx, off, to, len);
+#endif
 }
 
 /*
@@ -91,36 +113,72 @@ static __always_inline int itm_set_dscp(struct itm_ctx *c, __u8 dscp)
 {
 	struct itm_pkt *p = c->pkt;
 	__u32 off = p->l3_off;
-	__u8 b[2];
-	int err;
 
 	dscp &= 0x3f;
 	if (p->dscp == dscp)
 		return 0;
-	if (bpf_skb_load_bytes(c->skb, off, b, 2))
+#ifdef ITM_XDP
+	{
+		/* the frame is linear: rewrite in place, the IPv4 checksum by RFC 1624 */
+		void *data = (void *)(long)c->ctx->data;
+		void *end = (void *)(long)c->ctx->data_end;
+		__u8 *ip;
+
+		if (off > 64)
+			return -1;
+		ip = data + off;
+		if ((void *)(ip + 12) > end)
+			return -1;
+		if (p->flow.family == 4) {
+			__u16 *w = (__u16 *)ip;
+			__u16 old_w = w[0];
+			__u32 sum;
+
+			ip[1] = (dscp << 2) | (ip[1] & 0x3);
+			sum = (__u16)~w[5] + (__u16)~old_w + w[0];
+			sum = (sum & 0xffff) + (sum >> 16);
+			sum = (sum & 0xffff) + (sum >> 16);
+			w[5] = ~sum;
+		} else if (p->flow.family == 6) {
+			__u8 tclass = (dscp << 2) | ((ip[1] >> 4) & 0x3);
+
+			ip[0] = (ip[0] & 0xf0) | (tclass >> 4);
+			ip[1] = (ip[1] & 0x0f) | ((tclass & 0xf) << 4);
+		} else {
+			return -1;
+		}
+		p->dscp = dscp;
+		return 0;
+	}
+#else
+	__u8 b[2];
+	int err;
+
+	if (bpf_skb_load_bytes(c->ctx, off, b, 2))
 		return -1;
 	if (p->flow.family == 4) {
 		__u8 tos = (dscp << 2) | (b[1] & 0x3);
 		__be16 old_w = (__be16)(b[0] | (b[1] << 8));	/* the 16-bit word as it sits in memory */
 		__be16 new_w = (__be16)(b[0] | (tos << 8));
 
-		err = bpf_l3_csum_replace(c->skb, off + 10, old_w, new_w, 2);
+		err = bpf_l3_csum_replace(c->ctx, off + 10, old_w, new_w, 2);
 		if (err)
 			return err;
-		err = bpf_skb_store_bytes(c->skb, off + 1, &tos, 1, 0);
+		err = bpf_skb_store_bytes(c->ctx, off + 1, &tos, 1, 0);
 	} else if (p->flow.family == 6) {
 		/* version(4) | traffic class(8) | flow label(20): the class straddles bytes 0 and 1 */
 		__u8 tclass = (dscp << 2) | (((b[1] >> 4) & 0x3));
 		b[0] = (b[0] & 0xf0) | (tclass >> 4);
 		b[1] = (b[1] & 0x0f) | ((tclass & 0xf) << 4);
 		/* no header checksum, but skb->csum must follow when the device gave CHECKSUM_COMPLETE */
-		err = bpf_skb_store_bytes(c->skb, off, b, 2, BPF_F_RECOMPUTE_CSUM);
+		err = bpf_skb_store_bytes(c->ctx, off, b, 2, BPF_F_RECOMPUTE_CSUM);
 	} else {
 		return -1;
 	}
 	if (!err)
 		p->dscp = dscp;
 	return err;
+#endif
 }
 
 /* ready-made functions for modules that need fewer than three */
@@ -150,8 +208,8 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
  */
 #define ITM_MODULE(name, classify_fn, log_fn, process_fn)                            \
 	char LICENSE[] SEC("license") = "Dual BSD/GPL";                             \
-	SEC("tc")                                                                   \
-	int itm_module_##name(struct __sk_buff *skb)                                \
+	SEC(ITM_SEC)                                                                \
+	int itm_module_##name(itm_ctx_t *ctx)                                       \
 	{                                                                           \
 		__u32 zero = 0, cls;                                                \
 		int verdict = ITM_ACCEPT;                                           \
@@ -159,7 +217,7 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
 		struct itm_ctx c;                                                   \
 		if (!s)                                                             \
 			return ITM_PASS;                                            \
-		c.skb = skb;                                                        \
+		c.ctx = ctx;                                                        \
 		c.pkt = &s->pkt;                                                    \
 		cls = classify_fn(&c);                                              \
 		log_fn(&c, cls);                                                    \
@@ -167,8 +225,8 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
 			verdict = process_fn(&c, cls);                              \
 		itm__count(itm_module_id, cls, verdict);                            \
 		if (verdict == ITM_DROP)                                            \
-			return TC_ACT_SHOT;                                         \
-		itm_tail_call_const(skb, itm_progs, ITM_RESUME_IDX);                \
+			return ITM_SHOT;                                            \
+		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);                \
 		return ITM_PASS;                                                    \
 	}
 

@@ -19,7 +19,7 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
       for (const h of d.hooks) {
         const p = h.packets;
         const unparsed = (p.non_ip ?? 0) + (p.truncated ?? 0) + (p.malformed ?? 0) + (p.unsupported ?? 0);
-        console.log(`  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
+        console.log(`  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId}${h.mode ? `, ${h.mode}` : ''})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
           `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
           (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
           (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
