@@ -1,0 +1,123 @@
+// The user-space path: how many packets a second get through a no-op TypeScript module over AF_XDP
+// (itmd's host), next to, on the same traffic in the same run, the same path served by a minimal C
+// AF_XDP consumer (bench/tools/xsk_floor.c: the floor of this design) and the plain path with no
+// diversion (the limit of this machine). 64-byte UDP frames from one sendmmsg sender on CPU 0,
+// client — itm — server; delivered packets are counted at the server's device and dropped there by
+// tc, so that no receiving socket sets the pace. The sender runs on CPU 0, the module's host (or
+// the C consumer) on CPU 1. Through a module, the figure is the packets that came back from it
+// (the dispatcher's count): what bypassed it while it was behind (fail open) is not counted.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BPF_BUILD, ROOT } from '../src/catalog.js';
+import * as abi from '../src/abi.js';
+import { BpfMap } from '../src/libbpf/index.js';
+import type { DeviceView } from '../src/registry.js';
+import { Topology } from '../test/harness/index.js';
+import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from '../test/itm.js';
+import type { Figure } from './fastpath.js';
+
+const TOOLS = join(ROOT, 'bench', 'build');
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** Builds the C tools when their source is newer than the binary. */
+export function buildTools(): void {
+  mkdirSync(TOOLS, { recursive: true });
+  const tools: Array<[string, string[]]> = [
+    ['flood', []],
+    ['xsk_floor', [`-I${join(ROOT, 'bpf', 'include')}`, '-lxdp', '-lbpf']],
+  ];
+  for (const [name, flags] of tools) {
+    const src = join(ROOT, 'bench', 'tools', `${name}.c`);
+    const bin = join(TOOLS, name);
+    if (existsSync(bin) && statSync(bin).mtimeMs > statSync(src).mtimeMs) continue;
+    const libs = flags.filter((f) => f.startsWith('-l'));
+    const r = spawnSync('cc', ['-O2', '-Wall', ...flags.filter((f) => !f.startsWith('-l')), '-o', bin, src, ...libs], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cannot build ${name}: ${r.stderr || r.error?.message}`);
+  }
+}
+
+export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]> {
+  buildTools();
+  const runs = opts.quick ? 3 : 5;
+  const secs = opts.quick ? 1 : 2;
+  const topo = await Topology.create(clientItmServer());
+  cleanItmOnDestroy(topo, 'itm');
+  const out: Figure[] = [];
+  try {
+    const srv = topo.dev('server', 'itm');
+    // the server counts and drops what arrives, before any socket
+    await topo.exec('server', ['tc', 'qdisc', 'add', 'dev', srv, 'clsact']);
+    await topo.exec('server', ['tc', 'filter', 'add', 'dev', srv, 'ingress', 'pref', '1', 'bpf', 'da', 'obj', join(BPF_BUILD, 'bench', 'drop.bpf.o'), 'sec', 'tc']);
+    const rxPackets = async () => Number((await topo.exec('server', ['cat', `/sys/class/net/${srv}/statistics/rx_packets`])).stdout.trim());
+    await topo.exec('client', ['ping', '-c', '1', '-W', '1', '10.2.0.2'], { check: false }); // neighbours resolved
+
+    /** Packets a second for one run of the sender: delivered at the server, or, with `back`
+     * (the count of packets back from a user module), those that went through the module (the
+     * rest bypassed it when it fell behind: fail open). */
+    const once = async (back?: () => number): Promise<number> => {
+      const before = back ? back() : await rxPackets();
+      const r = await topo.exec('client', ['taskset', '-c', '0', join(TOOLS, 'flood'), '10.2.0.2', '5001', String(secs)]);
+      const m = /seconds=([\d.]+)/.exec(r.stdout);
+      await sleep(100); // the last packets in flight
+      return ((back ? back() : await rxPackets()) - before) / Number(m?.[1] ?? secs);
+    };
+    const series = async (label: string, back?: () => number): Promise<{ median: number; min: number; max: number }> => {
+      await once(back); // warm up
+      const xs: number[] = [];
+      for (let i = 0; i < runs; i++) xs.push(await once(back));
+      process.stderr.write(`bench: ${label}: ${xs.map((x) => Math.round(x)).join(' ')} pkt/s\n`);
+      return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+    };
+    const fig = (name: string, s: { median: number; min: number; max: number }, baseline?: string, base?: number): Figure => ({
+      name, value: s.median, unit: 'pkt/s', runs, spread: [s.min, s.max], ...(baseline && base ? { baseline, ratio: s.median / base } : {}),
+    });
+
+    const plain = await series('plain path');
+    out.push(fig('user.plain_pps', plain));
+    const noop = join(ROOT, 'dist', 'bench', 'modules', 'noop.js');
+    for (const hook of ['tc-egress', 'xdp'] as const) {
+      // tc-egress on the way out to the server; xdp on the way in from the client
+      const dev = hook === 'xdp' ? topo.dev('itm', 'client') : topo.dev('itm', 'server');
+      // the sender has CPU 0; the agent, and so the module's host, CPU 1, as the C consumer will
+      await topo.exec('itm', ['taskset', '-c', '1', process.execPath, ITMCTL, 'agent', 'start']);
+      await itmctl(topo, 'itm', ['load', noop, '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001']);
+      const view = async () => (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === hook)!.modules[0]!;
+      for (let i = 0; i < 50 && !(await view()).user?.serving; i++) await sleep(100);
+      const m = await view();
+      const ifindex = topo.ifindex('itm', dev);
+      const hookDir = join(pinDir(topo, 'itm'), String(ifindex), hook);
+      const uflight = BpfMap.fromPin(join(hookDir, 'itm_uflight'));
+      const back = () => Number(abi.decode<abi.ItmUflight>(abi.itm_uflight, uflight.lookup(abi.u32(m.id))!).back);
+      const ts = await series(`TypeScript no-op at ${hook}, through the module`, back);
+      process.stderr.write(`bench: ${hook}: ${JSON.stringify((await view()).user)}\n`);
+      // the C floor takes the same slot: the agent (and the module's host) goes first
+      await itmctl(topo, 'itm', ['agent', 'stop']);
+      const pair = `itm${ifindex}${hook === 'xdp' ? 'x' : 'e'}${m.id}b`;
+      const floor = topo.spawn('itm', ['taskset', '-c', '1', join(TOOLS, 'xsk_floor'), pair, hookDir, String(m.id), '600', ...(hook === 'xdp' ? ['front'] : [])]);
+      let c;
+      try {
+        await sleep(300);
+        if (!floor.running) throw new Error(`xsk_floor ended: ${floor.result().stderr}`);
+        c = await series(`C AF_XDP floor at ${hook}, through the consumer`, back);
+        process.stderr.write(`bench: ${hook}: ${JSON.stringify((await view()).user?.bypassed)}\n`);
+      } finally {
+        await floor.stop(2000);
+        uflight.close();
+      }
+      await itmctl(topo, 'itm', ['unload', m.name, '--dev', dev, '--hook', hook]);
+      const tag = hook === 'xdp' ? '_xdp' : '';
+      out.push(fig(`user.ts${tag}_pps`, ts, 'user.plain_pps', plain.median));
+      out.push(fig(`user.c_afxdp${tag}_pps`, c, 'user.plain_pps', plain.median));
+      out.push({ name: `user.ts_vs_c_afxdp${tag}`, value: ts.median / c.median, unit: 'ratio', baseline: `user.c_afxdp${tag}_pps`, ratio: ts.median / c.median, runs, spread: [ts.min / c.max, ts.max / c.min] });
+    }
+  } finally {
+    await topo.destroy();
+  }
+  return out;
+}
