@@ -18,7 +18,8 @@ export const isIngress = (hook: Hook): boolean => hook !== 'tc-egress';
 
 export type ParamValue = string | number | boolean;
 export interface ParamSpec {
-  type: 'dscp' | 'int' | 'number' | 'string' | 'bool';
+  /** `path`: a file's absolute path (itmctl resolves a relative one against its own directory) */
+  type: 'dscp' | 'int' | 'number' | 'string' | 'bool' | 'path';
   describe: string;
   required?: boolean;
   default?: ParamValue;
@@ -176,6 +177,12 @@ function checkParam(mod: string, name: string, spec: ParamSpec, raw: unknown): P
       throw bad('use true or false');
     case 'string':
       return String(raw);
+    case 'path': {
+      // relative to what? itmctl's directory, which the agent that validates it does not know
+      const p = String(raw);
+      if (!p.startsWith('/')) throw bad('give an absolute path (itmctl makes a relative one absolute)');
+      return p;
+    }
   }
 }
 

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { ItmError } from '../../errors.js';
 import { devOption, hookOption, printJson, requireRoot, type GlobalArgs } from '../common.js';
@@ -49,6 +50,10 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
         ...(a.interest ? { interest: a.interest } : {}), params,
       };
       const { def, file } = await resolveModule(a.module);
+      // a path is the user's, relative to this directory: the agent, which validates it, runs elsewhere
+      for (const [k, spec] of Object.entries(def.params)) {
+        if (spec.type === 'path' && params[k] !== undefined && params[k] !== '') params[k] = resolve(String(params[k]));
+      }
       let r;
       if (isUserModule(def)) {
         // a user-space module runs in the agent, which is started if it is not running
