@@ -15,7 +15,6 @@ export const DEFAULT_HOOKS: readonly Hook[] = ['tc-ingress', 'tc-egress'];
 /** the hooks where a packet is on its way in */
 export const isIngress = (hook: Hook): boolean => hook !== 'tc-egress';
 
-
 export type ParamValue = string | number | boolean;
 export interface ParamSpec {
   /** `path`: a file's absolute path (itmctl resolves a relative one against its own directory) */
@@ -46,6 +45,9 @@ export interface UserContext {
   name: string;
   dev: string;
   hook: Hook;
+  /** what identifies this load of the instance: the same when the agent restarts its host, new
+   * at every itmctl load (a file the module writes can tell the two apart) */
+  load: string;
   params: Record<string, ParamValue>;
   /** what the functions keep from one packet (and period) to the next */
   state: Record<string, unknown>;

@@ -199,21 +199,3 @@ export class Capture {
     return `${o.name} on ${o.dev} ${o.hook}: ${this.written} packets (${this.writtenBytes} bytes) written to ${o.file}${earlier}${skipped}`;
   }
 }
-
-/**
- * What marks this load of the instance in its file: its namespace, device, hook, slot id and load
- * time, from the record itmctl wrote when it loaded it. A host restarted for the same load finds
- * the same mark; a new load (even of the same name, to the same file) does not.
- */
-export async function loadMarkOf(name: string, dev: string, hook: Hook): Promise<string | undefined> {
-  const { netnsId, readDevice } = await import('../../src/state.js');
-  const { ifNameToIndex } = await import('../../src/libbpf/index.js');
-  let ifindex: number;
-  try {
-    ifindex = ifNameToIndex(dev);
-  } catch {
-    return undefined;
-  }
-  const m = readDevice(ifindex)?.hooks[hook]?.modules.find((x) => x.name === name);
-  return m && `itm-load ${netnsId()}/${ifindex}/${hook}/${m.id}/${m.loadedAt}`;
-}

@@ -20,12 +20,12 @@ export default defineModule({
 
   async start(ctx) {
     // loaded here, not with the declaration, which every itmctl command reads
-    const { Capture, loadMarkOf } = await import('./capture.js');
+    const { Capture } = await import('./capture.js');
     const p = ctx.params;
     const cap = Capture.open({
       file: p.file as string, name: ctx.name, dev: ctx.dev, hook: ctx.hook,
       snaplen: p.snaplen as number, maxPackets: p['max-packets'] as number, maxBytes: p['max-bytes'] as number,
-      loadMark: await loadMarkOf(ctx.name, ctx.dev, ctx.hook),
+      loadMark: ctx.load,
     });
     ctx.state.capture = cap;
     const timer = setInterval(() => cap.flush(), FLUSH_MS);

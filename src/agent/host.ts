@@ -21,6 +21,8 @@ export interface HostSpec {
   id: number;
   /** the hook's pin directory */
   hookDir: string;
+  /** UserContext.load */
+  load: string;
   /** the file of the module's declaration */
   source: string;
   params: Record<string, ParamValue>;
@@ -82,7 +84,7 @@ export class Host {
 
   static async start(spec: HostSpec): Promise<Host> {
     const { def } = await resolveModule(spec.source);
-    const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, params: spec.params, state: {} };
+    const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
     const modDir = join(spec.hookDir, `mod-${spec.id}`);
     const uctl = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
     const uflight = BpfMap.fromPin(join(spec.hookDir, 'itm_uflight'));

@@ -42,7 +42,10 @@ const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}
 
 /** What a host needs to serve a recorded user module. */
 function hostSpec(ns: string, dev: string, ifindex: number, hook: Hook, m: ModuleRecord): HostSpec {
-  return { name: m.name, dev, ifindex, hook, id: m.id, hookDir: hookPinDir(ifindex, hook, ns), source: m.source!, params: m.params };
+  return {
+    name: m.name, dev, ifindex, hook, id: m.id, hookDir: hookPinDir(ifindex, hook, ns), source: m.source!, params: m.params,
+    load: `itm-load ${ns}/${ifindex}/${hook}/${m.id}/${m.loadedAt}`,
+  };
 }
 
 /** A host died: end its deadline now (the host is the deadline's only other writer, and it is gone). */
