@@ -1,6 +1,7 @@
 // Per-packet cost of the dispatcher, through BPF_PROG_TEST_RUN: an empty tc program (the floor of
 // the measurement), then the dispatcher with 0, 1, 4 and 16 modules that do no work (mark with
-// DSCP 0 on packets already at 0: classify, log, process and the two tail calls each, no rewrite).
+// DSCP 0 on packets already at 0: classify, log, process and the two tail calls each, no rewrite),
+// then the dispatcher with qos against a hand-written program doing what they do together.
 // Every figure is a median over several runs of many repeats, all in this one process.
 import { join } from 'node:path';
 import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
@@ -59,6 +60,23 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
     const slope = xs.reduce((a, x, i) => a + (x - mx) * (ys[i]! - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
     out.push({ name: 'fastpath.per_module_ns', value: slope, unit: 'ns/module', runs, spread: [slope, slope] });
     await itmctl(topo, 'itm', ['down', '--dev', dev]);
+
+    // qos through the dispatcher, against one hand-written program doing the same work (the
+    // floor of this design); one flow, past its threshold, as most packets of a long flow are
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100']);
+    const withQos = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
+    const q = measure(withQos, frame, runs, repeat);
+    withQos.close();
+    await itmctl(topo, 'itm', ['down', '--dev', dev]);
+    const handObj = BpfObject.open(join(BPF_BUILD, 'bench', 'qos_handwritten.bpf.o'));
+    handObj.load();
+    const hand = handObj.program('qos_handwritten');
+    handObj.close();
+    const h = measure(hand, frame, runs, repeat);
+    hand.close();
+    out.push({ name: 'fastpath.qos_ns', value: q.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: q.median / base.median, runs, spread: [q.min, q.max] });
+    out.push({ name: 'fastpath.handwritten_qos_ns', value: h.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: h.median / base.median, runs, spread: [h.min, h.max] });
+    out.push({ name: 'fastpath.qos_vs_handwritten', value: q.median / h.median, unit: 'ratio', baseline: 'fastpath.handwritten_qos_ns', ratio: q.median / h.median, runs, spread: [q.min / h.max, q.max / h.min] });
   } finally {
     await topo.destroy();
   }

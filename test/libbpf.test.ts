@@ -653,16 +653,16 @@ function registerTests(): void {
       import { BpfMap, BPF_MAP_TYPE } from ${JSON.stringify(join(ROOT, 'dist/src/libbpf/index.js'))};
       import { existsSync } from 'node:fs';
       const opts = { type: BPF_MAP_TYPE.ARRAY, keySize: 4, valueSize: 4, maxEntries: 1 };
-      let dropped = BpfMap.create(opts);
-      const droppedFd = dropped.fd;
-      dropped = null;
-      // Closed explicitly, then its fd number is reused by 'kept': the finalizer of 'closed'
-      // must not close it.
+      // Closed explicitly, then its fd number is reused by 'kept' (the lowest free one, at once,
+      // before any finalizer can free a lower one): the finalizer of 'closed' must not close it.
       let closed = BpfMap.create(opts);
       const closedFd = closed.fd;
       closed.close();
       closed = null;
       const kept = BpfMap.create(opts);
+      let dropped = BpfMap.create(opts);
+      const droppedFd = dropped.fd;
+      dropped = null;
       for (let i = 0; i < 20 && existsSync('/proc/self/fd/' + droppedFd); i++) {
         globalThis.gc();
         await new Promise((r) => setTimeout(r, 20));
