@@ -16,7 +16,7 @@ if (!only || only === 'user') figures.push(...(await userPath({ quick })));
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];
 for (const f of figures) {
-  lines.push(`| ${f.name} | ${fmt(f.value)} | ${f.unit} | ${f.runs} | ${fmt(f.spread[0])}–${fmt(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
+  lines.push(`| ${f.name} | ${f.unit === 'ratio' ? f.value.toFixed(2) : fmt(f.value)} | ${f.unit} | ${f.runs} | ${fmt(f.spread[0])}–${fmt(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
 }
 process.stdout.write(`${lines.join('\n')}\n`);
 const dir = join(ROOT, 'bench', 'results');
