@@ -86,8 +86,9 @@ export interface ModuleDef extends UserFunctions {
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
   configure?: (params: Record<string, ParamValue>) => KernelConfig;
-  /** itmBench's class-update and controller-update: run every `intervalMs` by whatever hosts the
-   * module's periodic functions (for now `itmctl watch`) */
+  /** itmBench's class-update and controller-update, run every `intervalMs`: by itmd for a kernel
+   * module (or by `itmctl watch`), and in its own host process for a user module, where they see
+   * the `state` of its per-packet functions */
   every?: {
     intervalMs: number;
     /** publishes per-class figures */

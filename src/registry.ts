@@ -779,7 +779,7 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
     return b;
   };
   // where a global lives: its section's map and its offset there, from the module's object
-  const obj = BpfObject.open(kernelObjectPath(def));
+  const obj = BpfObject.open(kernelObjectPath(def, h));
   const locate = (g: string) => {
     const info = obj.globalInfo(g);
     const map = info && obj.mapNames().find((n) => n.endsWith(info.section));

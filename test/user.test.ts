@@ -2,13 +2,14 @@
 // the itm namespace, reached over AF_XDP, chained with kernel modules; packets checked at the server.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from '../src/catalog.js';
 import type { AgentStatus } from '../src/agent/protocol.js';
 import type { DeviceView, ModuleView } from '../src/registry.js';
 import { Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
-import { cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson } from './itm.js';
+import { RUN_DIR, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson } from './itm.js';
 
 const skip = namespaceSkipReason();
 const EF = 46, AF11 = 10, CS1 = 8;
@@ -155,6 +156,28 @@ describe('user-space modules over AF_XDP', { skip }, () => {
       assert.ok(h2.restarts >= 1 && h2.pid !== host.pid, `restarted (${JSON.stringify(h2)})`);
     } finally {
       await ctl('unload', 'tag', '--dev', dev, '--hook', hook);
+    }
+  });
+
+  test('a user module\'s periodic functions run in its host, see its per-packet state, and show in agent status', async () => {
+    const dev = topo.dev('itm', 'server');
+    await ctl('load', fixture('count'), '--dev', dev, '--interest', 'proto=udp,dport=5001', '--report', '25');
+    try {
+      await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 30, ratePps: 300 });
+      let p: AgentStatus['periodic'][number] | undefined;
+      for (let i = 0; i < 30; i++) {
+        const st = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
+        p = st.periodic.find((x) => x.name === 'count');
+        if (p?.last?.classes?.packets === 30) break;
+        await sleep(100);
+      }
+      assert.equal(p?.intervalMs, 200);
+      assert.equal(p?.last?.classes?.packets, 30, `class-update saw what process counted (${JSON.stringify(p)})`);
+      assert.ok((p?.runs ?? 0) >= 1);
+      const log = readFileSync(join(RUN_DIR, 'agent', `${topo.netnsInode('itm')}.log`), 'utf8');
+      assert.match(log, /count on .*: passed 25 packets/, 'controller-update\'s change is in the agent\'s log');
+    } finally {
+      await ctl('unload', 'count', '--dev', dev);
     }
   });
 

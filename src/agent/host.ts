@@ -10,7 +10,7 @@ import * as abi from '../abi.js';
 import { resolveModule } from '../catalog.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
-import type { Hook, ModuleDef, ParamValue, UserContext } from '../module-def.js';
+import type { Hook, ModuleDef, ParamValue, PeriodicContext, UserContext } from '../module-def.js';
 import { PacketView } from '../user/packet.js';
 
 export interface HostSpec {
@@ -28,8 +28,14 @@ export interface HostSpec {
   params: Record<string, ParamValue>;
 }
 
+/** what a module's periodic functions did last (see PeriodicView) */
+export interface PeriodicResult { classes?: Record<string, number | string>; changed?: string; error?: string }
+
 /** messages to the agent */
-export type HostMessage = { type: 'ready' } | { type: 'failed'; message: string };
+export type HostMessage =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'periodic'; intervalMs: number; runs: number; last: PeriodicResult };
 
 const BATCH = 256;
 const DEADLINE_NS = 500_000_000n;
@@ -68,6 +74,7 @@ export class Host {
   private gone = 0n;
   private uctlVal!: Buffer;
   private readonly errs: RateLimitedLog;
+  private periodicRuns = 0;
 
   private constructor(
     readonly spec: HostSpec,
@@ -141,7 +148,8 @@ export class Host {
     // at xdp the trailer comes as metadata, just before the packet, and goes back behind it (see
     // divert() in bpf/dispatcher.bpf.c); at tc it is behind the packet both ways
     const trailerInFront = this.spec.hook === 'xdp';
-    let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n;
+    let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n, lastPeriodic = Date.now();
+    const every = this.def.every;
     let drainUntil = 0;
     for (;;) {
       const t = Date.now();
@@ -154,6 +162,11 @@ export class Host {
       if (this.running && t - lastRenew >= RENEW_MS) {
         this.writeUctl(now() + DEADLINE_NS);
         lastRenew = t;
+      }
+      // in the loop, not on a timer: under steady traffic the loop does not yield to timers
+      if (every && this.running && t - lastPeriodic >= every.intervalMs) {
+        this.periodic(every);
+        lastPeriodic = t;
       }
       if (t - lastStats >= STATS_MS) {
         this.writeStats();
@@ -262,6 +275,23 @@ export class Host {
     if ((view.modified && csum !== 'bad') || csum === 'partial') view.fixChecksums();
     s.accepted++;
     return true;
+  }
+
+  /** class-update and controller-update, in this process: they see the `state` the per-packet
+   * functions keep. A user module has no pinned maps or globals of its own. */
+  private periodic(every: NonNullable<ModuleDef['every']>): void {
+    const none = (what: string) => () => { throw new Error(`a user-space module has no ${what}: keep what the periodic functions need in ctx.state`); };
+    const pctx: PeriodicContext = { open: none('pinned maps'), global: none('BPF globals'), params: this.ctx.params, state: this.ctx.state };
+    let last: PeriodicResult;
+    try {
+      const classes = every.classUpdate?.(pctx);
+      const changed = every.controllerUpdate?.(pctx);
+      last = { ...(classes ? { classes } : {}), ...(changed ? { changed } : {}) };
+    } catch (e) {
+      last = { error: e instanceof Error ? e.message : String(e) };
+      this.errs.error('a periodic function threw', e);
+    }
+    say({ type: 'periodic', intervalMs: every.intervalMs, runs: ++this.periodicRuns, last });
   }
 
   /** Stops taking packets; run() then drains and resolves. */

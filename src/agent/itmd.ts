@@ -76,6 +76,8 @@ class Hosted {
   private stopping = false;
   private timer?: NodeJS.Timeout;
   private startedAt = 0;
+  /** what its periodic functions last reported */
+  private periodic?: Omit<PeriodicView, 'name' | 'dev' | 'hook' | 'module'>;
 
   constructor(readonly spec: HostSpec, readonly module: string) {}
 
@@ -94,6 +96,11 @@ class Hosted {
         reject(new ItmError(`${this.spec.name}: its host did not start within ${READY_TIMEOUT_MS / 1000} s`));
       }, READY_TIMEOUT_MS);
       child.on('message', (m: HostMessage) => {
+        if (m.type === 'periodic') {
+          this.periodic = { intervalMs: m.intervalMs, runs: m.runs, last: m.last };
+          if (m.last.changed) say(`${this.spec.name} on ${this.spec.dev}: ${m.last.changed}`);
+          return;
+        }
         if (settled) return;
         settled = true;
         clearTimeout(t);
@@ -149,6 +156,11 @@ class Hosted {
       });
       child.kill('SIGTERM');
     });
+  }
+
+  periodicView(): PeriodicView | undefined {
+    const p = this.periodic;
+    return p && { name: this.spec.name, dev: this.spec.dev, hook: this.spec.hook, module: this.module, ...p };
   }
 
   view(): HostedView {
@@ -327,7 +339,8 @@ export class Agent {
     return {
       pid: process.pid, netns: this.ns, startedAt: this.startedAt, ...(this.metricsAddr ? { metrics: `http://${this.metricsAddr}/metrics` } : {}),
       hosts: [...this.hosts.values()].map((h) => h.view()),
-      periodic: [...this.periodic.values()].map((p) => p.view()),
+      // a user module's periodic functions run in its host, which reports them
+      periodic: [...this.periodic.values()].map((p) => p.view()).concat([...this.hosts.values()].flatMap((h) => h.periodicView() ?? [])),
     };
   }
 
