@@ -31,6 +31,7 @@ export function buildTools(): void {
   const tools: Array<[string, string[]]> = [
     ['flood', []],
     ['xsk_floor', [`-I${join(ROOT, 'bpf', 'include')}`, '-lxdp', '-lbpf']],
+    ['nfq', ['-lnetfilter_queue']],
   ];
   for (const [name, flags] of tools) {
     const src = join(ROOT, 'bench', 'tools', `${name}.c`);
@@ -80,6 +81,23 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
 
     const plain = await series('plain path');
     out.push(fig('user.plain_pps', plain));
+
+    // NFQUEUE on the same forwarded traffic, at the same place as tc-egress (mangle FORWARD)
+    const nfq: Record<string, { median: number; min: number; max: number }> = {};
+    for (const mode of ['single', 'batch'] as const) {
+      const rule = ['FORWARD', '-p', 'udp', '--dport', '5001', '-j', 'NFQUEUE', '--queue-num', '0'];
+      await topo.exec('itm', ['iptables', '-t', 'mangle', '-A', ...rule]);
+      const consumer = topo.spawn('itm', ['taskset', '-c', '1', join(TOOLS, 'nfq'), '0', '600', mode]);
+      try {
+        await consumer.waitFor('ready', { timeoutMs: 5000 });
+        nfq[mode] = await series(`NFQUEUE, ${mode === 'single' ? 'one verdict per packet' : 'batched verdicts'}`);
+      } finally {
+        await consumer.stop(2000);
+        await topo.exec('itm', ['iptables', '-t', 'mangle', '-D', ...rule]);
+      }
+    }
+    out.push(fig('user.nfqueue_pps', nfq.single!, 'user.plain_pps', plain.median));
+    out.push(fig('user.nfqueue_batch_pps', nfq.batch!, 'user.plain_pps', plain.median));
     const noop = join(ROOT, 'dist', 'bench', 'modules', 'noop.js');
     for (const hook of ['tc-egress', 'xdp'] as const) {
       // tc-egress on the way out to the server; xdp on the way in from the client
@@ -115,6 +133,10 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       out.push(fig(`user.ts${tag}_pps`, ts, 'user.plain_pps', plain.median));
       out.push(fig(`user.c_afxdp${tag}_pps`, c, 'user.plain_pps', plain.median));
       out.push({ name: `user.ts_vs_c_afxdp${tag}`, value: ts.median / c.median, unit: 'ratio', baseline: `user.c_afxdp${tag}_pps`, ratio: ts.median / c.median, runs, spread: [ts.min / c.max, ts.max / c.min] });
+      if (hook === 'tc-egress') {
+        const n = nfq.single!;
+        out.push({ name: 'user.ts_vs_nfqueue', value: ts.median / n.median, unit: 'ratio', baseline: 'user.nfqueue_pps', ratio: ts.median / n.median, runs, spread: [ts.min / n.max, ts.max / n.min] });
+      }
     }
   } finally {
     await topo.destroy();

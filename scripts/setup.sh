@@ -16,6 +16,10 @@ fi
 # tests and the demo use on the wire.
 PKGS=(clang llvm libbpf-dev libxdp-dev bpftool iproute2 pkg-config libelf-dev zlib1g-dev
       make g++ python3 tcpdump ethtool iputils-ping util-linux)
+# --bench: what the benchmarks compare itm with (nftables, iptables, NFQUEUE)
+if [ "${1:-}" = --bench ]; then
+  PKGS+=(nftables iptables libnetfilter-queue-dev)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
