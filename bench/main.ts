@@ -6,11 +6,13 @@ import { join } from 'node:path';
 import { ROOT } from '../src/catalog.js';
 import { fastpath, type Figure } from './fastpath.js';
 import { userPath } from './user.js';
+import { veth } from './veth.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 const figures: Figure[] = [];
 if (!only || only === 'fastpath') figures.push(...(await fastpath({ quick })));
+if (!only || only === 'veth') figures.push(...(await veth({ quick })));
 if (!only || only === 'user') figures.push(...(await userPath({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));

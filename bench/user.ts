@@ -18,7 +18,7 @@ import { Topology } from '../test/harness/index.js';
 import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from '../test/itm.js';
 import type { Figure } from './fastpath.js';
 
-const TOOLS = join(ROOT, 'bench', 'build');
+export const TOOLS = join(ROOT, 'bench', 'build');
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -1,0 +1,132 @@
+// End to end on a veth pair between two namespaces: what size-aware marking costs a sender that
+// saturates its core, done by itm's qos, by nftables (`ct original packets` + `ip dscp set`) and by
+// iptables (`connbytes` + `DSCP`), against no program, on the same traffic in the same run. 64-byte
+// UDP frames from one sendmmsg sender pinned to CPU 0; the receiver counts what arrives and drops it
+// at tc ingress. The configurations take turns run by run, so drift hits them alike.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BPF_BUILD } from '../src/catalog.js';
+import { Topology, capture } from '../test/harness/index.js';
+import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
+import type { Figure } from './fastpath.js';
+import { buildTools, TOOLS } from './user.js';
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** Busy CPU time of the whole machine so far, in ns (user, nice, system, irq and softirq). */
+function busyNs(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq] = f;
+  return (user! + nice! + system! + irq! + softirq!) * 1e7; // USER_HZ is 100
+}
+
+const NFT = `table ip itmbench {
+  chain post {
+    type filter hook postrouting priority mangle; policy accept;
+    ct original packets <= 100 ip dscp set ef
+    ct original packets > 100 ip dscp set cs0
+  }
+}
+`;
+const IPT = [
+  ['POSTROUTING', '-m', 'connbytes', '--connbytes', '0:100', '--connbytes-dir', 'original', '--connbytes-mode', 'packets', '-j', 'DSCP', '--set-dscp-class', 'EF'],
+  ['POSTROUTING', '-m', 'connbytes', '--connbytes', '101:', '--connbytes-dir', 'original', '--connbytes-mode', 'packets', '-j', 'DSCP', '--set-dscp', '0'],
+];
+
+type Config = 'none' | 'itm_qos' | 'nft' | 'iptables';
+
+export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
+  buildTools();
+  const runs = opts.quick ? 3 : 5;
+  const secs = opts.quick ? 1 : 2;
+  const topo = await Topology.create({
+    hosts: ['a', 'b'],
+    links: [{ a: 'a', b: 'b', addrs: { a: ['10.3.0.1/24'], b: ['10.3.0.2/24'] } }],
+  });
+  cleanItmOnDestroy(topo, 'a');
+  const out: Figure[] = [];
+  try {
+    const dev = topo.dev('a', 'b');
+    const sink = topo.dev('b', 'a');
+    await topo.exec('b', ['tc', 'qdisc', 'add', 'dev', sink, 'clsact']);
+    await topo.exec('b', ['tc', 'filter', 'add', 'dev', sink, 'ingress', 'pref', '1', 'bpf', 'da', 'obj', join(BPF_BUILD, 'bench', 'drop.bpf.o'), 'sec', 'tc']);
+    const rxPackets = async () => Number((await topo.exec('b', ['cat', `/sys/class/net/${sink}/statistics/rx_packets`])).stdout.trim());
+    await topo.exec('a', ['ping', '-c', '1', '-W', '1', '10.3.0.2'], { check: false });
+    // conntrack counts packets only with accounting on (a per-namespace setting; nft loads conntrack)
+    await topo.exec('a', ['nft', '-f', '-'], { input: NFT });
+    await topo.exec('a', ['nft', 'delete', 'table', 'ip', 'itmbench']);
+    await topo.exec('a', ['sysctl', '-qw', 'net.netfilter.nf_conntrack_acct=1']);
+
+    const setup: Record<Config, () => Promise<unknown>> = {
+      none: async () => undefined,
+      itm_qos: () => itmctl(topo, 'a', ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100']),
+      nft: () => topo.exec('a', ['nft', '-f', '-'], { input: NFT }),
+      iptables: async () => { for (const r of IPT) await topo.exec('a', ['iptables', '-t', 'mangle', '-A', ...r]); },
+    };
+    const teardown: Record<Config, () => Promise<unknown>> = {
+      none: async () => undefined,
+      itm_qos: () => itmctl(topo, 'a', ['down', '--dev', dev]),
+      nft: () => topo.exec('a', ['nft', 'delete', 'table', 'ip', 'itmbench']),
+      iptables: () => topo.exec('a', ['iptables', '-t', 'mangle', '-F', 'POSTROUTING']),
+    };
+    const configs: Config[] = ['none', 'itm_qos', 'nft', 'iptables'];
+    // each configuration really marks: a new flow's first 100 packets EF, the rest not
+    for (const c of configs.filter((x) => x !== 'none')) {
+      await setup[c]();
+      try {
+        const cap = await capture(topo, 'b', { dev: sink, filter: 'udp', snaplen: 64, direction: 'in' });
+        await topo.exec('a', [join(TOOLS, 'flood'), '10.3.0.2', '5001', '0.02']);
+        await cap.stop(300);
+        const pkts = await cap.stop();
+        const ef = pkts.filter((p) => p.dscp === 46).length;
+        if (Math.abs(ef - 100) > 1 || pkts.length < 150 || pkts.slice(0, ef).some((p) => p.dscp !== 46)) {
+          throw new Error(`veth ${c}: the marking is not what it should be (${ef} EF of ${pkts.length} packets)`);
+        }
+        process.stderr.write(`bench: veth ${c}: marks the first ${ef} of ${pkts.length} packets EF\n`);
+      } finally {
+        await teardown[c]();
+      }
+    }
+    const pps: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    const cpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    for (let rep = -1; rep < runs; rep++) { // rep -1 warms up
+      for (const c of configs) {
+        await setup[c]();
+        try {
+          // a new source port each run: a new flow for qos and for conntrack
+          const before = await rxPackets();
+          const b0 = busyNs();
+          const r = await topo.exec('a', ['taskset', '-c', '0', join(TOOLS, 'flood'), '10.3.0.2', '5001', String(secs)]);
+          const b1 = busyNs();
+          await sleep(100);
+          const got = await rxPackets() - before;
+          const s = Number(/seconds=([\d.]+)/.exec(r.stdout)?.[1] ?? secs);
+          if (rep >= 0) {
+            pps[c].push(got / s);
+            cpu[c].push((b1 - b0) / got);
+          }
+        } finally {
+          await teardown[c]();
+        }
+      }
+    }
+    const base = median(pps.none);
+    for (const c of configs) {
+      const m = median(pps[c]);
+      process.stderr.write(`bench: veth ${c}: ${pps[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`);
+      out.push({ name: `veth.${c}_pps`, value: m, unit: 'pkt/s', runs, spread: [Math.min(...pps[c]), Math.max(...pps[c])], ...(c !== 'none' ? { baseline: 'veth.none_pps', ratio: m / base } : {}) });
+      out.push({ name: `veth.${c}_cpu_ns`, value: median(cpu[c]), unit: 'CPU ns/pkt', runs, spread: [Math.min(...cpu[c]), Math.max(...cpu[c])] });
+    }
+    const q = median(pps.itm_qos), n = median(pps.nft), i = median(pps.iptables);
+    out.push({ name: 'veth.qos_vs_none', value: q / base, unit: 'ratio', baseline: 'veth.none_pps', ratio: q / base, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.none), Math.max(...pps.itm_qos) / Math.min(...pps.none)] });
+    out.push({ name: 'veth.qos_vs_nft', value: q / n, unit: 'ratio', baseline: 'veth.nft_pps', ratio: q / n, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.nft), Math.max(...pps.itm_qos) / Math.min(...pps.nft)] });
+    out.push({ name: 'veth.qos_vs_iptables', value: q / i, unit: 'ratio', baseline: 'veth.iptables_pps', ratio: q / i, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.iptables), Math.max(...pps.itm_qos) / Math.min(...pps.iptables)] });
+  } finally {
+    await topo.destroy();
+  }
+  return out;
+}
