@@ -7,6 +7,7 @@ import { ROOT } from '../src/catalog.js';
 import { fastpath, type Figure } from './fastpath.js';
 import { userPath } from './user.js';
 import { veth } from './veth.js';
+import { control } from './control.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -14,6 +15,7 @@ const figures: Figure[] = [];
 if (!only || only === 'fastpath') figures.push(...(await fastpath({ quick })));
 if (!only || only === 'veth') figures.push(...(await veth({ quick })));
 if (!only || only === 'user') figures.push(...(await userPath({ quick })));
+if (!only || only === 'control') figures.push(...(await control({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];

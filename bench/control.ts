@@ -1,0 +1,50 @@
+// The control plane: how long `itmctl load qos` and `itmctl unload` take (wall time of the whole
+// command, Node's start included, median of 20), and how many packets of a steady stream are lost
+// while a module is loaded and unloaded 100 times on its path (it must be none).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Topology, startUdpFlow } from '../test/harness/index.js';
+import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
+import type { Figure } from './fastpath.js';
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]> {
+  const times = opts.quick ? 5 : 20;
+  const cycles = opts.quick ? 20 : 100;
+  const topo = await Topology.create(clientItmServer());
+  cleanItmOnDestroy(topo, 'itm');
+  const out: Figure[] = [];
+  try {
+    const dev = topo.dev('itm', 'server');
+    await itmctl(topo, 'itm', ['up', '--dev', dev]);
+    const load: number[] = [], unload: number[] = [];
+    for (let i = 0; i < times; i++) {
+      let t = performance.now();
+      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '100']);
+      load.push(performance.now() - t);
+      t = performance.now();
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+      unload.push(performance.now() - t);
+    }
+    out.push({ name: 'control.load_ms', value: median(load), unit: 'ms', runs: times, spread: [Math.min(...load), Math.max(...load)] });
+    out.push({ name: 'control.unload_ms', value: median(unload), unit: 'ms', runs: times, spread: [Math.min(...unload), Math.max(...unload)] });
+
+    // a stream of sequence-numbered packets through the hook while qos comes and goes
+    const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, ratePps: 1000 });
+    for (let i = 0; i < cycles; i++) {
+      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '100']);
+      await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
+    }
+    await sleep(200);
+    const r = await flow.stop();
+    process.stderr.write(`bench: control: ${cycles} load/unload cycles, ${r.sent} packets sent, ${r.missing.length} lost, ${r.duplicates} duplicated\n`);
+    out.push({ name: 'control.lost_packets', value: r.missing.length, unit: 'packets', runs: cycles, spread: [r.missing.length, r.missing.length] });
+    out.push({ name: 'control.stream_packets', value: r.sent, unit: 'packets', runs: cycles, spread: [r.sent, r.sent] });
+  } finally {
+    await topo.destroy();
+  }
+  return out;
+}
