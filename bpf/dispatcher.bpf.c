@@ -117,11 +117,7 @@ static __always_inline int need(const struct cursor *c, __u32 off, __u32 size, v
 	if (off > MAX_HDR_OFF)
 		return off > c->len ? TRUNCATED : UNSUPPORTED;
 	if (slow) {
-#ifdef ITM_XDP
-		if (bpf_xdp_load_bytes(c->ctx, off, buf, size))
-#else
-		if (bpf_skb_load_bytes(c->ctx, off, buf, size))
-#endif
+		if (itm__load_bytes(c->ctx, off, buf, size))
 			return TRUNCATED;
 		*out = buf;
 		return PARSED;
@@ -587,9 +583,7 @@ static __always_inline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 	__u32 len = pkt_len(ctx);
 	struct itm_uflight *fl;
 	__u32 id;
-#ifdef ITM_XDP
 	int in_meta = 0;
-#endif
 
 	if (len < sizeof(*t) + 14 || len > 0xffff)
 		return -1;
@@ -602,14 +596,11 @@ static __always_inline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 		if (meta + sizeof(*t) <= data) {
 			__builtin_memcpy(t, meta, sizeof(*t));
 			in_meta = 1;
-		} else if (bpf_xdp_load_bytes(ctx, len - sizeof(*t), t, sizeof(*t))) {
-			return -1;
 		}
 	}
-#else
-	if (bpf_skb_load_bytes(ctx, len - sizeof(*t), t, sizeof(*t)))
-		return -1;
 #endif
+	if (!in_meta && itm__load_bytes(ctx, len - sizeof(*t), t, sizeof(*t)))
+		return -1;
 	if (t->magic != ITM_TRAILER_MAGIC || t->secret != itm_secret || t->hook != itm_hook ||
 	    t->id >= ITM_MAX_SLOTS)
 		return -1;

@@ -93,14 +93,20 @@ struct itm_ctx {
 static __always_inline int itm_is_ipv4(const struct itm_ctx *c) { return c->pkt->flow.family == 4; }
 static __always_inline int itm_is_ipv6(const struct itm_ctx *c) { return c->pkt->flow.family == 6; }
 
+/* the load-bytes helper of the hook's context (the dispatcher uses it too) */
+static __always_inline int itm__load_bytes(itm_ctx_t *ctx, __u32 off, void *to, __u32 len)
+{
+#ifdef ITM_XDP
+	return bpf_xdp_load_bytes(ctx, off, to, len);
+#else
+	return bpf_skb_load_bytes(ctx, off, to, len);
+#endif
+}
+
 /* copy bytes of the packet, from `off` (relative to the Ethernet header) */
 static __always_inline int itm_load_bytes(struct itm_ctx *c, __u32 off, void *to, __u32 len)
 {
-#ifdef ITM_XDP
-	return bpf_xdp_load_bytes(c->ctx, off, to, len);
-#else
-	return bpf_skb_load_bytes(c->ctx, off, to, len);
-#endif
+	return itm__load_bytes(c->ctx, off, to, len);
 }
 
 /*
