@@ -4,12 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Topology, startUdpFlow } from '../test/harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
-import type { Figure } from './fastpath.js';
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+import { figure, summarize, type Figure } from './common.js';
 
 export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   const times = opts.quick ? 5 : 20;
@@ -29,8 +24,8 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
       unload.push(performance.now() - t);
     }
-    out.push({ name: 'control.load_ms', value: median(load), unit: 'ms', runs: times, spread: [Math.min(...load), Math.max(...load)] });
-    out.push({ name: 'control.unload_ms', value: median(unload), unit: 'ms', runs: times, spread: [Math.min(...unload), Math.max(...unload)] });
+    out.push(figure('control.load_ms', 'ms', summarize(load), times));
+    out.push(figure('control.unload_ms', 'ms', summarize(unload), times));
 
     // a stream of sequence-numbered packets through the hook while qos comes and goes
     const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, ratePps: 1000 });

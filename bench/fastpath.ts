@@ -8,19 +8,13 @@ import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
 import { BPF_BUILD } from '../src/catalog.js';
 import { Topology, buildPacket } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, pinDir } from '../test/itm.js';
+import { figure, loadEmpty, ratioFigure, summarize, type Figure, type Summary } from './common.js';
 
-export interface Figure { name: string; value: number; unit: string; baseline?: string; ratio?: number; runs: number; spread: [number, number] }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: number): { median: number; min: number; max: number } {
+function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: number): Summary {
   prog.testRun({ data: frame, repeat: 1000 }); // warm up
   const ns: number[] = [];
   for (let i = 0; i < runs; i++) ns.push(prog.testRun({ data: frame, repeat }).duration);
-  return { median: median(ns), min: Math.min(...ns), max: Math.max(...ns) };
+  return summarize(ns);
 }
 
 export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]> {
@@ -33,13 +27,11 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
   const out: Figure[] = [];
   try {
     const dev = topo.dev('itm', 'peer');
-    const emptyObj = BpfObject.open(join(BPF_BUILD, 'bench', 'empty.bpf.o'));
-    emptyObj.load();
-    const empty = emptyObj.program('empty');
-    emptyObj.close();
+    const empty = loadEmpty();
     const base = measure(empty, frame, runs, repeat);
     empty.close();
-    out.push({ name: 'fastpath.empty_ns', value: base.median, unit: 'ns/pkt', runs, spread: [base.min, base.max] });
+    out.push(figure('fastpath.empty_ns', 'ns/pkt', base, runs));
+    const vsEmpty = { name: 'fastpath.empty_ns', value: base.median };
 
     await itmctl(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
     const dispatch = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
@@ -51,7 +43,7 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
       }
       const m = measure(dispatch, frame, runs, repeat);
       perCount.push([n, m.median]);
-      out.push({ name: `fastpath.dispatcher_${n}_ns`, value: m.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: m.median / base.median, runs, spread: [m.min, m.max] });
+      out.push(figure(`fastpath.dispatcher_${n}_ns`, 'ns/pkt', m, runs, vsEmpty));
     }
     dispatch.close();
     // least-squares slope of cost against the number of modules
@@ -74,9 +66,9 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
     handObj.close();
     const h = measure(hand, frame, runs, repeat);
     hand.close();
-    out.push({ name: 'fastpath.qos_ns', value: q.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: q.median / base.median, runs, spread: [q.min, q.max] });
-    out.push({ name: 'fastpath.handwritten_qos_ns', value: h.median, unit: 'ns/pkt', baseline: 'fastpath.empty_ns', ratio: h.median / base.median, runs, spread: [h.min, h.max] });
-    out.push({ name: 'fastpath.qos_vs_handwritten', value: q.median / h.median, unit: 'ratio', baseline: 'fastpath.handwritten_qos_ns', ratio: q.median / h.median, runs, spread: [q.min / h.max, q.max / h.min] });
+    out.push(figure('fastpath.qos_ns', 'ns/pkt', q, runs, vsEmpty));
+    out.push(figure('fastpath.handwritten_qos_ns', 'ns/pkt', h, runs, vsEmpty));
+    out.push(ratioFigure('fastpath.qos_vs_handwritten', q, h, 'fastpath.handwritten_qos_ns', runs));
   } finally {
     await topo.destroy();
   }

@@ -4,7 +4,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../src/catalog.js';
-import { fastpath, type Figure } from './fastpath.js';
+import type { Figure } from './common.js';
+import { fastpath } from './fastpath.js';
 import { userPath } from './user.js';
 import { veth } from './veth.js';
 import { control } from './control.js';

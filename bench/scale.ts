@@ -6,17 +6,11 @@
 // the 10th to 90th percentile of single packets.
 import { join } from 'node:path';
 import * as abi from '../src/abi.js';
-import { BPF_BUILD } from '../src/catalog.js';
-import { BpfMap, BpfObject, BpfProgram } from '../src/libbpf/index.js';
+import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { Topology, buildPacket } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from '../test/itm.js';
 import type { DeviceView } from '../src/registry.js';
-import type { Figure } from './fastpath.js';
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+import { loadEmpty, median, type Figure } from './common.js';
 
 const LABEL: Record<number, string> = { 1000: '1k', 65536: '64k', 1000000: '1m' };
 
@@ -51,10 +45,7 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     const dev = topo.dev('itm', 'peer');
     // one packet a run costs the test loop's own overhead too: the empty program, measured alike
     {
-      const obj = BpfObject.open(join(BPF_BUILD, 'bench', 'empty.bpf.o'));
-      obj.load();
-      const empty = obj.program('empty');
-      obj.close();
+      const empty = loadEmpty();
       const frame = buildPacket({ family: 4, src: '10.0.0.1', dst: '10.200.0.1', proto: 'udp', sport: 1, dport: 5001, payload: Buffer.alloc(18) });
       const ns: number[] = [];
       for (let s = 0; s < samples; s++) ns.push(empty.testRun({ data: frame, repeat: 1 }).duration);

@@ -10,20 +10,15 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BPF_BUILD, ROOT } from '../src/catalog.js';
+import { ROOT } from '../src/catalog.js';
 import * as abi from '../src/abi.js';
 import { BpfMap } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
 import { Topology } from '../test/harness/index.js';
 import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from '../test/itm.js';
-import type { Figure } from './fastpath.js';
+import { figure, ratioFigure, summarize, udpSink, type Figure, type Summary } from './common.js';
 
 export const TOOLS = join(ROOT, 'bench', 'build');
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Builds the C tools when their source is newer than the binary. */
 export function buildTools(): void {
@@ -52,10 +47,7 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
   const out: Figure[] = [];
   try {
     const srv = topo.dev('server', 'itm');
-    // the server counts and drops what arrives, before any socket
-    await topo.exec('server', ['tc', 'qdisc', 'add', 'dev', srv, 'clsact']);
-    await topo.exec('server', ['tc', 'filter', 'add', 'dev', srv, 'ingress', 'pref', '1', 'bpf', 'da', 'obj', join(BPF_BUILD, 'bench', 'drop.bpf.o'), 'sec', 'tc']);
-    const rxPackets = async () => Number((await topo.exec('server', ['cat', `/sys/class/net/${srv}/statistics/rx_packets`])).stdout.trim());
+    const rxPackets = await udpSink(topo, 'server', srv);
     await topo.exec('client', ['ping', '-c', '1', '-W', '1', '10.2.0.2'], { check: false }); // neighbours resolved
 
     /** Packets a second for one run of the sender: delivered at the server, or, with `back`
@@ -68,22 +60,20 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       await sleep(100); // the last packets in flight
       return ((back ? back() : await rxPackets()) - before) / Number(m?.[1] ?? secs);
     };
-    const series = async (label: string, back?: () => number): Promise<{ median: number; min: number; max: number }> => {
+    const series = async (label: string, back?: () => number): Promise<Summary> => {
       await once(back); // warm up
       const xs: number[] = [];
       for (let i = 0; i < runs; i++) xs.push(await once(back));
       process.stderr.write(`bench: ${label}: ${xs.map((x) => Math.round(x)).join(' ')} pkt/s\n`);
-      return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+      return summarize(xs);
     };
-    const fig = (name: string, s: { median: number; min: number; max: number }, baseline?: string, base?: number): Figure => ({
-      name, value: s.median, unit: 'pkt/s', runs, spread: [s.min, s.max], ...(baseline && base ? { baseline, ratio: s.median / base } : {}),
-    });
 
     const plain = await series('plain path');
-    out.push(fig('user.plain_pps', plain));
+    out.push(figure('user.plain_pps', 'pkt/s', plain, runs));
+    const vsPlain = { name: 'user.plain_pps', value: plain.median };
 
     // NFQUEUE on the same forwarded traffic, at the same place as tc-egress (mangle FORWARD)
-    const nfq: Record<string, { median: number; min: number; max: number }> = {};
+    const nfq: Record<string, Summary> = {};
     for (const mode of ['single', 'batch'] as const) {
       const rule = ['FORWARD', '-p', 'udp', '--dport', '5001', '-j', 'NFQUEUE', '--queue-num', '0'];
       await topo.exec('itm', ['iptables', '-t', 'mangle', '-A', ...rule]);
@@ -96,8 +86,8 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
         await topo.exec('itm', ['iptables', '-t', 'mangle', '-D', ...rule]);
       }
     }
-    out.push(fig('user.nfqueue_pps', nfq.single!, 'user.plain_pps', plain.median));
-    out.push(fig('user.nfqueue_batch_pps', nfq.batch!, 'user.plain_pps', plain.median));
+    out.push(figure('user.nfqueue_pps', 'pkt/s', nfq.single!, runs, vsPlain));
+    out.push(figure('user.nfqueue_batch_pps', 'pkt/s', nfq.batch!, runs, vsPlain));
     const noop = join(ROOT, 'dist', 'bench', 'modules', 'noop.js');
     for (const hook of ['tc-egress', 'xdp'] as const) {
       // tc-egress on the way out to the server; xdp on the way in from the client
@@ -130,13 +120,10 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       }
       await itmctl(topo, 'itm', ['unload', m.name, '--dev', dev, '--hook', hook]);
       const tag = hook === 'xdp' ? '_xdp' : '';
-      out.push(fig(`user.ts${tag}_pps`, ts, 'user.plain_pps', plain.median));
-      out.push(fig(`user.c_afxdp${tag}_pps`, c, 'user.plain_pps', plain.median));
-      out.push({ name: `user.ts_vs_c_afxdp${tag}`, value: ts.median / c.median, unit: 'ratio', baseline: `user.c_afxdp${tag}_pps`, ratio: ts.median / c.median, runs, spread: [ts.min / c.max, ts.max / c.min] });
-      if (hook === 'tc-egress') {
-        const n = nfq.single!;
-        out.push({ name: 'user.ts_vs_nfqueue', value: ts.median / n.median, unit: 'ratio', baseline: 'user.nfqueue_pps', ratio: ts.median / n.median, runs, spread: [ts.min / n.max, ts.max / n.min] });
-      }
+      out.push(figure(`user.ts${tag}_pps`, 'pkt/s', ts, runs, vsPlain));
+      out.push(figure(`user.c_afxdp${tag}_pps`, 'pkt/s', c, runs, vsPlain));
+      out.push(ratioFigure(`user.ts_vs_c_afxdp${tag}`, ts, c, `user.c_afxdp${tag}_pps`, runs));
+      if (hook === 'tc-egress') out.push(ratioFigure('user.ts_vs_nfqueue', ts, nfq.single!, 'user.nfqueue_pps', runs));
     }
   } finally {
     await topo.destroy();

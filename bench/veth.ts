@@ -6,16 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BPF_BUILD } from '../src/catalog.js';
 import { Topology, capture } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
-import type { Figure } from './fastpath.js';
+import { figure, ratioFigure, summarize, udpSink, type Figure } from './common.js';
 import { buildTools, TOOLS } from './user.js';
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Busy CPU time of the whole machine so far, in ns (user, nice, system, irq and softirq). */
 function busyNs(): number {
@@ -52,9 +46,7 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   try {
     const dev = topo.dev('a', 'b');
     const sink = topo.dev('b', 'a');
-    await topo.exec('b', ['tc', 'qdisc', 'add', 'dev', sink, 'clsact']);
-    await topo.exec('b', ['tc', 'filter', 'add', 'dev', sink, 'ingress', 'pref', '1', 'bpf', 'da', 'obj', join(BPF_BUILD, 'bench', 'drop.bpf.o'), 'sec', 'tc']);
-    const rxPackets = async () => Number((await topo.exec('b', ['cat', `/sys/class/net/${sink}/statistics/rx_packets`])).stdout.trim());
+    const rxPackets = await udpSink(topo, 'b', sink);
     await topo.exec('a', ['ping', '-c', '1', '-W', '1', '10.3.0.2'], { check: false });
     // conntrack counts packets only with accounting on (a per-namespace setting; nft loads conntrack)
     await topo.exec('a', ['nft', '-f', '-'], { input: NFT });
@@ -114,17 +106,15 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
         }
       }
     }
-    const base = median(pps.none);
+    const s = Object.fromEntries(configs.map((c) => [c, summarize(pps[c])])) as Record<Config, ReturnType<typeof summarize>>;
     for (const c of configs) {
-      const m = median(pps[c]);
       process.stderr.write(`bench: veth ${c}: ${pps[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`);
-      out.push({ name: `veth.${c}_pps`, value: m, unit: 'pkt/s', runs, spread: [Math.min(...pps[c]), Math.max(...pps[c])], ...(c !== 'none' ? { baseline: 'veth.none_pps', ratio: m / base } : {}) });
-      out.push({ name: `veth.${c}_cpu_ns`, value: median(cpu[c]), unit: 'CPU ns/pkt', runs, spread: [Math.min(...cpu[c]), Math.max(...cpu[c])] });
+      out.push(figure(`veth.${c}_pps`, 'pkt/s', s[c], runs, c !== 'none' ? { name: 'veth.none_pps', value: s.none.median } : undefined));
+      out.push(figure(`veth.${c}_cpu_ns`, 'CPU ns/pkt', summarize(cpu[c]), runs));
     }
-    const q = median(pps.itm_qos), n = median(pps.nft), i = median(pps.iptables);
-    out.push({ name: 'veth.qos_vs_none', value: q / base, unit: 'ratio', baseline: 'veth.none_pps', ratio: q / base, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.none), Math.max(...pps.itm_qos) / Math.min(...pps.none)] });
-    out.push({ name: 'veth.qos_vs_nft', value: q / n, unit: 'ratio', baseline: 'veth.nft_pps', ratio: q / n, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.nft), Math.max(...pps.itm_qos) / Math.min(...pps.nft)] });
-    out.push({ name: 'veth.qos_vs_iptables', value: q / i, unit: 'ratio', baseline: 'veth.iptables_pps', ratio: q / i, runs, spread: [Math.min(...pps.itm_qos) / Math.max(...pps.iptables), Math.max(...pps.itm_qos) / Math.min(...pps.iptables)] });
+    out.push(ratioFigure('veth.qos_vs_none', s.itm_qos, s.none, 'veth.none_pps', runs));
+    out.push(ratioFigure('veth.qos_vs_nft', s.itm_qos, s.nft, 'veth.nft_pps', runs));
+    out.push(ratioFigure('veth.qos_vs_iptables', s.itm_qos, s.iptables, 'veth.iptables_pps', runs));
   } finally {
     await topo.destroy();
   }

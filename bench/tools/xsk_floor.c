@@ -71,7 +71,7 @@ int main(int argc, char **argv)
 	struct itm_uctl uc;
 	struct itm_uflight fl;
 	char xsks_name[64];
-	__u32 id, key = 0, zero = 0;
+	__u32 id, zero = 0;
 	int front, uctl_fd, uflight_fd, xsks_fd, fd, ret;
 	double secs;
 	__u64 end, renewed = 0;
@@ -187,7 +187,7 @@ int main(int argc, char **argv)
 	/* bypassed from now on; the socket leaves the map */
 	uc.deadline_ns = 0;
 	bpf_map_update_elem(uctl_fd, &id, &uc, 0);
-	bpf_map_delete_elem(xsks_fd, &key);
+	bpf_map_delete_elem(xsks_fd, &zero);
 	usleep(100000);
 	xsk_socket__delete(xsk);
 	xsk_umem__delete(umem);
