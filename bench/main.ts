@@ -23,7 +23,8 @@ if (!only || only === 'control') figures.push(...(await control({ quick })));
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];
 for (const f of figures) {
-  lines.push(`| ${f.name} | ${f.unit === 'ratio' ? f.value.toFixed(2) : fmt(f.value)} | ${f.unit} | ${f.runs} | ${fmt(f.spread[0])}–${fmt(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
+  const v = f.unit === 'ratio' ? (x: number) => x.toFixed(2) : fmt;
+  lines.push(`| ${f.name} | ${v(f.value)} | ${f.unit} | ${f.runs} | ${v(f.spread[0])}–${v(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
 }
 process.stdout.write(`${lines.join('\n')}\n`);
 const dir = join(ROOT, 'bench', 'results');

@@ -2,7 +2,8 @@
 // saturates its core, done by itm's qos, by nftables (`ct original packets` + `ip dscp set`) and by
 // iptables (`connbytes` + `DSCP`), against no program, on the same traffic in the same run. 64-byte
 // UDP frames from one sendmmsg sender pinned to CPU 0; the receiver counts what arrives and drops it
-// at tc ingress. The configurations take turns run by run, so drift hits them alike.
+// at tc ingress. Then TCP bulk throughput, one iperf3 connection a run. The configurations take
+// turns run by run, so drift hits them alike.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,13 +11,6 @@ import { Topology, capture } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
 import { figure, ratioFigure, summarize, udpSink, type Figure } from './common.js';
 import { buildTools, TOOLS } from './user.js';
-
-/** Busy CPU time of the whole machine so far, in ns (user, nice, system, irq and softirq). */
-function busyNs(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq] = f;
-  return (user! + nice! + system! + irq! + softirq!) * 1e7; // USER_HZ is 100
-}
 
 const NFT = `table ip itmbench {
   chain post {
@@ -31,7 +25,35 @@ const IPT = [
   ['POSTROUTING', '-m', 'connbytes', '--connbytes', '101:', '--connbytes-dir', 'original', '--connbytes-mode', 'packets', '-j', 'DSCP', '--set-dscp', '0'],
 ];
 
-type Config = 'none' | 'itm_qos' | 'nft' | 'iptables';
+export type Config = 'none' | 'itm_qos' | 'nft' | 'iptables';
+
+/** Setting up and taking down each marking configuration on `dev` of `host`; `qosArgs` are
+ * extra arguments to `itmctl load qos`. */
+export function markers(topo: Topology, host: string, dev: string, qosArgs: string[] = []): {
+  setup: Record<Config, () => Promise<unknown>>; teardown: Record<Config, () => Promise<unknown>>;
+} {
+  return {
+    setup: {
+      none: async () => undefined,
+      itm_qos: () => itmctl(topo, host, ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100', ...qosArgs]),
+      nft: () => topo.exec(host, ['nft', '-f', '-'], { input: NFT }),
+      iptables: async () => { for (const r of IPT) await topo.exec(host, ['iptables', '-t', 'mangle', '-A', ...r]); },
+    },
+    teardown: {
+      none: async () => undefined,
+      itm_qos: () => itmctl(topo, host, ['down', '--dev', dev]),
+      nft: () => topo.exec(host, ['nft', 'delete', 'table', 'ip', 'itmbench']),
+      iptables: () => topo.exec(host, ['iptables', '-t', 'mangle', '-F', 'POSTROUTING']),
+    },
+  };
+}
+
+/** Busy CPU time of the whole machine so far, in ns (user, nice, system, irq and softirq). */
+export function busyNs(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq] = f;
+  return (user! + nice! + system! + irq! + softirq!) * 1e7; // USER_HZ is 100
+}
 
 export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   buildTools();
@@ -53,18 +75,7 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     await topo.exec('a', ['nft', 'delete', 'table', 'ip', 'itmbench']);
     await topo.exec('a', ['sysctl', '-qw', 'net.netfilter.nf_conntrack_acct=1']);
 
-    const setup: Record<Config, () => Promise<unknown>> = {
-      none: async () => undefined,
-      itm_qos: () => itmctl(topo, 'a', ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100']),
-      nft: () => topo.exec('a', ['nft', '-f', '-'], { input: NFT }),
-      iptables: async () => { for (const r of IPT) await topo.exec('a', ['iptables', '-t', 'mangle', '-A', ...r]); },
-    };
-    const teardown: Record<Config, () => Promise<unknown>> = {
-      none: async () => undefined,
-      itm_qos: () => itmctl(topo, 'a', ['down', '--dev', dev]),
-      nft: () => topo.exec('a', ['nft', 'delete', 'table', 'ip', 'itmbench']),
-      iptables: () => topo.exec('a', ['iptables', '-t', 'mangle', '-F', 'POSTROUTING']),
-    };
+    const { setup, teardown } = markers(topo, 'a', dev);
     const configs: Config[] = ['none', 'itm_qos', 'nft', 'iptables'];
     // each configuration really marks: a new flow's first 100 packets EF, the rest not
     for (const c of configs.filter((x) => x !== 'none')) {
@@ -115,6 +126,37 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     out.push(ratioFigure('veth.qos_vs_none', s.itm_qos, s.none, 'veth.none_pps', runs));
     out.push(ratioFigure('veth.qos_vs_nft', s.itm_qos, s.nft, 'veth.nft_pps', runs));
     out.push(ratioFigure('veth.qos_vs_iptables', s.itm_qos, s.iptables, 'veth.iptables_pps', runs));
+
+    // TCP bulk: one iperf3 connection a run (a new flow each time), client on CPU 0, server on 1
+    const server = topo.spawn('b', ['iperf3', '-s', '-B', '10.3.0.2', '-A', '1', '--forceflush']);
+    await server.waitFor(/Server listening/, { timeoutMs: 10_000 });
+    const gbps: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    const tcpCpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    for (let rep = -1; rep < runs; rep++) {
+      for (const c of configs) {
+        await setup[c]();
+        try {
+          const b0 = busyNs();
+          const r = await topo.exec('a', ['iperf3', '-c', '10.3.0.2', '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 20) * 1000 });
+          const b1 = busyNs();
+          const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
+          if (rep >= 0) {
+            gbps[c].push((sum.bytes * 8) / sum.seconds / 1e9);
+            tcpCpu[c].push((b1 - b0) / (sum.bytes / 1024));
+          }
+        } finally {
+          await teardown[c]();
+        }
+      }
+    }
+    const t = Object.fromEntries(configs.map((c) => [c, summarize(gbps[c])])) as Record<Config, ReturnType<typeof summarize>>;
+    for (const c of configs) {
+      process.stderr.write(`bench: veth tcp ${c}: ${gbps[c].map((x) => x.toFixed(2)).join(' ')} Gbit/s, ${tcpCpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/KiB\n`);
+      out.push(figure(`veth.${c}_tcp_gbps`, 'Gbit/s', t[c], runs, c !== 'none' ? { name: 'veth.none_tcp_gbps', value: t.none.median } : undefined));
+      out.push(figure(`veth.${c}_tcp_cpu_ns`, 'CPU ns/KiB', summarize(tcpCpu[c]), runs));
+    }
+    out.push(ratioFigure('veth.qos_vs_none_tcp', t.itm_qos, t.none, 'veth.none_tcp_gbps', runs));
+    out.push(ratioFigure('veth.qos_vs_nft_tcp', t.itm_qos, t.nft, 'veth.nft_tcp_gbps', runs));
   } finally {
     await topo.destroy();
   }

@@ -16,9 +16,9 @@ fi
 # tests and the demo use on the wire.
 PKGS=(clang llvm libbpf-dev libxdp-dev bpftool iproute2 pkg-config libelf-dev zlib1g-dev
       make g++ python3 tcpdump ethtool iputils-ping util-linux)
-# --bench: what the benchmarks compare itm with (nftables, iptables, NFQUEUE)
+# --bench: what the benchmarks compare itm with (nftables, iptables, NFQUEUE) and iperf3 for TCP
 if [ "${1:-}" = --bench ]; then
-  PKGS+=(nftables iptables libnetfilter-queue-dev)
+  PKGS+=(nftables iptables libnetfilter-queue-dev iperf3)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
