@@ -29,6 +29,15 @@ export function ratioFigure(name: string, a: Summary, b: Summary, baseline: stri
   return { name, value: r, unit: 'ratio', baseline, ratio: r, runs, spread: [a.min / b.max, a.max / b.min] };
 }
 
+/** ns per run of `prog` on `frame` through BPF_PROG_TEST_RUN: `runs` runs of `repeat` repeats,
+ * after a warm-up. */
+export function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: number): Summary {
+  prog.testRun({ data: frame, repeat: 1000 });
+  const ns: number[] = [];
+  for (let i = 0; i < runs; i++) ns.push(prog.testRun({ data: frame, repeat }).duration);
+  return summarize(ns);
+}
+
 /** The empty tc program (bench/empty.bpf.o), loaded; the caller closes it. */
 export function loadEmpty(): BpfProgram {
   const obj = BpfObject.open(join(BPF_BUILD, 'bench', 'empty.bpf.o'));

@@ -8,14 +8,7 @@ import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
 import { BPF_BUILD } from '../src/catalog.js';
 import { Topology, buildPacket } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, pinDir } from '../test/itm.js';
-import { figure, loadEmpty, ratioFigure, summarize, type Figure, type Summary } from './common.js';
-
-function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: number): Summary {
-  prog.testRun({ data: frame, repeat: 1000 }); // warm up
-  const ns: number[] = [];
-  for (let i = 0; i < runs; i++) ns.push(prog.testRun({ data: frame, repeat }).duration);
-  return summarize(ns);
-}
+import { figure, loadEmpty, measure, ratioFigure, type Figure } from './common.js';
 
 export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   const runs = opts.quick ? 3 : 7;

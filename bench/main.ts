@@ -9,7 +9,7 @@ import { fastpath } from './fastpath.js';
 import { userPath } from './user.js';
 import { veth } from './veth.js';
 import { control } from './control.js';
-import { scale } from './scale.js';
+import { scale, scaleVeth } from './scale.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -17,7 +17,7 @@ const figures: Figure[] = [];
 if (!only || only === 'fastpath') figures.push(...(await fastpath({ quick })));
 if (!only || only === 'veth') figures.push(...(await veth({ quick })));
 if (!only || only === 'user') figures.push(...(await userPath({ quick })));
-if (!only || only === 'scale') figures.push(...(await scale({ quick })));
+if (!only || only === 'scale') figures.push(...(await scale({ quick })), ...(await scaleVeth({ quick })));
 if (!only || only === 'control') figures.push(...(await control({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
