@@ -184,7 +184,7 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
         for (const c of configs) {
           await setup[c]();
           try {
-            await flood(n, 600, n); // one packet of every flow: the tables hold them all
+            await flood(n, 600, n + 64 * Math.ceil(n / 50_000)); // a packet of every flow at least: the tables hold them all
             if (rep === 0 && c === 'nft') {
               const count = Number((await topo.exec('a', ['cat', '/proc/sys/net/netfilter/nf_conntrack_count'])).stdout);
               if (count < n * 0.99) throw new Error(`scale: conntrack holds ${count} flows, not ${n}`);

@@ -5,7 +5,7 @@ import * as gen from './gen/abi.js';
 
 registerLayouts(gen.layouts);
 export * from './gen/abi.js';
-export { decode, encode } from './abi-codec.js';
+export { decode, encode, sumPerCpu } from './abi-codec.js';
 export type { StructLayout } from './abi-codec.js';
 
 /** A u32 map key or value (little-endian, as the kernel has it on x86). */

@@ -82,6 +82,12 @@ export interface ModuleDef extends UserFunctions {
   kernel?: { object: string; program?: string };
   /** the interest used when `itmctl load` gives none (default: every packet) */
   interest?: string;
+  /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of
+   * one name that share its `sharedMaps`; one `unload` takes them all */
+  hookSet?: readonly Hook[];
+  /** the interest at `hook`, from the parameters and what `--interest` gave (instead of
+   * `interest`) */
+  interestFor?: (params: Record<string, ParamValue>, hook: Hook, given: string[] | undefined) => string | string[];
   params: Record<string, ParamSpec>;
   /** turns validated parameters into the kernel configuration; by default each parameter with a
    * `global` sets that global */
@@ -96,6 +102,9 @@ export interface ModuleDef extends UserFunctions {
     /** adjusts the module's parameters in its maps; says what it changed, if anything */
     controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
   };
+  /** fills a kernel module's maps after its object is loaded and before any packet reaches it
+   * (a throw fails the load, which is undone) */
+  init?: (ctx: PeriodicContext & { dev: string; hook: Hook }) => void;
   /** maps that an instance shares with the instance of the same name on the device's other hook
    * (qos --bidir: one flow table for both directions) */
   sharedMaps?: (params: Record<string, ParamValue>) => string[];

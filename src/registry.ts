@@ -88,31 +88,16 @@ class HookPins {
   }
 
   mstats(id: number): abi.ItmMstats {
-    return sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(id));
+    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(id));
   }
   dstats(): abi.ItmDstats {
-    return sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
+    return abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
   }
 }
 
 const u32 = abi.u32;
 
 /** Adds up a per-CPU value whose fields are all u64 counters (or arrays of them). */
-function sumPerCpu<T>(layout: abi.StructLayout, map: BpfMap, key: Buffer): T {
-  const raw = map.lookup(key);
-  const stride = Math.ceil(map.valueSize / 8) * 8;
-  const total = {} as Record<string, bigint | bigint[]>;
-  if (!raw) return total as T;
-  for (let off = 0; off + map.valueSize <= raw.length; off += stride) {
-    const v = abi.decode<Record<string, bigint | bigint[]>>(layout, raw, off);
-    for (const [k, x] of Object.entries(v)) {
-      if (Array.isArray(x)) total[k] = x.map((e, i) => ((total[k] as bigint[] | undefined)?.[i] ?? 0n) + e);
-      else total[k] = ((total[k] as bigint | undefined) ?? 0n) + x;
-    }
-  }
-  return total as T;
-}
-
 /** Undo steps, run in reverse when a transaction fails. */
 class Undo {
   private steps: Array<[string, () => void]> = [];
@@ -479,7 +464,11 @@ export interface LoadOptions {
   params: Record<string, unknown>;
 }
 
-export interface LoadResult { id: number; hook: Hook; priority: number; position: number; broughtUp: boolean }
+export interface LoadResult {
+  id: number; hook: Hook; priority: number; position: number; broughtUp: boolean;
+  /** the instances at the module's other hooks, when one load put it at several (hookSet) */
+  others?: LoadResult[];
+}
 
 const chainOrder = (mods: ModuleRecord[]) => [...mods].sort((a, b) => a.priority - b.priority || a.seq - b.seq);
 
@@ -572,8 +561,49 @@ function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, pa
   }
 }
 
+/** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
+ * already loaded and takes down the hooks it set up. */
+async function loadSet(opts: LoadOptions, hooks: readonly Hook[]): Promise<LoadResult> {
+  const done: LoadResult[] = [];
+  try {
+    for (const hook of hooks) done.push(await load({ ...opts, hook }));
+  } catch (e) {
+    const name = opts.name ?? opts.module;
+    for (const r of done.reverse()) {
+      try {
+        unload(name, opts.dev, r.hook);
+        if (r.broughtUp) down(opts.dev, [r.hook]);
+      } catch { /* the first error is the one to report */ }
+    }
+    throw e;
+  }
+  return { ...done[done.length - 1]!, others: done.slice(0, -1) };
+}
+
+/** Runs a kernel module's `init` on its freshly pinned maps. */
+function initModule(def: ModuleDef, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
+  const maps = new Map<string, BpfMap>();
+  try {
+    def.init!({
+      params, state: {}, dev, hook,
+      open: (map) => {
+        let b = maps.get(map);
+        if (!b) maps.set(map, b = BpfMap.fromPin(join(modDir, pinName(map))));
+        return b;
+      },
+      global: () => { throw new Error('init cannot change globals: configure sets them'); },
+    });
+  } catch (e) {
+    if (e instanceof ItmError) throw e;
+    throw new ItmError(`${def.name}: cannot fill its maps: ${(e as Error).message}`, undefined, { cause: e });
+  } finally {
+    for (const b of maps.values()) b.close();
+  }
+}
+
 export async function load(opts: LoadOptions): Promise<LoadResult> {
   const { def, file } = await resolveModule(opts.module);
+  if (!opts.hook && def.hookSet) return loadSet(opts, def.hookSet);
   const user = isUserModule(def);
   const hook = opts.hook ?? def.hooks[def.hooks.length - 1]!;
   if (!def.hooks.includes(hook)) throw new ItmError(`${def.name} cannot run at ${hook} (its hooks: ${def.hooks.join(', ')})`);
@@ -584,7 +614,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
-  const interest = parseInterest(opts.interest ?? def.interest);
+  const given = opts.interest === undefined ? undefined : [opts.interest].flat();
+  const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : given ?? def.interest);
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = user ? '' : kernelObjectPath(def, hook);
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
@@ -630,6 +661,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
         const siblingDir = sibling && join(hookPinDir(ifindex, other), `mod-${sibling.id}`);
         loadModuleObject(def, objPath, cfg, params, id, hp, modDir, siblingDir);
+        if (def.init) initModule(def, params, modDir, opts.dev, hook);
       }
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
       hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));

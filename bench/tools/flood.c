@@ -6,8 +6,8 @@
  *   flood DST_IPV4 PORT SECONDS [PAYLOAD_BYTES [FLOWS [COUNT]]]
  *
  * PAYLOAD_BYTES defaults to 22 (64-byte Ethernet frames). With FLOWS > 1 it cycles through that
- * many 5-tuples: up to 50,000 destination ports from PORT on, times as many sockets (source ports)
- * as it takes, one socket per sendmmsg batch. COUNT stops it after that many packets (0: none).
+ * many 5-tuples: as many sockets (source ports) as it takes to need no more than 50,000
+ * destination ports from PORT on, the same number on each, one socket per sendmmsg batch. COUNT stops it after that many packets (0: none).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -60,8 +60,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "flood: bad payload size, duration or number of flows\n");
 		return 2;
 	}
-	ports = flows < PORTS_PER_SOCKET ? flows : PORTS_PER_SOCKET;
-	nsock = (flows + ports - 1) / ports;
+	/* as many ports on every socket, so that FLOWS packets cover every flow once */
+	nsock = (flows + PORTS_PER_SOCKET - 1) / PORTS_PER_SOCKET;
+	ports = (flows + nsock - 1) / nsock;
+	if (ports * nsock != flows) {
+		fprintf(stderr, "flood: %u flows do not split evenly over %u sockets (use %u)\n", flows, nsock, ports * nsock);
+		return 2;
+	}
 	if (port < 1 || port + ports - 1 > 65535) {
 		fprintf(stderr, "flood: ports %d to %u do not fit\n", port, port + ports - 1);
 		return 2;
@@ -103,15 +108,12 @@ int main(int argc, char **argv)
 
 		if (count && count - sent < BATCH)
 			want = count - sent;
-		/* the last socket may have fewer ports when flows is not a multiple of them */
-		unsigned int mine = s == nsock - 1 ? flows - s * ports : ports;
-
 		for (int i = 0; i < want && flows > 1; i++)
-			names[i].sin_port = htons(port + (cursor[s] + i) % mine);
+			names[i].sin_port = htons(port + (cursor[s] + i) % ports);
 		n = sendmmsg(fds[s], msgs, want, 0);
 		if (n > 0) {
 			sent += n;
-			cursor[s] = (cursor[s] + n) % mine;
+			cursor[s] = (cursor[s] + n) % ports;
 			s = (s + 1) % nsock;
 		} else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED)
 			failed++;

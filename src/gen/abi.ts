@@ -34,6 +34,7 @@ export const ITM_I_IPV6 = 1024;
 // enum itm_verdict
 export const ITM_ACCEPT = 0;
 export const ITM_DROP = 1;
+export const ITM_REDIRECT = 2;
 
 // enum itm_pkt_flags
 export const ITM_PKT_FRAGMENT = 1;

@@ -52,6 +52,9 @@ enum itm_interest_flags {
 enum itm_verdict {
 	ITM_ACCEPT = 0,
 	ITM_DROP = 1,
+	/* the module has sent the packet on itself (bpf_redirect, bpf_redirect_neigh) after changing
+	 * its headers, so the parse no longer holds: the chain ends here, later modules skip it */
+	ITM_REDIRECT = 2,
 };
 
 struct itm_port_range {

@@ -8,7 +8,9 @@
  *   static __always_inline __u32 classify(struct itm_ctx *c);            // 0: not interested
  *   static __always_inline void  log(struct itm_ctx *c, __u32 cls);      // sees every class
  *   static __always_inline int   process(struct itm_ctx *c, __u32 cls);  // cls != 0 only:
- *                                     // ITM_ACCEPT, ITM_DROP, or a negative error (packet goes on)
+ *                                     // ITM_ACCEPT, ITM_DROP, ITM_REDIRECT (sent on with
+ *                                     // bpf_redirect*: the chain ends), or a negative error
+ *                                     // (the packet goes on)
  *
  * The dispatcher has already parsed the packet (c->pkt) and checked the module's interest, so a
  * module sees only packets it registered for. Parameters are `const volatile` globals that
@@ -27,6 +29,9 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #endif
+#ifndef TC_ACT_REDIRECT
+#define TC_ACT_REDIRECT 7
+#endif
 
 /*
  * One source, two hooks: every object is built for tc (struct __sk_buff) and, with -DITM_XDP,
@@ -39,6 +44,7 @@
 /* a packet that goes on: to the stack (or to the next program on the device) */
 #define ITM_PASS XDP_PASS
 #define ITM_SHOT XDP_DROP
+#define ITM_REDIRECTED XDP_REDIRECT
 #else
 #define itm_ctx_t struct __sk_buff
 #define ITM_SEC "tc"
@@ -46,6 +52,7 @@
  * would end classification there) */
 #define ITM_PASS TC_ACT_UNSPEC
 #define ITM_SHOT TC_ACT_SHOT
+#define ITM_REDIRECTED TC_ACT_REDIRECT
 #endif
 #define ITM_ETH_P_IP 0x0800
 #define ITM_ETH_P_IPV6 0x86DD
@@ -232,6 +239,8 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
 		itm__count(itm_module_id, cls, verdict);                            \
 		if (verdict == ITM_DROP)                                            \
 			return ITM_SHOT;                                            \
+		if (verdict == ITM_REDIRECT)                                        \
+			return ITM_REDIRECTED;                                      \
 		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);                \
 		return ITM_PASS;                                                    \
 	}

@@ -63,7 +63,9 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
         r = await load(opts);
       }
       if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
-      console.log(`${a.name ?? a.module} loaded on ${a.dev} ${r.hook}: position ${r.position} in the chain (priority ${r.priority}, id ${r.id})${r.broughtUp ? '; the dispatcher was set up first' : ''}`);
+      for (const x of [...(r.others ?? []), r]) {
+        console.log(`${a.name ?? a.module} loaded on ${a.dev} ${x.hook}: position ${x.position} in the chain (priority ${x.priority}, id ${x.id})${x.broughtUp ? '; the dispatcher was set up first' : ''}`);
+      }
     },
   };
 }

@@ -19,6 +19,17 @@ export const unloadCommand: CommandModule<GlobalArgs, Args> = {
       const res = await request({ op: 'unload', name: a.module, dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}) });
       r = res ? answer(res).unload! : unload(a.module, a.dev, a.hook as never);
     } else {
+      // a module that one load put at several hooks (route) comes off them all
+      const at = list(a.dev).flatMap((d) => d.hooks.filter((h) => !a.hook || h.hook === a.hook)
+        .flatMap((h) => h.modules.filter((m) => m.name === a.module).map((m) => ({ hook: h.hook, module: m.module }))));
+      const { findModule } = await import('../../catalog.js');
+      const set = at.length > 1 && at.every((x) => x.module === at[0]!.module) && (await findModule(at[0]!.module)).hookSet;
+      if (set) {
+        const all = at.map((x) => unload(a.module, a.dev, x.hook));
+        if (a.json) return printJson({ module: a.module, dev: a.dev, unloaded: all });
+        for (const x of all) console.log(`${a.module} unloaded from ${a.dev} ${x.hook}`);
+        return;
+      }
       r = unload(a.module, a.dev, a.hook as never);
     }
     if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });

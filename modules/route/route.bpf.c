@@ -1,0 +1,594 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * route: itmBench's itmRoute, overlay routing in the kernel. One load puts it at both tc hooks of a
+ * device, as two instances that share these maps:
+ *
+ *  - at tc-egress, a packet for a destination of the overlay (route_dests) is encapsulated in
+ *    IPv4 + UDP + struct route_hdr and sent to the next hop the control plane chose for its
+ *    destination node (route_best): the node itself, or a neighbour that relays it;
+ *  - at tc-ingress, a tunnel packet (UDP to the overlay port) is checked before anything else:
+ *    the outer source is a peer's address, the header names that peer and its key, the tag is
+ *    right, the sequence number is not replayed. Then the packet is decapsulated (it is for this
+ *    node), relayed on to its destination node with this node's own header (it is for another),
+ *    or, a probe or probe answer for this node, handed to the control plane's socket.
+ *
+ * The tag is SipHash-2-4, keyed per pair of nodes, over the overlay header (tag zeroed) and the
+ * whole inner packet but its L4 checksum (which offloads may fill in after the tag). Outer IPv4
+ * and UDP are not covered, so the overlay crosses NATs. TCP SYNs get their MSS clamped to what
+ * fits the tunnel; other packets too big for it are dropped and counted (too_big).
+ */
+#define ITM_TC_ONLY
+#include <itm/itm.h>
+
+#define ROUTE_VERSION 1
+#define ROUTE_OVERHEAD (20 + 8 + 32)	/* outer IPv4, UDP, struct route_hdr */
+#define ROUTE_MAX_BYTES 2048		/* the most the tag covers: the overlay header and 2,016 bytes */
+#define ROUTE_WINDOW 64			/* sequence numbers accepted behind the highest */
+#define AF_INET 2
+
+enum route_type {
+	ROUTE_DATA = 1,
+	ROUTE_PROBE = 2,
+	ROUTE_ACK = 3,
+};
+
+enum route_flags {
+	ROUTE_F_CTL = 1,	/* the sequence number is the control plane's, not the kernel's */
+};
+
+/* on the wire after outer IPv4 + UDP; integers big-endian */
+struct route_hdr {
+	__u8 version;
+	__u8 type;		/* enum route_type */
+	__u8 flags;		/* enum route_flags */
+	__u8 key_id;		/* which key of the pair tags it */
+	__u32 from;		/* the node that sent this hop (its key with the receiver tags it) */
+	__u32 origin;		/* the node that first sent it */
+	__u32 to;		/* the node it is for */
+	__u64 seq;		/* per (from, receiver, flags & CTL), never repeated */
+	__u8 tag[8];		/* SipHash-2-4 */
+};
+
+/* a neighbour (any node this one shares a key with), by its wire id */
+struct route_peer {
+	__u8 key[16];
+	__u32 addr;		/* where tunnel packets to it go (network order) */
+	__u32 key_id;
+	/* the underlay route to addr, kept up to date by the control plane (0: none): the kernel's
+	 * FIB helper refuses devices that do not forward, and a host need not forward to tunnel */
+	__u32 ifindex;
+	__u32 src;		/* the source address that route uses (network order) */
+	__u32 mtu;		/* of that device */
+	__u32 pad;
+};
+
+struct route_window {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 top;		/* the highest sequence number accepted */
+	__u64 bits;		/* bit i: top - i was seen */
+};
+
+struct route_lpm {
+	__u32 prefixlen;	/* 96 + len for IPv4 (stored IPv4-mapped) */
+	__u8 addr[16];
+};
+
+/* per-path figures of the control plane, for `itmctl route paths`: key (destination node, via
+ * node: 0 for the direct path) */
+struct route_path_key {
+	__u32 dest;
+	__u32 via;
+};
+
+struct route_path {
+	__u32 rtt_us;		/* smoothed round-trip time of its probes */
+	__u32 loss_pm;		/* probes lost, per mille, smoothed */
+	__u32 sent;
+	__u32 answered;
+	__u64 last_answer_ns;	/* CLOCK_MONOTONIC */
+	__u8 alive;
+	__u8 in_use;
+	__u8 pad[6];
+};
+
+/* what the data path did, and why it dropped what it dropped */
+struct route_stats {
+	__u64 encapsulated;
+	__u64 decapsulated;
+	__u64 relayed;
+	__u64 to_control;	/* probes and answers for this node, handed to the control plane */
+	__u64 mss_clamped;
+	__u64 no_path;		/* a destination without a next hop yet: the packet went on unchanged */
+	__u64 no_route;		/* no underlay route to the next hop: dropped */
+	__u64 too_big;		/* would not fit the tunnel's MTU: dropped */
+	__u64 gso;		/* a GSO packet cannot be tagged per segment: dropped */
+	__u64 not_peer;		/* outer source is not the address of the peer the header names */
+	__u64 bad_key;		/* unknown key id */
+	__u64 bad_tag;
+	__u64 replayed;
+	__u64 truncated;
+	__u64 bad_version;
+	__u64 bad_hops;		/* relayed already, or for a node that is not a neighbour */
+	__u64 errors;		/* a helper failed */
+};
+
+/* set by itmctl from the topology */
+const volatile __u32 route_me = 0;	/* this node's wire id */
+const volatile __u16 route_port = 0;	/* the overlay's UDP port */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct route_peer);
+} route_peers SEC(".maps");
+
+/* every address a peer's tunnel packets may come from → the peer */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} route_addrs SEC(".maps");
+
+/* destination prefixes → the node that serves them */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct route_lpm);
+	__type(value, __u32);
+} route_dests SEC(".maps");
+
+/* destination node → next hop (the node itself for the direct path), chosen by the probes */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} route_best SEC(".maps");
+
+/* peer → the last sequence number the kernel sent it */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} route_tx SEC(".maps");
+
+/* (peer << 1 | ctl) → the replay window of what it sent */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, __u64);
+	__type(value, struct route_window);
+} route_rx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct route_path_key);
+	__type(value, struct route_path);
+} route_paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct route_stats);
+} route_stats SEC(".maps");
+
+/* the structures TypeScript reads and writes (modules/route/route.abi.ts is generated from them) */
+const volatile struct route_abi {
+	struct route_hdr h;
+	struct route_peer p;
+	struct route_window w;
+	struct route_lpm l;
+	struct route_path_key pk;
+	struct route_path pv;
+	struct route_stats s;
+} route_abi_anchor;
+
+#define COUNT(field)                                                         \
+	do {                                                                 \
+		__u32 z = 0;                                                 \
+		struct route_stats *st = bpf_map_lookup_elem(&route_stats, &z); \
+		if (st)                                                      \
+			st->field++;                                         \
+	} while (0)
+
+/* ---- SipHash-2-4 ---------------------------------------------------------------------------- */
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                              \
+	do {                                                                  \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);     \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                        \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                        \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);     \
+	} while (0)
+
+/* absorbs one 8-byte word, the `w`th of the message, masked as route_tag says */
+#define ABSORB(word, w)                                                       \
+	do {                                                                  \
+		__u64 m_ = (word);                                            \
+		if ((w) == 3)                                                 \
+			m_ = 0;                                               \
+		if ((w) == cw)                                                \
+			m_ &= cmask;                                          \
+		v3 ^= m_;                                                     \
+		SIPROUND;                                                     \
+		SIPROUND;                                                     \
+		v0 ^= m_;                                                     \
+	} while (0)
+
+#define ROUTE_CHUNK 64
+
+/*
+ * The tag of the packet's bytes from `off` to its end, with 8-byte word 3 (the tag field of the
+ * header at `off`) read as zero, and the 2 bytes at `off + csum` too (the inner L4 checksum; past
+ * the end for none). Read 64 bytes at a time. 0 on success.
+ */
+static __always_inline int route_tag(struct __sk_buff *skb, __u32 off, const __u8 *key, __u32 csum, __u64 *tag)
+{
+	__u64 k0 = *(const __u64 *)key, k1 = *(const __u64 *)(key + 8);
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+	__u32 cw = csum >> 3, n, done = 0, rem;
+	__u64 cmask = ~(0xffffULL << ((csum & 7) * 8)), b;
+	__u64 buf[ROUTE_CHUNK / 8];
+
+	if (off >= skb->len)
+		return -1;
+	n = skb->len - off;
+	if (n > ROUTE_MAX_BYTES)
+		return -1;
+	for (int c = 0; c < ROUTE_MAX_BYTES / ROUTE_CHUNK; c++) {
+		if (n - done < ROUTE_CHUNK)
+			break;
+		if (bpf_skb_load_bytes(skb, off + done, buf, ROUTE_CHUNK))
+			return -1;
+#pragma unroll
+		for (int i = 0; i < ROUTE_CHUNK / 8; i++)
+			ABSORB(buf[i], c * 8 + i);
+		done += ROUTE_CHUNK;
+	}
+	rem = n - done;
+	__builtin_memset(buf, 0, sizeof(buf));
+	if (rem) {
+		rem &= ROUTE_CHUNK - 1;
+		if (!rem || bpf_skb_load_bytes(skb, off + done, buf, rem))
+			return -1;
+	}
+	/* the last chunk: its whole words, then the tail with the length in the top byte */
+#pragma unroll
+	for (int i = 0; i < ROUTE_CHUNK / 8; i++) {
+		if ((i + 1) * 8 > rem) {
+			b = buf[i];
+			if (done / 8 + i == cw)
+				b &= cmask;
+			b |= (__u64)n << 56;
+			v3 ^= b;
+			SIPROUND;
+			SIPROUND;
+			v0 ^= b;
+			break;
+		}
+		ABSORB(buf[i], done / 8 + i);
+	}
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	*tag = v0 ^ v1 ^ v2 ^ v3;
+	return 0;
+}
+
+/* where the inner packet's L4 checksum is, from the overlay header at `hoff`; ~0 for none */
+static __always_inline __u32 inner_csum(struct __sk_buff *skb, __u32 hoff)
+{
+	__u8 ip[10];
+	__u16 frag;
+
+	if (bpf_skb_load_bytes(skb, hoff + 32, ip, sizeof(ip)) || (ip[0] >> 4) != 4)
+		return ~0U;
+	frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
+	if (frag)
+		return ~0U;
+	if (ip[9] == IPPROTO_TCP)
+		return 32 + (ip[0] & 0xf) * 4 + 16;
+	if (ip[9] == IPPROTO_UDP)
+		return 32 + (ip[0] & 0xf) * 4 + 6;
+	return ~0U;
+}
+
+/* ---- the pieces of encapsulation ------------------------------------------------------------ */
+
+static __always_inline __u16 ip_csum(const __u16 *h)
+{
+	__u32 s = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		s += h[i];
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+/* Writes the outer IPv4 + UDP + overlay header at `l3` (the room is there), tags the packet and
+ * sends it to the peer the header is for. */
+static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3,
+				       const struct route_peer *peer, __u32 next, struct route_hdr *h, __u8 tos, __u16 sport)
+{
+	struct {
+		struct iphdr ip;
+		struct udphdr udp;
+	} o = {};
+	__u64 *seqp = bpf_map_lookup_elem(&route_tx, &next), tag;
+	__u32 len = skb->len - l3;
+	__u32 csum;
+
+	if (!seqp)
+		return -1;
+	h->seq = bpf_cpu_to_be64(__sync_fetch_and_add(seqp, 1) + 1);
+	h->key_id = peer->key_id;
+	h->from = bpf_htonl(route_me);
+	__builtin_memset(h->tag, 0, sizeof(h->tag));
+	o.ip.version = 4;
+	o.ip.ihl = 5;
+	o.ip.tos = tos;
+	o.ip.tot_len = bpf_htons(len);
+	o.ip.ttl = 64;
+	o.ip.protocol = IPPROTO_UDP;
+	o.ip.saddr = peer->src;
+	o.ip.daddr = peer->addr;
+	o.ip.check = ip_csum((const __u16 *)&o.ip);
+	o.udp.source = bpf_htons(sport | 0xc000);
+	o.udp.dest = bpf_htons(route_port);
+	o.udp.len = bpf_htons(len - 20);
+	if (bpf_skb_store_bytes(skb, l3, &o, sizeof(o), 0) || bpf_skb_store_bytes(skb, l3 + 28, h, sizeof(*h), 0))
+		return -1;
+	csum = inner_csum(skb, l3 + 28);
+	if (route_tag(skb, l3 + 28, peer->key, csum, &tag))
+		return -1;
+	if (bpf_skb_store_bytes(skb, l3 + 28 + 24, &tag, sizeof(tag), 0))
+		return -1;
+	/* the neighbour subsystem finds the next hop (and resolves its address if it must) */
+	return bpf_redirect_neigh(peer->ifindex, NULL, 0, 0);
+}
+
+/* Lowers the MSS option of a TCP SYN to `mss` if it is above. */
+static __always_inline void clamp_mss(struct itm_ctx *c, __u16 mss)
+{
+	struct __sk_buff *skb = c->ctx;
+	__u32 off = c->pkt->l4_off, end;
+	__u8 doff;
+
+	if (bpf_skb_load_bytes(skb, off + 12, &doff, 1))
+		return;
+	end = off + (doff >> 4) * 4;
+	off += 20;
+#pragma unroll
+	for (int i = 0; i < 12; i++) {
+		__u8 opt[4];
+
+		if (off + 1 > end || bpf_skb_load_bytes(skb, off, opt, 1) || opt[0] == 0)
+			return;
+		if (opt[0] == 1) {
+			off++;
+			continue;
+		}
+		if (off + 4 > end || bpf_skb_load_bytes(skb, off, opt, 4) || opt[1] < 2)
+			return;
+		if (opt[0] == 2 && opt[1] == 4) {
+			__u16 old = (__u16)opt[2] << 8 | opt[3];
+
+			if (old > mss) {
+				__u16 o = bpf_htons(old), n = bpf_htons(mss);
+
+				bpf_skb_store_bytes(skb, off + 2, &n, 2, 0);
+				bpf_l4_csum_replace(skb, c->pkt->l4_off + 16, o, n, 2);
+				COUNT(mss_clamped);
+			}
+			return;
+		}
+		off += opt[1];
+	}
+}
+
+/* ---- tc-egress: into the tunnel ------------------------------------------------------------- */
+
+static __always_inline int encapsulate(struct itm_ctx *c)
+{
+	struct __sk_buff *skb = c->ctx;
+	struct itm_pkt *p = c->pkt;
+	struct route_lpm k = { .prefixlen = 128 };
+	struct route_hdr h = { .version = ROUTE_VERSION, .type = ROUTE_DATA };
+	struct route_peer *peer;
+	__u32 *dest, *next, d, n;
+
+	if (p->flow.family != 4)
+		return ITM_ACCEPT; /* the inner packet is IPv4 (the tries of route_dests are IPv4-mapped) */
+	if (p->flow.proto == IPPROTO_UDP && p->flow.dport == route_port)
+		return ITM_ACCEPT; /* already a tunnel packet (a probe, a relayed packet) */
+	__builtin_memcpy(k.addr, p->flow.daddr, 16);
+	dest = bpf_map_lookup_elem(&route_dests, &k);
+	if (!dest || *dest == route_me)
+		return ITM_ACCEPT;
+	d = *dest;
+	next = bpf_map_lookup_elem(&route_best, &d);
+	if (!next) {
+		COUNT(no_path);
+		return ITM_ACCEPT;
+	}
+	n = *next;
+	peer = bpf_map_lookup_elem(&route_peers, &n);
+	if (!peer) {
+		COUNT(no_path);
+		return ITM_ACCEPT;
+	}
+	if (skb->gso_segs > 1) {
+		COUNT(gso);
+		return ITM_DROP;
+	}
+	if (!peer->ifindex) {
+		COUNT(no_route);
+		return ITM_DROP;
+	}
+	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x02) && peer->mtu > ROUTE_OVERHEAD + 40)
+		clamp_mss(c, peer->mtu - ROUTE_OVERHEAD - 40);
+	if (skb->len - p->l3_off + ROUTE_OVERHEAD > peer->mtu) {
+		COUNT(too_big);
+		return ITM_DROP;
+	}
+	if (bpf_skb_adjust_room(skb, ROUTE_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP)) {
+		COUNT(errors);
+		return ITM_DROP;
+	}
+	h.origin = bpf_htonl(route_me);
+	h.to = bpf_htonl(d);
+	/* the inner DSCP and ECN go on the outer header, so marking survives the overlay */
+	if (send_tunnel(skb, p->l3_off, peer, n, &h, (p->dscp << 2) | p->ecn, (__u16)(bpf_get_hash_recalc(skb) & 0x3fff)) != TC_ACT_REDIRECT) {
+		COUNT(errors);
+		return ITM_DROP;
+	}
+	COUNT(encapsulated);
+	return ITM_REDIRECT;
+}
+
+/* ---- tc-ingress: out of the tunnel ---------------------------------------------------------- */
+
+static __always_inline int replay_ok(__u32 from, int ctl, __u64 seq)
+{
+	__u64 key = (__u64)from << 1 | (ctl ? 1 : 0);
+	struct route_window *w = bpf_map_lookup_elem(&route_rx, &key);
+	int ok = 0;
+
+	if (!w) {
+		struct route_window fresh = {};
+
+		bpf_map_update_elem(&route_rx, &key, &fresh, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&route_rx, &key);
+		if (!w)
+			return 0;
+	}
+	bpf_spin_lock(&w->lock);
+	if (seq > w->top) {
+		__u64 d = seq - w->top;
+
+		w->bits = d >= ROUTE_WINDOW ? 1 : (w->bits << d) | 1;
+		w->top = seq;
+		ok = 1;
+	} else {
+		__u64 d = w->top - seq;
+
+		if (d < ROUTE_WINDOW && !(w->bits & (1ULL << d))) {
+			w->bits |= 1ULL << d;
+			ok = 1;
+		}
+	}
+	bpf_spin_unlock(&w->lock);
+	return ok;
+}
+
+static __always_inline int decapsulate(struct itm_ctx *c)
+{
+	struct __sk_buff *skb = c->ctx;
+	struct itm_pkt *p = c->pkt;
+	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, csum;
+	struct route_peer *peer;
+	struct route_hdr h;
+	__u64 tag, want;
+	__u8 tos;
+
+	if (p->flow.family != 4 || !(p->flags & ITM_PKT_PORTS) || p->flow.dport != route_port)
+		return ITM_ACCEPT;
+	if (bpf_skb_load_bytes(skb, hoff, &h, sizeof(h))) {
+		COUNT(truncated);
+		return ITM_DROP;
+	}
+	if (h.version != ROUTE_VERSION || h.type < ROUTE_DATA || h.type > ROUTE_ACK) {
+		COUNT(bad_version);
+		return ITM_DROP;
+	}
+	if (h.type == ROUTE_DATA && skb->len < hoff + 32 + 20) {
+		COUNT(truncated);
+		return ITM_DROP;
+	}
+	/* the outer source is the address of the peer the header names */
+	__builtin_memcpy(&saddr, p->flow.saddr + 12, 4);
+	from = bpf_ntohl(h.from);
+	owner = bpf_map_lookup_elem(&route_addrs, &saddr);
+	peer = bpf_map_lookup_elem(&route_peers, &from);
+	if (!owner || *owner != from || !peer) {
+		COUNT(not_peer);
+		return ITM_DROP;
+	}
+	if (h.key_id != peer->key_id) {
+		COUNT(bad_key);
+		return ITM_DROP;
+	}
+	csum = inner_csum(skb, hoff);
+	__builtin_memcpy(&want, h.tag, 8);
+	if (route_tag(skb, hoff, peer->key, h.type == ROUTE_DATA ? csum : ~0U, &tag)) {
+		COUNT(errors);
+		return ITM_DROP;
+	}
+	if (tag != want) {
+		COUNT(bad_tag);
+		return ITM_DROP;
+	}
+	if (!replay_ok(from, h.flags & ROUTE_F_CTL, bpf_be64_to_cpu(h.seq))) {
+		COUNT(replayed);
+		return ITM_DROP;
+	}
+
+	if (bpf_ntohl(h.to) == route_me) {
+		if (h.type != ROUTE_DATA) {
+			COUNT(to_control);
+			return ITM_ACCEPT; /* to the control plane's socket */
+		}
+		if (bpf_skb_adjust_room(skb, -ROUTE_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
+			COUNT(errors);
+			return ITM_DROP;
+		}
+		COUNT(decapsulated);
+		/* again through this device's ingress, where the chain sees the inner packet */
+		bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+		return ITM_REDIRECT;
+	}
+
+	/* for another node: relay it there directly, once, with this node's own header */
+	{
+		__u32 to = bpf_ntohl(h.to);
+		struct route_peer *np = bpf_map_lookup_elem(&route_peers, &to);
+
+		if (h.from != h.origin || !np || to == from) {
+			COUNT(bad_hops);
+			return ITM_DROP;
+		}
+		if (!np->ifindex) {
+			COUNT(no_route);
+			return ITM_DROP;
+		}
+		if (bpf_skb_load_bytes(skb, l3 + 1, &tos, 1))
+			return ITM_DROP;
+		h.flags &= ~ROUTE_F_CTL; /* the kernel's sequence numbers from here */
+		if (send_tunnel(skb, l3, np, to, &h, tos, p->flow.sport) != TC_ACT_REDIRECT) {
+			COUNT(errors);
+			return ITM_DROP;
+		}
+		COUNT(relayed);
+		return ITM_REDIRECT;
+	}
+}
+
+static __always_inline int route_process(struct itm_ctx *c, __u32 cls)
+{
+	return c->pkt->hook == ITM_HOOK_TC_EGRESS ? encapsulate(c) : decapsulate(c);
+}
+
+ITM_MODULE(route, itm_classify_all, itm_log_none, route_process)

@@ -1,0 +1,243 @@
+// The route module: its topology file, its tag (SipHash-2-4, TypeScript and kernel alike), and the
+// overlay on real namespaces: A — N1, A — N2, N1 — B, N2 — B, A — B, itm on every node. A's client
+// (10.40.0.1) talks to B's server (10.50.0.1); the A — B link carries the plain route between them,
+// but the overlay has no direct path there, so every packet goes through a neighbour.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BpfMap } from '../src/libbpf/index.js';
+import type { DeviceView } from '../src/registry.js';
+import { siphash24 } from '../modules/route/siphash.js';
+import { parseTopology, wireId } from '../modules/route/topology.js';
+import { readStats, type RouteCounters } from '../modules/route/module.js';
+import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, tcpTransfer } from './harness/index.js';
+import { cleanItmOnDestroy, itmctl, itmctlJson, modulePin } from './itm.js';
+
+const KEY = (n: number) => Buffer.alloc(16, n).toString('hex');
+
+describe('route: SipHash-2-4', () => {
+  test('the reference vectors (key 00..0f, message 00..n-1)', () => {
+    const key = Buffer.from(Array.from({ length: 16 }, (_, i) => i));
+    const msg = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => i));
+    assert.equal(siphash24(key, msg(0)).toString('hex'), '310e0edd47db6f72');
+    assert.equal(siphash24(key, msg(1)).toString('hex'), 'fd67dc93c539f874');
+    assert.equal(siphash24(key, msg(8)).toString('hex'), '6224939a79f5f593');
+    assert.equal(siphash24(key, msg(15)).toString('hex'), 'e545be4961ca29a1');
+  });
+});
+
+describe('route: topology file', () => {
+  const good = `node: a
+address: 10.0.0.1
+neighbours:
+  - id: n1
+    address: 10.0.1.2
+    key: ${KEY(1)}
+destinations:
+  - prefix: 10.50.0.0/24
+    node: b
+`;
+  test('a good file', () => {
+    const t = parseTopology(good, 'a.yaml');
+    assert.equal(t.node, 'a');
+    assert.equal(t.port, 7946);
+    assert.equal(t.neighbours[0]!.wire, wireId('n1'));
+    assert.equal(t.destinations[0]!.prefix.text, '10.50.0.0/24');
+    assert.deepEqual(t.probe, { intervalMs: 500, timeoutMs: 1000, deadAfter: 3 });
+  });
+  const bad: Array<[string, string, RegExp]> = [
+    ['an unknown key', good.replace('address: 10.0.1.2', 'adress: 10.0.1.2'), /a\.yaml:5: unknown key 'adress' in a neighbour/],
+    ['a duplicate id', good.replace('destinations:', `  - id: n1\n    address: 10.0.1.3\n    key: ${KEY(2)}\ndestinations:`), /a\.yaml:7: duplicate neighbour id 'n1'/],
+    ['a bad prefix', good.replace('10.50.0.0/24', '10.50.0.0/33'), /a\.yaml:8: bad prefix: prefix length \/33/],
+    ['a missing key', good.replace(`    key: ${KEY(1)}\n`, ''), /a\.yaml:4: neighbour 'n1' has no 'key'/],
+    ['a short key', good.replace(KEY(1), 'abcd'), /a\.yaml:6: the key of 'n1' must be 32 hex digits/],
+    ['a duplicate key in a mapping', good.replace('node: a\n', 'node: a\nnode: c\n'), /a\.yaml:2: .*unique/i],
+    ['an IPv6 underlay', good.replace('address: 10.0.1.2', 'address: fd00::2'), /a\.yaml:5: 'address' fd00::2 is not an IPv4 address/],
+  ];
+  for (const [what, text, want] of bad) {
+    test(`refuses ${what}, naming the line`, () => assert.throws(() => parseTopology(text, 'a.yaml'), want));
+  }
+});
+
+const skip = namespaceSkipReason();
+const PORT = 7946;
+
+describe('route: the overlay in the kernel', { skip }, () => {
+  let topo: Topology;
+  let dir: string;
+  const devs: Record<string, string[]> = {};
+
+  /** route's counters on every device of `host`, summed */
+  async function stats(host: string): Promise<RouteCounters> {
+    const sum = {} as Record<string, number>;
+    for (const dev of devs[host]!) {
+      const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
+      const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === 'route')!;
+      const map = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, 'route_stats'));
+      try {
+        for (const [k, v] of Object.entries(readStats(map))) sum[k] = (sum[k] ?? 0) + v;
+      } finally {
+        map.close();
+      }
+    }
+    return sum as RouteCounters;
+  }
+
+  before(async () => {
+    topo = await Topology.create({
+      hosts: ['a', 'n1', 'n2', 'b'],
+      links: [
+        { a: 'a', b: 'n1', addrs: { a: ['10.31.1.1/24'], n1: ['10.31.1.2/24'] } },
+        { a: 'a', b: 'n2', addrs: { a: ['10.31.2.1/24'], n2: ['10.31.2.2/24'] } },
+        { a: 'n1', b: 'b', addrs: { n1: ['10.31.3.1/24'], b: ['10.31.3.2/24'] } },
+        { a: 'n2', b: 'b', addrs: { n2: ['10.31.4.1/24'], b: ['10.31.4.2/24'] } },
+        { a: 'a', b: 'b', addrs: { a: ['10.31.5.1/24'], b: ['10.31.5.2/24'] } },
+      ],
+    });
+    cleanItmOnDestroy(topo, 'a', 'n1', 'n2', 'b');
+    await topo.exec('a', ['ip', 'addr', 'add', '10.40.0.1/32', 'dev', 'lo']);
+    await topo.exec('b', ['ip', 'addr', 'add', '10.50.0.1/32', 'dev', 'lo']);
+    await topo.exec('a', ['ip', 'route', 'add', '10.50.0.0/24', 'via', '10.31.5.2', 'src', '10.40.0.1']);
+    await topo.exec('b', ['ip', 'route', 'add', '10.40.0.0/24', 'via', '10.31.5.1', 'src', '10.50.0.1']);
+    dir = mkdtempSync(join(tmpdir(), 'itm-route-'));
+    const files: Record<string, string> = {
+      a: `node: a
+address: 10.31.1.1
+neighbours:
+  - { id: n1, address: 10.31.1.2, key: ${KEY(1)} }
+  - { id: n2, address: 10.31.2.2, key: ${KEY(2)} }
+destinations:
+  - { prefix: 10.40.0.0/24, node: a }
+  - { prefix: 10.50.0.0/24, node: b }
+`,
+      n1: `node: n1
+address: 10.31.1.2
+neighbours:
+  - { id: a, address: 10.31.1.1, key: ${KEY(1)} }
+  - { id: b, address: 10.31.3.2, key: ${KEY(3)} }
+`,
+      n2: `node: n2
+address: 10.31.2.2
+neighbours:
+  - { id: a, address: 10.31.2.1, key: ${KEY(2)} }
+  - { id: b, address: 10.31.4.2, key: ${KEY(4)} }
+`,
+      b: `node: b
+address: 10.31.3.2
+neighbours:
+  - { id: n1, address: 10.31.3.1, key: ${KEY(3)} }
+  - { id: n2, address: 10.31.4.1, key: ${KEY(4)} }
+destinations:
+  - { prefix: 10.50.0.0/24, node: b }
+  - { prefix: 10.40.0.0/24, node: a }
+`,
+    };
+    for (const host of ['a', 'n1', 'n2', 'b']) {
+      const file = join(dir, `${host}.yaml`);
+      writeFileSync(file, files[host]!);
+      devs[host] = topo.devs(host).map((d) => d.dev);
+      for (const dev of devs[host]!) await itmctl(topo, host, ['load', 'route', '--dev', dev, '--topology', file]);
+    }
+  });
+  after(async () => {
+    await topo?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('one load puts route at both tc hooks of a device, and list shows them', async () => {
+    const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'b')]);
+    const at = d!.hooks.filter((h) => h.modules.some((m) => m.name === 'route')).map((h) => h.hook).sort();
+    assert.deepEqual(at, ['tc-egress', 'tc-ingress']);
+    const eg = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
+    assert.match(eg.interest, /dst=10\.50\.0\.0\/24/);
+    assert.doesNotMatch(eg.interest, /10\.40\.0\.0/, 'not its own destinations');
+    const ing = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules[0]!;
+    assert.match(ing.interest, new RegExp(`proto=udp.*dport=${PORT}`));
+  });
+
+  test('a ping from A\'s client reaches B\'s server through the overlay, via N1, both ways', async () => {
+    const before = { a: await stats('a'), n1: await stats('n1'), b: await stats('b') };
+    const onAN1 = await capture(topo, 'n1', { dev: topo.dev('n1', 'a'), filter: `udp port ${PORT}`, snaplen: 200 });
+    const onAB = await capture(topo, 'b', { dev: topo.dev('b', 'a'), filter: 'icmp' });
+    const r = await topo.exec('a', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '-I', '10.40.0.1', '10.50.0.1'], { check: false });
+    await onAN1.stop(300);
+    await onAB.stop(100);
+    assert.match(r.stdout, /3 received/, r.stdout);
+    const tunnel = await onAN1.stop();
+    const seen = await onAB.stop();
+    assert.equal(seen.length, 0, 'nothing crosses the A — B link unencapsulated');
+    const out = tunnel.filter((p) => p.src === '10.31.1.1' && p.dst === '10.31.1.2');
+    const back = tunnel.filter((p) => p.src === '10.31.1.2' && p.dst === '10.31.1.1');
+    assert.ok(out.length >= 3 && back.length >= 3, `requests and replies tunnelled on A — N1 (${out.length} out, ${back.length} back)`);
+    const after = { a: await stats('a'), n1: await stats('n1'), b: await stats('b') };
+    assert.ok(after.a.encapsulated - before.a.encapsulated >= 3);
+    assert.ok(after.a.decapsulated - before.a.decapsulated >= 3);
+    assert.ok(after.n1.relayed - before.n1.relayed >= 6);
+    assert.ok(after.b.decapsulated - before.b.decapsulated >= 3);
+    for (const s of Object.values(after)) assert.equal(s.bad_tag + s.replayed + s.not_peer + s.errors, 0, JSON.stringify(s));
+  });
+
+  test('the kernel\'s tag is SipHash-2-4 as TypeScript computes it, the inner DSCP is on the outer header', async () => {
+    const cap = await capture(topo, 'n1', { dev: topo.dev('n1', 'a'), filter: `udp dst port ${PORT} and src host 10.31.1.1`, snaplen: 1500 });
+    await topo.exec('a', ['ping', '-c', '1', '-W', '2', '-Q', String(46 << 2), '-I', '10.40.0.1', '10.50.0.1'], { check: false });
+    await cap.stop(300);
+    const [p] = await cap.stop();
+    assert.ok(p, 'a tunnel packet');
+    const region = Buffer.from(p.payload!);
+    assert.equal(region[0], 1, 'version 1');
+    assert.equal(region.readUInt32BE(4), wireId('a'), 'from a');
+    assert.equal(region.readUInt32BE(12), wireId('b'), 'to b');
+    const tag = Buffer.from(region.subarray(24, 32));
+    region.fill(0, 24, 32);
+    assert.equal(siphash24(Buffer.from(KEY(1), 'hex'), region).toString('hex'), tag.toString('hex'));
+    assert.equal(p.dscp, 46, 'the inner packet\'s EF is on the outer header');
+    assert.equal(parsePacket(region.subarray(32), { linkType: 'raw' }).dscp, 46, 'and on the inner one');
+  });
+
+  test('a TCP transfer from A\'s client to B\'s server goes through the overlay (MSS clamped)', async () => {
+    const before = await stats('a');
+    const r = await tcpTransfer(topo, { from: 'a', to: 'b', family: 4, dport: 5201, bytes: 2_000_000, srcAddr: '10.40.0.1', dstAddr: '10.50.0.1' });
+    assert.equal(r.bytes, 2_000_000);
+    const s = await stats('a');
+    assert.ok(s.encapsulated - before.encapsulated > 1000, 'segments went through the tunnel');
+    assert.ok(s.mss_clamped - before.mss_clamped >= 1, 'the SYN\'s MSS was clamped');
+    assert.equal(s.too_big - before.too_big, 0, 'nothing was too big for the tunnel');
+  });
+
+  test('injected tunnel packets (not a peer, wrong tag, replayed, truncated) are dropped and counted', async () => {
+    // a real tunnel packet from N1 to B, captured, then sent again as it is and altered
+    const cap = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT}`, snaplen: 1500 });
+    await topo.exec('a', ['ping', '-c', '1', '-W', '2', '-I', '10.40.0.1', '10.50.0.1'], { check: false });
+    await cap.stop(300);
+    const [orig] = await cap.stop();
+    assert.ok(orig, 'a tunnel packet on N1 — B');
+    const before = await stats('b');
+    const echoes = (await netCounters(topo, 'b'))['Icmp.InEchos']!;
+    const frame = Buffer.from(orig.raw!);
+    const hdr = 14 + 20 + 8;
+    const badTag = Buffer.from(frame);
+    badTag.writeUInt8(badTag.readUInt8(frame.length - 1) ^ 0x55, frame.length - 1); // a byte of the inner packet
+    const notPeer = buildPacket({ family: 4, src: '10.31.3.9', dst: '10.31.3.2', proto: 'udp', sport: 40000, dport: PORT, payload: frame.subarray(hdr), srcMac: orig.srcMac, dstMac: orig.dstMac });
+    const truncated = buildPacket({ family: 4, src: '10.31.3.1', dst: '10.31.3.2', proto: 'udp', sport: 40000, dport: PORT, payload: frame.subarray(hdr, hdr + 20), srcMac: orig.srcMac, dstMac: orig.dstMac });
+    // frames go out of N1's device towards B as they are
+    await sendFrames(topo, 'n1', topo.dev('n1', 'b'), [frame, badTag, notPeer, truncated], { gapMs: 20 });
+    await new Promise((r) => setTimeout(r, 300));
+    const s = await stats('b');
+    assert.equal(s.replayed - before.replayed, 1, 'the replay');
+    assert.equal(s.bad_tag - before.bad_tag, 1, 'the altered packet');
+    assert.equal(s.not_peer - before.not_peer, 1, 'the stranger');
+    assert.equal(s.truncated - before.truncated, 1, 'the stub');
+    assert.equal(s.decapsulated - before.decapsulated, 0, 'none was decapsulated');
+    assert.equal((await netCounters(topo, 'b'))['Icmp.InEchos'], echoes, 'no echo request reached B\'s stack');
+  });
+
+  test('unload takes route off both hooks', async () => {
+    const dev = topo.dev('n2', 'b');
+    await itmctl(topo, 'n2', ['unload', 'route', '--dev', dev]);
+    const [d] = await itmctlJson<DeviceView[]>(topo, 'n2', ['list', '--dev', dev]);
+    assert.ok(d!.hooks.every((h) => h.modules.length === 0));
+    await itmctl(topo, 'n2', ['load', 'route', '--dev', dev, '--topology', join(dir, 'n2.yaml')]);
+  });
+});
