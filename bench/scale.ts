@@ -15,13 +15,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as abi from '../src/abi.js';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
-import { Topology, buildPacket } from '../test/harness/index.js';
+import { Topology, buildPacket, run } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from '../test/itm.js';
 import type { DeviceView } from '../src/registry.js';
 import { figure, loadEmpty, measure, median, ratioFigure, summarize, udpSink, type Figure, type Summary } from './common.js';
 import { buildTools, TOOLS } from './user.js';
 import { busyNs, markers, type Config } from './veth.js';
-import { run } from '../test/harness/index.js';
 
 const LABEL: Record<number, string> = { 1000: '1k', 65536: '64k', 1000000: '1m' };
 
@@ -102,6 +101,7 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     // the dispatcher against the number of prefixes in a module's interest: a no-op module (mark,
     // DSCP 0) interested in 1, 100 or 10k destination /24s, and a packet to the last of them
     const perPrefixes: Record<number, Summary> = {};
+    const runs = opts.quick ? 3 : 7;
     for (const n of [1, 100, 10_000]) {
       const prefixes = Array.from({ length: n }, (_, i) => `dst=10.${100 + (i >> 8)}.${i & 255}.0/24`);
       const interest: string[] = [];
@@ -111,15 +111,15 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
       try {
         const last = n - 1;
         const frame = buildPacket({ family: 4, src: '10.0.0.1', dst: `10.${100 + (last >> 8)}.${last & 255}.7`, proto: 'udp', sport: 1, dport: 5001, payload: Buffer.alloc(18) });
-        perPrefixes[n] = measure(dispatch, frame, opts.quick ? 3 : 7, opts.quick ? 200_000 : 1_000_000);
+        perPrefixes[n] = measure(dispatch, frame, runs, opts.quick ? 200_000 : 1_000_000);
       } finally {
         dispatch.close();
         await itmctl(topo, 'itm', ['down', '--dev', dev]);
       }
       const label = n === 10_000 ? '10k' : String(n);
-      out.push(figure(`scale.prefixes_${label}_ns`, 'ns/pkt', perPrefixes[n]!, opts.quick ? 3 : 7, n !== 1 ? { name: 'scale.prefixes_1_ns', value: perPrefixes[1]!.median } : undefined));
+      out.push(figure(`scale.prefixes_${label}_ns`, 'ns/pkt', perPrefixes[n]!, runs, n !== 1 ? { name: 'scale.prefixes_1_ns', value: perPrefixes[1]!.median } : undefined));
     }
-    out.push(ratioFigure('scale.prefixes_10k_vs_1', perPrefixes[10_000]!, perPrefixes[1]!, 'scale.prefixes_1_ns', opts.quick ? 3 : 7));
+    out.push(ratioFigure('scale.prefixes_10k_vs_1', perPrefixes[10_000]!, perPrefixes[1]!, 'scale.prefixes_1_ns', runs));
 
     const big = sizes[sizes.length - 1]!;
     if (big >= 1e6) {
@@ -188,7 +188,10 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
             if (rep === 0 && c === 'nft') {
               const count = Number((await topo.exec('a', ['cat', '/proc/sys/net/netfilter/nf_conntrack_count'])).stdout);
               if (count < n * 0.99) throw new Error(`scale: conntrack holds ${count} flows, not ${n}`);
-              if (n === big) out.push({ name: `scale.nft_${label}_mem_bytes`, value: conntrackBytes(), unit: 'bytes', runs: 1, spread: [conntrackBytes(), conntrackBytes()] });
+              if (n === big) {
+                const bytes = conntrackBytes();
+                out.push({ name: `scale.nft_${label}_mem_bytes`, value: bytes, unit: 'bytes', runs: 1, spread: [bytes, bytes] });
+              }
             }
             if (rep === 0 && c === 'itm_qos') {
               const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', dev]);

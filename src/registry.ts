@@ -97,7 +97,6 @@ class HookPins {
 
 const u32 = abi.u32;
 
-/** Adds up a per-CPU value whose fields are all u64 counters (or arrays of them). */
 /** Undo steps, run in reverse when a transaction fails. */
 class Undo {
   private steps: Array<[string, () => void]> = [];
@@ -563,12 +562,12 @@ function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, pa
 
 /** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
  * already loaded and takes down the hooks it set up. */
-async function loadSet(opts: LoadOptions, hooks: readonly Hook[]): Promise<LoadResult> {
+async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]): Promise<LoadResult> {
   const done: LoadResult[] = [];
   try {
     for (const hook of hooks) done.push(await load({ ...opts, hook }));
   } catch (e) {
-    const name = opts.name ?? opts.module;
+    const name = opts.name ?? def.name;
     for (const r of done.reverse()) {
       try {
         unload(name, opts.dev, r.hook);
@@ -603,7 +602,7 @@ function initModule(def: ModuleDef, params: Record<string, ParamValue>, modDir: 
 
 export async function load(opts: LoadOptions): Promise<LoadResult> {
   const { def, file } = await resolveModule(opts.module);
-  if (!opts.hook && def.hookSet) return loadSet(opts, def.hookSet);
+  if (!opts.hook && def.hookSet) return loadSet(opts, def, def.hookSet);
   const user = isUserModule(def);
   const hook = opts.hook ?? def.hooks[def.hooks.length - 1]!;
   if (!def.hooks.includes(hook)) throw new ItmError(`${def.name} cannot run at ${hook} (its hooks: ${def.hooks.join(', ')})`);
@@ -764,6 +763,14 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
     purgeModule(l.pins, l.m.id);
     return { hook: l.hook, id: l.m.id };
   });
+}
+
+/** Without a hook, a kernel module that one load put at several hooks (its `hookSet`) comes off
+ * them all; undefined when `name` is not such a module on `dev`. */
+export async function unloadSet(name: string, dev: string): Promise<Array<{ hook: Hook; id: number }> | undefined> {
+  const at = list(dev).flatMap((d) => d.hooks.flatMap((h) => h.modules.filter((m) => m.name === name && m.kind !== 'user').map((m) => ({ hook: h.hook, module: m.module }))));
+  if (at.length < 2 || !at.every((x) => x.module === at[0]!.module) || !(await findModule(at[0]!.module)).hookSet) return undefined;
+  return at.map((x) => unload(name, dev, x.hook));
 }
 
 export function reorder(name: string, dev: string, priority: number, hook?: Hook): { hook: Hook; position: number } {

@@ -531,9 +531,10 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 		COUNT(bad_key);
 		return ITM_DROP;
 	}
-	csum = inner_csum(skb, hoff);
+	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
+	csum = h.type == ROUTE_DATA ? inner_csum(skb, hoff) : ~0U;
 	__builtin_memcpy(&want, h.tag, 8);
-	if (route_tag(skb, hoff, peer->key, h.type == ROUTE_DATA ? csum : ~0U, &tag)) {
+	if (route_tag(skb, hoff, peer->key, csum, &tag)) {
 		COUNT(errors);
 		return ITM_DROP;
 	}

@@ -9,7 +9,7 @@ export const unloadCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) => hookOption(devOption(y), 'hook (needed only if the module is on both)').positional('module', { type: 'string', demandOption: true }) as never,
   handler: async (a) => {
     requireRoot();
-    const { unload, list } = await import('../../registry.js');
+    const { unload, unloadSet, list } = await import('../../registry.js');
     const user = list(a.dev).some((d) => d.hooks.some((h) => (!a.hook || h.hook === a.hook) && h.modules.some((m) => m.name === a.module && m.kind === 'user')));
     let r;
     if (user) {
@@ -20,12 +20,8 @@ export const unloadCommand: CommandModule<GlobalArgs, Args> = {
       r = res ? answer(res).unload! : unload(a.module, a.dev, a.hook as never);
     } else {
       // a module that one load put at several hooks (route) comes off them all
-      const at = list(a.dev).flatMap((d) => d.hooks.filter((h) => !a.hook || h.hook === a.hook)
-        .flatMap((h) => h.modules.filter((m) => m.name === a.module).map((m) => ({ hook: h.hook, module: m.module }))));
-      const { findModule } = await import('../../catalog.js');
-      const set = at.length > 1 && at.every((x) => x.module === at[0]!.module) && (await findModule(at[0]!.module)).hookSet;
-      if (set) {
-        const all = at.map((x) => unload(a.module, a.dev, x.hook));
+      const all = a.hook ? undefined : await unloadSet(a.module, a.dev);
+      if (all) {
         if (a.json) return printJson({ module: a.module, dev: a.dev, unloaded: all });
         for (const x of all) console.log(`${a.module} unloaded from ${a.dev} ${x.hook}`);
         return;
