@@ -101,18 +101,32 @@ export interface ModuleDef extends UserFunctions {
     classUpdate?: (ctx: PeriodicContext) => Record<string, number | string>;
     /** adjusts the module's parameters in its maps; says what it changed, if anything */
     controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
+    /** when the instance goes (unload, agent stop): the last call with its context, before its
+     * maps are closed */
+    stop?: (ctx: PeriodicContext) => void;
+    /** the periodic functions are the module's control plane, which it does not work without:
+     * `itmctl load` starts itmd if it is not running */
+    essential?: boolean;
   };
   /** fills a kernel module's maps after its object is loaded and before any packet reaches it
    * (a throw fails the load, which is undone) */
-  init?: (ctx: PeriodicContext & { dev: string; hook: Hook }) => void;
+  init?: (ctx: PeriodicContext) => void;
   /** maps that an instance shares with the instance of the same name on the device's other hook
    * (qos --bidir: one flow table for both directions) */
   sharedMaps?: (params: Record<string, ParamValue>) => string[];
+  /** maps that every instance of the same name in the network namespace shares, on any device
+   * and hook (route: one overlay node, whatever devices it is loaded on). Such instances must have
+   * the same parameters. */
+  nodeMaps?: (params: Record<string, ParamValue>) => string[];
   /** the module's per-flow state, for `itmctl flows`: rows from its pinned maps, largest first */
   flows?: (open: (map: string) => BpfMap, params: Record<string, ParamValue>) => FlowRow[];
 }
 
 export interface PeriodicContext {
+  /** the instance: its name, device and hook */
+  name: string;
+  dev: string;
+  hook: Hook;
   /** one of the instance's pinned maps (opened once, kept across periods) */
   open: (map: string) => BpfMap;
   params: Record<string, ParamValue>;

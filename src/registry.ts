@@ -11,7 +11,7 @@ import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, 
 import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
 import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from './module-def.js';
+import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
@@ -521,16 +521,17 @@ function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: num
   for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
 }
 
-/** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and the
- * `sharedMaps` of its sibling instance, from `siblingDir`), and pins its maps and program in `modDir`. */
-function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, params: Record<string, ParamValue>, id: number,
-  hp: HookPins, modDir: string, siblingDir: string | undefined): void {
+/** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and those
+ * of `reuse`, map → the pin directory of the instance that has it), and pins its maps and program
+ * in `modDir`. */
+function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, id: number,
+  hp: HookPins, modDir: string, reuse: Map<string, string>): void {
   const obj = BpfObject.open(objPath);
   try {
     writeGlobals(obj, def, cfg, id);
     for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
-    for (const m of siblingDir ? def.sharedMaps?.(params) ?? [] : []) {
-      const shared = BpfMap.fromPin(join(siblingDir!, pinName(m)));
+    for (const [m, dir] of reuse) {
+      const shared = BpfMap.fromPin(join(dir, pinName(m)));
       try {
         obj.reuseMap(m, shared);
       } finally {
@@ -560,6 +561,33 @@ function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, pa
   }
 }
 
+/** The maps a new instance takes from instances already loaded: its `sharedMaps` from its sibling
+ * on the device's other hook, its `nodeMaps` from any instance of its name in the namespace (which
+ * must have its parameters: they are one instance, on several devices). */
+function reusedMaps(def: ModuleDef, name: string, params: Record<string, ParamValue>, rec: DeviceRecord, hook: Hook): Map<string, string> {
+  const reuse = new Map<string, string>();
+  const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
+  const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
+  if (sibling) for (const m of def.sharedMaps?.(params) ?? []) reuse.set(m, join(hookPinDir(rec.ifindex, other), `mod-${sibling.id}`));
+  const node = def.nodeMaps?.(params) ?? [];
+  if (!node.length) return reuse;
+  for (const r of listDeviceRecords()) {
+    for (const [h, hr] of Object.entries(r.hooks) as Array<[Hook, HookRecord]>) {
+      const m = hr.modules.find((x) => x.name === name);
+      if (!m) continue;
+      const where = `${ifIndexToName(r.ifindex) ?? `ifindex ${r.ifindex}`} ${h}`;
+      if (m.module !== def.name) throw new ItmError(`${name} is another module (${m.module}) on ${where}: load this one with another --name`);
+      if (JSON.stringify(m.params) !== JSON.stringify(params)) {
+        throw new ItmError(`${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`);
+      }
+      const dir = join(hookPinDir(r.ifindex, h), `mod-${m.id}`);
+      for (const map of node) if (!reuse.has(map)) reuse.set(map, dir);
+      return reuse;
+    }
+  }
+  return reuse;
+}
+
 /** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
  * already loaded and takes down the hooks it set up. */
 async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]): Promise<LoadResult> {
@@ -580,11 +608,11 @@ async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]
 }
 
 /** Runs a kernel module's `init` on its freshly pinned maps. */
-function initModule(def: ModuleDef, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
+function initModule(def: ModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
   const maps = new Map<string, BpfMap>();
   try {
     def.init!({
-      params, state: {}, dev, hook,
+      name, params, state: {}, dev, hook,
       open: (map) => {
         let b = maps.get(map);
         if (!b) maps.set(map, b = BpfMap.fromPin(join(modDir, pinName(map))));
@@ -655,12 +683,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       if (user) {
         createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
       } else {
-        // maps shared with this instance's sibling on the device's other hook, if it is loaded
-        const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
-        const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
-        const siblingDir = sibling && join(hookPinDir(ifindex, other), `mod-${sibling.id}`);
-        loadModuleObject(def, objPath, cfg, params, id, hp, modDir, siblingDir);
-        if (def.init) initModule(def, params, modDir, opts.dev, hook);
+        loadModuleObject(def, objPath, cfg, id, hp, modDir, reusedMaps(def, name, params, rec, hook));
+        if (def.init) initModule(def, name, params, modDir, opts.dev, hook);
       }
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
       hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
@@ -825,8 +849,8 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
     if (!info || !map) throw new ItmError(`${m.module}: its object has no global '${g}'`);
     return { map, ...info };
   };
-  const ctx = {
-    open, params: m.params, state: {} as Record<string, unknown>,
+  const ctx: PeriodicContext = {
+    name, dev, hook: h, open, params: m.params, state: {} as Record<string, unknown>,
     global: (g: string) => {
       const at = locate(g);
       return {
@@ -847,9 +871,35 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
       return { ...(classes ? { classes } : {}), ...(changed ? { changed } : {}) };
     },
     close: () => {
-      obj.close();
-      for (const b of maps.values()) b.close();
+      try {
+        every.stop?.(ctx);
+      } finally {
+        obj.close();
+        for (const b of maps.values()) b.close();
+      }
     },
+  };
+}
+
+/** The pinned maps of a kernel module instance loaded under `name` anywhere in the namespace
+ * (its first, when it is on several devices and hooks), for one with `nodeMaps`, whose maps are
+ * the same on all. */
+export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; open: (map: string) => BpfMap } {
+  const hit = withNamespaceLock(() => {
+    prepare(false);
+    for (const r of listDeviceRecords()) {
+      for (const h of HOOKS) {
+        const m = r.hooks[h]?.modules.find((x) => x.name === name && x.kind !== 'user');
+        if (m) return { r, h, m };
+      }
+    }
+    return undefined;
+  });
+  if (!hit) throw new ItmError(`${name} is not loaded in this network namespace`);
+  const dir = join(hookPinDir(hit.r.ifindex, hit.h), `mod-${hit.m.id}`);
+  return {
+    dev: ifIndexToName(hit.r.ifindex) ?? `ifindex ${hit.r.ifindex}`, hook: hit.h, module: hit.m.module, params: hit.m.params,
+    open: (map) => BpfMap.fromPin(join(dir, pinName(map))),
   };
 }
 

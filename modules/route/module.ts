@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { defineModule, type ParamValue, type PeriodicContext } from '../../src/module-def.js';
-import { encode, registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
+import { registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
 import type { BpfMap } from '../../src/libbpf/index.js';
 import * as abi from './route.abi.js';
+import { controllerFor, stopController } from './control.js';
+import { ipv4, peerEntry, u32, underlayRoute } from './peers.js';
 import { loadTopology, type Topology } from './topology.js';
 
 registerLayouts(abi.layouts);
@@ -23,31 +25,6 @@ export function topologyOf(params: Record<string, ParamValue>): Topology {
   return t;
 }
 
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; };
-const ipv4 = (s: string) => Buffer.from(s.split('.').map(Number));
-
-export interface Underlay { ifindex: number; src: string; mtu: number }
-
-/** The underlay route to a peer's address, as this namespace's FIB has it now (undefined: none). */
-export function underlayRoute(addr: string): Underlay | undefined {
-  try {
-    const [r] = JSON.parse(execFileSync('ip', ['-j', 'route', 'get', addr], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as Array<{ dev?: string; prefsrc?: string; type?: string }>;
-    if (!r?.dev || !r.prefsrc || (r.type && r.type !== 'unicast')) return undefined;
-    const [l] = JSON.parse(execFileSync('ip', ['-j', 'link', 'show', 'dev', r.dev], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as Array<{ ifindex: number; mtu: number }>;
-    return l ? { ifindex: l.ifindex, src: r.prefsrc, mtu: l.mtu } : undefined;
-  } catch {
-    return undefined; // unreachable: `ip route get` fails
-  }
-}
-
-/** A peer's entry: its key, and the underlay route to it. */
-export function peerEntry(n: Topology['neighbours'][number], via: Underlay | undefined): Buffer {
-  return encode(abi.route_peer, {
-    key: n.key, addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
-    ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, pad: 0,
-  });
-}
-
 /** The next hop a destination node starts with, before any probe: itself when it is a
  * neighbour, else the first neighbour. */
 export function initialNextHop(t: Topology, dest: number): number | undefined {
@@ -58,7 +35,7 @@ export function initialNextHop(t: Topology, dest: number): number | undefined {
 /** Writes the topology into the maps the two instances share: peers and their addresses,
  * destinations, first next hops, and sequence numbers that start from the time of day, so a
  * reloaded node never repeats one its peers have seen. */
-export function writeTopology(ctx: PeriodicContext & { dev: string }): void {
+export function writeTopology(ctx: PeriodicContext): void {
   const t = topologyOf(ctx.params);
   // TCP hands the device GSO super-packets (it always does, whatever the offloads), and a tag
   // cannot be made per segment: one segment per packet on this device
@@ -110,8 +87,27 @@ export default defineModule({
     const t = topologyOf(params);
     return { globals: { route_me: t.wire, route_port: t.port } };
   },
-  sharedMaps: () => MAPS,
+  // one overlay node, whatever devices it is loaded on: one set of peers, paths, sequence numbers
+  // and replay windows (a peer's packets may arrive on any of them)
+  nodeMaps: () => MAPS,
   init: writeTopology,
+  every: {
+    intervalMs: 250,
+    essential: true,
+    // the probes run on the controller's own timer (the topology's interval); this call keeps it
+    // told which instances are here, and reports what it changed
+    controllerUpdate: (ctx) => controllerFor(ctx, topologyOf(ctx.params)).attach(ctx),
+    classUpdate: (ctx) => {
+      const c = controllerFor(ctx, topologyOf(ctx.params));
+      const out: Record<string, string> = {};
+      for (const [dest, hop] of c.best) {
+        const p = c.paths.find((x) => x.dest === dest && x.hop === hop);
+        out[c.name(dest)] = `${hop === dest ? 'direct' : `via ${c.name(hop)}`}${p?.srttUs !== undefined ? ` ${(p.srttUs / 1000).toFixed(2)} ms` : ''}`;
+      }
+      return out;
+    },
+    stop: stopController,
+  },
 });
 
 /** What the data path counted (route_stats, summed over CPUs). */

@@ -279,9 +279,13 @@ export class Host {
 
   /** class-update and controller-update, in this process: they see the `state` the per-packet
    * functions keep. A user module has no pinned maps or globals of its own. */
-  private periodic(every: NonNullable<ModuleDef['every']>): void {
+  private periodicContext(): PeriodicContext {
     const none = (what: string) => () => { throw new Error(`a user-space module has no ${what}: keep what the periodic functions need in ctx.state`); };
-    const pctx: PeriodicContext = { open: none('pinned maps'), global: none('BPF globals'), params: this.ctx.params, state: this.ctx.state };
+    return { name: this.ctx.name, dev: this.ctx.dev, hook: this.ctx.hook, open: none('pinned maps'), global: none('BPF globals'), params: this.ctx.params, state: this.ctx.state };
+  }
+
+  private periodic(every: NonNullable<ModuleDef['every']>): void {
+    const pctx = this.periodicContext();
     let last: PeriodicResult;
     try {
       const classes = every.classUpdate?.(pctx);
@@ -302,7 +306,11 @@ export class Host {
   async close(): Promise<void> {
     this.sock.close();
     try {
-      await this.def.stop?.(this.ctx);
+      try {
+        this.def.every?.stop?.(this.periodicContext());
+      } finally {
+        await this.def.stop?.(this.ctx);
+      }
     } finally {
       for (const m of [this.uctl, this.uflight, this.xsks, this.ustats]) m.close();
     }

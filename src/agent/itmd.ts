@@ -307,7 +307,11 @@ export class Agent {
     const ifindex = registry.resolveDevice(opts.dev, 'load on');
     const rec = listDeviceRecords(this.ns).find((r) => r.ifindex === ifindex);
     const m = rec?.hooks[res.hook]?.modules.find((x) => x.id === res.id);
-    if (!m || m.kind !== 'user' || !m.source) return res;
+    if (!m || m.kind !== 'user' || !m.source) {
+      // a kernel module's periodic functions (its control plane) start now, not at the next pass
+      await this.reconcile();
+      return res;
+    }
     const key = keyOf(ifindex, res.hook, m.name);
     const h = new Hosted(hostSpec(this.ns, opts.dev, ifindex, res.hook, m), m.module);
     this.hosts.set(key, h);

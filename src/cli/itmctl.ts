@@ -17,6 +17,7 @@ import { explainCommand } from './commands/explain.js';
 import { flowsCommand } from './commands/flows.js';
 import { watchCommand } from './commands/watch.js';
 import { agentCommand } from './commands/agent.js';
+import { routeCommand } from './commands/route.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -54,6 +55,7 @@ try {
     .command(flowsCommand)
     .command(watchCommand)
     .command(agentCommand)
+    .command(routeCommand)
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
     .fail((msg, err) => {

@@ -1,0 +1,280 @@
+// The overlay's control plane, run by itmd as route's controller-update (itmBench's controller,
+// with RON's probing). One controller per overlay (instance name) in a namespace, whatever devices
+// the instance is loaded on: their maps are one (nodeMaps).
+//
+// Every probe interval it sends a probe to every destination node, directly when the node is a
+// neighbour and through each other neighbour. A probe is an overlay packet (type 2, the CTL flag,
+// this controller's sequence numbers) tagged with the next hop's key; a neighbour's kernel relays it
+// like data. The destination's controller answers (type 3) back through the same hop. Per path:
+// RTT and loss, smoothed (1/8); a path is dead after `dead_after` unanswered probes in a row, or at
+// once when the underlay route to its first hop goes. The best live path per destination is written
+// into route_best, where the kernel reads it for the next packet.
+import dgram from 'node:dgram';
+import { encode } from '../../src/abi-codec.js';
+import type { BpfMap } from '../../src/libbpf/index.js';
+import type { PeriodicContext } from '../../src/module-def.js';
+import * as abi from './route.abi.js';
+import { peerEntry, u32, underlayRoutes } from './peers.js';
+import type { Neighbour, Topology } from './topology.js';
+import { F_CTL, HDR_LEN, readHeader, seal, tagOk, Type } from './wire.js';
+
+/** a probe's payload: its id, the neighbour it goes through (0: direct), when it left (ns) */
+const PAYLOAD = 16;
+/** another path is taken when it scores this much better, relatively and in µs */
+const SWITCH_RATIO = 0.75;
+const SWITCH_US = 2000;
+
+export interface PathState {
+  dest: number;
+  /** the neighbour it goes through, 0 for the direct path */
+  via: number;
+  /** its first hop: `via`, or the destination itself */
+  hop: number;
+  srttUs?: number;
+  /** lost probes, smoothed, 0..1 */
+  loss: number;
+  sent: number;
+  answered: number;
+  /** unanswered probes in a row */
+  misses: number;
+  lastAnswerNs: bigint;
+  alive: boolean;
+}
+
+interface Pending { path: PathState; deadline: number }
+
+const nowNs = (): bigint => process.hrtime.bigint();
+
+export class Controller {
+  readonly paths: PathState[] = [];
+  /** destination node → next hop, as route_best has it */
+  readonly best = new Map<number, number>();
+  /** what went wrong with packets the socket received */
+  readonly rejected = { malformed: 0, badTag: 0, unknown: 0 };
+  error?: string;
+  private readonly sock: dgram.Socket;
+  private ready = false;
+  private readonly pending = new Map<number, Pending>();
+  private readonly instances = new Map<string, PeriodicContext>();
+  private readonly changes: string[] = [];
+  private readonly byWire: Map<number, Neighbour>;
+  private readonly names = new Map<number, string>();
+  private readonly underlay = new Map<number, string>();
+  private seq = BigInt(Date.now()) * 1_000_000n;
+  private nextId = 1;
+  private refreshing = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(readonly t: Topology) {
+    this.byWire = new Map(t.neighbours.map((n) => [n.wire, n]));
+    for (const n of t.neighbours) this.names.set(n.wire, n.id);
+    for (const d of t.destinations) this.names.set(d.wire, d.node);
+    this.names.set(t.wire, t.node);
+    const dests = [...new Set(t.destinations.map((d) => d.wire).filter((w) => w !== t.wire))];
+    for (const dest of dests) {
+      if (this.byWire.has(dest)) this.paths.push(this.newPath(dest, 0));
+      for (const n of t.neighbours) if (n.wire !== dest) this.paths.push(this.newPath(dest, n.wire));
+    }
+    this.sock = dgram.createSocket({ type: 'udp4' });
+    this.sock.on('message', (m) => this.receive(m));
+    this.sock.on('error', (e: NodeJS.ErrnoException) => {
+      this.error = e.code === 'EADDRINUSE' ? `UDP port ${t.port} is taken (another controller of this overlay, or another overlay on its port?)` : e.message;
+    });
+    this.sock.bind(t.port, () => { this.ready = true; });
+    this.timer = setInterval(() => this.cycle(), t.probe.intervalMs);
+  }
+
+  private newPath(dest: number, via: number): PathState {
+    return { dest, via, hop: via || dest, loss: 0, sent: 0, answered: 0, misses: 0, lastAnswerNs: 0n, alive: false };
+  }
+
+  name(wire: number): string {
+    return this.names.get(wire) ?? `#${wire}`;
+  }
+
+  /** An instance's periodic call: it is in use; what changed since the last report, once. */
+  attach(ctx: PeriodicContext): string | undefined {
+    const key = `${ctx.dev}/${ctx.hook}`;
+    if (!this.instances.has(key)) {
+      this.instances.set(key, ctx);
+      if (this.instances.size === 1) this.seedBest();
+    }
+    if (this.error) throw new Error(this.error);
+    if ([...this.instances.keys()][0] !== key || !this.changes.length) return undefined;
+    return this.changes.splice(0).join('; ');
+  }
+
+  /** The instance goes; false when it was the last (the controller is closed). */
+  detach(ctx: PeriodicContext): boolean {
+    this.instances.delete(`${ctx.dev}/${ctx.hook}`);
+    if (this.instances.size) return true;
+    clearInterval(this.timer);
+    try { this.sock.close(); } catch { /* closed already after an error */ }
+    return false;
+  }
+
+  /** the maps, through whichever instance is still here (they share them) */
+  private map(name: string): BpfMap | undefined {
+    const [ctx] = this.instances.values();
+    return ctx?.open(name);
+  }
+
+  /** what the kernel starts with (the topology's first choice, or an earlier controller's) */
+  private seedBest(): void {
+    const best = this.map('route_best');
+    for (const p of this.paths) {
+      const v = best?.lookup(u32(p.dest));
+      if (v) this.best.set(p.dest, v.readUInt32LE(0));
+    }
+  }
+
+  private cycle(): void {
+    if (!this.ready || !this.instances.size) return;
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue;
+      this.pending.delete(id);
+      this.missed(p.path);
+    }
+    for (const p of this.paths) this.probe(p);
+    for (const dest of new Set(this.paths.map((p) => p.dest))) this.choose(dest);
+    this.writePaths();
+    void this.refreshUnderlay();
+  }
+
+  private probe(path: PathState): void {
+    const hop = this.byWire.get(path.hop)!;
+    const id = this.nextId++ >>> 0;
+    const pkt = Buffer.alloc(HDR_LEN + PAYLOAD);
+    pkt.writeUInt32BE(id, HDR_LEN);
+    pkt.writeUInt32BE(path.via, HDR_LEN + 4);
+    pkt.writeBigUInt64BE(nowNs(), HDR_LEN + 8);
+    seal(pkt, { type: Type.Probe, flags: F_CTL, keyId: hop.keyId, from: this.t.wire, origin: this.t.wire, to: path.dest, seq: ++this.seq }, hop.key);
+    path.sent++;
+    this.pending.set(id, { path, deadline: performance.now() + this.t.probe.timeoutMs });
+    // an error (no route) shows as the probe's timeout
+    this.sock.send(pkt, this.t.port, hop.address, () => {});
+  }
+
+  private receive(pkt: Buffer): void {
+    const h = readHeader(pkt);
+    if (!h || pkt.length < HDR_LEN + PAYLOAD || h.to !== this.t.wire || (h.type !== Type.Probe && h.type !== Type.Ack)) {
+      this.rejected.malformed++;
+      return;
+    }
+    // the kernel checked it on the way in (where route is loaded); so does this
+    const from = this.byWire.get(h.from);
+    if (!from) { this.rejected.unknown++; return; }
+    if (from.keyId !== h.keyId || !tagOk(pkt, from.key)) { this.rejected.badTag++; return; }
+    if (h.type === Type.Probe) {
+      // the answer goes back through the hop the probe came from
+      const ack = Buffer.alloc(HDR_LEN + PAYLOAD);
+      pkt.copy(ack, HDR_LEN, HDR_LEN, HDR_LEN + PAYLOAD);
+      seal(ack, { type: Type.Ack, flags: F_CTL, keyId: from.keyId, from: this.t.wire, origin: this.t.wire, to: h.origin, seq: ++this.seq }, from.key);
+      this.sock.send(ack, this.t.port, from.address, () => {});
+      return;
+    }
+    const id = pkt.readUInt32BE(HDR_LEN);
+    const p = this.pending.get(id);
+    if (!p || p.path.dest !== h.origin) return; // late (counted lost already) or not ours
+    this.pending.delete(id);
+    this.answered(p.path, Number(nowNs() - pkt.readBigUInt64BE(HDR_LEN + 8)) / 1000);
+  }
+
+  private answered(path: PathState, rttUs: number): void {
+    path.srttUs = path.srttUs === undefined ? rttUs : path.srttUs + (rttUs - path.srttUs) / 8;
+    path.loss -= path.loss / 8;
+    path.misses = 0;
+    path.answered++;
+    path.lastAnswerNs = nowNs();
+    if (!path.alive) {
+      path.alive = true;
+      this.changes.push(`${this.describe(path)} is up (${(rttUs / 1000).toFixed(2)} ms)`);
+    }
+  }
+
+  private missed(path: PathState, why?: string): void {
+    path.misses++;
+    path.loss += (1 - path.loss) / 8;
+    if (path.alive && (why || path.misses >= this.t.probe.deadAfter)) {
+      path.alive = false;
+      this.changes.push(`${this.describe(path)} is dead (${why ?? `${path.misses} probes unanswered`})`);
+    }
+  }
+
+  describe(path: PathState): string {
+    return `${this.name(path.dest)} ${path.via ? `via ${this.name(path.via)}` : 'direct'}`;
+  }
+
+  /** a path's cost: its RTT, and a timeout for each lost probe */
+  private score(p: PathState): number {
+    return (p.srttUs ?? 0) + p.loss * this.t.probe.timeoutMs * 1000;
+  }
+
+  private choose(dest: number): void {
+    const paths = this.paths.filter((p) => p.dest === dest);
+    const live = paths.filter((p) => p.alive);
+    if (!live.length) return; // nothing better known: the kernel keeps what it has
+    const top = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
+    const curHop = this.best.get(dest);
+    const cur = paths.find((p) => p.hop === curHop);
+    if (cur === top) return;
+    if (cur?.alive && !(this.score(top) < this.score(cur) * SWITCH_RATIO && this.score(cur) - this.score(top) > SWITCH_US)) return;
+    this.best.set(dest, top.hop);
+    this.map('route_best')?.update(u32(dest), u32(top.hop));
+    const fmt = (p: PathState) => `${(this.score(p) / 1000).toFixed(2)} ms`;
+    this.changes.push(`${this.name(dest)}: now ${top.via ? `via ${this.name(top.via)}` : 'direct'} (${fmt(top)}${cur ? `; was ${cur.via ? `via ${this.name(cur.via)}` : 'direct'}, ${cur.alive ? fmt(cur) : 'dead'}` : ''})`);
+  }
+
+  private writePaths(): void {
+    const m = this.map('route_paths');
+    if (!m) return;
+    for (const p of this.paths) {
+      m.update(encode(abi.route_path_key, { dest: p.dest, via: p.via }), encode(abi.route_path, {
+        rtt_us: Math.round(p.srttUs ?? 0), loss_pm: Math.round(p.loss * 1000), sent: p.sent >>> 0, answered: p.answered >>> 0,
+        last_answer_ns: p.lastAnswerNs, alive: p.alive ? 1 : 0, in_use: this.best.get(p.dest) === p.hop ? 1 : 0, pad: Buffer.alloc(6),
+      }));
+    }
+  }
+
+  /** Follows the underlay: a neighbour's route may move to another device, or go. */
+  private async refreshUnderlay(): Promise<void> {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    try {
+      const ns = this.t.neighbours;
+      const routes = await underlayRoutes(ns.map((n) => n.address));
+      const peers = this.map('route_peers');
+      if (!peers) return;
+      ns.forEach((n, i) => {
+        const u = routes[i];
+        const key = JSON.stringify(u ?? null);
+        const was = this.underlay.get(n.wire);
+        if (was === key) return;
+        this.underlay.set(n.wire, key);
+        peers.update(u32(n.wire), peerEntry(n, u));
+        if (was === undefined) return; // the first look: init wrote the same
+        this.changes.push(u ? `${n.id}: underlay now through ${u.dev} from ${u.src}` : `${n.id}: no underlay route to ${n.address}`);
+        if (!u) for (const p of this.paths) if (p.hop === n.wire) this.missed(p, `no underlay route to ${n.id}`);
+      });
+    } catch (e) {
+      this.changes.push(`cannot read the underlay routes: ${(e as Error).message}`);
+    } finally {
+      this.refreshing = false;
+    }
+  }
+}
+
+const controllers = new Map<string, Controller>();
+
+/** The controller of an overlay instance, started by its first periodic call. */
+export function controllerFor(ctx: PeriodicContext, t: Topology): Controller {
+  let c = controllers.get(ctx.name);
+  if (!c) controllers.set(ctx.name, c = new Controller(t));
+  return c;
+}
+
+export function stopController(ctx: PeriodicContext): void {
+  const c = controllers.get(ctx.name);
+  if (c && !c.detach(ctx)) controllers.delete(ctx.name);
+}

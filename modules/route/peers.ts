@@ -1,0 +1,57 @@
+// A neighbour's entry in route_peers: its key, and the underlay route to its address as this
+// namespace's FIB has it (asked of `ip`, at load and then by the control plane every period).
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { encode } from '../../src/abi-codec.js';
+import * as abi from './route.abi.js';
+import type { Neighbour } from './topology.js';
+
+export const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; };
+/** an IPv4 address as the 4 bytes of network order */
+export const ipv4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
+
+export interface Underlay { ifindex: number; dev: string; src: string; mtu: number }
+
+interface RouteJson { dev?: string; prefsrc?: string; type?: string; flags?: string[] }
+interface LinkJson { ifindex: number; ifname: string; mtu: number }
+
+/** The underlay from `ip -j route get` and `ip -j link show` output: none for a route that is not
+ * unicast, or over a device without carrier (linkdown: the other end is gone). */
+function underlayOf(routeJson: string, links: LinkJson[]): Underlay | undefined {
+  const [r] = JSON.parse(routeJson) as RouteJson[];
+  if (!r?.dev || !r.prefsrc || (r.type && r.type !== 'unicast') || r.flags?.includes('linkdown')) return undefined;
+  const l = links.find((x) => x.ifname === r.dev);
+  return l ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu } : undefined;
+}
+
+/** The underlay route to a peer's address now (undefined: none). */
+export function underlayRoute(addr: string): Underlay | undefined {
+  const run = (args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    return underlayOf(run(['-j', 'route', 'get', addr]), JSON.parse(run(['-j', 'link', 'show'])) as LinkJson[]);
+  } catch {
+    return undefined; // unreachable: `ip route get` fails
+  }
+}
+
+const execAsync = promisify(execFile);
+
+/** The underlay routes to several addresses, without blocking the event loop. */
+export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | undefined>> {
+  const links = JSON.parse((await execAsync('ip', ['-j', 'link', 'show'])).stdout) as LinkJson[];
+  return Promise.all(addrs.map(async (a) => {
+    try {
+      return underlayOf((await execAsync('ip', ['-j', 'route', 'get', a])).stdout, links);
+    } catch {
+      return undefined;
+    }
+  }));
+}
+
+/** A peer's entry: its key, and the underlay route to it. */
+export function peerEntry(n: Neighbour, via: Underlay | undefined): Buffer {
+  return encode(abi.route_peer, {
+    key: n.key, addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
+    ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, pad: 0,
+  });
+}
