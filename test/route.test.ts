@@ -14,7 +14,7 @@ import { siphash24 } from '../modules/route/siphash.js';
 import { parseTopology, wireId } from '../modules/route/topology.js';
 import { readStats, type RouteCounters } from '../modules/route/module.js';
 import type { OverlayView } from '../modules/route/paths.js';
-import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, tcpTransfer } from './harness/index.js';
+import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, startUdpFlow, tcpTransfer, udpFlow } from './harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, modulePin } from './itm.js';
 
 const KEY = (n: number) => Buffer.alloc(16, n).toString('hex');
@@ -212,7 +212,7 @@ probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
   });
 
   test('the kernel\'s tag is SipHash-2-4 as TypeScript computes it, the inner DSCP is on the outer header', async () => {
-    const cap = await capture(topo, 'n1', { dev: topo.dev('n1', 'a'), filter: `udp dst port ${PORT} and src host 10.31.1.1`, snaplen: 1500 });
+    const cap = await capture(topo, 'n1', { dev: topo.dev('n1', 'a'), filter: `udp dst port ${PORT} and src host 10.31.1.1 and udp[9] = 1`, snaplen: 1500 });
     await topo.exec('a', ['ping', '-c', '1', '-W', '2', '-Q', String(46 << 2), '-I', '10.40.0.1', '10.50.0.1'], { check: false });
     await cap.stop(300);
     const [p] = await cap.stop();
@@ -240,7 +240,8 @@ probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
 
   test('injected tunnel packets (not a peer, wrong tag, replayed, truncated) are dropped and counted', async () => {
     // a real tunnel packet from N1 to B, captured, then sent again as it is and altered
-    const cap = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT}`, snaplen: 1500 });
+    // a data packet (type 1), not a probe
+    const cap = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT} and udp[9] = 1`, snaplen: 1500 });
     await topo.exec('a', ['ping', '-c', '1', '-W', '2', '-I', '10.40.0.1', '10.50.0.1'], { check: false });
     await cap.stop(300);
     const [orig] = await cap.stop();
@@ -263,6 +264,74 @@ probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
     assert.equal(s.truncated - before.truncated, 1, 'the stub');
     assert.equal(s.decapsulated - before.decapsulated, 0, 'none was decapsulated');
     assert.equal((await netCounters(topo, 'b'))['Icmp.InEchos'], echoes, 'no echo request reached B\'s stack');
+  });
+
+  /** The longest outage of a 1,000 packet/s UDP stream from A's client to B's server while
+   * `fail` breaks a path, until `settled` holds of A's paths. */
+  async function outage(fail: () => Promise<void>, settled: (v: OverlayView) => boolean): Promise<{ ms: number; sent: number; received: number }> {
+    const flow = await startUdpFlow(topo, { from: 'a', to: 'b', family: 4, dport: 6100, ratePps: 1000, srcAddr: '10.40.0.1', dstAddr: '10.50.0.1' });
+    let r;
+    try {
+      await sleep(300);
+      await fail();
+      await pathsWhen('a', settled);
+      await sleep(300);
+    } finally {
+      r = await flow.stop();
+    }
+    let longest = 0;
+    for (let i = 0, run = 0; i < r.missing.length; i++) {
+      run = i > 0 && r.missing[i] === r.missing[i - 1]! + 1 ? run + 1 : 1;
+      longest = Math.max(longest, run);
+    }
+    return { ms: longest, sent: r.sent, received: r.received };
+  }
+  const via = (v: OverlayView) => v.destinations.find((d) => d.node === 'b')!.next_hop;
+  const pathTo = (v: OverlayView, through: string) => v.destinations.find((d) => d.node === 'b')!.paths.find((p) => p.via === through)!;
+  // what the probe settings promise: dead_after probes unanswered, the last after timeout_ms, and
+  // the cycle that notices it
+  const PROMISE_MS = 300 + (3 + 1) * 100;
+
+  test('failover: the A — N1 link goes down, traffic moves to N2 within what the probes promise', async (t) => {
+    assert.equal(via(await pathsWhen('a', allAlive)), 'n1');
+    const dev = topo.dev('n1', 'a');
+    const o = await outage(() => topo.exec('n1', ['ip', 'link', 'set', 'dev', dev, 'down']).then(() => undefined), (v) => via(v) === 'n2');
+    t.diagnostic(`failover (link down): ${o.ms} ms without packets (${o.received}/${o.sent} received; promised ${PROMISE_MS} ms)`);
+    assert.ok(o.ms <= 2 * PROMISE_MS + 1000, `traffic came back after ${o.ms} ms`);
+    assert.ok(o.received > o.sent - 2 * PROMISE_MS - 1000, `${o.received}/${o.sent}`);
+    const v = await pathsWhen('a', (x) => !pathTo(x, 'n1').alive);
+    assert.equal(pathTo(v, 'n2').in_use, true);
+    // back up: the path lives again (traffic stays where it is as good)
+    await topo.exec('n1', ['ip', 'link', 'set', 'dev', dev, 'up']);
+    await pathsWhen('a', (x) => pathTo(x, 'n1').alive);
+  });
+
+  test('failover: N2 silently stops reaching B, only the probes can tell, traffic moves back to N1', async (t) => {
+    assert.equal(via(await pathsWhen('a', allAlive)), 'n2');
+    // N2 keeps its link to A: A's underlay is fine, its probes through N2 go unanswered
+    const o = await outage(() => topo.exec('b', ['ip', 'link', 'set', 'dev', topo.dev('b', 'n2'), 'down']).then(() => undefined), (v) => via(v) === 'n1');
+    t.diagnostic(`failover (silent): ${o.ms} ms without packets (${o.received}/${o.sent} received; promised ${PROMISE_MS} ms)`);
+    assert.ok(o.ms <= 2 * PROMISE_MS + 1000, `traffic came back after ${o.ms} ms`);
+    await topo.exec('b', ['ip', 'link', 'set', 'dev', topo.dev('b', 'n2'), 'up']);
+    await pathsWhen('a', allAlive);
+  });
+
+  test('path choice: a loaded, rate-limited N1 — B link makes the path via N1 slow; the probes pick N2', async () => {
+    assert.equal(via(await pathsWhen('a', allAlive)), 'n1');
+    const dev = topo.dev('n1', 'b');
+    await topo.exec('n1', ['tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', '4mbit', 'burst', '8kb', 'latency', '60ms']);
+    const load = await startUdpFlow(topo, { from: 'n1', to: 'b', family: 4, dport: 6200, ratePps: 2000, payloadSize: 1000, srcAddr: '10.31.3.1', dstAddr: '10.31.3.2' });
+    try {
+      const v = await pathsWhen('a', (x) => via(x) === 'n2', 15_000);
+      const slow = pathTo(v, 'n1'), fast = pathTo(v, 'n2');
+      assert.ok(slow.rtt_ms === null || fast.rtt_ms! < slow.rtt_ms || slow.loss > fast.loss, JSON.stringify(v.destinations));
+      const r = await udpFlow(topo, { from: 'a', to: 'b', family: 4, dport: 6101, ratePps: 500, count: 200, srcAddr: '10.40.0.1', dstAddr: '10.50.0.1' });
+      assert.equal(r.received, 200, 'the overlay\'s traffic does not queue behind the load');
+    } finally {
+      await load.stop();
+      await topo.exec('n1', ['tc', 'qdisc', 'del', 'dev', dev, 'root'], { check: false });
+    }
+    await pathsWhen('a', allAlive);
   });
 
   test('unload takes route off both hooks', async () => {

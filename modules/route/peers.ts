@@ -13,15 +13,15 @@ export const ipv4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number))
 export interface Underlay { ifindex: number; dev: string; src: string; mtu: number }
 
 interface RouteJson { dev?: string; prefsrc?: string; type?: string; flags?: string[] }
-interface LinkJson { ifindex: number; ifname: string; mtu: number }
+interface LinkJson { ifindex: number; ifname: string; mtu: number; flags?: string[] }
 
 /** The underlay from `ip -j route get` and `ip -j link show` output: none for a route that is not
- * unicast, or over a device without carrier (linkdown: the other end is gone). */
+ * unicast, or over a device without carrier (no LOWER_UP: the other end is gone). */
 function underlayOf(routeJson: string, links: LinkJson[]): Underlay | undefined {
   const [r] = JSON.parse(routeJson) as RouteJson[];
   if (!r?.dev || !r.prefsrc || (r.type && r.type !== 'unicast') || r.flags?.includes('linkdown')) return undefined;
   const l = links.find((x) => x.ifname === r.dev);
-  return l ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu } : undefined;
+  return l && (!l.flags || l.flags.includes('LOWER_UP')) ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu } : undefined;
 }
 
 /** The underlay route to a peer's address now (undefined: none). */
