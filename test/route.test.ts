@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
@@ -16,8 +16,8 @@ import { readStats, type RouteCounters } from '../modules/route/module.js';
 import type { OverlayView } from '../modules/route/paths.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, startUdpFlow, tcpTransfer, udpFlow } from './harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, modulePin } from './itm.js';
+import { OVERLAY_HOSTS, loadOverlay, longestRun, overlayDecl, overlayKey as KEY, plainRoutes } from './overlay.js';
 
-const KEY = (n: number) => Buffer.alloc(16, n).toString('hex');
 
 describe('route: SipHash-2-4', () => {
   test('the reference vectors (key 00..0f, message 00..n-1)', () => {
@@ -85,62 +85,12 @@ describe('route: the overlay in the kernel', { skip }, () => {
   }
 
   before(async () => {
-    topo = await Topology.create({
-      hosts: ['a', 'n1', 'n2', 'b'],
-      links: [
-        { a: 'a', b: 'n1', addrs: { a: ['10.31.1.1/24'], n1: ['10.31.1.2/24'] } },
-        { a: 'a', b: 'n2', addrs: { a: ['10.31.2.1/24'], n2: ['10.31.2.2/24'] } },
-        { a: 'n1', b: 'b', addrs: { n1: ['10.31.3.1/24'], b: ['10.31.3.2/24'] } },
-        { a: 'n2', b: 'b', addrs: { n2: ['10.31.4.1/24'], b: ['10.31.4.2/24'] } },
-        { a: 'a', b: 'b', addrs: { a: ['10.31.5.1/24'], b: ['10.31.5.2/24'] } },
-      ],
-    });
-    cleanItmOnDestroy(topo, 'a', 'n1', 'n2', 'b');
-    await topo.exec('a', ['ip', 'addr', 'add', '10.40.0.1/32', 'dev', 'lo']);
-    await topo.exec('b', ['ip', 'addr', 'add', '10.50.0.1/32', 'dev', 'lo']);
-    await topo.exec('a', ['ip', 'route', 'add', '10.50.0.0/24', 'via', '10.31.5.2', 'src', '10.40.0.1']);
-    await topo.exec('b', ['ip', 'route', 'add', '10.40.0.0/24', 'via', '10.31.5.1', 'src', '10.50.0.1']);
+    topo = await Topology.create(overlayDecl());
+    cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
+    await plainRoutes(topo);
     dir = mkdtempSync(join(tmpdir(), 'itm-route-'));
-    const files: Record<string, string> = {
-      a: `node: a
-address: 10.31.1.1
-neighbours:
-  - { id: n1, address: 10.31.1.2, key: ${KEY(1)} }
-  - { id: n2, address: 10.31.2.2, key: ${KEY(2)} }
-destinations:
-  - { prefix: 10.40.0.0/24, node: a }
-  - { prefix: 10.50.0.0/24, node: b }
-probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
-`,
-      n1: `node: n1
-address: 10.31.1.2
-neighbours:
-  - { id: a, address: 10.31.1.1, key: ${KEY(1)} }
-  - { id: b, address: 10.31.3.2, key: ${KEY(3)} }
-`,
-      n2: `node: n2
-address: 10.31.2.2
-neighbours:
-  - { id: a, address: 10.31.2.1, key: ${KEY(2)} }
-  - { id: b, address: 10.31.4.2, key: ${KEY(4)} }
-`,
-      b: `node: b
-address: 10.31.3.2
-neighbours:
-  - { id: n1, address: 10.31.3.1, key: ${KEY(3)} }
-  - { id: n2, address: 10.31.4.1, key: ${KEY(4)} }
-destinations:
-  - { prefix: 10.50.0.0/24, node: b }
-  - { prefix: 10.40.0.0/24, node: a }
-probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
-`,
-    };
-    for (const host of ['a', 'n1', 'n2', 'b']) {
-      const file = join(dir, `${host}.yaml`);
-      writeFileSync(file, files[host]!);
-      devs[host] = topo.devs(host).map((d) => d.dev);
-      for (const dev of devs[host]!) await itmctl(topo, host, ['load', 'route', '--dev', dev, '--topology', file]);
-    }
+    for (const host of OVERLAY_HOSTS) devs[host] = topo.devs(host).map((d) => d.dev);
+    await loadOverlay(topo, dir, { probe: '{ interval_ms: 100, timeout_ms: 300, dead_after: 3 }' });
   });
   after(async () => {
     await topo?.destroy();
@@ -279,12 +229,7 @@ probe: { interval_ms: 100, timeout_ms: 300, dead_after: 3 }
     } finally {
       r = await flow.stop();
     }
-    let longest = 0;
-    for (let i = 0, run = 0; i < r.missing.length; i++) {
-      run = i > 0 && r.missing[i] === r.missing[i - 1]! + 1 ? run + 1 : 1;
-      longest = Math.max(longest, run);
-    }
-    return { ms: longest, sent: r.sent, received: r.received };
+    return { ms: longestRun(r.missing), sent: r.sent, received: r.received };
   }
   const via = (v: OverlayView) => v.destinations.find((d) => d.node === 'b')!.next_hop;
   const pathTo = (v: OverlayView, through: string) => v.destinations.find((d) => d.node === 'b')!.paths.find((p) => p.via === through)!;

@@ -1,0 +1,98 @@
+// The overlay topology of the route tests and demo: A — N1, A — N2, N1 — B, N2 — B, A — B. A's
+// client (10.40.0.1, on lo) talks to B's server (10.50.0.1); the A — B link carries the plain
+// route between them, but the overlay has no direct path there, so its packets go through N1 or N2.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Topology, TopologyDecl } from './harness/index.js';
+import { itmctl } from './itm.js';
+
+export const OVERLAY_HOSTS = ['a', 'n1', 'n2', 'b'] as const;
+export const CLIENT = '10.40.0.1';
+export const SERVER = '10.50.0.1';
+/** the key a pair of nodes shares, by link: 16 bytes of n */
+export const overlayKey = (n: number): string => Buffer.alloc(16, n).toString('hex');
+
+export function overlayDecl(): TopologyDecl {
+  return {
+    hosts: [...OVERLAY_HOSTS],
+    links: [
+      { a: 'a', b: 'n1', addrs: { a: ['10.31.1.1/24'], n1: ['10.31.1.2/24'] } },
+      { a: 'a', b: 'n2', addrs: { a: ['10.31.2.1/24'], n2: ['10.31.2.2/24'] } },
+      { a: 'n1', b: 'b', addrs: { n1: ['10.31.3.1/24'], b: ['10.31.3.2/24'] } },
+      { a: 'n2', b: 'b', addrs: { n2: ['10.31.4.1/24'], b: ['10.31.4.2/24'] } },
+      { a: 'a', b: 'b', addrs: { a: ['10.31.5.1/24'], b: ['10.31.5.2/24'] } },
+    ],
+  };
+}
+
+/** The client and server addresses, and the plain route between them over A — B. */
+export async function plainRoutes(topo: Topology): Promise<void> {
+  await topo.exec('a', ['ip', 'addr', 'add', `${CLIENT}/32`, 'dev', 'lo']);
+  await topo.exec('b', ['ip', 'addr', 'add', `${SERVER}/32`, 'dev', 'lo']);
+  await topo.exec('a', ['ip', 'route', 'add', '10.50.0.0/24', 'via', '10.31.5.2', 'src', CLIENT]);
+  await topo.exec('b', ['ip', 'route', 'add', '10.40.0.0/24', 'via', '10.31.5.1', 'src', SERVER]);
+}
+
+export interface OverlayOptions {
+  /** the overlay's UDP port (default: route's, 7946) */
+  port?: number;
+  /** probe settings, as the topology file writes them */
+  probe?: string;
+  /** added to every key byte, so two overlays have different keys */
+  keyBase?: number;
+}
+
+/** The topology file of each node. */
+export function overlayFiles(o: OverlayOptions = {}): Record<(typeof OVERLAY_HOSTS)[number], string> {
+  const k = (n: number) => overlayKey(n + (o.keyBase ?? 0));
+  const head = (node: string, addr: string) => `node: ${node}\naddress: ${addr}\n${o.port ? `port: ${o.port}\n` : ''}`;
+  const probe = o.probe ? `probe: ${o.probe}\n` : '';
+  return {
+    a: `${head('a', '10.31.1.1')}neighbours:
+  - { id: n1, address: 10.31.1.2, key: ${k(1)} }
+  - { id: n2, address: 10.31.2.2, key: ${k(2)} }
+destinations:
+  - { prefix: 10.40.0.0/24, node: a }
+  - { prefix: 10.50.0.0/24, node: b }
+${probe}`,
+    n1: `${head('n1', '10.31.1.2')}neighbours:
+  - { id: a, address: 10.31.1.1, key: ${k(1)} }
+  - { id: b, address: 10.31.3.2, key: ${k(3)} }
+`,
+    n2: `${head('n2', '10.31.2.2')}neighbours:
+  - { id: a, address: 10.31.2.1, key: ${k(2)} }
+  - { id: b, address: 10.31.4.2, key: ${k(4)} }
+`,
+    b: `${head('b', '10.31.3.2')}neighbours:
+  - { id: n1, address: 10.31.3.1, key: ${k(3)} }
+  - { id: n2, address: 10.31.4.1, key: ${k(4)} }
+destinations:
+  - { prefix: 10.50.0.0/24, node: b }
+  - { prefix: 10.40.0.0/24, node: a }
+${probe}`,
+  };
+}
+
+/** Writes the files into `dir` and loads route (with `args`) on every device of every node. */
+export async function loadOverlay(topo: Topology, dir: string, o: OverlayOptions = {}, args: string[] = [], prefix = ''): Promise<Record<string, string>> {
+  const files = overlayFiles(o);
+  const out: Record<string, string> = {};
+  for (const host of OVERLAY_HOSTS) {
+    const file = join(dir, `${prefix}${host}.yaml`);
+    writeFileSync(file, files[host]);
+    out[host] = file;
+    for (const d of topo.devs(host)) await itmctl(topo, host, ['load', 'route', '--dev', d.dev, '--topology', file, ...args]);
+  }
+  return out;
+}
+
+/** The longest run of consecutive sequence numbers in `missing` (sorted): at 1,000 packets a
+ * second, the longest outage in ms. */
+export function longestRun(missing: number[]): number {
+  let longest = 0;
+  for (let i = 0, run = 0; i < missing.length; i++) {
+    run = i > 0 && missing[i] === missing[i - 1]! + 1 ? run + 1 : 1;
+    longest = Math.max(longest, run);
+  }
+  return longest;
+}
