@@ -5,6 +5,7 @@ import { Topology, capture, udpFlow, tcpTransfer, type ParsedPacket } from '../t
 import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
 import { dscpName } from '../src/dscp.js';
 import { QOS_DEFAULTS, qosDemo, type ModeResult } from './qos.js';
+import { routeDemo } from './route.js';
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
 const indent = (s: string) => s.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
@@ -94,14 +95,18 @@ async function main(): Promise<void> {
   const runsAt = args.indexOf('--runs');
   const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : QOS_DEFAULTS.runs;
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a whole number of at least 1');
-  const unknown = parts.filter((p) => p !== 'mark' && p !== 'qos' && p !== String(runs));
-  if (unknown.length) throw new Error(`unknown demo part ${unknown.join(', ')}: mark, qos, or nothing for both`);
+  const unknown = parts.filter((p) => !['mark', 'qos', 'route'].includes(p) && p !== String(runs));
+  if (unknown.length) throw new Error(`unknown demo part ${unknown.join(', ')}: mark, qos, route, or nothing for all`);
   const want = (p: string) => !parts.filter((x) => x !== String(runs)).length || parts.includes(p);
   say('itm demo');
   if (want('mark')) await markDemo();
   if (want('qos')) {
     say('');
     await qosPart(runs);
+  }
+  if (want('route')) {
+    say('');
+    await routeDemo(say);
   }
 }
 

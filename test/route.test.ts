@@ -124,7 +124,7 @@ describe('route: the overlay in the kernel', { skip }, () => {
     const a = await pathsWhen('a', allAlive);
     const b = a.destinations.find((d) => d.node === 'b')!;
     assert.deepEqual(b.paths.map((p) => p.via), ['n1', 'n2'].sort((x, y) => wireId(x) - wireId(y)));
-    assert.equal(b.next_hop, 'n1', 'the first neighbour, both being as good');
+    assert.equal(b.next_hop, 'n1', `the first neighbour, both being as good: ${JSON.stringify(b.paths)}`);
     assert.ok(b.paths.every((p) => p.rtt_ms !== null && p.rtt_ms > 0 && p.rtt_ms < 100), JSON.stringify(b.paths));
     assert.equal(b.paths.filter((p) => p.in_use).map((p) => p.via).join(), 'n1');
     await pathsWhen('b', allAlive);

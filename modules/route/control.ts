@@ -6,9 +6,11 @@
 // neighbour and through each other neighbour. A probe is an overlay packet (type 2, the CTL flag,
 // this controller's sequence numbers) tagged with the next hop's key; a neighbour's kernel relays it
 // like data. The destination's controller answers (type 3) back through the same hop. Per path:
-// RTT and loss, smoothed (1/8); a path is dead after `dead_after` unanswered probes in a row, or at
+// RTT (smoothed by 1/8) and loss (by 1/16); a path is dead after `dead_after` unanswered probes in
+// a row, or at
 // once when the underlay route to its first hop goes. The best live path per destination is written
 // into route_best, where the kernel reads it for the next packet.
+import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { encode } from '../../src/abi-codec.js';
 import type { BpfMap } from '../../src/libbpf/index.js';
@@ -20,9 +22,17 @@ import { F_CTL, HDR_LEN, readHeader, seal, tagOk, Type } from './wire.js';
 
 /** a probe's payload: its id, the neighbour it goes through (0: direct), when it left (ns) */
 const PAYLOAD = 16;
-/** another path is taken when it scores this much better, relatively and in µs */
+/** another path is taken when it scores this much better, relatively and in µs, and when the last
+ * change is this old (a loaded path slows its probes: traffic must not chase them back and forth) */
 const SWITCH_RATIO = 0.75;
 const SWITCH_US = 2000;
+const HOLD_INTERVALS = 20;
+/** loss is smoothed with this gain (over about 16 probes), and costs nothing up to LOSS_FREE */
+const LOSS_GAIN = 1 / 16;
+const LOSS_FREE = 0.1;
+/** the underlay is reread when the kernel says a link, address or route changed, and at least this
+ * often */
+const UNDERLAY_MS = 5000;
 
 export interface PathState {
   dest: number;
@@ -60,9 +70,14 @@ export class Controller {
   private readonly byWire: Map<number, Neighbour>;
   private readonly names = new Map<number, string>();
   private readonly underlay = new Map<number, string>();
+  private readonly switchedAt = new Map<number, number>();
   private seq = BigInt(Date.now()) * 1_000_000n;
   private nextId = 1;
   private refreshing = false;
+  private again = false;
+  private soonTimer?: NodeJS.Timeout;
+  private lastRefresh = 0;
+  private readonly monitor: ChildProcess;
   private readonly timer: NodeJS.Timeout;
 
   constructor(readonly t: Topology) {
@@ -82,6 +97,16 @@ export class Controller {
     });
     this.sock.bind(t.port, () => { this.ready = true; });
     this.timer = setInterval(() => this.cycle(), t.probe.intervalMs);
+    // the kernel tells of link, address and route changes: the underlay is reread at once (a
+    // link without carrier is a dead path before any probe misses)
+    this.monitor = spawn('ip', ['monitor', 'link', 'address', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.monitor.on('error', () => { /* the periodic reread remains */ });
+    this.monitor.stdout?.on('data', () => {
+      this.soonTimer ??= setTimeout(() => {
+        this.soonTimer = undefined;
+        void this.refreshUnderlay();
+      }, 10);
+    });
   }
 
   private newPath(dest: number, via: number): PathState {
@@ -109,6 +134,8 @@ export class Controller {
     this.instances.delete(`${ctx.dev}/${ctx.hook}`);
     if (this.instances.size) return true;
     clearInterval(this.timer);
+    clearTimeout(this.soonTimer);
+    this.monitor.kill();
     try { this.sock.close(); } catch { /* closed already after an error */ }
     return false;
   }
@@ -139,7 +166,7 @@ export class Controller {
     for (const p of this.paths) this.probe(p);
     for (const dest of new Set(this.paths.map((p) => p.dest))) this.choose(dest);
     this.writePaths();
-    void this.refreshUnderlay();
+    if (now - this.lastRefresh >= UNDERLAY_MS) void this.refreshUnderlay();
   }
 
   private probe(path: PathState): void {
@@ -182,8 +209,9 @@ export class Controller {
   }
 
   private answered(path: PathState, rttUs: number): void {
+    if (!path.answered) path.loss = 0; // what went unanswered before the far end was there at all
     path.srttUs = path.srttUs === undefined ? rttUs : path.srttUs + (rttUs - path.srttUs) / 8;
-    path.loss -= path.loss / 8;
+    path.loss -= path.loss * LOSS_GAIN;
     path.misses = 0;
     path.answered++;
     path.lastAnswerNs = nowNs();
@@ -195,7 +223,7 @@ export class Controller {
 
   private missed(path: PathState, why?: string): void {
     path.misses++;
-    path.loss += (1 - path.loss) / 8;
+    path.loss += (1 - path.loss) * LOSS_GAIN;
     if (path.alive && (why || path.misses >= this.t.probe.deadAfter)) {
       path.alive = false;
       this.changes.push(`${this.describe(path)} is dead (${why ?? `${path.misses} probes unanswered`})`);
@@ -206,20 +234,27 @@ export class Controller {
     return `${this.name(path.dest)} ${path.via ? `via ${this.name(path.via)}` : 'direct'}`;
   }
 
-  /** a path's cost: its RTT, and a timeout for each lost probe */
+  /** a path's cost: its RTT, and a timeout for each lost probe beyond the first in ten (one lost
+   * probe is no reason to move traffic) */
   private score(p: PathState): number {
-    return (p.srttUs ?? 0) + p.loss * this.t.probe.timeoutMs * 1000;
+    return (p.srttUs ?? 0) + Math.max(0, p.loss - LOSS_FREE) * this.t.probe.timeoutMs * 1000;
   }
 
   private choose(dest: number): void {
     const paths = this.paths.filter((p) => p.dest === dest);
     const live = paths.filter((p) => p.alive);
     if (!live.length) return; // nothing better known: the kernel keeps what it has
+    // at the start, every path's first probe is answered or lost before any choice
+    if (paths.some((p) => !p.answered && !p.misses)) return;
     const top = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
     const curHop = this.best.get(dest);
     const cur = paths.find((p) => p.hop === curHop);
     if (cur === top) return;
-    if (cur?.alive && !(this.score(top) < this.score(cur) * SWITCH_RATIO && this.score(cur) - this.score(top) > SWITCH_US)) return;
+    if (cur?.alive) {
+      const held = performance.now() - (this.switchedAt.get(dest) ?? -Infinity) < HOLD_INTERVALS * this.t.probe.intervalMs;
+      if (held || !(this.score(top) < this.score(cur) * SWITCH_RATIO && this.score(cur) - this.score(top) > SWITCH_US)) return;
+    }
+    this.switchedAt.set(dest, performance.now());
     this.best.set(dest, top.hop);
     this.map('route_best')?.update(u32(dest), u32(top.hop));
     const fmt = (p: PathState) => `${(this.score(p) / 1000).toFixed(2)} ms`;
@@ -239,13 +274,18 @@ export class Controller {
 
   /** Follows the underlay: a neighbour's route may move to another device, or go. */
   private async refreshUnderlay(): Promise<void> {
-    if (this.refreshing) return;
+    if (this.refreshing) {
+      this.again = true; // a change while reading: read once more after
+      return;
+    }
     this.refreshing = true;
+    this.lastRefresh = performance.now();
     try {
       const ns = this.t.neighbours;
       const routes = await underlayRoutes(ns.map((n) => n.address));
       const peers = this.map('route_peers');
       if (!peers) return;
+      const lost = new Set<number>();
       ns.forEach((n, i) => {
         const u = routes[i];
         const key = JSON.stringify(u ?? null);
@@ -255,12 +295,19 @@ export class Controller {
         peers.update(u32(n.wire), peerEntry(n, u));
         if (was === undefined) return; // the first look: init wrote the same
         this.changes.push(u ? `${n.id}: underlay now through ${u.dev} from ${u.src}` : `${n.id}: no underlay route to ${n.address}`);
-        if (!u) for (const p of this.paths) if (p.hop === n.wire) this.missed(p, `no underlay route to ${n.id}`);
+        if (!u) for (const p of this.paths) if (p.hop === n.wire) { this.missed(p, `no underlay route to ${n.id}`); lost.add(p.dest); }
       });
+      // the kernel would drop what goes to a hop without a route: choose again now
+      for (const d of lost) this.choose(d);
+      if (lost.size) this.writePaths();
     } catch (e) {
       this.changes.push(`cannot read the underlay routes: ${(e as Error).message}`);
     } finally {
       this.refreshing = false;
+      if (this.again) {
+        this.again = false;
+        void this.refreshUnderlay();
+      }
     }
   }
 }
