@@ -40,6 +40,8 @@ export interface OverlayOptions {
   probe?: string;
   /** added to every key byte, so two overlays have different keys */
   keyBase?: number;
+  /** the relays A and B have as neighbours (default both) */
+  through?: Array<'n1' | 'n2'>;
 }
 
 /** The topology file of each node. */
@@ -47,11 +49,11 @@ export function overlayFiles(o: OverlayOptions = {}): Record<(typeof OVERLAY_HOS
   const k = (n: number) => overlayKey(n + (o.keyBase ?? 0));
   const head = (node: string, addr: string) => `node: ${node}\naddress: ${addr}\n${o.port ? `port: ${o.port}\n` : ''}`;
   const probe = o.probe ? `probe: ${o.probe}\n` : '';
+  const via = o.through ?? ['n1', 'n2'];
+  const nb = (lines: Record<'n1' | 'n2', string>) => via.map((n) => lines[n]).join('');
   return {
     a: `${head('a', '10.31.1.1')}neighbours:
-  - { id: n1, address: 10.31.1.2, key: ${k(1)} }
-  - { id: n2, address: 10.31.2.2, key: ${k(2)} }
-destinations:
+${nb({ n1: `  - { id: n1, address: 10.31.1.2, key: ${k(1)} }\n`, n2: `  - { id: n2, address: 10.31.2.2, key: ${k(2)} }\n` })}destinations:
   - { prefix: 10.40.0.0/24, node: a }
   - { prefix: 10.50.0.0/24, node: b }
 ${probe}`,
@@ -64,24 +66,25 @@ ${probe}`,
   - { id: b, address: 10.31.4.2, key: ${k(4)} }
 `,
     b: `${head('b', '10.31.3.2')}neighbours:
-  - { id: n1, address: 10.31.3.1, key: ${k(3)} }
-  - { id: n2, address: 10.31.4.1, key: ${k(4)} }
-destinations:
+${nb({ n1: `  - { id: n1, address: 10.31.3.1, key: ${k(3)} }\n`, n2: `  - { id: n2, address: 10.31.4.1, key: ${k(4)} }\n` })}destinations:
   - { prefix: 10.50.0.0/24, node: b }
   - { prefix: 10.40.0.0/24, node: a }
 ${probe}`,
   };
 }
 
-/** Writes the files into `dir` and loads route (with `args`) on every device of every node. */
-export async function loadOverlay(topo: Topology, dir: string, o: OverlayOptions = {}, args: string[] = [], prefix = ''): Promise<Record<string, string>> {
+/** Writes the files into `dir` (names starting with `prefix`) and loads route (with `args`, per
+ * host if a function) on every device of every node the overlay uses. */
+export async function loadOverlay(topo: Topology, dir: string, o: OverlayOptions = {}, args: string[] | ((host: string) => string[]) = [], prefix = ''): Promise<Record<string, string>> {
   const files = overlayFiles(o);
+  const hosts = OVERLAY_HOSTS.filter((h) => !h.startsWith('n') || (o.through ?? ['n1', 'n2']).includes(h as 'n1' | 'n2'));
   const out: Record<string, string> = {};
-  for (const host of OVERLAY_HOSTS) {
+  for (const host of hosts) {
     const file = join(dir, `${prefix}${host}.yaml`);
     writeFileSync(file, files[host]);
     out[host] = file;
-    for (const d of topo.devs(host)) await itmctl(topo, host, ['load', 'route', '--dev', d.dev, '--topology', file, ...args]);
+    const extra = typeof args === 'function' ? args(host) : args;
+    for (const d of topo.devs(host)) await itmctl(topo, host, ['load', 'route', '--dev', d.dev, '--topology', file, ...extra]);
   }
   return out;
 }

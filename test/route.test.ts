@@ -72,10 +72,10 @@ describe('route: the overlay in the kernel', { skip }, () => {
   const devs: Record<string, string[]> = {};
 
   /** route's counters on `host` (one set for the node, whatever device it is read through) */
-  async function stats(host: string): Promise<RouteCounters> {
+  async function stats(host: string, name = 'route'): Promise<RouteCounters> {
     const dev = devs[host]![0]!;
     const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
-    const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === 'route')!;
+    const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === name)!;
     const map = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, 'route_stats'));
     try {
       return readStats(map);
@@ -277,6 +277,42 @@ describe('route: the overlay in the kernel', { skip }, () => {
       await topo.exec('n1', ['tc', 'qdisc', 'del', 'dev', dev, 'root'], { check: false });
     }
     await pathsWhen('a', allAlive);
+  });
+
+  test('two overlays at once: TCP to port 8080 goes through "web" (its own port, keys and relay), the rest through "route"', async () => {
+    const web = (host: string) => ['--name', 'web', '--priority', '10', '--interest', host === 'a' ? 'proto=tcp,dport=8080' : 'proto=tcp,sport=8080'];
+    await loadOverlay(topo, dir, { port: 7947, keyBase: 10, through: ['n2'], probe: '{ interval_ms: 100, timeout_ms: 300, dead_after: 3 }' }, web, 'web-');
+    try {
+      const v = await pathsWhen('a', allAlive);
+      const w = await itmctlJson<OverlayView>(topo, 'a', ['route', 'paths', '--name', 'web']);
+      assert.equal(w.port, 7947);
+      assert.deepEqual(w.destinations.find((d) => d.node === 'b')!.paths.map((p) => p.via), ['n2'], 'web knows only N2');
+      assert.equal(v.port, 7946);
+      const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'b')]);
+      assert.deepEqual(d!.hooks.find((h) => h.hook === 'tc-egress')!.modules.map((m) => m.name), ['web', 'route'], 'web runs first at egress');
+
+      const before = { web: await stats('a', 'web'), route: await stats('a'), n2: await stats('n2', 'web'), bWeb: await stats('b', 'web') };
+      const onWeb = await capture(topo, 'n2', { dev: topo.dev('n2', 'a'), filter: 'udp port 7947', snaplen: 100 });
+      const r = await tcpTransfer(topo, { from: 'a', to: 'b', family: 4, dport: 8080, bytes: 1_000_000, srcAddr: '10.40.0.1', dstAddr: '10.50.0.1' });
+      assert.equal(r.bytes, 1_000_000);
+      await topo.exec('a', ['ping', '-c', '3', '-i', '0.2', '-W', '2', '-I', '10.40.0.1', '10.50.0.1']);
+      await onWeb.stop(200);
+      const seen = await onWeb.stop();
+      const after = { web: await stats('a', 'web'), route: await stats('a'), n2: await stats('n2', 'web'), bWeb: await stats('b', 'web') };
+      const d2 = (k: keyof typeof after, f: keyof RouteCounters) => after[k][f] - before[k][f];
+      assert.ok(d2('web', 'encapsulated') > 500, `the transfer went into web (${d2('web', 'encapsulated')})`);
+      assert.ok(d2('n2', 'relayed') > 500, 'through N2\'s web relay');
+      assert.ok(d2('bWeb', 'decapsulated') > 500, 'out of web at B');
+      assert.ok(seen.length > 500, `on the wire to port 7947 (${seen.length})`);
+      const routeEncap = d2('route', 'encapsulated');
+      assert.ok(routeEncap >= 3 && routeEncap < 50, `the pings (only) went into route (${routeEncap})`);
+      for (const h of ['a', 'n2', 'b']) {
+        const s = await stats(h, 'web');
+        assert.equal(s.bad_tag + s.replayed + s.not_peer + s.bad_key, 0, `${h}: ${JSON.stringify(s)}`);
+      }
+    } finally {
+      for (const host of ['a', 'n2', 'b']) for (const dev of devs[host]!) await itmctl(topo, host, ['unload', 'web', '--dev', dev], { check: false });
+    }
   });
 
   test('unload takes route off both hooks', async () => {
