@@ -111,6 +111,10 @@ export interface ModuleDef extends UserFunctions {
   /** fills a kernel module's maps after its object is loaded and before any packet reaches it
    * (a throw fails the load, which is undone) */
   init?: (ctx: PeriodicContext) => void;
+  /** device settings the module needs while it is loaded (`ip link set dev D <key> <value>`, say
+   * `gso_max_segs: 1`): set at its first load on a device, the values from before restored when its
+   * last instance there goes (unload or down) */
+  linkSettings?: Record<string, number>;
   /** maps that an instance shares with the instance of the same name on the device's other hook
    * (qos --bidir: one flow table for both directions) */
   sharedMaps?: (params: Record<string, ParamValue>) => string[];

@@ -423,6 +423,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       // the record follows each hook, so a failure on the next one leaves it true
       if (rec?.hooks[hook]) {
         delete rec.hooks[hook];
+        releaseLinkSettings(rec, dev);
         if (Object.keys(rec.hooks).length) writeDevice(rec);
       }
     }
@@ -561,6 +562,62 @@ function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, id
   }
 }
 
+/** The device's settings now, as `ip -d link` shows them. */
+function linkDetails(dev: string): Record<string, unknown> {
+  const r = spawnSync('ip', ['-j', '-d', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
+  if (r.status !== 0) throw new ItmError(`cannot read the settings of ${dev}: ${r.stderr.trim()}`);
+  return (JSON.parse(r.stdout) as Array<Record<string, unknown>>)[0] ?? {};
+}
+
+function setLink(dev: string, key: string, value: number): void {
+  const r = spawnSync('ip', ['link', 'set', 'dev', dev, key, String(value)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new ItmError(`cannot set ${key} ${value} on ${dev}: ${r.stderr.trim()}`);
+}
+
+/** Applies a module's linkSettings to the device (in `rec`, written by the caller), unless an
+ * earlier instance did. */
+function applyLinkSettings(def: ModuleDef, rec: DeviceRecord, dev: string, undo: Undo): void {
+  const want = Object.entries(def.linkSettings ?? {});
+  if (!want.length) return;
+  const now = linkDetails(dev);
+  rec.link ??= {};
+  for (const [key, value] of want) {
+    const had = rec.link[key];
+    if (had) {
+      if (!had.by.includes(def.name)) {
+        had.by.push(def.name);
+        undo.add(`forget ${def.name} needs ${key}`, () => { had.by = had.by.filter((m) => m !== def.name); });
+      }
+      continue;
+    }
+    const was = now[key];
+    if (typeof was !== 'number') throw new ItmError(`${def.name} needs ${key} ${value} on ${dev}, and ip cannot show its ${key}`);
+    if (was !== value) {
+      setLink(dev, key, value);
+      undo.add(`set ${key} ${was} on ${dev} again`, () => setLink(dev, key, was));
+    }
+    rec.link[key] = { was, by: [def.name] };
+    undo.add(`forget ${key} of ${dev}`, () => { delete rec.link![key]; });
+  }
+}
+
+/** Restores the settings no module left on the device needs; true if it changed `rec`. */
+function releaseLinkSettings(rec: DeviceRecord, dev: string): boolean {
+  const present = new Set(Object.values(rec.hooks).flatMap((h) => h?.modules.map((m) => m.module) ?? []));
+  let changed = false;
+  for (const [key, s] of Object.entries(rec.link ?? {})) {
+    if (s.by.some((m) => present.has(m))) continue;
+    try {
+      setLink(dev, key, s.was);
+    } catch (e) {
+      log.warn(`${(e as Error).message}`);
+    }
+    delete rec.link![key];
+    changed = true;
+  }
+  return changed;
+}
+
 /** The maps a new instance takes from instances already loaded: its `sharedMaps` from its sibling
  * on the device's other hook, its `nodeMaps` from any instance of its name in the namespace (which
  * must have its parameters: they are one instance, on several devices). */
@@ -684,6 +741,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
       } else {
         loadModuleObject(def, objPath, cfg, id, hp, modDir, reusedMaps(def, name, params, rec, hook));
+        applyLinkSettings(def, rec, opts.dev, undo);
         if (def.init) initModule(def, name, params, modDir, opts.dev, hook);
       }
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
@@ -785,6 +843,7 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
     // setChain waited for the packets that were still on the old chain
     switchChain(l, dev, { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq });
     purgeModule(l.pins, l.m.id);
+    if (releaseLinkSettings(l.rec, dev)) writeDevice(l.rec);
     return { hook: l.hook, id: l.m.id };
   });
 }

@@ -315,11 +315,14 @@ describe('route: the overlay in the kernel', { skip }, () => {
     }
   });
 
-  test('unload takes route off both hooks', async () => {
+  test('unload takes route off both hooks, and puts back the device\'s gso_max_segs', async () => {
     const dev = topo.dev('n2', 'b');
+    const gso = async () => (JSON.parse((await topo.exec('n2', ['ip', '-j', '-d', 'link', 'show', 'dev', dev])).stdout) as Array<{ gso_max_segs: number }>)[0]!.gso_max_segs;
+    assert.equal(await gso(), 1, 'one segment per packet while route is there');
     await itmctl(topo, 'n2', ['unload', 'route', '--dev', dev]);
     const [d] = await itmctlJson<DeviceView[]>(topo, 'n2', ['list', '--dev', dev]);
     assert.ok(d!.hooks.every((h) => h.modules.length === 0));
+    assert.equal(await gso(), 65535, 'the value from before');
     await itmctl(topo, 'n2', ['load', 'route', '--dev', dev, '--topology', join(dir, 'n2.yaml')]);
   });
 });

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { defineModule, type ParamValue, type PeriodicContext } from '../../src/module-def.js';
 import { registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
@@ -37,9 +36,6 @@ export function initialNextHop(t: Topology, dest: number): number | undefined {
  * reloaded node never repeats one its peers have seen. */
 export function writeTopology(ctx: PeriodicContext): void {
   const t = topologyOf(ctx.params);
-  // TCP hands the device GSO super-packets (it always does, whatever the offloads), and a tag
-  // cannot be made per segment: one segment per packet on this device
-  execFileSync('ip', ['link', 'set', 'dev', ctx.dev, 'gso_max_segs', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const peers = ctx.open('route_peers');
   const addrs = ctx.open('route_addrs');
   const dests = ctx.open('route_dests');
@@ -87,6 +83,9 @@ export default defineModule({
     const t = topologyOf(params);
     return { globals: { route_me: t.wire, route_port: t.port } };
   },
+  // TCP hands the device GSO super-packets (it always does, whatever the offloads), and a tag
+  // cannot be made per segment: one segment per packet on the devices route is on
+  linkSettings: { gso_max_segs: 1 },
   // one overlay node, whatever devices it is loaded on: one set of peers, paths, sequence numbers
   // and replay windows (a peer's packets may arrive on any of them)
   nodeMaps: () => MAPS,
