@@ -10,6 +10,7 @@ import { userPath } from './user.js';
 import { veth } from './veth.js';
 import { control } from './control.js';
 import { scale, scaleVeth } from './scale.js';
+import { routeBench } from './route.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -19,6 +20,7 @@ if (!only || only === 'veth') figures.push(...(await veth({ quick })));
 if (!only || only === 'user') figures.push(...(await userPath({ quick })));
 if (!only || only === 'scale') figures.push(...(await scale({ quick })), ...(await scaleVeth({ quick })));
 if (!only || only === 'control') figures.push(...(await control({ quick })));
+if (!only || only === 'route') figures.push(...(await routeBench({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];

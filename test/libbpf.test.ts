@@ -655,11 +655,17 @@ function registerTests(): void {
       const opts = { type: BPF_MAP_TYPE.ARRAY, keySize: 4, valueSize: 4, maxEntries: 1 };
       // Closed explicitly, then its fd number is reused by 'kept' (the lowest free one, at once,
       // before any finalizer can free a lower one): the finalizer of 'closed' must not close it.
-      let closed = BpfMap.create(opts);
-      const closedFd = closed.fd;
-      closed.close();
-      closed = null;
-      const kept = BpfMap.create(opts);
+      // Another thread of the process may take the number first: then the scenario is tried again.
+      let closed, closedFd, kept;
+      for (let i = 0; i < 10; i++) {
+        closed = BpfMap.create(opts);
+        closedFd = closed.fd;
+        closed.close();
+        closed = null;
+        kept = BpfMap.create(opts);
+        if (kept.fd === closedFd) break;
+        kept.close();
+      }
       let dropped = BpfMap.create(opts);
       const droppedFd = dropped.fd;
       dropped = null;

@@ -1,0 +1,54 @@
+// The route overlay's data path: TCP bulk throughput from A's client to B's server through the
+// kernel overlay (encapsulated at A, checked and relayed at N1, checked and decapsulated at B),
+// against the same transfer over the plain A — B link, with GSO (the baseline) and with one segment
+// per packet (what route sets on its devices, since a tag cannot be made per segment).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Topology, tcpTransfer } from '../test/harness/index.js';
+import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
+import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, overlayDecl, plainRoutes } from '../test/overlay.js';
+import type { OverlayView } from '../modules/route/paths.js';
+import { figure, ratioFigure, summarize, type Figure } from './common.js';
+
+const BYTES = 50_000_000;
+
+export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
+  const runs = o.quick ? 3 : 5;
+  const topo = await Topology.create(overlayDecl());
+  cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
+  const dir = mkdtempSync(join(tmpdir(), 'itm-bench-route-'));
+  let port = 7100;
+  const mbit = async (src: string, dst: string) => {
+    const r = await tcpTransfer(topo, { from: 'a', to: 'b', family: 4, dport: port++, bytes: BYTES, srcAddr: src, dstAddr: dst });
+    return (r.bytes * 8) / (r.ms * 1000);
+  };
+  try {
+    await plainRoutes(topo);
+    const direct: number[] = [], nogso: number[] = [], kernel: number[] = [];
+    for (let i = 0; i < runs; i++) direct.push(await mbit(CLIENT, SERVER));
+    await loadOverlay(topo, dir, {});
+    // the probes have found the paths
+    for (let i = 0; i < 100; i++) {
+      const v = JSON.parse((await itmctl(topo, 'a', ['route', 'paths', '--json'])).stdout) as OverlayView;
+      if (v.destinations.every((d) => d.paths.some((p) => p.alive))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // taking turns: the plain link's addresses are not the overlay's destinations, and its
+    // devices now send one segment per packet, as route set them
+    for (let i = 0; i < runs; i++) {
+      nogso.push(await mbit('10.31.5.1', '10.31.5.2'));
+      kernel.push(await mbit(CLIENT, SERVER));
+    }
+    const d = summarize(direct), n = summarize(nogso), k = summarize(kernel);
+    return [
+      figure('route.direct_tcp_mbit', 'Mbit/s', d, runs),
+      figure('route.direct_nogso_tcp_mbit', 'Mbit/s', n, runs, { name: 'route.direct_tcp_mbit', value: d.median }),
+      figure('route.kernel_tcp_mbit', 'Mbit/s', k, runs, { name: 'route.direct_tcp_mbit', value: d.median }),
+      ratioFigure('route.kernel_vs_nogso', k, n, 'route.direct_nogso_tcp_mbit', runs),
+    ];
+  } finally {
+    await topo.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
