@@ -13,7 +13,7 @@ import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
 import {
-  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
+  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, modPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
 } from './state.js';
 import { log } from './log.js';
@@ -625,24 +625,29 @@ function reusedMaps(def: ModuleDef, name: string, params: Record<string, ParamVa
   const reuse = new Map<string, string>();
   const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
   const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
-  if (sibling) for (const m of def.sharedMaps?.(params) ?? []) reuse.set(m, join(hookPinDir(rec.ifindex, other), `mod-${sibling.id}`));
+  if (sibling) for (const m of def.sharedMaps?.(params) ?? []) reuse.set(m, modPinDir(rec.ifindex, other, sibling.id));
   const node = def.nodeMaps?.(params) ?? [];
   if (!node.length) return reuse;
+  const first = namedInstances(name).next();
+  if (first.done) return reuse;
+  const { r, h, m } = first.value;
+  const where = `${ifIndexToName(r.ifindex) ?? `ifindex ${r.ifindex}`} ${h}`;
+  if (m.module !== def.name) throw new ItmError(`${name} is another module (${m.module}) on ${where}: load this one with another --name`);
+  if (JSON.stringify(m.params) !== JSON.stringify(params)) {
+    throw new ItmError(`${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`);
+  }
+  for (const map of node) if (!reuse.has(map)) reuse.set(map, modPinDir(r.ifindex, h, m.id));
+  return reuse;
+}
+
+/** Every instance loaded under `name` in the namespace, device by device, in hook order. */
+function* namedInstances(name: string): Generator<{ r: DeviceRecord; h: Hook; m: ModuleRecord }> {
   for (const r of listDeviceRecords()) {
-    for (const [h, hr] of Object.entries(r.hooks) as Array<[Hook, HookRecord]>) {
-      const m = hr.modules.find((x) => x.name === name);
-      if (!m) continue;
-      const where = `${ifIndexToName(r.ifindex) ?? `ifindex ${r.ifindex}`} ${h}`;
-      if (m.module !== def.name) throw new ItmError(`${name} is another module (${m.module}) on ${where}: load this one with another --name`);
-      if (JSON.stringify(m.params) !== JSON.stringify(params)) {
-        throw new ItmError(`${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`);
-      }
-      const dir = join(hookPinDir(r.ifindex, h), `mod-${m.id}`);
-      for (const map of node) if (!reuse.has(map)) reuse.set(map, dir);
-      return reuse;
+    for (const h of HOOKS) {
+      const m = r.hooks[h]?.modules.find((x) => x.name === name);
+      if (m) yield { r, h, m };
     }
   }
-  return reuse;
 }
 
 /** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
@@ -890,7 +895,7 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
   const def = await findModule(m.module);
   if (!def.every) throw new ItmError(`${name} (${m.module}) has no periodic functions`);
   const every = def.every;
-  const dir = join(hookPinDir(ifindex, h), `mod-${m.id}`);
+  const dir = modPinDir(ifindex, h, m.id);
   const maps = new Map<string, BpfMap>();
   const open = (map: string) => {
     let b = maps.get(map);
@@ -946,16 +951,11 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
 export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; open: (map: string) => BpfMap } {
   const hit = withNamespaceLock(() => {
     prepare(false);
-    for (const r of listDeviceRecords()) {
-      for (const h of HOOKS) {
-        const m = r.hooks[h]?.modules.find((x) => x.name === name && x.kind !== 'user');
-        if (m) return { r, h, m };
-      }
-    }
+    for (const x of namedInstances(name)) if (x.m.kind !== 'user') return x;
     return undefined;
   });
   if (!hit) throw new ItmError(`${name} is not loaded in this network namespace`);
-  const dir = join(hookPinDir(hit.r.ifindex, hit.h), `mod-${hit.m.id}`);
+  const dir = modPinDir(hit.r.ifindex, hit.h, hit.m.id);
   return {
     dev: ifIndexToName(hit.r.ifindex) ?? `ifindex ${hit.r.ifindex}`, hook: hit.h, module: hit.m.module, params: hit.m.params,
     open: (map) => BpfMap.fromPin(join(dir, pinName(map))),
@@ -972,7 +972,7 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
   });
   const def = await findModule(m.module);
   if (!def.flows) throw new ItmError(`${name} (${m.module}) keeps no per-flow state to show`);
-  const dir = join(hookPinDir(ifindex, h), `mod-${m.id}`);
+  const dir = modPinDir(ifindex, h, m.id);
   const opened: BpfMap[] = [];
   try {
     const rows = def.flows((map) => {

@@ -23,6 +23,10 @@ export function netnsId(): string {
 export function hookPinDir(ifindex: number, hook: Hook, ns = netnsId()): string {
   return join(BPFFS, ns, String(ifindex), hook);
 }
+/** the pins of the module instance with `id` at a hook */
+export function modPinDir(ifindex: number, hook: Hook, id: number, ns = netnsId()): string {
+  return join(hookPinDir(ifindex, hook, ns), `mod-${id}`);
+}
 export function devicePinDir(ifindex: number, ns = netnsId()): string {
   return join(BPFFS, ns, String(ifindex));
 }
