@@ -6,9 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Topology, tcpTransfer } from '../test/harness/index.js';
-import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
-import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, overlayDecl, plainRoutes } from '../test/overlay.js';
-import type { OverlayView } from '../modules/route/paths.js';
+import { cleanItmOnDestroy } from '../test/itm.js';
+import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, overlayDecl, pathsWhen, plainRoutes } from '../test/overlay.js';
 import { figure, ratioFigure, summarize, type Figure } from './common.js';
 
 const BYTES = 50_000_000;
@@ -29,11 +28,7 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
     for (let i = 0; i < runs; i++) direct.push(await mbit(CLIENT, SERVER));
     await loadOverlay(topo, dir, {});
     // the probes have found the paths
-    for (let i = 0; i < 100; i++) {
-      const v = JSON.parse((await itmctl(topo, 'a', ['route', 'paths', '--json'])).stdout) as OverlayView;
-      if (v.destinations.every((d) => d.paths.some((p) => p.alive))) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await pathsWhen(topo, 'a', (v) => v.destinations.every((d) => d.paths.some((p) => p.alive)));
     // taking turns: the plain link's addresses are not the overlay's destinations, and its
     // devices now send one segment per packet, as route set them
     for (let i = 0; i < runs; i++) {

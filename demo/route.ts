@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Topology, startUdpFlow, tcpTransfer } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
-import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, longestRun, overlayDecl, plainRoutes } from '../test/overlay.js';
+import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, longestRun, overlayDecl, overlayPaths, pathsWhen, plainRoutes } from '../test/overlay.js';
 import type { OverlayView } from '../modules/route/paths.js';
 
 const PROBE = { interval: 100, timeout: 300, deadAfter: 3 };
@@ -23,19 +23,8 @@ export async function routeDemo(say: (s?: string) => void): Promise<{ failoverMs
     say(`\n  # itmctl route paths   (on A, ${why})`);
     say(indent((await itmctl(topo, 'a', ['route', 'paths'])).stdout));
   };
-  const view = async () => JSON.parse((await itmctl(topo, 'a', ['route', 'paths', '--json'])).stdout) as OverlayView;
-  const until = async (ok: (v: OverlayView) => boolean, ms = 15_000) => {
-    const end = Date.now() + ms;
-    while (!ok(await view())) {
-      if (Date.now() > end) throw new Error('the overlay did not settle');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
   const toB = (v: OverlayView) => v.destinations.find((d) => d.node === 'b')!;
-  const relayed = async (host: string) => {
-    const r = JSON.parse((await itmctl(topo, host, ['route', 'paths', '--json'])).stdout) as OverlayView;
-    return r.stats.relayed;
-  };
+  const relayed = async (host: string) => (await overlayPaths(topo, host)).stats.relayed;
   try {
     await plainRoutes(topo);
     say(`\n1. Without the overlay, A's client (${CLIENT}) reaches B's server (${SERVER}) over the plain A — B link:`);
@@ -47,7 +36,7 @@ export async function routeDemo(say: (s?: string) => void): Promise<{ failoverMs
     await loadOverlay(topo, dir, { probe: `{ interval_ms: ${PROBE.interval}, timeout_ms: ${PROBE.timeout}, dead_after: ${PROBE.deadAfter} }` });
     say(`    itmctl load route --dev <each device> --topology ${join(dir, '<node>.yaml')}   (A's file: ${join(dir, 'a.yaml')})`);
     // settled: both paths answer, and what went unanswered while the nodes were still loading is forgotten
-    await until((v) => toB(v).paths.length > 0 && toB(v).paths.every((p) => p.alive && p.loss < 0.05), 30_000);
+    await pathsWhen(topo, 'a', (v) => toB(v).paths.length > 0 && toB(v).paths.every((p) => p.alive && p.loss < 0.05), 30_000);
     await paths('the probes have found both paths');
 
     say('\n3. Traffic takes the best path:');
@@ -56,7 +45,7 @@ export async function routeDemo(say: (s?: string) => void): Promise<{ failoverMs
     const via = { n1: (await relayed('n1')) - before.n1, n2: (await relayed('n2')) - before.n2 };
     say(`    the same transfer through the overlay: ${mbit(tunnel)} Mbit/s (direct: ${mbit(direct)} Mbit/s); packets relayed by N1: ${via.n1}, by N2: ${via.n2}`);
 
-    const inUse = toB(await view()).next_hop!;
+    const inUse = toB(await overlayPaths(topo, 'a')).next_hop!;
     const other = inUse === 'n1' ? 'n2' : 'n1';
     say(`\n4. A 1,000 packet/s stream runs from A's client to B's server; ${inUse.toUpperCase()}'s link to A goes down:`);
     const flow = await startUdpFlow(topo, { from: 'a', to: 'b', family: 4, dport: 5303, ratePps: 1000, srcAddr: CLIENT, dstAddr: SERVER });
@@ -64,7 +53,7 @@ export async function routeDemo(say: (s?: string) => void): Promise<{ failoverMs
     try {
       await new Promise((res) => setTimeout(res, 500));
       await topo.exec(inUse, ['ip', 'link', 'set', 'dev', topo.dev(inUse, 'a'), 'down']);
-      await until((v) => toB(v).next_hop === other);
+      await pathsWhen(topo, 'a', (v) => toB(v).next_hop === other, 15_000);
       await new Promise((res) => setTimeout(res, 500));
     } finally {
       r = await flow.stop();
@@ -75,7 +64,7 @@ export async function routeDemo(say: (s?: string) => void): Promise<{ failoverMs
 
     say(`\n5. ${inUse.toUpperCase()}'s link comes back; the path lives again (traffic stays on ${other.toUpperCase()} unless ${inUse.toUpperCase()} is clearly faster):`);
     await topo.exec(inUse, ['ip', 'link', 'set', 'dev', topo.dev(inUse, 'a'), 'up']);
-    await until((v) => toB(v).paths.every((p) => p.alive));
+    await pathsWhen(topo, 'a', (v) => toB(v).paths.every((p) => p.alive), 15_000);
     await paths('the link is back');
     return { failoverMs };
   } finally {

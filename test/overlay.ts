@@ -4,7 +4,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Topology, TopologyDecl } from './harness/index.js';
-import { itmctl } from './itm.js';
+import { itmctl, itmctlJson } from './itm.js';
+import type { OverlayView } from '../modules/route/paths.js';
 
 export const OVERLAY_HOSTS = ['a', 'n1', 'n2', 'b'] as const;
 export const CLIENT = '10.40.0.1';
@@ -98,4 +99,20 @@ export function longestRun(missing: number[]): number {
     longest = Math.max(longest, run);
   }
   return longest;
+}
+
+/** `itmctl route paths` of an overlay on a host. */
+export function overlayPaths(topo: Topology, host: string, name = 'route'): Promise<OverlayView> {
+  return itmctlJson<OverlayView>(topo, host, ['route', 'paths', '--name', name]);
+}
+
+/** `itmctl route paths` on a host, once `until` holds of it; throws after `ms`. */
+export async function pathsWhen(topo: Topology, host: string, until: (v: OverlayView) => boolean, ms = 10_000): Promise<OverlayView> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await overlayPaths(topo, host);
+    if (until(v)) return v;
+    if (Date.now() > end) throw new Error(`the paths on ${host} never got there: ${JSON.stringify(v.destinations)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

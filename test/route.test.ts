@@ -16,7 +16,7 @@ import { readStats, type RouteCounters } from '../modules/route/module.js';
 import type { OverlayView } from '../modules/route/paths.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, startUdpFlow, tcpTransfer, udpFlow } from './harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, modulePin } from './itm.js';
-import { OVERLAY_HOSTS, loadOverlay, longestRun, overlayDecl, overlayKey as KEY, plainRoutes } from './overlay.js';
+import { OVERLAY_HOSTS, loadOverlay, longestRun, overlayPaths, pathsWhen as pathsWhenOn, overlayDecl, overlayKey as KEY, plainRoutes } from './overlay.js';
 
 
 describe('route: SipHash-2-4', () => {
@@ -109,15 +109,7 @@ describe('route: the overlay in the kernel', { skip }, () => {
   });
 
   /** `itmctl route paths` on a host, once `until` holds of it (or throws after `ms`) */
-  async function pathsWhen(host: string, until: (v: OverlayView) => boolean, ms = 10_000): Promise<OverlayView> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const v = await itmctlJson<OverlayView>(topo, host, ['route', 'paths']);
-      if (until(v)) return v;
-      if (Date.now() > end) throw new Error(`paths on ${host} never got there: ${JSON.stringify(v.destinations)}`);
-      await sleep(100);
-    }
-  }
+  const pathsWhen = (host: string, until: (v: OverlayView) => boolean, ms?: number) => pathsWhenOn(topo, host, until, ms);
   const allAlive = (v: OverlayView) => v.destinations.every((d) => d.paths.length > 0 && d.paths.every((p) => p.alive && p.answered > 0));
 
   test('the control plane probes every path to each destination, authenticated, and shows them', async () => {
@@ -284,7 +276,7 @@ describe('route: the overlay in the kernel', { skip }, () => {
     await loadOverlay(topo, dir, { port: 7947, keyBase: 10, through: ['n2'], probe: '{ interval_ms: 100, timeout_ms: 300, dead_after: 3 }' }, web, 'web-');
     try {
       const v = await pathsWhen('a', allAlive);
-      const w = await itmctlJson<OverlayView>(topo, 'a', ['route', 'paths', '--name', 'web']);
+      const w = await overlayPaths(topo, 'a', 'web');
       assert.equal(w.port, 7947);
       assert.deepEqual(w.destinations.find((d) => d.node === 'b')!.paths.map((p) => p.via), ['n2'], 'web knows only N2');
       assert.equal(v.port, 7946);
