@@ -231,7 +231,12 @@ export class Controller {
   }
 
   describe(path: PathState): string {
-    return `${this.name(path.dest)} ${path.via ? `via ${this.name(path.via)}` : 'direct'}`;
+    return `${this.name(path.dest)} ${this.way(path)}`;
+  }
+
+  /** how a path goes: `direct`, or `via n1` */
+  way(path: PathState): string {
+    return path.via ? `via ${this.name(path.via)}` : 'direct';
   }
 
   /** a path's cost: its RTT, and a timeout for each lost probe beyond the first in ten (one lost
@@ -258,7 +263,7 @@ export class Controller {
     this.best.set(dest, top.hop);
     this.map('route_best')?.update(u32(dest), u32(top.hop));
     const fmt = (p: PathState) => `${(this.score(p) / 1000).toFixed(2)} ms`;
-    this.changes.push(`${this.name(dest)}: now ${top.via ? `via ${this.name(top.via)}` : 'direct'} (${fmt(top)}${cur ? `; was ${cur.via ? `via ${this.name(cur.via)}` : 'direct'}, ${cur.alive ? fmt(cur) : 'dead'}` : ''})`);
+    this.changes.push(`${this.name(dest)}: now ${this.way(top)} (${fmt(top)}${cur ? `; was ${this.way(cur)}, ${cur.alive ? fmt(cur) : 'dead'}` : ''})`);
   }
 
   private writePaths(): void {

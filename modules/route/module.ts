@@ -4,7 +4,7 @@ import { registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
 import type { BpfMap } from '../../src/libbpf/index.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
-import { ipv4, peerEntry, u32, underlayRoute } from './peers.js';
+import { ipv4, peerEntry, u32, underlayRoutesNow } from './peers.js';
 import { loadTopology, type Topology } from './topology.js';
 
 registerLayouts(abi.layouts);
@@ -42,15 +42,16 @@ export function writeTopology(ctx: PeriodicContext): void {
   const best = ctx.open('route_best');
   const tx = ctx.open('route_tx');
   const start = BigInt(Date.now()) * 1_000_000n;
-  for (const n of t.neighbours) {
-    peers.update(u32(n.wire), peerEntry(n, underlayRoute(n.address)));
+  const routes = underlayRoutesNow(t.neighbours.map((n) => n.address));
+  t.neighbours.forEach((n, i) => {
+    peers.update(u32(n.wire), peerEntry(n, routes[i]));
     for (const a of [n.address, ...n.also]) addrs.update(ipv4(a), u32(n.wire));
     if (tx.lookup(u32(n.wire)) === undefined) {
       const b = Buffer.alloc(8);
       b.writeBigUInt64LE(start);
       tx.update(u32(n.wire), b);
     }
-  }
+  });
   for (const d of t.destinations) {
     const key = Buffer.alloc(abi.route_lpm.size);
     key.writeUInt32LE(d.prefix.family === 4 ? 96 + d.prefix.len : d.prefix.len, 0);
@@ -101,7 +102,7 @@ export default defineModule({
       const out: Record<string, string> = {};
       for (const [dest, hop] of c.best) {
         const p = c.paths.find((x) => x.dest === dest && x.hop === hop);
-        out[c.name(dest)] = `${hop === dest ? 'direct' : `via ${c.name(hop)}`}${p?.srttUs !== undefined ? ` ${(p.srttUs / 1000).toFixed(2)} ms` : ''}`;
+        if (p) out[c.name(dest)] = `${c.way(p)}${p.srttUs !== undefined ? ` ${(p.srttUs / 1000).toFixed(2)} ms` : ''}`;
       }
       return out;
     },

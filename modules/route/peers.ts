@@ -24,19 +24,22 @@ function underlayOf(routeJson: string, links: LinkJson[]): Underlay | undefined 
   return l && (!l.flags || l.flags.includes('LOWER_UP')) ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu } : undefined;
 }
 
-/** The underlay route to a peer's address now (undefined: none). */
-export function underlayRoute(addr: string): Underlay | undefined {
+/** The underlay routes to several addresses now (undefined: none), the links read once. */
+export function underlayRoutesNow(addrs: string[]): Array<Underlay | undefined> {
   const run = (args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  try {
-    return underlayOf(run(['-j', 'route', 'get', addr]), JSON.parse(run(['-j', 'link', 'show'])) as LinkJson[]);
-  } catch {
-    return undefined; // unreachable: `ip route get` fails
-  }
+  const links = JSON.parse(run(['-j', 'link', 'show'])) as LinkJson[];
+  return addrs.map((a) => {
+    try {
+      return underlayOf(run(['-j', 'route', 'get', a]), links);
+    } catch {
+      return undefined; // unreachable: `ip route get` fails
+    }
+  });
 }
 
 const execAsync = promisify(execFile);
 
-/** The underlay routes to several addresses, without blocking the event loop. */
+/** The same, without blocking the event loop (the control plane's). */
 export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | undefined>> {
   const links = JSON.parse((await execAsync('ip', ['-j', 'link', 'show'])).stdout) as LinkJson[];
   return Promise.all(addrs.map(async (a) => {
