@@ -14,16 +14,9 @@ import {
   startUdpFlow, tcpTransfer, udpFlow, verifyL4Checksum, withTopology, writePcap,
   type PacketSpec, type ParsedPacket, type TopologyDecl,
 } from './harness/index.js';
+import { clientItmServer } from './itm.js';
 
-const DECL: TopologyDecl = {
-  hosts: ['client', 'itm', 'server'],
-  links: [
-    { a: 'client', b: 'itm', addrs: { client: ['10.1.0.1/24', 'fd01::1/64'], itm: ['10.1.0.2/24', 'fd01::2/64'] } },
-    { a: 'itm', b: 'server', addrs: { itm: ['10.2.0.1/24', 'fd02::1/64'], server: ['10.2.0.2/24', 'fd02::2/64'] } },
-  ],
-  routes: { client: ['default via 10.1.0.2', '-6 default via fd01::2'], server: ['default via 10.2.0.1', '-6 default via fd02::1'] },
-  forwarding: ['itm'],
-};
+const DECL = clientItmServer();
 
 /** Alive and not a zombie (an orphan waits for init to reap it). */
 const pidAlive = (pid: number) => { try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; } };
