@@ -76,4 +76,39 @@ describe('PacketView', () => {
   test('refuses a DSCP outside 0-63', () => {
     assert.throws(() => view(buildPacket(specs[0]![1])).setDscp(64), /DSCP 64 is not 0-63/);
   });
+  test('insert and remove grow and shrink a packet at its front, within its room', () => {
+    const inner = buildPacket(specs[1]![1]);
+    const outerSpec: PacketSpec = { family: 4, src: '10.9.0.1', dst: '10.9.0.2', proto: 'udp', sport: 7, dport: 8 };
+    const outer = buildPacket({ ...outerSpec, payload: inner.subarray(14) }).subarray(14, 14 + 28);
+    // a frame as AF_XDP gives it: 256 bytes of headroom in front
+    const buf = Buffer.alloc(4096);
+    inner.copy(buf, 256);
+    const v = PacketView.parse(buf.subarray(256, 256 + inner.length), { buf, start: 0 }) as PacketView;
+    const l3 = v.l3;
+    v.insert(l3, outer);
+    assert.equal(v.data.length, inner.length + 28);
+    assert.equal(v.data.byteOffset - buf.byteOffset, 256 - 28, 'it grew at the front: the end stays');
+    assert.deepEqual(v.data.subarray(0, l3), inner.subarray(0, l3), 'the Ethernet header (with its VLAN tag) moved along');
+    assert.deepEqual([v.proto, v.src, v.dst, v.dport], [17, '10.9.0.1', '10.9.0.2', 8], 'parsed again: the outer header now');
+    assert.deepEqual(v.data.subarray(l3 + 28), inner.subarray(l3));
+    v.remove(l3, 28);
+    assert.deepEqual(v.data, inner, 'and back as it was');
+    assert.equal(v.proto, 6);
+    assert.throws(() => v.remove(10, 4), /not within the packet/);
+    assert.throws(() => view(buildPacket(specs[0]![1])).insert(14, outer), /no room for 28 more bytes/);
+    assert.throws(() => (PacketView.parse(buf.subarray(256, 256 + inner.length), { buf, start: 250 }) as PacketView).insert(l3, outer), /no room/);
+    assert.throws(() => v.insert(l3, Buffer.alloc(20)), /no longer one itm can send on/, 'a zeroed IPv4 header is no IP packet');
+    assert.throws(() => v.redirect(0), /no device index/);
+  });
+
+  test('insert completes a checksum left for offload before it encapsulates', () => {
+    const spec = specs[0]![1];
+    const frame = buildPacket({ ...spec, l4Checksum: 0x1234 });
+    const buf = Buffer.alloc(512);
+    frame.copy(buf, 256);
+    const v = PacketView.parse(buf.subarray(256, 256 + frame.length), { buf, start: 0 }) as PacketView;
+    v.modified = true; // as a module that rewrote it
+    v.insert(14, buildPacket({ family: 4, src: '10.9.0.1', dst: '10.9.0.2', proto: 'udp', sport: 7, dport: 8, payload: frame.subarray(14) }).subarray(14, 42));
+    assert.equal(parsePacket(Buffer.concat([v.data.subarray(0, 14), v.data.subarray(42)])).l4ChecksumOk, true);
+  });
 });

@@ -11,7 +11,7 @@ import { resolveModule } from '../catalog.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
 import type { Hook, ModuleDef, ParamValue, PeriodicContext, UserContext } from '../module-def.js';
-import { PacketView } from '../user/packet.js';
+import { PacketView, type Room } from '../user/packet.js';
 
 export interface HostSpec {
   name: string;
@@ -43,6 +43,8 @@ const RENEW_MS = 100;
 const STATS_MS = 250;
 
 const u32 = abi.u32;
+const T_FLAGS = abi.itm_trailer.fields.find((f) => f.name === 'flags')!.offset;
+const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'out')!.offset;
 const now = () => process.hrtime.bigint();
 
 function say(m: HostMessage): void {
@@ -143,10 +145,11 @@ export class Host {
   async run(): Promise<void> {
     const addrs = new Uint32Array(BATCH), lens = new Uint32Array(BATCH);
     const txA = new Uint32Array(BATCH), txL = new Uint32Array(BATCH), rel = new Uint32Array(BATCH);
-    const scratch = Buffer.alloc(FRAME_SIZE);
+    const scratch = Buffer.alloc(FRAME_SIZE), trailer = Buffer.alloc(TRAILER_SIZE);
     const umem = this.sock.umem;
-    // at xdp the trailer comes as metadata, just before the packet, and goes back behind it (see
-    // divert() in bpf/dispatcher.bpf.c); at tc it is behind the packet both ways
+    // at xdp the trailer comes as metadata, just before the packet (see divert() in
+    // bpf/dispatcher.bpf.c); at tc it is behind the packet. It goes back behind the packet, which
+    // the module may have grown or shrunk at its front (insert, remove): its end stays put.
     const trailerInFront = this.spec.hook === 'xdp';
     let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n, lastPeriodic = Date.now();
     const every = this.def.every;
@@ -189,11 +192,19 @@ export class Host {
       let nt = 0, nr = 0;
       for (let i = 0; i < n; i++) {
         const addr = addrs[i]!, len = lens[i]!;
-        const frame = umem.subarray(addr, trailerInFront ? addr + len : addr + len - TRAILER_SIZE);
-        if (this.handle(frame, scratch)) {
-          if (trailerInFront) umem.copyWithin(addr + len, addr - TRAILER_SIZE, addr);
-          txA[nt] = addr;
-          txL[nt++] = trailerInFront ? len + TRAILER_SIZE : len;
+        const plen = trailerInFront ? len : len - TRAILER_SIZE;
+        const at = trailerInFront ? addr - TRAILER_SIZE : addr + plen;
+        umem.copy(trailer, 0, at, at + TRAILER_SIZE);
+        const out = this.handle(umem.subarray(addr, addr + plen), { buf: umem, start: addr - (addr % FRAME_SIZE) }, scratch);
+        if (out) {
+          const start = out.data.byteOffset - umem.byteOffset, end = start + out.data.length;
+          if (out.out) {
+            trailer[T_FLAGS] = trailer[T_FLAGS]! | abi.ITM_T_REDIRECT;
+            trailer.writeUInt32LE(out.out, T_OUT);
+          }
+          trailer.copy(umem, end);
+          txA[nt] = start;
+          txL[nt++] = end - start + TRAILER_SIZE;
         } else {
           rel[nr++] = addr;
         }
@@ -216,19 +227,20 @@ export class Host {
     this.writeStats();
   }
 
-  /** One packet: true to send it back, false when it is dropped. */
-  private handle(frame: Buffer, scratch: Buffer): boolean {
+  /** One packet, `frame` in `room`: what to send back (the packet where it now stands, and the
+   * device to send it out of, if the module redirected it), or undefined when it is dropped. */
+  private handle(frame: Buffer, room: Room, scratch: Buffer): { data: Buffer; out: number } | undefined {
     const s = this.stats, def = this.def, ctx = this.ctx;
     s.received++;
-    const view = PacketView.parse(frame);
+    let view = PacketView.parse(frame, room);
     if (typeof view === 'string') {
       // the dispatcher sends only IP packets it parsed: nothing to do but let it go on
       s.accepted++;
-      return true;
+      return { data: frame, out: 0 };
     }
     // a checksum left for offload must be completed (AF_XDP sends bytes as they are); a corrupt
     // one is left for the receiver to drop, even if the module rewrites the packet
-    const csum = view.checksumState();
+    view.noteChecksums();
     let cls = 1;
     if (def.classify) {
       try {
@@ -248,33 +260,36 @@ export class Host {
         this.errs.error('log threw', e);
       }
     }
+    let changed = false;
     if (cls !== 0 && def.process) {
       scratch.set(frame);
       try {
         if (def.process(view, cls, ctx) === 'drop') {
           s.dropped++;
-          return false;
+          return undefined;
         }
+        changed = view.modified || view.data !== frame || view.out !== 0;
       } catch (e) {
-        // the packet goes on as it came
+        // the packet goes on as it came, where it came
         frame.set(scratch.subarray(0, frame.length));
-        view.modified = false;
+        view = PacketView.parse(frame, room) as PacketView;
+        view.noteChecksums();
         s.errors++;
         this.errs.error('process threw', e);
       }
     }
-    if (view.modified) {
-      const bad = view.validate();
+    if (changed) {
+      const bad = view.validate() ?? (view.out && this.spec.hook === 'xdp' ? 'redirect() is for the tc hooks: at xdp the packet cannot leave by the neighbour table' : undefined);
       if (bad) {
         s.malformed++;
-        this.errs.error('dropped a malformed packet', bad);
-        return false;
+        this.errs.error('dropped a packet it cannot send', bad);
+        return undefined;
       }
       s.modified++;
     }
-    if ((view.modified && csum !== 'bad') || csum === 'partial') view.fixChecksums();
+    view.finish();
     s.accepted++;
-    return true;
+    return { data: view.data, out: view.out };
   }
 
   /** class-update and controller-update, in this process: they see the `state` the per-packet
