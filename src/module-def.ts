@@ -51,6 +51,9 @@ export interface UserContext {
   params: Record<string, ParamValue>;
   /** what the functions keep from one packet (and period) to the next */
   state: Record<string, unknown>;
+  /** the user data path of a kernel module (ModuleDef.userDatapath): one of the instance's pinned
+   * maps, opened once; absent for a module that has no object */
+  open?: (map: string) => BpfMap;
 }
 
 /**
@@ -80,6 +83,15 @@ export interface ModuleDef extends UserFunctions {
    * program (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines). Without it,
    * the module runs in user space, with the functions of UserFunctions. */
   kernel?: { object: string; program?: string };
+  /**
+   * A kernel module whose per-packet work can run in TypeScript instead, by its classify, log and
+   * process here, chosen per load (route --datapath user): true for the parameters of a load
+   * that does. Such a load still loads the object, for its maps (init, linkSettings, nodeMaps and
+   * the periodic functions in itmd work as for the kernel data path, and the functions here get
+   * them by ctx.open), but its program stays out of the chain: the packets in its interest go
+   * over AF_XDP to its host, as a user-space module's do.
+   */
+  userDatapath?: (params: Record<string, ParamValue>) => boolean;
   /** the interest used when `itmctl load` gives none (default: every packet) */
   interest?: string;
   /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of
@@ -166,7 +178,9 @@ export function checkDefinition(def: unknown): string | undefined {
   if (d.params !== undefined && (typeof d.params !== 'object' || d.params === null)) return `${d.name}: params must be an object`;
   if (d.kernel !== undefined) {
     if (typeof d.kernel.object !== 'string') return `${d.name}: kernel.object must name its BPF object`;
-    if (d.classify || d.process || d.log) return `${d.name}: a kernel module's per-packet functions are in its C object, not in TypeScript`;
+    if ((d.classify || d.process || d.log) && !d.userDatapath) return `${d.name}: a kernel module's per-packet functions are in its C object, not in TypeScript (unless it has a userDatapath)`;
+    if (d.userDatapath && typeof d.userDatapath !== 'function') return `${d.name}: userDatapath must be a function of the parameters`;
+    if (d.userDatapath && !d.classify && !d.process && !d.log) return `${d.name}: a userDatapath needs at least one of classify, log, process`;
     return undefined;
   }
   for (const f of ['classify', 'log', 'process', 'start', 'stop'] as const) {

@@ -13,7 +13,7 @@ import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
 import {
-  claimNamespace, devicePinDir, ensureBpffs, hookPinDir, modPinDir, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
+  claimNamespace, devicePinDir, ensureBpffs, hasMaps, hookPinDir, modPinDir, pinName, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
 } from './state.js';
 import { log } from './log.js';
@@ -122,10 +122,6 @@ class Undo {
 }
 
 /** A module map's pin file: bpffs refuses dots, which libbpf's internal maps have (qos.bss). */
-function pinName(map: string): string {
-  return map.replace(/[^A-Za-z0-9_-]/g, '_');
-}
-
 function moduleProgName(name: string): string {
   return `itm_module_${name}`;
 }
@@ -693,12 +689,13 @@ function initModule(def: ModuleDef, name: string, params: Record<string, ParamVa
 export async function load(opts: LoadOptions): Promise<LoadResult> {
   const { def, file } = await resolveModule(opts.module);
   if (!opts.hook && def.hookSet) return loadSet(opts, def, def.hookSet);
-  const user = isUserModule(def);
   const hook = opts.hook ?? def.hooks[def.hooks.length - 1]!;
   if (!def.hooks.includes(hook)) throw new ItmError(`${def.name} cannot run at ${hook} (its hooks: ${def.hooks.join(', ')})`);
   const priority = opts.priority ?? DEFAULT_PRIORITY;
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${opts.priority}: use 0-1000 (lower runs first)`);
   const params = validateParams(def, opts.params);
+  // a user-space module, or a kernel module whose per-packet work this load runs in TypeScript
+  const user = isUserModule(def) || def.userDatapath?.(params) === true;
   // the module's own checks (levels, combinations) run before anything is touched
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
@@ -706,7 +703,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   const given = opts.interest === undefined ? undefined : [opts.interest].flat();
   const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : given ?? def.interest);
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
-  const objPath = user ? '' : kernelObjectPath(def, hook);
+  const objPath = def.kernel ? kernelObjectPath(def, hook) : '';
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
 
   return withNamespaceLock(() => {
@@ -742,13 +739,14 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       const modDir = join(hp.dir, `mod-${id}`);
       mkdirSync(modDir);
       undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
-      if (user) {
-        createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
-      } else {
+      if (def.kernel) {
+        // with a user data path, for its maps (and init, link settings): its program stays out
+        // of the chain
         loadModuleObject(def, objPath, cfg, id, hp, modDir, reusedMaps(def, name, params, rec, hook));
         applyLinkSettings(def, rec, opts.dev, undo);
         if (def.init) initModule(def, name, params, modDir, opts.dev, hook);
       }
+      if (user) createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
       hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
       if (user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
@@ -769,7 +767,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       const mrec: ModuleRecord = {
         id, name, module: def.name, priority, seq: hr.nextSeq, params,
         interest: formatInterest(interest), loadedAt: new Date().toISOString(),
-        ...(user ? { kind: 'user' as const, source: file } : {}),
+        ...(user ? { kind: 'user' as const, source: file, ...(def.kernel ? { maps: true as const } : {}) } : {}),
       };
       const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
       const before = hp.chain();
@@ -856,7 +854,7 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
 /** Without a hook, a kernel module that one load put at several hooks (its `hookSet`) comes off
  * them all; undefined when `name` is not such a module on `dev`. */
 export async function unloadSet(name: string, dev: string): Promise<Array<{ hook: Hook; id: number }> | undefined> {
-  const at = list(dev).flatMap((d) => d.hooks.flatMap((h) => h.modules.filter((m) => m.name === name && m.kind !== 'user').map((m) => ({ hook: h.hook, module: m.module }))));
+  const at = list(dev).flatMap((d) => d.hooks.flatMap((h) => h.modules.filter((m) => m.name === name).map((m) => ({ hook: h.hook, module: m.module }))));
   if (at.length < 2 || !at.every((x) => x.module === at[0]!.module) || !(await findModule(at[0]!.module)).hookSet) return undefined;
   return at.map((x) => unload(name, dev, x.hook));
 }
@@ -951,7 +949,7 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
 export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; open: (map: string) => BpfMap } {
   const hit = withNamespaceLock(() => {
     prepare(false);
-    for (const x of namedInstances(name)) if (x.m.kind !== 'user') return x;
+    for (const x of namedInstances(name)) if (hasMaps(x.m)) return x;
     return undefined;
   });
   if (!hit) throw new ItmError(`${name} is not loaded in this network namespace`);

@@ -109,6 +109,20 @@ export interface ModuleRecord {
   /** a user-space module (hosted by itmd), and the file its declaration is in */
   kind?: 'user';
   source?: string;
+  /** the user data path of a kernel module (ModuleDef.userDatapath): its object is loaded for its
+   * maps, which the host and the control plane in itmd use */
+  maps?: true;
+}
+
+/** whether the instance has its kernel object's maps pinned (a kernel module, or the user data
+ * path of one) */
+export function hasMaps(m: ModuleRecord): boolean {
+  return m.kind !== 'user' || m.maps === true;
+}
+
+/** a map's pin name in its instance's directory */
+export function pinName(map: string): string {
+  return map.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 export interface HookRecord {
   modules: ModuleRecord[];

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as abi from '../abi.js';
 import { resolveModule } from '../catalog.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
+import { pinName } from '../state.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
 import type { Hook, ModuleDef, ParamValue, PeriodicContext, UserContext } from '../module-def.js';
 import { PacketView, type Room } from '../user/packet.js';
@@ -43,6 +44,8 @@ const RENEW_MS = 100;
 const STATS_MS = 250;
 
 const u32 = abi.u32;
+/** the maps of a kernel module's user data path, opened by UserContext.open (one host a process) */
+const opened = new Map<string, BpfMap>();
 const T_FLAGS = abi.itm_trailer.fields.find((f) => f.name === 'flags')!.offset;
 const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'out')!.offset;
 const now = () => process.hrtime.bigint();
@@ -76,6 +79,9 @@ export class Host {
   private gone = 0n;
   private uctlVal!: Buffer;
   private readonly errs: RateLimitedLog;
+  /** the periodic functions this process runs: a user-space module's (a kernel module's run in
+   * itmd, also when this is its user data path) */
+  private readonly every: ModuleDef['every'];
   private periodicRuns = 0;
 
   private constructor(
@@ -89,12 +95,21 @@ export class Host {
     private readonly ustats: BpfMap,
   ) {
     this.errs = new RateLimitedLog(`itm module ${spec.name} (${spec.dev} ${spec.hook})`);
+    this.every = def.kernel ? undefined : def.every;
   }
 
   static async start(spec: HostSpec): Promise<Host> {
     const { def } = await resolveModule(spec.source);
-    const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
     const modDir = join(spec.hookDir, `mod-${spec.id}`);
+    const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
+    // the user data path of a kernel module: its object's maps, pinned at the load
+    if (def.kernel) {
+      ctx.open = (map) => {
+        let m = opened.get(map);
+        if (!m) opened.set(map, m = BpfMap.fromPin(join(modDir, pinName(map))));
+        return m;
+      };
+    }
     const uctl = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
     const uflight = BpfMap.fromPin(join(spec.hookDir, 'itm_uflight'));
     const xsks = BpfMap.fromPin(join(modDir, 'xsks'));
@@ -152,7 +167,7 @@ export class Host {
     // the module may have grown or shrunk at its front (insert, remove): its end stays put.
     const trailerInFront = this.spec.hook === 'xdp';
     let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n, lastPeriodic = Date.now();
-    const every = this.def.every;
+    const every = this.every;
     let drainUntil = 0;
     for (;;) {
       const t = Date.now();
@@ -322,12 +337,13 @@ export class Host {
     this.sock.close();
     try {
       try {
-        this.def.every?.stop?.(this.periodicContext());
+        this.every?.stop?.(this.periodicContext());
       } finally {
         await this.def.stop?.(this.ctx);
       }
     } finally {
-      for (const m of [this.uctl, this.uflight, this.xsks, this.ustats]) m.close();
+      for (const m of [this.uctl, this.uflight, this.xsks, this.ustats, ...opened.values()]) m.close();
+      opened.clear();
     }
   }
 }

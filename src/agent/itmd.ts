@@ -26,7 +26,7 @@ import { findModule } from '../catalog.js';
 import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry.js';
-import { listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
+import { hasMaps, listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
 import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response } from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';
 
@@ -259,7 +259,9 @@ export class Agent {
           const key = keyOf(rec.ifindex, hook, m.name);
           if (m.kind === 'user' && m.source) {
             want.set(key, { module: m.module, spec: hostSpec(this.ns, dev, rec.ifindex, hook, m) });
-          } else if (m.kind !== 'user') {
+          }
+          // a kernel module's control plane runs here, also when its data path is a user one
+          if (hasMaps(m)) {
             wantPeriodic.set(key, { name: m.name, dev, hook, module: m.module });
           }
         }
@@ -306,24 +308,36 @@ export class Agent {
     const res = await registry.load(opts);
     const ifindex = registry.resolveDevice(opts.dev, 'load on');
     const rec = listDeviceRecords(this.ns).find((r) => r.ifindex === ifindex);
-    const m = rec?.hooks[res.hook]?.modules.find((x) => x.id === res.id);
-    if (!m || m.kind !== 'user' || !m.source) {
-      // a kernel module's periodic functions (its control plane) start now, not at the next pass
-      await this.reconcile();
-      return res;
-    }
-    const key = keyOf(ifindex, res.hook, m.name);
-    const h = new Hosted(hostSpec(this.ns, opts.dev, ifindex, res.hook, m), m.module);
-    this.hosts.set(key, h);
+    // every instance the load made (one per hook of a hookSet) that runs in user space gets its
+    // host now, so a host that cannot start fails the load, which is undone
+    const loaded = [res, ...(res.others ?? [])];
+    const started: Array<[string, Hosted]> = [];
     try {
-      await h.start();
+      for (const r of loaded) {
+        const m = rec?.hooks[r.hook]?.modules.find((x) => x.id === r.id);
+        if (!m || m.kind !== 'user' || !m.source) continue;
+        const key = keyOf(ifindex, r.hook, m.name);
+        const h = new Hosted(hostSpec(this.ns, opts.dev, ifindex, r.hook, m), m.module);
+        this.hosts.set(key, h);
+        started.push([key, h]);
+        await h.start();
+        say(`loaded ${m.name} (${m.module}) on ${opts.dev} ${r.hook}`);
+      }
     } catch (e) {
-      this.hosts.delete(key);
-      await h.stop();
-      registry.unload(m.name, opts.dev, res.hook);
+      for (const [key, h] of started) {
+        this.hosts.delete(key);
+        await h.stop();
+      }
+      const name = opts.name ?? rec?.hooks[res.hook]?.modules.find((x) => x.id === res.id)?.name;
+      for (const r of loaded) {
+        try {
+          if (name) registry.unload(name, opts.dev, r.hook);
+        } catch { /* the host's error is the one to report */ }
+      }
       throw e;
     }
-    say(`loaded ${m.name} (${m.module}) on ${opts.dev} ${res.hook}`);
+    // a kernel module's periodic functions (its control plane) start now, not at the next pass
+    await this.reconcile();
     return res;
   }
 

@@ -55,8 +55,8 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
         if (spec.type === 'path' && params[k] !== undefined && params[k] !== '') params[k] = resolve(String(params[k]));
       }
       let r;
-      if (isUserModule(def) || def.every?.essential) {
-        // a user-space module runs in the agent, as does a kernel module's control plane: the
+      if (isUserModule(def) || def.userDatapath || def.every?.essential) {
+        // a user-space module (or data path) runs in the agent, as does a kernel module's control plane: the
         // agent is started if it is not running
         const { viaAgent, answer } = await import('../../agent/client.js');
         r = answer(await viaAgent({ op: 'load', opts: { ...opts, module: file } })).load!;
