@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -400,6 +401,64 @@ Napi::Value MapEntries(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// (label, fd, size): the memory of an mmapable array map (BPF_F_MMAPABLE), shared with the kernel
+// and every process that maps it; unmapped when the buffer is collected.
+Napi::Value MapMmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string label;
+  int64_t fd;
+  uint32_t size;
+  if (!ArgString(info, 0, &label) || !ArgInt(info, 1, &fd) || !ArgUint32(info, 2, &size)) return env.Undefined();
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+  if (p == MAP_FAILED) return ThrowErrno(env, ErrFromErrno(), "map the memory of " + label, "mmap");
+  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), size,
+                                    [size](Napi::Env, uint8_t* q) { munmap(q, size); });
+}
+
+// The 8-byte word at `off` of a buffer, checked to be in it and aligned (atomics need both).
+uint64_t* Word(const Napi::CallbackInfo& info, const char* what) {
+  Napi::Env env = info.Env();
+  Napi::Buffer<uint8_t> buf;
+  uint32_t off;
+  if (!ArgBuffer(info, 0, &buf) || !ArgUint32(info, 1, &off)) return nullptr;
+  uint8_t* p = buf.Data() + off;
+  if (static_cast<size_t>(off) + 8 > buf.Length() || reinterpret_cast<uintptr_t>(p) % 8 != 0) {
+    Napi::RangeError::New(env, std::string(what) + ": offset " + std::to_string(off) + " is not an aligned 8-byte word of the buffer").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return reinterpret_cast<uint64_t*>(p);
+}
+
+bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
+  bool lossless = true;
+  if (!info[i].IsBigInt()) {
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  return true;
+}
+
+// (buf, off, delta): adds atomically; returns the value before
+Napi::Value AtomicAddU64(const Napi::CallbackInfo& info) {
+  uint64_t* w = Word(info, "atomicAddU64");
+  uint64_t d;
+  if (w == nullptr || !ArgU64(info, 2, &d)) return info.Env().Undefined();
+  return Napi::BigInt::New(info.Env(), __atomic_fetch_add(w, d, __ATOMIC_SEQ_CST));
+}
+
+// (buf, off, value): raises the word to `value` if it is below, atomically; true if it did
+Napi::Value AtomicRaiseU64(const Napi::CallbackInfo& info) {
+  uint64_t* w = Word(info, "atomicRaiseU64");
+  uint64_t v;
+  if (w == nullptr || !ArgU64(info, 2, &v)) return info.Env().Undefined();
+  uint64_t old = __atomic_load_n(w, __ATOMIC_SEQ_CST);
+  while (old < v) {
+    if (__atomic_compare_exchange_n(w, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return Napi::Boolean::New(info.Env(), true);
+  }
+  return Napi::Boolean::New(info.Env(), false);
+}
+
 }  // namespace
 
 void InitFdOps(Napi::Env env, Napi::Object exports) {
@@ -418,6 +477,9 @@ void InitFdOps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapDelete", Napi::Function::New<MapDelete>(env, "mapDelete"));
   exports.Set("mapKeys", Napi::Function::New<MapKeys>(env, "mapKeys"));
   exports.Set("mapEntries", Napi::Function::New<MapEntries>(env, "mapEntries"));
+  exports.Set("mapMmap", Napi::Function::New<MapMmap>(env, "mapMmap"));
+  exports.Set("atomicAddU64", Napi::Function::New<AtomicAddU64>(env, "atomicAddU64"));
+  exports.Set("atomicRaiseU64", Napi::Function::New<AtomicRaiseU64>(env, "atomicRaiseU64"));
 }
 
 }  // namespace lbpf

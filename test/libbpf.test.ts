@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  atomicAddU64,
+  atomicRaiseU64,
   BPF_MAP_FLAG,
   BPF_MAP_TYPE,
   BPF_PROG_TYPE,
@@ -504,6 +506,33 @@ function registerTests(): void {
       prog.close();
       map.close();
       obj.close();
+    }
+  });
+
+  test('an mmapable array is shared memory: atomic add and raise agree with the syscalls', () => {
+    const map = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY, keySize: 4, valueSize: 12, maxEntries: 3, flags: BPF_MAP_FLAG.MMAPABLE });
+    try {
+      const { mem, stride } = map.mmap();
+      assert.equal(stride, 16);
+      assert.equal(atomicAddU64(mem, stride * 2, 5n), 0n);
+      assert.equal(atomicAddU64(mem, stride * 2, 2n), 5n);
+      assert.equal(map.lookup(u32(2))!.readBigUInt64LE(0), 7n, 'the kernel sees what was written');
+      map.update(u32(1), Buffer.concat([u64(40), Buffer.alloc(4)]));
+      assert.equal(mem.readBigUInt64LE(stride), 40n, 'and the other way');
+      assert.equal(atomicRaiseU64(mem, stride, 39n), false);
+      assert.equal(atomicRaiseU64(mem, stride, 40n), false);
+      assert.equal(atomicRaiseU64(mem, stride, 41n), true);
+      assert.equal(map.lookup(u32(1))!.readBigUInt64LE(0), 41n);
+      assert.throws(() => atomicAddU64(mem, 4, 1n), /not an aligned 8-byte word/);
+      assert.throws(() => atomicAddU64(mem, stride * 3, 1n), /not an aligned 8-byte word/);
+    } finally {
+      map.close();
+    }
+    const plain = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY, keySize: 4, valueSize: 8, maxEntries: 1 });
+    try {
+      assert.throws(() => plain.mmap(), /only an array map made with BPF_F_MMAPABLE/);
+    } finally {
+      plain.close();
     }
   });
 

@@ -46,10 +46,10 @@ export function writeTopology(ctx: PeriodicContext): void {
   t.neighbours.forEach((n, i) => {
     peers.update(u32(n.wire), peerEntry(n, routes[i]));
     for (const a of [n.address, ...n.also]) addrs.update(ipv4(a), u32(n.wire));
-    if (tx.lookup(u32(n.wire)) === undefined) {
+    if (!tx.lookup(u32(n.slot))?.readBigUInt64LE(0)) {
       const b = Buffer.alloc(8);
       b.writeBigUInt64LE(start);
-      tx.update(u32(n.wire), b);
+      tx.update(u32(n.slot), b);
     }
   });
   for (const d of t.destinations) {

@@ -55,6 +55,6 @@ export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | 
 export function peerEntry(n: Neighbour, via: Underlay | undefined): Buffer {
   return encode(abi.route_peer, {
     key: n.key, addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
-    ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, pad: 0,
+    ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, slot: n.slot,
   });
 }

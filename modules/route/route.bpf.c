@@ -23,7 +23,8 @@
 #define ROUTE_VERSION 1
 #define ROUTE_OVERHEAD (20 + 8 + 32)	/* outer IPv4, UDP, struct route_hdr */
 #define ROUTE_MAX_BYTES 2048		/* the most the tag covers: the overlay header and 2,016 bytes */
-#define ROUTE_WINDOW 64			/* sequence numbers accepted behind the highest */
+#define ROUTE_WINDOW 64			/* replay slots per stream (see replay_ok) */
+#define ROUTE_MAX_PEERS 256
 #define AF_INET 2
 
 enum route_type {
@@ -59,14 +60,15 @@ struct route_peer {
 	__u32 ifindex;
 	__u32 src;		/* the source address that route uses (network order) */
 	__u32 mtu;		/* of that device */
-	__u32 pad;
+	__u32 slot;		/* its index in route_tx, and (x 2) in route_rx */
 };
 
+/* The replay state of what one peer sends (one sequence space): the highest sequence number
+ * accepted in each residue class mod ROUTE_WINDOW. A number is accepted when it raises its slot,
+ * so none is ever accepted twice, and no lock is needed: the kernel and the user data path's
+ * hosts (which map this memory) raise a slot by compare-and-swap. */
 struct route_window {
-	struct bpf_spin_lock lock;
-	__u32 pad;
-	__u64 top;		/* the highest sequence number accepted */
-	__u64 bits;		/* bit i: top - i was seen */
+	__u64 slot[ROUTE_WINDOW];
 };
 
 struct route_lpm {
@@ -149,19 +151,22 @@ struct {
 	__type(value, __u32);
 } route_best SEC(".maps");
 
-/* peer → the last sequence number the kernel sent it */
+/* the last sequence number this node sent each peer, by its slot; mmapable: the user data path
+ * takes numbers from the same counters, by atomic add */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ROUTE_MAX_PEERS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u64);
 } route_tx SEC(".maps");
 
-/* (peer << 1 | ctl) → the replay window of what it sent */
+/* the replay windows of what each peer sends, at its slot * 2 + ctl; mmapable, as route_tx */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 512);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * ROUTE_MAX_PEERS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
 	__type(value, struct route_window);
 } route_rx SEC(".maps");
 
@@ -327,7 +332,8 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3,
 		struct iphdr ip;
 		struct udphdr udp;
 	} o = {};
-	__u64 *seqp = bpf_map_lookup_elem(&route_tx, &next), tag;
+	__u32 slot = peer->slot;
+	__u64 *seqp = bpf_map_lookup_elem(&route_tx, &slot), tag;
 	__u32 len = skb->len - l3;
 	__u32 csum;
 
@@ -461,37 +467,25 @@ static __always_inline int encapsulate(struct itm_ctx *c)
 
 /* ---- tc-ingress: out of the tunnel ---------------------------------------------------------- */
 
-static __always_inline int replay_ok(__u32 from, int ctl, __u64 seq)
+/* whether `seq` from the peer at `slot` is new: it raises its window slot (see struct route_window) */
+static __always_inline int replay_ok(__u32 slot, int ctl, __u64 seq)
 {
-	__u64 key = (__u64)from << 1 | (ctl ? 1 : 0);
+	__u32 key = slot * 2 + (ctl ? 1 : 0);
 	struct route_window *w = bpf_map_lookup_elem(&route_rx, &key);
-	int ok = 0;
+	__u64 *s, old;
 
-	if (!w) {
-		struct route_window fresh = {};
-
-		bpf_map_update_elem(&route_rx, &key, &fresh, BPF_NOEXIST);
-		w = bpf_map_lookup_elem(&route_rx, &key);
-		if (!w)
+	if (!w || !seq)
+		return 0;
+	s = &w->slot[seq & (ROUTE_WINDOW - 1)];
+	/* a lost race means another packet raised the slot meanwhile: look again, a few times */
+	for (int i = 0; i < 4; i++) {
+		old = *(volatile __u64 *)s;
+		if (old >= seq)
 			return 0;
+		if (__sync_val_compare_and_swap(s, old, seq) == old)
+			return 1;
 	}
-	bpf_spin_lock(&w->lock);
-	if (seq > w->top) {
-		__u64 d = seq - w->top;
-
-		w->bits = d >= ROUTE_WINDOW ? 1 : (w->bits << d) | 1;
-		w->top = seq;
-		ok = 1;
-	} else {
-		__u64 d = w->top - seq;
-
-		if (d < ROUTE_WINDOW && !(w->bits & (1ULL << d))) {
-			w->bits |= 1ULL << d;
-			ok = 1;
-		}
-	}
-	bpf_spin_unlock(&w->lock);
-	return ok;
+	return 0;
 }
 
 static __always_inline int decapsulate(struct itm_ctx *c)
@@ -542,7 +536,7 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 		COUNT(bad_tag);
 		return ITM_DROP;
 	}
-	if (!replay_ok(from, h.flags & ROUTE_F_CTL, bpf_be64_to_cpu(h.seq))) {
+	if (!replay_ok(peer->slot, h.flags & ROUTE_F_CTL, bpf_be64_to_cpu(h.seq))) {
 		COUNT(replayed);
 		return ITM_DROP;
 	}

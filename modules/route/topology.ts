@@ -18,6 +18,9 @@ export interface Neighbour {
   /** the 16-byte SipHash key it shares with this node */
   key: Buffer;
   keyId: number;
+  /** its place in the file: the index of its sequence counter (route_tx) and replay windows
+   * (route_rx), which the kernel and the user data path share */
+  slot: number;
 }
 
 export interface Destination { prefix: Prefix; node: string; wire: number }
@@ -35,6 +38,9 @@ export interface Topology {
 }
 
 export const DEFAULT_PORT = 7946;
+
+/** route_peers and route_tx hold this many (route.bpf.c) */
+export const MAX_NEIGHBOURS = 256;
 
 /** A node's id on the wire: FNV-1a (32 bits) of its name; 0 is never used. */
 export function wireId(name: string): number {
@@ -145,7 +151,8 @@ export function parseTopology(text: string, file = 'topology'): Topology {
     }
     const kF = f.has('key') ? str(f, 'key', item, `neighbour '${id}'`) : fail(item, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
     if (!/^[0-9a-fA-F]{32}$/.test(kF.v)) fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
-    neighbours.push({ id, wire, address: ipv4(aF.v, aF.node, 'address'), also, key: Buffer.from(kF.v, 'hex'), keyId: int(f, 'key_id', item, 0, 255, 0) });
+    if (neighbours.length >= MAX_NEIGHBOURS) fail(item, `more than ${MAX_NEIGHBOURS} neighbours: the most one node has`);
+    neighbours.push({ id, wire, address: ipv4(aF.v, aF.node, 'address'), also, key: Buffer.from(kF.v, 'hex'), keyId: int(f, 'key_id', item, 0, 255, 0), slot: neighbours.length });
   }
   if (!neighbours.length) fail(nbSeq, 'the topology lists no neighbours');
   const byAddr = new Map<string, string>([[address, me]]);

@@ -6,7 +6,7 @@ export { BpfObject } from './object.js';
 export type { GlobalInfo } from './object.js';
 export { BpfProgram } from './program.js';
 export type { TestRunOptions, TestRunResult } from './program.js';
-export { BpfMap } from './map.js';
+export { BpfMap, atomicAddU64, atomicRaiseU64 } from './map.js';
 export type { MapCreateOptions, MapUpdateFlag } from './map.js';
 export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';

@@ -1,4 +1,5 @@
-import { BPF_MAP_TYPE } from './constants.js';
+import { BPF_MAP_FLAG, BPF_MAP_TYPE } from './constants.js';
+import { BpfError } from './errors.js';
 import { adopt, FdHandle } from './fd.js';
 import { native, type NativeMapInfo } from './native.js';
 
@@ -130,7 +131,33 @@ export class BpfMap extends FdHandle {
     return native.mapEntries(this.describe(), fd, this.keySize, this.valueBufferSize, this.maxEntries);
   }
 
+  /**
+   * The memory of an array map made with BPF_F_MMAPABLE, shared with the kernel and with every
+   * process that maps it: entry i at i * stride (valueSize rounded up to 8). Read and write it in
+   * place; for words other writers change at once, use atomicAddU64 and atomicRaiseU64. It stays
+   * mapped while the buffer is referenced, after close() too.
+   */
+  mmap(): { mem: Buffer; stride: number } {
+    if (this.type !== BPF_MAP_TYPE.ARRAY || !(this.flags & BPF_MAP_FLAG.MMAPABLE)) {
+      throw new BpfError(`${this.describe()}: only an array map made with BPF_F_MMAPABLE can be mapped`, { code: 'EINVAL', errno: 22, step: 'mmap' });
+    }
+    const stride = Math.ceil(this.valueSize / 8) * 8;
+    return { mem: native.mapMmap(this.describe(), this.liveFd('mmap'), stride * this.maxEntries), stride };
+  }
+
   pin(path: string): void {
     native.objPin(this.describe(), this.liveFd('bpf_obj_pin'), path);
   }
+}
+
+/** Adds `delta` to the 8-byte word at `off` of shared memory (a mapped map), atomically, as the
+ * kernel's __sync_fetch_and_add does; returns the value before. */
+export function atomicAddU64(mem: Buffer, off: number, delta: bigint): bigint {
+  return native.atomicAddU64(mem, off, delta);
+}
+
+/** Raises the 8-byte word at `off` of shared memory to `value` if it is below it, atomically
+ * (compare-and-swap); true if it did. */
+export function atomicRaiseU64(mem: Buffer, off: number, value: bigint): boolean {
+  return native.atomicRaiseU64(mem, off, value);
 }

@@ -83,6 +83,9 @@ export interface NativeAddon {
   mapDelete(label: string, fd: number, key: Buffer, keySize: number): boolean;
   mapKeys(label: string, fd: number, keySize: number, maxEntries: number): Buffer[];
   mapEntries(label: string, fd: number, keySize: number, valueSize: number, maxEntries: number): Array<[Buffer, Buffer]>;
+  mapMmap(label: string, fd: number, size: number): Buffer;
+  atomicAddU64(buf: Buffer, off: number, delta: bigint): bigint;
+  atomicRaiseU64(buf: Buffer, off: number, value: bigint): boolean;
   tcHookCreate(ifindex: number, point: string): boolean;
   tcHookDestroy(ifindex: number): void;
   tcAttach(ifindex: number, point: string, fd: number, handle: number, priority: number, replace: boolean): number;
