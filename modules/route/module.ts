@@ -1,6 +1,8 @@
 import { statSync } from 'node:fs';
 import { defineModule, type ParamValue, type PeriodicContext } from '../../src/module-def.js';
-import { registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
+import { decode, registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
+import { ItmError } from '../../src/errors.js';
+import { datapathOf, type UserDatapath } from './datapath.js';
 import type { BpfMap } from '../../src/libbpf/index.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
@@ -9,7 +11,8 @@ import { loadTopology, type Topology } from './topology.js';
 
 registerLayouts(abi.layouts);
 
-const MAPS = ['route_peers', 'route_addrs', 'route_dests', 'route_best', 'route_tx', 'route_rx', 'route_paths', 'route_stats'];
+const MAPS = ['route_peers', 'route_addrs', 'route_dests', 'route_best', 'route_tx', 'route_rx', 'route_paths', 'route_stats', 'route_ustats'];
+const DATAPATHS = ['kernel', 'user'];
 
 /** the topology of a load's parameters, read again when the file changes */
 const cache = new Map<string, { mtimeMs: number; t: Topology }>();
@@ -70,6 +73,7 @@ export default defineModule({
   kernel: { object: 'route/route.bpf.o' },
   params: {
     topology: { type: 'path', required: true, describe: 'the overlay topology file (YAML or JSON; see modules/route/README.md)' },
+    datapath: { type: 'string', default: 'kernel', describe: "where packets are encapsulated, checked and decapsulated: 'kernel' (eBPF at tc) or 'user' (TypeScript, in itmd, over AF_XDP)" },
   },
   interestFor: (params, hook, given) => {
     const t = topologyOf(params);
@@ -81,6 +85,7 @@ export default defineModule({
     return remote.length ? remote.map((d) => `dst=${d.prefix.text}`).join(',') : `dst=0.0.0.0/32`;
   },
   configure: (params) => {
+    if (!DATAPATHS.includes(String(params.datapath))) throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
     const t = topologyOf(params);
     return { globals: { route_me: t.wire, route_port: t.port } };
   },
@@ -91,6 +96,11 @@ export default defineModule({
   // and replay windows (a peer's packets may arrive on any of them)
   nodeMaps: () => MAPS,
   init: writeTopology,
+  // --datapath user: the object is loaded for its maps (the control plane is the same), and the
+  // functions below do what its program does
+  userDatapath: (params) => params.datapath === 'user',
+  start: (ctx) => { datapathOf(ctx, topologyOf(ctx.params)); },
+  process: (pkt, _cls, ctx) => (ctx.state.datapath as UserDatapath).process(pkt, ctx.hook === 'tc-egress'),
   every: {
     intervalMs: 250,
     essential: true,
@@ -110,9 +120,12 @@ export default defineModule({
   },
 });
 
-/** What the data path counted (route_stats, summed over CPUs). */
+/** What the data path counted: the kernel's (route_stats, summed over CPUs) and the user data
+ * path's (route_ustats), one node's. */
 export type RouteCounters = { [K in keyof abi.RouteStats]: number };
-export function readStats(stats: BpfMap): RouteCounters {
-  const s = sumPerCpu<Record<string, bigint>>(abi.route_stats, stats, u32(0));
-  return Object.fromEntries(abi.route_stats.fields.map((f) => [f.name, Number(s[f.name] ?? 0n)])) as RouteCounters;
+export function readStats(open: (map: string) => BpfMap): RouteCounters {
+  const k = sumPerCpu<Record<string, bigint>>(abi.route_stats, open('route_stats'), u32(0));
+  const uv = open('route_ustats').lookup(u32(0));
+  const u = uv ? decode<Record<string, bigint>>(abi.route_stats, uv) : {};
+  return Object.fromEntries(abi.route_stats.fields.map((f) => [f.name, Number((k[f.name] ?? 0n) + (u[f.name] ?? 0n))])) as RouteCounters;
 }

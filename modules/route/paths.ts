@@ -48,6 +48,6 @@ export function overlayView(open: (map: string) => BpfMap, params: Record<string
         })),
       };
     }),
-    stats: readStats(open('route_stats')),
+    stats: readStats(open),
   };
 }

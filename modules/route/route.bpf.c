@@ -184,6 +184,16 @@ struct {
 	__type(value, struct route_stats);
 } route_stats SEC(".maps");
 
+/* what the user data path (--datapath user) counts, in the same fields: its hosts add to them
+ * atomically in this memory, which they map */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct route_stats);
+} route_ustats SEC(".maps");
+
 /* the structures TypeScript reads and writes (modules/route/route.abi.ts is generated from them) */
 const volatile struct route_abi {
 	struct route_hdr h;
@@ -450,7 +460,12 @@ static __always_inline int encapsulate(struct itm_ctx *c)
 		COUNT(too_big);
 		return ITM_DROP;
 	}
-	if (bpf_skb_adjust_room(skb, ROUTE_OVERHEAD, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP)) {
+	/* no BPF_F_ADJ_ROOM_ENCAP_* flags: they serve GSO of the inner packet, which route does not
+	 * send, and they mark the skb as encapsulated, which stays with it across a veth and keeps the
+	 * next node from growing it (bpf_skb_change_tail refuses such an skb, and so a user data path
+	 * there could not take it). A checksum left for offload stays right: csum_start moves with
+	 * the inner header. */
+	if (bpf_skb_adjust_room(skb, ROUTE_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
 		COUNT(errors);
 		return ITM_DROP;
 	}

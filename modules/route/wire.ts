@@ -2,7 +2,7 @@
 // control plane's probes and answers, and the user-space data path. Its layout comes from the
 // generated route.abi.ts; integers on the wire are big-endian.
 import { route_hdr } from './route.abi.js';
-import { siphash24 } from './siphash.js';
+import { sipKey, sipOut, sipRange, type SipKey } from './siphash.js';
 
 export const HDR_LEN = route_hdr.size;
 export const VERSION = 1;
@@ -12,7 +12,9 @@ export type Type = (typeof Type)[keyof typeof Type];
 export const F_CTL = 1;
 
 const off = (f: string) => route_hdr.fields.find((x) => x.name === f)!.offset;
-const O = { version: off('version'), type: off('type'), flags: off('flags'), keyId: off('key_id'), from: off('from'), origin: off('origin'), to: off('to'), seq: off('seq'), tag: off('tag') };
+/** where the header's fields are */
+export const FIELD = { version: off('version'), type: off('type'), flags: off('flags'), keyId: off('key_id'), from: off('from'), origin: off('origin'), to: off('to'), seq: off('seq'), tag: off('tag') };
+const O = FIELD;
 
 export interface Header {
   type: Type;
@@ -52,19 +54,41 @@ export function seal(pkt: Buffer, h: Header, key: Buffer, csumAt?: number): Buff
 /** The tag `pkt` should carry: SipHash-2-4 over it with the tag field (and the checksum at
  * `csumAt`) read as zero. */
 export function tagOf(pkt: Buffer, key: Buffer, csumAt?: number): Buffer {
-  const saved = Buffer.from(pkt.subarray(O.tag, O.tag + 8));
-  const savedCsum = csumAt !== undefined && csumAt + 2 <= pkt.length ? Buffer.from(pkt.subarray(csumAt, csumAt + 2)) : undefined;
-  pkt.fill(0, O.tag, O.tag + 8);
-  if (savedCsum) pkt.fill(0, csumAt, csumAt! + 2);
-  try {
-    return siphash24(key, pkt);
-  } finally {
-    saved.copy(pkt, O.tag);
-    if (savedCsum) savedCsum.copy(pkt, csumAt);
-  }
+  tagInto(pkt, sipKey(key), csumAt);
+  const out = Buffer.alloc(8);
+  out.writeUInt32LE(sipOut[0]!, 0);
+  out.writeUInt32LE(sipOut[1]!, 4);
+  return out;
+}
+
+/** The same, into sipOut, without allocating: the user data path's, for every packet. */
+export function tagInto(pkt: Buffer, key: SipKey, csumAt?: number): void {
+  const t0 = pkt.readUInt32LE(O.tag), t1 = pkt.readUInt32LE(O.tag + 4);
+  pkt.writeUInt32LE(0, O.tag);
+  pkt.writeUInt32LE(0, O.tag + 4);
+  const c = csumAt !== undefined && csumAt + 2 <= pkt.length ? csumAt : -1;
+  const cv = c >= 0 ? pkt.readUInt16LE(c) : 0;
+  if (c >= 0) pkt.writeUInt16LE(0, c);
+  sipRange(key, pkt, 0, pkt.length);
+  pkt.writeUInt32LE(t0, O.tag);
+  pkt.writeUInt32LE(t1, O.tag + 4);
+  if (c >= 0) pkt.writeUInt16LE(cv, c);
+}
+
+/** Writes the tag tagInto computed last into the header of `pkt`. */
+export function writeTag(pkt: Buffer): void {
+  pkt.writeUInt32LE(sipOut[0]!, O.tag);
+  pkt.writeUInt32LE(sipOut[1]!, O.tag + 4);
+}
+
+/** Whether the header of `pkt` carries the tag tagInto computed last. */
+export function tagMatches(pkt: Buffer): boolean {
+  return pkt.readUInt32LE(O.tag) === sipOut[0] && pkt.readUInt32LE(O.tag + 4) === sipOut[1];
 }
 
 /** Whether `pkt` carries the right tag under `key`. */
 export function tagOk(pkt: Buffer, key: Buffer, csumAt?: number): boolean {
-  return pkt.length >= HDR_LEN && tagOf(pkt, key, csumAt).equals(pkt.subarray(O.tag, O.tag + 8));
+  if (pkt.length < HDR_LEN) return false;
+  tagInto(pkt, sipKey(key), csumAt);
+  return tagMatches(pkt);
 }

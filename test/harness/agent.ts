@@ -2,6 +2,7 @@
 //   node agent.js <role> '<json config>'
 // It talks JSON lines: events on stdout, commands on stdin. Roles: udp-recv, udp-send, tcp-recv,
 // tcp-send. Not a test file and not meant to be run by hand.
+import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -117,10 +118,11 @@ function tcpRecv(cfg: TcpRecvConfig): void {
     server.close();
     let bytes = 0;
     const t0 = process.hrtime.bigint();
-    conn.on('data', (d: Buffer) => { bytes += d.length; });
+    const digest = createHash('sha256');
+    conn.on('data', (d: Buffer) => { bytes += d.length; digest.update(d); });
     conn.on('end', () => {
       conn.end(`${bytes}\n`, () => {
-        emit({ ev: 'result', bytes, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+        emit({ ev: 'result', bytes, ms: Number(process.hrtime.bigint() - t0) / 1e6, sha256: digest.digest('hex') });
         process.exit(0);
       });
     });
@@ -134,7 +136,10 @@ interface TcpSendConfig { family: 4 | 6; src: string; dst: string; dport: number
 
 function tcpSend(cfg: TcpSendConfig): void {
   const t0 = process.hrtime.bigint();
-  const chunk = Buffer.alloc(64 * 1024, 0x5a);
+  // bytes that differ along the stream, so that the receiver's digest shows any one out of place
+  const chunk = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 2654435761) >>> 24 ^ (i >>> 8);
+  const digest = createHash('sha256');
   let left = cfg.bytes;
   let reply = '';
   const sock = net.connect({ host: cfg.dst, port: cfg.dport, localAddress: cfg.src, family: cfg.family, allowHalfOpen: true }, () => {
@@ -142,7 +147,9 @@ function tcpSend(cfg: TcpSendConfig): void {
       while (left > 0) {
         const n = Math.min(left, chunk.length);
         left -= n;
-        if (!sock.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { sock.once('drain', pump); return; }
+        const part = n === chunk.length ? chunk : chunk.subarray(0, n);
+        digest.update(part);
+        if (!sock.write(part)) { sock.once('drain', pump); return; }
       }
       sock.end();
     };
@@ -152,7 +159,7 @@ function tcpSend(cfg: TcpSendConfig): void {
   sock.on('data', (s: string) => { reply += s; });
   sock.on('end', () => {
     const confirmed = Number(reply.trim());
-    emit({ ev: 'done', bytes: cfg.bytes, confirmed, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+    emit({ ev: 'done', bytes: cfg.bytes, confirmed, ms: Number(process.hrtime.bigint() - t0) / 1e6, sha256: digest.digest('hex') });
     process.exit(confirmed === cfg.bytes ? 0 : 1);
   });
   sock.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });

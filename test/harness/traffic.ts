@@ -164,7 +164,9 @@ export interface TcpTransferOptions {
 }
 
 /** Send `bytes` over one TCP connection; the server confirms the count it received. */
-export async function tcpTransfer(topo: Topology, opts: TcpTransferOptions): Promise<{ bytes: number; ms: number }> {
+/** A TCP transfer of `bytes` from `from` to `to`; throws unless the server got them all, the same
+ * bytes as were sent (SHA-256 at both ends). */
+export async function tcpTransfer(topo: Topology, opts: TcpTransferOptions): Promise<{ bytes: number; ms: number; sha256: string }> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const dst = opts.dstAddr ?? topo.addr(opts.to, opts.family);
   const src = opts.srcAddr ?? topo.addr(opts.from, opts.family);
@@ -178,7 +180,8 @@ export async function tcpTransfer(topo: Topology, opts: TcpTransferOptions): Pro
     if (Number(done.confirmed) !== opts.bytes || Number(got.bytes) !== opts.bytes) {
       throw new Error(`TCP transfer: sent ${opts.bytes}, server counted ${String(got.bytes)}, confirmed ${String(done.confirmed)}`);
     }
-    return { bytes: opts.bytes, ms: Number(done.ms) };
+    if (done.sha256 !== got.sha256) throw new Error(`TCP transfer: the server got other bytes than were sent (SHA-256 ${String(got.sha256)}, sent ${String(done.sha256)})`);
+    return { bytes: opts.bytes, ms: Number(done.ms), sha256: String(done.sha256) };
   } finally {
     await Promise.all([server.stop(500), client?.stop(500)]);
   }
