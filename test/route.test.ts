@@ -325,11 +325,19 @@ describe('route: the overlay in the kernel', { skip }, () => {
     // a node's instances share their maps, so all go before the first comes back
     for (const host of ['a', 'n1', 'n2']) {
       for (const dev of devs[host]!) await itmctl(topo, host, ['unload', 'route', '--dev', dev]);
+      if (host === 'a') {
+        const bad = await itmctl(topo, 'a', ['load', 'route', '--dev', devs.a![0]!, '--topology', join(dir, 'a.yaml'), '--datapath', 'sideways'], { check: false });
+        assert.notEqual(bad.code, 0);
+        assert.match(bad.stderr, /invalid --datapath 'sideways': use kernel or user/);
+        const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', devs.a![0]!]);
+        assert.ok(d!.hooks.every((h) => h.modules.length === 0), 'nothing was loaded');
+      }
       for (const dev of devs[host]!) await itmctl(topo, host, ['load', 'route', '--dev', dev, '--topology', join(dir, `${host}.yaml`), '--datapath', 'user']);
     }
     const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'n1')]);
     assert.deepEqual(d!.hooks.flatMap((h) => h.modules.filter((m) => m.name === 'route').map((m) => m.kind)), ['user', 'user'], 'both hooks divert to a host');
-    await pathsWhen('a', allAlive);
+    assert.equal((await pathsWhen('a', allAlive)).datapath, 'user');
+    assert.match((await itmctl(topo, 'a', ['route', 'paths'])).stdout, /data path in user space/);
     await pathsWhen('b', allAlive);
     const hosts = ['a', 'n1', 'n2', 'b'];
     const before = Object.fromEntries(await Promise.all(hosts.map(async (h) => [h, await stats(h)] as const)));

@@ -22,7 +22,7 @@ export interface PathView {
   last_answer_ms: number | null;
 }
 export interface DestinationView { node: string; prefixes: string[]; next_hop: string | null; paths: PathView[] }
-export interface OverlayView { node: string; port: number; topology: string; destinations: DestinationView[]; stats: RouteCounters }
+export interface OverlayView { node: string; port: number; topology: string; datapath: 'kernel' | 'user'; destinations: DestinationView[]; stats: RouteCounters }
 
 export function overlayView(open: (map: string) => BpfMap, params: Record<string, ParamValue>): OverlayView {
   const t = topologyOf(params);
@@ -33,7 +33,7 @@ export function overlayView(open: (map: string) => BpfMap, params: Record<string
   const best = open('route_best');
   const dests = [...new Set(t.destinations.map((d) => d.wire))].filter((w) => w !== t.wire);
   return {
-    node: t.node, port: t.port, topology: t.file,
+    node: t.node, port: t.port, topology: t.file, datapath: params.datapath === 'user' ? 'user' : 'kernel',
     destinations: dests.map((d) => {
       const hop = best.lookup(u32(d))?.readUInt32LE(0);
       return {

@@ -22,7 +22,7 @@ export const routeCommand: CommandModule<GlobalArgs, Args> = {
       for (const b of opened) b.close();
     }
     if (a.json) return printJson({ name: a.name, ...v });
-    console.log(`${a.name}: node ${v.node}, UDP port ${v.port}, topology ${v.topology}`);
+    console.log(`${a.name}: node ${v.node}, UDP port ${v.port}, data path ${v.datapath === 'user' ? 'in user space (TypeScript over AF_XDP)' : 'in the kernel'}, topology ${v.topology}`);
     for (const d of v.destinations) {
       console.log(`  ${d.node} (${d.prefixes.join(', ')}): ${d.next_hop ? (d.next_hop === 'direct' ? 'direct' : `via ${d.next_hop}`) : 'no next hop'}`);
       if (!d.paths.length) { console.log('    not probed yet (does itmd run? itmctl agent status)'); continue; }
