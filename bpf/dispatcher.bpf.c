@@ -673,7 +673,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 #ifndef ITM_XDP
 			/* the module sent it on itself: nothing of the chain is left for it */
 			if (t.flags & ITM_T_REDIRECT)
-				return bpf_redirect_neigh(t.out, NULL, 0, 0);
+				return bpf_redirect_neigh(t.iif, NULL, 0, 0);
 #endif
 		}
 	} else {

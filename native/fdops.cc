@@ -436,6 +436,10 @@ bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
     return false;
   }
   *out = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " is not a 64-bit unsigned value").ThrowAsJavaScriptException();
+    return false;
+  }
   return true;
 }
 

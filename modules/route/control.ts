@@ -71,6 +71,8 @@ export class Controller {
   private readonly names = new Map<number, string>();
   private readonly underlay = new Map<number, string>();
   private readonly switchedAt = new Map<number, number>();
+  /** destinations all of whose paths were dead (undefined), and since when paths live again */
+  private readonly revived = new Map<number, number | undefined>();
   private seq = BigInt(Date.now()) * 1_000_000n;
   private nextId = 1;
   private refreshing = false;
@@ -248,16 +250,31 @@ export class Controller {
   private choose(dest: number): void {
     const paths = this.paths.filter((p) => p.dest === dest);
     const live = paths.filter((p) => p.alive);
-    if (!live.length) return; // nothing better known: the kernel keeps what it has
+    if (!live.length) {
+      this.revived.set(dest, undefined);
+      return; // nothing better known: the kernel keeps what it has
+    }
     // at the start, every path's first probe is answered or lost before any choice
     if (paths.some((p) => !p.answered && !p.misses)) return;
-    const top = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
+    // when every path was dead (the destination's node was down, say), the first to answer again
+    // is not the best for that: the others get a probe timeout to answer too
+    if (this.revived.has(dest)) {
+      const since = this.revived.get(dest) ?? performance.now();
+      this.revived.set(dest, since);
+      if (live.length < paths.length && performance.now() - since < this.t.probe.timeoutMs) return;
+      this.revived.delete(dest);
+    }
     const curHop = this.best.get(dest);
     const cur = paths.find((p) => p.hop === curHop);
+    // the best score; without a live current path, the first path (in the topology's order) that
+    // is not clearly worse than it, so that equal paths give the same choice every time
+    const min = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
+    const clearlyBetter = (a: PathState, b: PathState) => this.score(a) < this.score(b) * SWITCH_RATIO && this.score(b) - this.score(a) > SWITCH_US;
+    const top = cur?.alive ? min : live.find((p) => !clearlyBetter(min, p)) ?? min;
     if (cur === top) return;
     if (cur?.alive) {
       const held = performance.now() - (this.switchedAt.get(dest) ?? -Infinity) < HOLD_INTERVALS * this.t.probe.intervalMs;
-      if (held || !(this.score(top) < this.score(cur) * SWITCH_RATIO && this.score(cur) - this.score(top) > SWITCH_US)) return;
+      if (held || !clearlyBetter(top, cur)) return;
     }
     this.switchedAt.set(dest, performance.now());
     this.best.set(dest, top.hop);

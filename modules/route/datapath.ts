@@ -20,6 +20,8 @@ import { F_CTL, FIELD, HDR_LEN, Type, VERSION, tagInto, tagMatches, writeTag } f
 
 const REFRESH_MS = 20;
 const OVERHEAD = 20 + 8 + HDR_LEN;
+/** the most the tag covers: the overlay header and 2,016 bytes (ROUTE_MAX_BYTES) */
+const MAX_TAGGED = 2048;
 const WINDOW = 64; // ROUTE_WINDOW
 const WINDOW_BYTES = WINDOW * 8;
 const UDP = 17, TCP = 6;
@@ -140,6 +142,7 @@ export class UserDatapath {
       this.count('too_big');
       return 'drop';
     }
+    if (len + HDR_LEN > MAX_TAGGED) return this.drop('errors'); // the kernel cannot tag it either
     // the flow's UDP source port, so the underlay can spread flows (ECMP) as the kernel's does
     const hash = (b.readUInt32BE(l3 + 12) ^ b.readUInt32BE(l3 + 16) ^ (v.sport << 16 | v.dport) ^ v.proto) >>> 0;
     const tos = b[l3 + 1]!;
@@ -216,6 +219,7 @@ export class UserDatapath {
     const type = b[hoff + FIELD.type]!;
     if (b[hoff + FIELD.version] !== VERSION || type < Type.Data || type > Type.Ack || v.l4 !== l3 + 20) return this.drop('bad_version');
     if (type === Type.Data && b.length < hoff + HDR_LEN + 20) return this.drop('truncated');
+    if (b.length - hoff > MAX_TAGGED) return this.drop('errors');
     // the outer source is the address of the peer the header names
     const from = b.readUInt32BE(hoff + FIELD.from);
     const peer = this.byWire.get(from);

@@ -47,7 +47,8 @@ const u32 = abi.u32;
 /** the maps of a kernel module's user data path, opened by UserContext.open (one host a process) */
 const opened = new Map<string, BpfMap>();
 const T_FLAGS = abi.itm_trailer.fields.find((f) => f.name === 'flags')!.offset;
-const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'out')!.offset;
+/** with ITM_T_REDIRECT, the trailer's iif names the device to send the packet out of */
+const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'iif')!.offset;
 const now = () => process.hrtime.bigint();
 
 function say(m: HostMessage): void {

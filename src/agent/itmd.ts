@@ -27,7 +27,7 @@ import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry.js';
 import { hasMaps, listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
-import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response } from './protocol.js';
+import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response, type UnloadResult } from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';
 
 const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
@@ -332,6 +332,7 @@ export class Agent {
       for (const r of loaded) {
         try {
           if (name) registry.unload(name, opts.dev, r.hook);
+          if (r.broughtUp) registry.down(opts.dev, [r.hook]);
         } catch { /* the host's error is the one to report */ }
       }
       throw e;
@@ -341,7 +342,7 @@ export class Agent {
     return res;
   }
 
-  private async unload(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; id: number }> {
+  private async unload(name: string, dev: string, hook?: Hook): Promise<UnloadResult> {
     const ifindex = registry.resolveDevice(dev, `unload ${name} on`);
     // the host first: it stops taking packets, sends back those in flight and flushes
     for (const [key, h] of this.hosts) {
@@ -350,7 +351,12 @@ export class Agent {
         await h.stop();
       }
     }
-    return registry.unload(name, dev, hook);
+    // without a hook, a module that one load put at several hooks (route) comes off them all
+    const all = hook ? undefined : await registry.unloadSet(name, dev);
+    const res = all ? { ...all[all.length - 1]!, others: all.slice(0, -1) } : registry.unload(name, dev, hook);
+    // and a kernel module's control plane stops now (a user data path's)
+    await this.reconcile();
+    return res;
   }
 
   status(): AgentStatus {

@@ -44,6 +44,10 @@ export interface AgentStatus {
   periodic: PeriodicView[];
 }
 
+/** what an unload took off: the hook, and the other hooks when one load had put the module at
+ * several (hookSet) */
+export interface UnloadResult { hook: Hook; id: number; others?: Array<{ hook: Hook; id: number }> }
+
 export type Request =
   | { op: 'status' }
   | { op: 'load'; opts: LoadOptions }
@@ -52,7 +56,7 @@ export type Request =
   | { op: 'shutdown' };
 
 export type Response =
-  | { ok: true; status?: AgentStatus; load?: LoadResult; unload?: { hook: Hook; id: number }; metrics?: string }
+  | { ok: true; status?: AgentStatus; load?: LoadResult; unload?: UnloadResult; metrics?: string }
   | { ok: false; error: string; hint?: string };
 
 /** Sends one request; undefined when no agent listens. */

@@ -184,10 +184,9 @@ export interface ItmTrailer {
   pos: number;
   flags: number;
   secret: number;
-  out: number;
   magic: number;
 }
-export const itm_trailer: StructLayout = {"name":"itm_trailer","size":36,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"iif","offset":4,"kind":"int","size":4},{"name":"mark","offset":8,"kind":"int","size":4},{"name":"priority","offset":12,"kind":"int","size":4},{"name":"vlan_tci","offset":16,"kind":"int","size":2},{"name":"vlan_proto","offset":18,"kind":"int","size":2},{"name":"hook","offset":20,"kind":"int","size":1},{"name":"id","offset":21,"kind":"int","size":1},{"name":"pos","offset":22,"kind":"int","size":1},{"name":"flags","offset":23,"kind":"int","size":1},{"name":"secret","offset":24,"kind":"int","size":4},{"name":"out","offset":28,"kind":"int","size":4},{"name":"magic","offset":32,"kind":"int","size":4}]};
+export const itm_trailer: StructLayout = {"name":"itm_trailer","size":32,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"iif","offset":4,"kind":"int","size":4},{"name":"mark","offset":8,"kind":"int","size":4},{"name":"priority","offset":12,"kind":"int","size":4},{"name":"vlan_tci","offset":16,"kind":"int","size":2},{"name":"vlan_proto","offset":18,"kind":"int","size":2},{"name":"hook","offset":20,"kind":"int","size":1},{"name":"id","offset":21,"kind":"int","size":1},{"name":"pos","offset":22,"kind":"int","size":1},{"name":"flags","offset":23,"kind":"int","size":1},{"name":"secret","offset":24,"kind":"int","size":4},{"name":"magic","offset":28,"kind":"int","size":4}]};
 
 export interface ItmUstats {
   received: bigint;

@@ -176,14 +176,16 @@ enum itm_trailer_flags {
 	ITM_T_CSUM_PARTIAL = 1 << 0,	/* sent by this host: the L4 checksum is left for offload */
 	ITM_T_VLAN = 1 << 1,		/* the packet had a VLAN tag in its metadata */
 	/* set by the module's host (tc hooks only): the module has rewritten the packet's headers
-	 * (encapsulated it, say) and sends it out of device `out`, next hop found by the neighbour
-	 * subsystem (bpf_redirect_neigh); the chain ends there, as for ITM_REDIRECT */
+	 * (encapsulated it, say) and sends it out of the device in `iif` (which the host overwrites:
+	 * the trailer stays 32 bytes, the most XDP metadata older kernels take), next hop found by the
+	 * neighbour subsystem (bpf_redirect_neigh); the chain ends there, as for ITM_REDIRECT */
 	ITM_T_REDIRECT = 1 << 2,
 };
 
 struct itm_trailer {
 	__u32 ifindex;		/* the device of the hook */
-	__u32 iif;		/* skb->ingress_ifindex at the divert (0: sent by this host) */
+	__u32 iif;		/* skb->ingress_ifindex at the divert (0: sent by this host); with
+				 * ITM_T_REDIRECT, the device to send the packet out of */
 	__u32 mark;
 	__u32 priority;
 	__u16 vlan_tci;
@@ -193,7 +195,6 @@ struct itm_trailer {
 	__u8 pos;		/* its position in the chain at the divert */
 	__u8 flags;		/* enum itm_trailer_flags */
 	__u32 secret;		/* the dispatcher's, so a trailer cannot be forged from outside */
-	__u32 out;		/* with ITM_T_REDIRECT: the device to send the packet out of */
 	__u32 magic;		/* ITM_TRAILER_MAGIC, the last bytes of the frame */
 };
 

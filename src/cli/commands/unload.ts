@@ -29,6 +29,7 @@ export const unloadCommand: CommandModule<GlobalArgs, Args> = {
       r = unload(a.module, a.dev, a.hook as never);
     }
     if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
-    console.log(`${a.module} unloaded from ${a.dev} ${r.hook}`);
+    const others: Array<{ hook: string }> = 'others' in r && Array.isArray(r.others) ? r.others : [];
+    for (const x of [...others, r]) console.log(`${a.module} unloaded from ${a.dev} ${x.hook}`);
   },
 };
