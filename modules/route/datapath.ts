@@ -12,6 +12,7 @@ import { atomicAddU64, atomicRaiseU64, type BpfMap } from '../../src/libbpf/inde
 import type { UserContext } from '../../src/module-def.js';
 import type { PacketView } from '../../src/user/packet.js';
 import { decode } from '../../src/abi-codec.js';
+import { foldSum, onesSum } from '../../src/net/checksum.js';
 import * as abi from './route.abi.js';
 import { ipv4, u32 } from './peers.js';
 import { sipKey, type SipKey } from './siphash.js';
@@ -34,13 +35,6 @@ const statOff = new Map(abi.route_stats.fields.map((f) => [f.name as Counter, f.
 /** an IPv4 address in a packet (or in dotted text) as a host-order number */
 const addrAt = (b: Buffer, at: number): number => b.readUInt32BE(at);
 const addrOf = (s: string): number => ipv4(s).readUInt32BE(0);
-
-function ipChecksum(b: Buffer, at: number): number {
-  let s = 0;
-  for (let i = 0; i < 20; i += 2) if (i !== 10) s += b.readUInt16BE(at + i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
 
 /** Where the inner packet's L4 checksum is, from the overlay header at `hoff`: the tag leaves it
  * out (offloads may fill it in after the tag); undefined for none (route.bpf.c's inner_csum). */
@@ -175,7 +169,8 @@ export class UserDatapath {
     b[l3 + 9] = UDP;
     b.writeUInt32BE(peer.src, l3 + 12);
     b.writeUInt32BE(peer.addr, l3 + 16);
-    b.writeUInt16BE(ipChecksum(b, l3), l3 + 10);
+    b.writeUInt16BE(0, l3 + 10);
+    b.writeUInt16BE(~foldSum(onesSum(b, 0, l3, l3 + 20)) & 0xffff, l3 + 10);
     b.writeUInt16BE(sport | 0xc000, l3 + 20);
     b.writeUInt16BE(this.port, l3 + 22);
     b.writeUInt16BE(len - 20, l3 + 24);

@@ -14,7 +14,6 @@ export const F_CTL = 1;
 const off = (f: string) => route_hdr.fields.find((x) => x.name === f)!.offset;
 /** where the header's fields are */
 export const FIELD = { version: off('version'), type: off('type'), flags: off('flags'), keyId: off('key_id'), from: off('from'), origin: off('origin'), to: off('to'), seq: off('seq'), tag: off('tag') };
-const O = FIELD;
 
 export interface Header {
   type: Type;
@@ -29,25 +28,25 @@ export interface Header {
 /** The header of `pkt` (from the overlay header on), or undefined if it is too short or not
  * version 1. */
 export function readHeader(pkt: Buffer): Header | undefined {
-  if (pkt.length < HDR_LEN || pkt[O.version] !== VERSION) return undefined;
+  if (pkt.length < HDR_LEN || pkt[FIELD.version] !== VERSION) return undefined;
   return {
-    type: pkt[O.type] as Type, flags: pkt[O.flags]!, keyId: pkt[O.keyId]!,
-    from: pkt.readUInt32BE(O.from), origin: pkt.readUInt32BE(O.origin), to: pkt.readUInt32BE(O.to), seq: pkt.readBigUInt64BE(O.seq),
+    type: pkt[FIELD.type] as Type, flags: pkt[FIELD.flags]!, keyId: pkt[FIELD.keyId]!,
+    from: pkt.readUInt32BE(FIELD.from), origin: pkt.readUInt32BE(FIELD.origin), to: pkt.readUInt32BE(FIELD.to), seq: pkt.readBigUInt64BE(FIELD.seq),
   };
 }
 
 /** Writes `h` at the start of `pkt` (which holds the payload after HDR_LEN) and tags the whole
  * under `key`, leaving out the 2 bytes at `csumAt` (an inner L4 checksum) if given. */
 export function seal(pkt: Buffer, h: Header, key: Buffer, csumAt?: number): Buffer {
-  pkt[O.version] = VERSION;
-  pkt[O.type] = h.type;
-  pkt[O.flags] = h.flags;
-  pkt[O.keyId] = h.keyId;
-  pkt.writeUInt32BE(h.from >>> 0, O.from);
-  pkt.writeUInt32BE(h.origin >>> 0, O.origin);
-  pkt.writeUInt32BE(h.to >>> 0, O.to);
-  pkt.writeBigUInt64BE(h.seq, O.seq);
-  tagOf(pkt, key, csumAt).copy(pkt, O.tag);
+  pkt[FIELD.version] = VERSION;
+  pkt[FIELD.type] = h.type;
+  pkt[FIELD.flags] = h.flags;
+  pkt[FIELD.keyId] = h.keyId;
+  pkt.writeUInt32BE(h.from >>> 0, FIELD.from);
+  pkt.writeUInt32BE(h.origin >>> 0, FIELD.origin);
+  pkt.writeUInt32BE(h.to >>> 0, FIELD.to);
+  pkt.writeBigUInt64BE(h.seq, FIELD.seq);
+  tagOf(pkt, key, csumAt).copy(pkt, FIELD.tag);
   return pkt;
 }
 
@@ -63,27 +62,27 @@ export function tagOf(pkt: Buffer, key: Buffer, csumAt?: number): Buffer {
 
 /** The same, into sipOut, without allocating: the user data path's, for every packet. */
 export function tagInto(pkt: Buffer, key: SipKey, csumAt?: number): void {
-  const t0 = pkt.readUInt32LE(O.tag), t1 = pkt.readUInt32LE(O.tag + 4);
-  pkt.writeUInt32LE(0, O.tag);
-  pkt.writeUInt32LE(0, O.tag + 4);
+  const t0 = pkt.readUInt32LE(FIELD.tag), t1 = pkt.readUInt32LE(FIELD.tag + 4);
+  pkt.writeUInt32LE(0, FIELD.tag);
+  pkt.writeUInt32LE(0, FIELD.tag + 4);
   const c = csumAt !== undefined && csumAt + 2 <= pkt.length ? csumAt : -1;
   const cv = c >= 0 ? pkt.readUInt16LE(c) : 0;
   if (c >= 0) pkt.writeUInt16LE(0, c);
   sipRange(key, pkt, 0, pkt.length);
-  pkt.writeUInt32LE(t0, O.tag);
-  pkt.writeUInt32LE(t1, O.tag + 4);
+  pkt.writeUInt32LE(t0, FIELD.tag);
+  pkt.writeUInt32LE(t1, FIELD.tag + 4);
   if (c >= 0) pkt.writeUInt16LE(cv, c);
 }
 
 /** Writes the tag tagInto computed last into the header of `pkt`. */
 export function writeTag(pkt: Buffer): void {
-  pkt.writeUInt32LE(sipOut[0]!, O.tag);
-  pkt.writeUInt32LE(sipOut[1]!, O.tag + 4);
+  pkt.writeUInt32LE(sipOut[0]!, FIELD.tag);
+  pkt.writeUInt32LE(sipOut[1]!, FIELD.tag + 4);
 }
 
 /** Whether the header of `pkt` carries the tag tagInto computed last. */
 export function tagMatches(pkt: Buffer): boolean {
-  return pkt.readUInt32LE(O.tag) === sipOut[0] && pkt.readUInt32LE(O.tag + 4) === sipOut[1];
+  return pkt.readUInt32LE(FIELD.tag) === sipOut[0] && pkt.readUInt32LE(FIELD.tag + 4) === sipOut[1];
 }
 
 /** Whether `pkt` carries the right tag under `key`. */
