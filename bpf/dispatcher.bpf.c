@@ -71,6 +71,21 @@ struct {
 	__type(value, struct itm_uflight);
 } itm_uflight SEC(".maps");
 
+/* the hook's segmentation pair and the ring of what its segments carry (see struct itm_seg) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_segctl);
+} itm_segctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_SEG_RING);
+	__type(key, __u32);
+	__type(value, struct itm_seg);
+} itm_segs SEC(".maps");
+
 /* keeps the ABI enums in BTF for the TypeScript generator */
 const volatile struct itm_abi_consts itm_abi_anchor;
 
@@ -316,6 +331,28 @@ static __always_inline int parse(itm_ctx_t *ctx, struct itm_pkt *p, const int sl
 	return NON_IP;
 }
 
+/* the segments a parsed packet goes on the wire as, and the IP bytes they carry in all */
+static __always_inline void count_segments(itm_ctx_t *ctx, struct itm_pkt *p)
+{
+	__u32 segs = 1, hdr = p->payload_off - p->l3_off;
+
+#ifndef ITM_XDP
+	/* an XDP frame is one packet on the wire (a multi-buffer one too); an skb may be a GSO
+	 * super-packet, whose gso_segs some paths leave 0 (untrusted sources): count them then */
+	if (ctx->gso_size) {
+		segs = ctx->gso_segs;
+		if (!segs && p->len > p->payload_off)
+			segs = (p->len - p->payload_off + ctx->gso_size - 1) / ctx->gso_size;
+		if (!segs)
+			segs = 1;
+		if (segs > 0xffff)
+			segs = 0xffff;
+	}
+#endif
+	p->segs = segs;
+	p->ip_bytes = p->len - p->l3_off + (segs - 1) * hdr;
+}
+
 static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, __u16 port)
 {
 	for (int i = 0; i < ITM_MAX_PORT_RANGES; i++) {
@@ -486,6 +523,60 @@ no_room:
 	return 0;
 }
 
+/* whether a mark is that of a segment on its way (struct itm_seg) */
+static __always_inline int itm_seg_mark(__u32 mark)
+{
+	return (mark >> ITM_SEG_MARK_BITS) == (ITM_SEG_MARK >> ITM_SEG_MARK_BITS);
+}
+
+/* whether the slot must see the packet's segments rather than the super-packet (struct itm_seg) */
+static __always_inline int needs_cut(const struct itm_slot *sl, const struct itm_pkt *p)
+{
+#ifdef ITM_XDP
+	return 0;
+#else
+	return p->segs > 1 && (sl->segments || sl->user) && !(p->flags & ITM_PKT_SEGMENT);
+#endif
+}
+
+/*
+ * Sends a super-packet through the hook's segmentation pair, to come back as its segments at slot
+ * `id` (see struct itm_seg). Returns TC_ACT_REDIRECT, or 0 when there is no pair: the packet then
+ * goes on whole (counted).
+ */
+static __always_inline int cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos)
+{
+#ifdef ITM_XDP
+	return 0;
+#else
+	__u32 zero = 0, n, idx;
+	struct itm_segctl *sc = bpf_map_lookup_elem(&itm_segctl, &zero);
+	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+	struct itm_seg *e;
+
+	if (!ds)
+		return 0;
+	if (!sc || !sc->ifindex) {
+		ds->seg_unavailable++;
+		return 0;
+	}
+	n = __sync_fetch_and_add(&sc->next, 1);
+	idx = n & (ITM_SEG_RING - 1);
+	e = bpf_map_lookup_elem(&itm_segs, &idx);
+	if (!e)
+		return 0;
+	e->mark = ITM_SEG_MARK | (n & ((1U << ITM_SEG_MARK_BITS) - 1));
+	e->orig_mark = ctx->mark;
+	e->priority = ctx->priority;
+	e->iif = s->pkt.ingress_ifindex;
+	e->id = id;
+	e->pos = pos;
+	ctx->mark = e->mark;
+	ds->segmented++;
+	return bpf_redirect(sc->ifindex, 0);
+#endif
+}
+
 #define SLOT_CASE(n) case n: itm_tail_call_const(ctx, itm_progs, n); break
 
 static __always_inline void jump_to_slot(itm_ctx_t *ctx, __u32 id)
@@ -531,12 +622,22 @@ static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u3
 		sl = &c->slots[idx];
 		id = sl->id;
 		st = bpf_map_lookup_elem(&itm_mstats, &id);
-		if (st)
-			st->seen++;
-		if (!interest_match(ctx, sl, &s->pkt))
+		if (!interest_match(ctx, sl, &s->pkt)) {
+			if (st)
+				st->seen++;
 			continue;
-		if (st)
+		}
+		if (needs_cut(sl, &s->pkt)) {
+			/* the module sees the segments, counted as they come back, not this packet */
+			int r = cut(ctx, s, id, i);
+
+			if (r)
+				return r;
+		}
+		if (st) {
+			st->seen++;
 			st->matched++;
+		}
 		s->pos = i;
 		if (sl->user) {
 			int r = divert(ctx, s, id, i, st);
@@ -626,12 +727,32 @@ static __always_inline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 	return id;
 }
 
-/* where the chain goes on after the module `id`: after its slot in the live chain (which may
- * have changed while the packet was away), else after the position it had */
-static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 pos)
+#ifndef ITM_XDP
+/*
+ * A segment back from the segmentation pair: when its mark names a live entry of the ring, put
+ * the packet's own mark and priority back. Returns the entry, or NULL (not one of ours).
+ */
+static __always_inline struct itm_seg *take_segment(struct __sk_buff *ctx)
+{
+	__u32 idx = ctx->mark & (ITM_SEG_RING - 1);
+	struct itm_seg *e = bpf_map_lookup_elem(&itm_segs, &idx);
+
+	if (!e || e->mark != ctx->mark)
+		return NULL;
+	ctx->mark = e->orig_mark;
+	ctx->priority = e->priority;
+	return e;
+}
+#endif
+
+/* where the chain goes on for a packet back from the module `id`: after its slot in the live
+ * chain (which may have changed while the packet was away), else after the position it had; for
+ * a segment (`at`), at that slot */
+static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 pos, int at)
 {
 	__u32 version = s->version;
 	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
+	__u32 after = at ? 0 : 1;
 
 	if (!c)
 		return ITM_MAX_SLOTS;
@@ -639,9 +760,9 @@ static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 po
 		if (i >= c->n)
 			break;
 		if (c->slots[i].id == id)
-			return i + 1;
+			return i + after;
 	}
-	return pos + 1;
+	return pos + after;
 }
 
 /*
@@ -655,12 +776,30 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
 	struct itm_ctl *ctl = bpf_map_lookup_elem(&itm_ctl, &zero);
 	struct itm_trailer t;
-	int back = -1;
+	int back = -1, seg = 0;
+	__u32 seg_iif = 0;
 	int r;
 
 	if (!s || !ds || !ctl)
 		return ITM_PASS;
-	if (returning) {
+#ifndef ITM_XDP
+	if (itm_seg_mark(ctx->mark)) {
+		struct itm_seg *e = take_segment(ctx);
+
+		if (e) {
+			seg = 1;
+			back = e->id;
+			t.pos = e->pos;
+			seg_iif = e->iif;
+			ds->segments++;
+		} else {
+			ds->bad_returns++;
+		}
+	}
+#endif
+	if (seg) {
+		/* counted above */
+	} else if (returning) {
 		back = take_back(ctx, &t);
 		if (back < 0) {
 			ds->bad_returns++;
@@ -687,11 +826,14 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		r = parse(ctx, &s->pkt, 1);
 	}
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
-		s->pkt.ingress_ifindex = t.iif;
+		s->pkt.ingress_ifindex = seg ? seg_iif : t.iif;
 	switch (r) {
 	case PARSED:
 		if (back < 0)
 			ds->parsed++;
+		count_segments(ctx, &s->pkt);
+		if (seg)
+			s->pkt.flags |= ITM_PKT_SEGMENT;
 		if (s->pkt.flags & ITM_PKT_FRAGMENT)
 			ds->fragments++;
 		break;
@@ -710,7 +852,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	}
 	s->version = ctl->active & 1;
 	if (back >= 0)
-		start = resume_at(s, back, t.pos);
+		start = resume_at(s, back, t.pos, seg);
 	s->pos = start;
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
@@ -738,6 +880,18 @@ int itm_resume(itm_ctx_t *ctx)
 		return ITM_PASS;
 	return run_chain(ctx, s, s->pos + 1);
 }
+
+#ifndef ITM_XDP
+/* on the far end of the hook's segmentation pair, tc ingress: every segment goes back to the
+ * device's hook (see struct itm_seg); nothing else comes in there */
+SEC("tc")
+int itm_from_seg(struct __sk_buff *skb)
+{
+	if (!itm_seg_mark(skb->mark))
+		return TC_ACT_SHOT;
+	return bpf_redirect(itm_dev_ifindex, itm_hook == ITM_HOOK_TC_INGRESS ? BPF_F_INGRESS : 0);
+}
+#endif
 
 #ifdef ITM_XDP
 /*

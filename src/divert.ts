@@ -25,7 +25,10 @@ export const PAIR_MTU = 3400;
 /** the longest diverted frame, trailer included (the dispatcher lets longer ones bypass) */
 export const MAX_FRAME = Math.min(FRAME_SIZE - FRAME_HEADROOM, PAIR_MTU + 14);
 
-const TC_HANDLE = 0x1717;
+/** itm's cls_bpf filter on each clsact direction (the device's hooks, and the ends of its
+ * internal pairs); other filters on the device are left alone */
+export const TC_HANDLE = 0x1717;
+export const TC_PRIORITY = 1;
 
 /** The pair's names: derived from (device, hook, slot), so they can be found and removed from the
  * pins' path alone; at most 15 characters. */
@@ -34,13 +37,13 @@ export function pairNames(ifindex: number, hook: Hook, id: number): { a: string;
   return { a: `itm${ifindex}${h}${id}a`, b: `itm${ifindex}${h}${id}b` };
 }
 
-function ip(args: string[]): void {
+export function ip(args: string[]): void {
   const r = spawnSync('ip', args, { encoding: 'utf8' });
   if (r.error) throw new ItmError(`cannot run ip: ${r.error.message}`);
   if (r.status !== 0) throw new ItmError(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
 }
 
-function linkExists(name: string): boolean {
+export function linkExists(name: string): boolean {
   try {
     ifNameToIndex(name);
     return true;
@@ -55,7 +58,8 @@ export function removeDivert(ifindex: number, hook: Hook, id: number): void {
   if (linkExists(a)) ip(['link', 'del', a]);
 }
 
-/** Removes every pair of a device (one that is gone). */
+/** Removes every pair of a device (one that is gone): its user modules' and its hooks'
+ * segmentation pairs. */
 export function removeDeviceDiverts(ifindex: number): void {
   const r = spawnSync('ip', ['-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' });
   if (r.status !== 0) return;
@@ -63,7 +67,7 @@ export function removeDeviceDiverts(ifindex: number): void {
   try {
     links = JSON.parse(r.stdout) as Array<{ ifname: string }>;
   } catch { return; }
-  const re = new RegExp(`^itm${ifindex}[iex]\\d+a$`);
+  const re = new RegExp(`^itm${ifindex}[iex](\\d+|s)a$`);
   for (const l of links) if (re.test(l.ifname)) spawnSync('ip', ['link', 'del', l.ifname]);
 }
 
@@ -114,7 +118,7 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
         }
       }
       tc.hookCreate(ia, 'ingress');
-      tc.attach(ia, 'ingress', fromXsk.fd, { handle: TC_HANDLE, priority: 1 });
+      tc.attach(ia, 'ingress', fromXsk.fd, { handle: TC_HANDLE, priority: TC_PRIORITY });
     } finally {
       toXsk.close();
       fromXsk.close();

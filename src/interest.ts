@@ -146,7 +146,8 @@ export function encodeSlot(id: number, it: Interest, dev: { indev?: number; outd
     n_sport: it.sport.length,
     n_dport: it.dport.length,
     user: 0,
-    pad: Buffer.alloc(5),
+    segments: 0,
+    pad: Buffer.alloc(4),
     sport: it.sport,
     dport: it.dport,
   };

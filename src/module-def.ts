@@ -92,6 +92,14 @@ export interface ModuleDef extends UserFunctions {
    * over AF_XDP to its host, as a user-space module's do.
    */
   userDatapath?: (params: Record<string, ParamValue>) => boolean;
+  /**
+   * A kernel module whose per-packet functions must see each packet as it goes on the wire (route,
+   * which tags each one): a GSO super-packet in its interest is cut into its segments first, and
+   * the module sees every segment (struct itm_seg in bpf/include/itm/abi.h). Other modules see a
+   * super-packet once, with its segment count in `pkt->segs`. User-space modules always get
+   * segments (a frame holds one packet).
+   */
+  perSegment?: boolean;
   /** the interest used when `itmctl load` gives none (default: every packet) */
   interest?: string;
   /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of

@@ -9,7 +9,8 @@ import * as abi from './abi.js';
 import { ItmError } from './errors.js';
 import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms, xdp } from './libbpf/index.js';
 import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
-import { createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
+import { TC_HANDLE, TC_PRIORITY, createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
+import { ensureSegmenter, removeSegmenter, segmenterIntact } from './segment.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
 import {
@@ -18,15 +19,12 @@ import {
 } from './state.js';
 import { log } from './log.js';
 
-/** itm's cls_bpf filter on each clsact direction; other filters on the device are left alone */
-export const TC_HANDLE = 0x1717;
-export const TC_PRIORITY = 1;
 export const DEFAULT_PRIORITY = 50;
 /** the interest of a module found in the kernel with no record of how it was loaded */
 const ADOPTED = '?';
 
 const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats'] as const;
-const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight'] as const;
+const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight', 'itm_segctl', 'itm_segs'] as const;
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
 const tcPoint = (hook: Hook) => (hook === 'tc-ingress' ? 'ingress' : 'egress');
@@ -245,12 +243,12 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     const resume = obj.program('itm_resume');
     dispatch.pin(join(tmp, 'dispatch'));
     resume.pin(join(tmp, 'resume'));
-    if (hook === 'xdp') {
-      // runs on the pairs of the hook's user modules (see bpf/divert.bpf.c)
-      const ret = obj.program('itm_return');
-      ret.pin(join(tmp, 'return'));
-      ret.close();
-    }
+    // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c); tc: on the far
+    // end of the hook's segmentation pair (src/segment.ts)
+    const extra = hook === 'xdp' ? ['itm_return', 'return'] : ['itm_from_seg', 'from_seg'];
+    const ep = obj.program(extra[0]!);
+    ep.pin(join(tmp, extra[1]!));
+    ep.close();
     const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
     progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
     progs.close();
@@ -283,6 +281,11 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
     try {
       const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
       reconcile(hr, pins);
+      // a segmentation pair someone removed would swallow the super-packets sent into it
+      if (hook !== 'xdp' && needsSegmenter(hr) && !segmenterIntact(ifindex, hook, pins.maps.itm_segctl)) {
+        ensureSegmenter(ifindex, hook, pins.dir, pins.maps.itm_segctl, (what, fn) => undo.add(what, fn));
+        if (outcome === 'adopted') outcome = 'repaired';
+      }
       const attached = attachedProgId(ifindex, hook);
       if (attached !== pins.dispatch.id && hook === 'xdp') {
         // the device has one XDP slot: an older itm dispatcher is replaced, another program never
@@ -414,6 +417,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       if (existsSync(dir)) {
         res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));
         for (let i = 0; i < abi.ITM_MAX_SLOTS; i++) removeDivert(ifindex, hook, i);
+        if (hook !== 'xdp') removeSegmenter(ifindex, hook);
         rmSync(dir, { recursive: true, force: true });
       }
       // the record follows each hook, so a failure on the next one leaves it true
@@ -466,6 +470,9 @@ export interface LoadResult {
   others?: LoadResult[];
 }
 
+/** whether a module of the hook must see super-packets as segments (see src/segment.ts) */
+const needsSegmenter = (hr: HookRecord) => hr.modules.some((m) => m.segments === true || m.kind === 'user');
+
 const chainOrder = (mods: ModuleRecord[]) => [...mods].sort((a, b) => a.priority - b.priority || a.seq - b.seq);
 
 /** The kernel chain for a hook's record: modules by priority, equal priorities in load order.
@@ -476,7 +483,7 @@ function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live:
     const kept = live.find((s) => s.id === m.id);
     if (kept) return kept;
     const it = parseInterest(m.interest === 'all' ? [] : m.interest);
-    return { ...encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex)), user: m.kind === 'user' ? 1 : 0 };
+    return { ...encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex)), user: m.kind === 'user' ? 1 : 0, segments: m.segments ? 1 : 0 };
   });
 }
 
@@ -747,6 +754,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         if (def.init) initModule(def, name, params, modDir, opts.dev, hook);
       }
       if (user) createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
+      const segments = user || def.perSegment === true;
+      if (segments) ensureSegmenter(ifindex, hook, hp.dir, hp.maps.itm_segctl, (what, fn) => undo.add(what, fn));
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
       hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
       if (user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
@@ -768,6 +777,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         id, name, module: def.name, priority, seq: hr.nextSeq, params,
         interest: formatInterest(interest), loadedAt: new Date().toISOString(),
         ...(user ? { kind: 'user' as const, source: file, ...(def.kernel ? { maps: true as const } : {}) } : {}),
+        ...(segments ? { segments: true as const } : {}),
       };
       const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
       const before = hp.chain();
@@ -844,8 +854,11 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
   return withLoaded(name, dev, hook, 'unload', (l) => {
     // out of the chain first (one switch, after which no new packet reaches it), then its parts:
     // setChain waited for the packets that were still on the old chain
-    switchChain(l, dev, { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq });
+    const next = { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq };
+    switchChain(l, dev, next);
     purgeModule(l.pins, l.m.id);
+    // the segments already on their way find their entries still there; new ones are not cut
+    if (l.hook !== 'xdp' && !needsSegmenter(next)) removeSegmenter(l.ifindex, l.hook, l.pins.maps.itm_segctl);
     if (releaseLinkSettings(l.rec, dev)) writeDevice(l.rec);
     return { hook: l.hook, id: l.m.id };
   });

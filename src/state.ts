@@ -112,6 +112,9 @@ export interface ModuleRecord {
   /** the user data path of a kernel module (ModuleDef.userDatapath): its object is loaded for its
    * maps, which the host and the control plane in itmd use */
   maps?: true;
+  /** it sees a super-packet's segments, not the super-packet (ModuleDef.perSegment, or a user
+   * module): the hook has a segmentation pair while it is loaded */
+  segments?: true;
 }
 
 /** whether the instance has its kernel object's maps pinned (a kernel module, or the user data

@@ -16,7 +16,10 @@ import {
 } from './harness/index.js';
 import { clientItmServer } from './itm.js';
 
-const DECL = clientItmServer();
+// offloads off: this suite checks the packet builder and parser against what the kernel puts on
+// the wire, byte for byte, which needs checksums complete on the wire (with offloads on, a veth
+// carries the sender's partial checksum as it is)
+const DECL = { ...clientItmServer(), offloads: 'off' as const };
 
 /** Alive and not a zombie (an orphan waits for init to reap it). */
 const pidAlive = (pid: number) => { try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; } };
@@ -213,6 +216,7 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
     assert.deepEqual(fwd.stdout.trim().split(/\s+/), ['1', '1']);
     const feat = await topo.exec('client', ['ethtool', '-k', topo.dev('client', 'itm')]);
     assert.match(feat.stdout, /^tx-checksumming: off/m);
+    assert.match(feat.stdout, /^tcp-segmentation-offload: off/m);
     const links = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', topo.dev('itm', 'client')])).stdout) as Array<{ ifindex: number; address: string }>;
     assert.equal(links[0]?.ifindex, topo.ifindex('itm', topo.dev('itm', 'client')));
     assert.equal(links[0]?.address, topo.mac('itm', topo.dev('itm', 'client')));
@@ -331,6 +335,15 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
 
 describe('teardown when things go wrong', { skip: namespaceSkipReason() }, () => {
   const small: TopologyDecl = { hosts: ['a', 'b'], links: [{ a: 'a', b: 'b', addrs: { a: ['10.9.0.1/24'], b: ['10.9.0.2/24'] } }] };
+
+  it('keeps offloads as the kernel sets them unless told otherwise', async () => {
+    await withTopology(small, async (t) => {
+      const feat = (await t.exec('a', ['ethtool', '-k', t.dev('a', 'b')])).stdout;
+      assert.match(feat, /^tx-checksumming: on/m);
+      assert.match(feat, /^tcp-segmentation-offload: on/m);
+      assert.match(feat, /^generic-segmentation-offload: on/m);
+    });
+  });
 
   it('withTopology tears down when the callback throws', async () => {
     let names: string[] = [];

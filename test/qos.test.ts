@@ -12,6 +12,7 @@ import { FlowSizes, thresholdForBytes, thresholdForFlows } from '../modules/qos/
 
 const skip = namespaceSkipReason();
 const FIN = 0x01;
+const MTU = 1500;
 
 describe('qos levels', () => {
   test('parses levels and refuses what makes no sense', () => {
@@ -84,69 +85,106 @@ describe('qos on real traffic', { skip }, () => {
     cleanItmOnDestroy(topo, 'itm');
     dev = topo.dev('itm', 'server');
     srvDev = topo.dev('server', 'itm');
+    // a forwarding ITM as on real hardware: the client's frames cross the wire one MTU each (a
+    // veth would carry its TSO super-packets across whole), and the ITM's GRO (on, as on NICs)
+    // merges them again, so its tc-egress sees super-packets of forwarded TCP
+    await topo.exec('client', ['ethtool', '-K', topo.dev('client', 'itm'), 'tso', 'off', 'gso', 'off']);
+    await topo.exec('itm', ['ethtool', '-K', topo.dev('itm', 'client'), 'gro', 'on']);
   });
   after(async () => {
     await topo?.destroy();
   });
 
-  /** One TCP transfer client → server with qos loaded as `args`; the client's packets as the server saw them. */
-  async function transfer(args: string[], family: Family, bytes: number): Promise<ParsedPacket[]> {
+  /** where the transfer comes from: the client, forwarded by the ITM (GRO on), or the ITM itself
+   * (its own TCP, TSO on) */
+  type From = 'client' | 'itm';
+  const PLACES: From[] = ['client', 'itm'];
+  const placed = (from: From) => (from === 'client' ? 'forwarded after GRO' : "the ITM's own TCP with TSO");
+
+  /** One TCP transfer to the server with qos loaded as `args`; the sender's packets as the server
+   * saw them (a super-packet arrives whole: a veth carries it across so). */
+  async function transfer(args: string[], family: Family, bytes: number, from: From = 'client'): Promise<ParsedPacket[]> {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, ...args]);
     try {
       const cap = await capture(topo, 'server', { dev: srvDev, filter: 'tcp dst port 5201', snaplen: 128, direction: 'in' });
       try {
         // both ends on one CPU: the packets reach itm, and the server, in the order they were sent
-        await tcpTransfer(topo, { from: 'client', to: 'server', family, dport: 5201, bytes, cpu: 0 });
+        await tcpTransfer(topo, { from, to: 'server', family, dport: 5201, bytes, cpu: 0, ...(from === 'itm' ? { srcAddr: topo.addr('itm', family, 'server') } : {}) });
       } finally {
         await cap.stop(300);
       }
       const pkts = await cap.stop();
       assert.equal(cap.stats?.droppedByKernel, 0, 'the capture kept every packet');
+      assert.ok(pkts.some((p) => segsOf(p) > 1), `super-packets came by (the largest ${Math.max(...pkts.map(segsOf))} segments)`);
       return pkts;
     } finally {
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
     }
   }
 
-  /** Each packet's DSCP is the one its flow's size at that packet calls for; FIN is always short,
-   * and ends the flow's state (the last ACKs after it start a new, short, flow). */
-  function assertLevels(pkts: ParsedPacket[], size: (i: number, p: ParsedPacket) => bigint, levels: Array<[bigint, number]>): void {
+  /** The segments a captured packet goes on the wire as: a super-packet's payload cut at its
+   * segment size, what fills a 1500-byte frame after its headers (the MSS the sender uses). */
+  function segsOf(p: ParsedPacket): number {
+    const hdr = p.payloadOffset! - p.l3Offset!;
+    return p.payloadLen ? Math.max(1, Math.ceil(p.payloadLen / (MTU - hdr))) : 1;
+  }
+  /** the IP bytes of those segments, each with its own headers */
+  const ipBytesOf = (p: ParsedPacket) => BigInt(p.origLen - p.l3Offset! + (segsOf(p) - 1) * (p.payloadOffset! - p.l3Offset!));
+
+  /** Each packet's DSCP is the one its flow's size at its first segment (or byte) calls for; FIN is
+   * always short, and ends the flow's state (the last ACKs after it start a new, short, flow). */
+  function assertLevels(pkts: ParsedPacket[], size: (p: ParsedPacket) => bigint, levels: Array<[bigint, number]>): void {
     let total = 0n;
     pkts.forEach((p, i) => {
-      total += size(i, p);
+      const first = total + 1n;
+      total += size(p);
       const fin = (p.tcpFlags! & FIN) !== 0;
-      const want = fin ? levels[0]![1] : levels.find(([t]) => total <= t)![1];
-      assert.equal(p.dscp, want, `packet ${i + 1} (size so far ${total}, flags ${p.tcpFlags}): dscp`);
+      const want = fin ? levels[0]![1] : levels.find(([t]) => first <= t)![1];
+      assert.equal(p.dscp, want, `packet ${i + 1} (${segsOf(p)} segments, the flow's size at its first ${first}, flags ${p.tcpFlags}): dscp`);
       assert.equal(p.ipChecksumOk ?? true, true);
       if (fin) total = 0n;
     });
   }
 
-  test('--threshold 100: the first 100 packets are EF, the rest best effort, FIN short (IPv4)', async () => {
-    const pkts = await transfer(['--threshold', '100'], 4, 400_000);
-    assert.ok(pkts.length > 200, `${pkts.length} packets`);
-    assertLevels(pkts, () => 1n, [[100n, 46], [EVERY, 0]]);
+  /** What went in the first level before the FIN, in `size` units, and the last packet there:
+   * a level ends within one super-packet past its threshold. */
+  function assertBound(pkts: ParsedPacket[], size: (p: ParsedPacket) => bigint, threshold: bigint, dscp: number, what: string): void {
     const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
-    assert.equal(beforeFin.filter((p) => p.dscp === 46).length, 100, 'exactly 100 packets of the transfer were short');
-    assert.ok(pkts.some((p) => (p.tcpFlags! & FIN) && p.dscp === 46), 'the FIN was marked short');
-  });
+    const first = beforeFin.filter((p) => p.dscp === dscp);
+    const sum = first.reduce((a, p) => a + size(p), 0n);
+    const last = size(first[first.length - 1]!);
+    assert.ok(sum >= threshold && sum - last < threshold, `${what}: ${sum} in the first level, the last packet ${last} (threshold ${threshold})`);
+  }
+  const segs = (p: ParsedPacket) => BigInt(segsOf(p));
 
-  test('--by bytes: the switch comes where the flow passes the byte threshold', async () => {
-    const pkts = await transfer(['--threshold', '50000', '--by', 'bytes'], 4, 300_000);
-    // the kernel counts IP bytes: the frame less its Ethernet header
-    assertLevels(pkts, (_, p) => BigInt(p.origLen - p.l3Offset!), [[50_000n, 46], [EVERY, 0]]);
-  });
+  for (const from of PLACES) {
+    test(`--threshold 100, ${placed(from)}: 100 segments and at most one super-packet more are EF, the rest best effort, FIN short (IPv4)`, async () => {
+      const pkts = await transfer(['--threshold', '100'], 4, 1_000_000, from);
+      assertLevels(pkts, segs, [[100n, 46], [EVERY, 0]]);
+      assertBound(pkts, segs, 100n, 46, 'segments');
+      assert.ok(pkts.some((p) => (p.tcpFlags! & FIN) && p.dscp === 46), 'the FIN was marked short');
+    });
 
-  test('three levels', async () => {
-    const pkts = await transfer(['--levels', '20:af41,60:af21,*:cs1'], 4, 300_000);
-    assertLevels(pkts, () => 1n, [[20n, 34], [60n, 18], [EVERY, 8]]);
-  });
+    test(`--by bytes, ${placed(from)}: the switch comes where the flow passes the byte threshold, on the wire`, async () => {
+      const pkts = await transfer(['--threshold', '150000', '--by', 'bytes'], 4, 1_000_000, from);
+      // the kernel counts IP bytes as the segments carry them: each with its own headers
+      assertLevels(pkts, ipBytesOf, [[150_000n, 46], [EVERY, 0]]);
+      assertBound(pkts, ipBytesOf, 150_000n, 46, 'bytes');
+    });
 
-  test('IPv6', async () => {
-    const pkts = await transfer(['--threshold', '50'], 6, 300_000);
-    assert.equal(pkts[0]!.family, 6);
-    assertLevels(pkts, () => 1n, [[50n, 46], [EVERY, 0]]);
-  });
+    test(`three levels, ${placed(from)}`, async () => {
+      const pkts = await transfer(['--levels', '100:af41,300:af21,*:cs1'], 4, 1_000_000, from);
+      assertLevels(pkts, segs, [[100n, 34], [300n, 18], [EVERY, 8]]);
+      assertBound(pkts, segs, 100n, 34, 'the first level');
+    });
+
+    test(`IPv6, ${placed(from)}`, async () => {
+      const pkts = await transfer(['--threshold', '100'], 6, 1_000_000, from);
+      assert.equal(pkts[0]!.family, 6);
+      assertLevels(pkts, segs, [[100n, 46], [EVERY, 0]]);
+      assertBound(pkts, segs, 100n, 46, 'segments');
+    });
+  }
 
   test('FIN ends a flow: its state outlives it a moment for the last ACKs, then goes; RST ends it at once', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
@@ -315,6 +353,10 @@ describe('qos on real traffic', { skip }, () => {
   });
 
   test('--bidir: instances at ingress and egress of a device share one table, so ACKs count too', async () => {
+    // GRO off at the ITM for this one: the client's segments then count one by one, as the
+    // server's ACKs do, and the ACKs' share shows (a 44-segment super-packet would hide them)
+    const gro = (on: boolean) => topo.exec('itm', ['ethtool', '-K', topo.dev('itm', 'client'), 'gro', on ? 'on' : 'off']);
+    await gro(false);
     for (const hook of ['tc-egress', 'tc-ingress']) {
       await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', hook, '--threshold', '100', '--bidir']);
     }
@@ -330,14 +372,17 @@ describe('qos on real traffic', { skip }, () => {
       const pkts = await cap.stop(300);
       const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
       const short = beforeFin.filter((p) => p.dscp === 46).length;
-      // the server's ACKs, counted at ingress, bring the flow to 100 packets before the client sends 100
-      assert.ok(short < 100 && short > 20, `${short} of the client's packets were short`);
+      const shortSegs = beforeFin.filter((p) => p.dscp === 46).reduce((a, p) => a + segsOf(p), 0);
+      // the server's ACKs, counted at ingress, bring the flow to 100 packets before the client
+      // sends 100 segments
+      assert.ok(shortSegs < 100 && shortSegs > 20, `${shortSegs} of the client's segments were short`);
       // the short ones come first; packets marked on two CPUs at once may swap places around the
       // switch, so allow a few
       const lastShort = beforeFin.map((p) => p.dscp).lastIndexOf(46);
       assert.ok(lastShort < short + 4, `the short packets came first (the last at ${lastShort}, ${short} in all)`);
     } finally {
       for (const hook of ['tc-egress', 'tc-ingress']) await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev, '--hook', hook]);
+      await gro(true);
     }
   });
 

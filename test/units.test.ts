@@ -344,7 +344,7 @@ describe('module parameters', () => {
 describe('abi codec', () => {
   const fullSlot = (id: number): abi.ItmSlot => ({
     id, flags: abi.ITM_I_PROTO | abi.ITM_I_SPORT | abi.ITM_I_IPV6, protos: [1n << 63n, 2n, 0n, 0xffffffffffffffffn],
-    indev: 0xffffffff, outdev: 2, n_sport: 8, n_dport: 0, user: 1, pad: Buffer.alloc(5),
+    indev: 0xffffffff, outdev: 2, n_sport: 8, n_dport: 0, user: 1, segments: 1, pad: Buffer.alloc(4),
     sport: Array.from({ length: 8 }, (_, i) => ({ lo: i, hi: 65535 - i })),
     dport: Array.from({ length: 8 }, () => ({ lo: 0, hi: 0 })),
   });

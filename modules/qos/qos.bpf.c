@@ -3,7 +3,10 @@
  * qos: size-aware DSCP marking (itmBench's qos_mod, grown PIAS-style to several levels).
  *
  * Every flow starts in the first level (the highest priority) and moves down a level each time its
- * size, in packets or bytes, passes that level's threshold. A packet carrying FIN is marked as the
+ * size, in packets or bytes, passes that level's threshold. Sizes are as the flow goes on the wire:
+ * a GSO super-packet counts as its segments (c->pkt->segs), with the headers each one repeats
+ * (c->pkt->ip_bytes); it is marked as a whole, by where its first segment falls, so a level ends
+ * within one super-packet past its threshold. A packet carrying FIN is marked as the
  * first level whatever the flow's size. TCP FIN and RST end a flow's state; a flow idle for longer
  * than the idle timeout has ended too, and its next packet starts a new one; the LRU table, whose
  * size is a parameter, evicts its least recently used flows when full and never fails a packet.
@@ -24,7 +27,7 @@ struct qos_level {
  * .bss map, without reloading anything. */
 struct qos_config {
 	__u32 n_levels;
-	__u8 by_bytes;		/* size in bytes (IP length) rather than packets */
+	__u8 by_bytes;		/* size in bytes (IP bytes on the wire) rather than packets */
 	__u8 bidir;		/* both directions of a connection are one flow */
 	__u8 tcp_seq;		/* TCP bytes by sequence progress: retransmissions add nothing */
 	__u8 pad;
@@ -33,8 +36,8 @@ struct qos_config {
 };
 
 struct qos_flow_state {
-	__u64 packets;
-	__u64 bytes;
+	__u64 packets;		/* as they go on the wire: a super-packet's segments */
+	__u64 bytes;		/* IP bytes on the wire (or, with tcp_seq, sequence progress) */
 	__u64 first_ns;
 	__u64 last_ns;
 	__u32 seq_end;		/* with tcp_seq: the highest sequence number seen, past its data */
@@ -89,11 +92,12 @@ static __always_inline void flow_key(const struct itm_pkt *p, struct itm_flow *k
 	}
 }
 
-/* bytes this packet adds to its flow: its IP length, or with tcp_seq the TCP sequence progress */
+/* bytes this packet adds to its flow: its IP bytes on the wire (every segment's), or with tcp_seq
+ * the TCP sequence progress */
 static __always_inline __u64 added_bytes(struct itm_ctx *c, struct qos_flow_state *st, int fresh)
 {
 	struct itm_pkt *p = c->pkt;
-	__u64 ip_len = p->len - p->l3_off;
+	__u64 ip_len = p->ip_bytes;
 	__be32 seq_be;
 	__u32 seq, end;
 
@@ -123,7 +127,7 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 	struct itm_pkt *p = c->pkt;
 	struct itm_flow key;
 	struct qos_flow_state *st, fresh_st = {};
-	__u64 now = bpf_ktime_get_ns(), size;
+	__u64 now = bpf_ktime_get_ns(), size, before_p, before_b;
 	__u32 n = qos_cfg.n_levels, level = 0;
 	int fresh = 0;
 
@@ -158,10 +162,12 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 		st->first_ns = now;
 		fresh = 1;
 	}
-	__sync_fetch_and_add(&st->packets, 1);
-	__sync_fetch_and_add(&st->bytes, added_bytes(c, st, fresh));
+	before_p = __sync_fetch_and_add(&st->packets, p->segs ? p->segs : 1);
+	before_b = __sync_fetch_and_add(&st->bytes, added_bytes(c, st, fresh));
 	st->last_ns = now;
-	size = qos_cfg.by_bytes ? st->bytes : st->packets;
+	/* the flow's size at the packet's first segment (or byte): a super-packet goes in the level
+	 * that one falls in */
+	size = (qos_cfg.by_bytes ? before_b : before_p) + 1;
 
 	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)) {
 		bpf_map_delete_elem(&qos_flows, &key);

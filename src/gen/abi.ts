@@ -12,6 +12,9 @@ export const ITM_CHAIN_VERSIONS = 2;
 export const ITM_MAX_IPV6_EXT = 6;
 export const ITM_RETURN_MARK = 387383297;
 export const ITM_TRAILER_MAGIC = 1414353993;
+export const ITM_SEG_MARK = 387973120;
+export const ITM_SEG_MARK_BITS = 20;
+export const ITM_SEG_RING = 4096;
 
 // enum itm_hook
 export const ITM_HOOK_TC_INGRESS = 0;
@@ -43,6 +46,7 @@ export const ITM_PKT_VLAN = 4;
 export const ITM_PKT_IP_OPTIONS = 8;
 export const ITM_PKT_IPV6_EXT = 16;
 export const ITM_PKT_PORTS = 32;
+export const ITM_PKT_SEGMENT = 64;
 
 // enum itm_trailer_flags
 export const ITM_T_CSUM_PARTIAL = 1;
@@ -54,7 +58,7 @@ export interface ItmScratch {
   pos: number;
   pkt: ItmPkt;
 }
-export const itm_scratch: StructLayout = {"name":"itm_scratch","size":76,"fields":[{"name":"version","offset":0,"kind":"int","size":4},{"name":"pos","offset":4,"kind":"int","size":4},{"name":"pkt","offset":8,"kind":"struct","struct":"itm_pkt","size":68}]};
+export const itm_scratch: StructLayout = {"name":"itm_scratch","size":84,"fields":[{"name":"version","offset":0,"kind":"int","size":4},{"name":"pos","offset":4,"kind":"int","size":4},{"name":"pkt","offset":8,"kind":"struct","struct":"itm_pkt","size":76}]};
 
 export interface ItmPkt {
   flow: ItmFlow;
@@ -73,8 +77,11 @@ export interface ItmPkt {
   icmp_code: number;
   flags: number;
   local: number;
+  segs: number;
+  pad: number;
+  ip_bytes: number;
 }
-export const itm_pkt: StructLayout = {"name":"itm_pkt","size":68,"fields":[{"name":"flow","offset":0,"kind":"struct","struct":"itm_flow","size":40},{"name":"l3_off","offset":40,"kind":"int","size":2},{"name":"l4_off","offset":42,"kind":"int","size":2},{"name":"payload_off","offset":44,"kind":"int","size":2},{"name":"vlan_id","offset":46,"kind":"int","size":2},{"name":"len","offset":48,"kind":"int","size":4},{"name":"ifindex","offset":52,"kind":"int","size":4},{"name":"ingress_ifindex","offset":56,"kind":"int","size":4},{"name":"hook","offset":60,"kind":"int","size":1},{"name":"dscp","offset":61,"kind":"int","size":1},{"name":"ecn","offset":62,"kind":"int","size":1},{"name":"tcp_flags","offset":63,"kind":"int","size":1},{"name":"icmp_type","offset":64,"kind":"int","size":1},{"name":"icmp_code","offset":65,"kind":"int","size":1},{"name":"flags","offset":66,"kind":"int","size":1},{"name":"local","offset":67,"kind":"int","size":1}]};
+export const itm_pkt: StructLayout = {"name":"itm_pkt","size":76,"fields":[{"name":"flow","offset":0,"kind":"struct","struct":"itm_flow","size":40},{"name":"l3_off","offset":40,"kind":"int","size":2},{"name":"l4_off","offset":42,"kind":"int","size":2},{"name":"payload_off","offset":44,"kind":"int","size":2},{"name":"vlan_id","offset":46,"kind":"int","size":2},{"name":"len","offset":48,"kind":"int","size":4},{"name":"ifindex","offset":52,"kind":"int","size":4},{"name":"ingress_ifindex","offset":56,"kind":"int","size":4},{"name":"hook","offset":60,"kind":"int","size":1},{"name":"dscp","offset":61,"kind":"int","size":1},{"name":"ecn","offset":62,"kind":"int","size":1},{"name":"tcp_flags","offset":63,"kind":"int","size":1},{"name":"icmp_type","offset":64,"kind":"int","size":1},{"name":"icmp_code","offset":65,"kind":"int","size":1},{"name":"flags","offset":66,"kind":"int","size":1},{"name":"local","offset":67,"kind":"int","size":1},{"name":"segs","offset":68,"kind":"int","size":2},{"name":"pad","offset":70,"kind":"int","size":2},{"name":"ip_bytes","offset":72,"kind":"int","size":4}]};
 
 export interface ItmFlow {
   saddr: Buffer;
@@ -116,11 +123,12 @@ export interface ItmSlot {
   n_sport: number;
   n_dport: number;
   user: number;
+  segments: number;
   pad: Buffer;
   sport: ItmPortRange[];
   dport: ItmPortRange[];
 }
-export const itm_slot: StructLayout = {"name":"itm_slot","size":120,"fields":[{"name":"id","offset":0,"kind":"int","size":4},{"name":"flags","offset":4,"kind":"int","size":4},{"name":"protos","offset":8,"kind":"int","size":32,"count":4,"elemSize":8},{"name":"indev","offset":40,"kind":"int","size":4},{"name":"outdev","offset":44,"kind":"int","size":4},{"name":"n_sport","offset":48,"kind":"int","size":1},{"name":"n_dport","offset":49,"kind":"int","size":1},{"name":"user","offset":50,"kind":"int","size":1},{"name":"pad","offset":51,"kind":"int","size":5,"count":5,"elemSize":1},{"name":"sport","offset":56,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4},{"name":"dport","offset":88,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4}]};
+export const itm_slot: StructLayout = {"name":"itm_slot","size":120,"fields":[{"name":"id","offset":0,"kind":"int","size":4},{"name":"flags","offset":4,"kind":"int","size":4},{"name":"protos","offset":8,"kind":"int","size":32,"count":4,"elemSize":8},{"name":"indev","offset":40,"kind":"int","size":4},{"name":"outdev","offset":44,"kind":"int","size":4},{"name":"n_sport","offset":48,"kind":"int","size":1},{"name":"n_dport","offset":49,"kind":"int","size":1},{"name":"user","offset":50,"kind":"int","size":1},{"name":"segments","offset":51,"kind":"int","size":1},{"name":"pad","offset":52,"kind":"int","size":4,"count":4,"elemSize":1},{"name":"sport","offset":56,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4},{"name":"dport","offset":88,"kind":"struct","struct":"itm_port_range","size":32,"count":8,"elemSize":4}]};
 
 export interface ItmPortRange {
   lo: number;
@@ -153,8 +161,11 @@ export interface ItmDstats {
   chain_errors: bigint;
   returned: bigint;
   bad_returns: bigint;
+  segmented: bigint;
+  segments: bigint;
+  seg_unavailable: bigint;
 }
-export const itm_dstats: StructLayout = {"name":"itm_dstats","size":80,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8},{"name":"returned","offset":64,"kind":"int","size":8},{"name":"bad_returns","offset":72,"kind":"int","size":8}]};
+export const itm_dstats: StructLayout = {"name":"itm_dstats","size":104,"fields":[{"name":"packets","offset":0,"kind":"int","size":8},{"name":"parsed","offset":8,"kind":"int","size":8},{"name":"non_ip","offset":16,"kind":"int","size":8},{"name":"truncated","offset":24,"kind":"int","size":8},{"name":"malformed","offset":32,"kind":"int","size":8},{"name":"fragments","offset":40,"kind":"int","size":8},{"name":"unsupported","offset":48,"kind":"int","size":8},{"name":"chain_errors","offset":56,"kind":"int","size":8},{"name":"returned","offset":64,"kind":"int","size":8},{"name":"bad_returns","offset":72,"kind":"int","size":8},{"name":"segmented","offset":80,"kind":"int","size":8},{"name":"segments","offset":88,"kind":"int","size":8},{"name":"seg_unavailable","offset":96,"kind":"int","size":8}]};
 
 export interface ItmUctl {
   deadline_ns: bigint;
@@ -171,6 +182,23 @@ export interface ItmUflight {
   back: bigint;
 }
 export const itm_uflight: StructLayout = {"name":"itm_uflight","size":16,"fields":[{"name":"sent","offset":0,"kind":"int","size":8},{"name":"back","offset":8,"kind":"int","size":8}]};
+
+export interface ItmSegctl {
+  ifindex: number;
+  next: number;
+}
+export const itm_segctl: StructLayout = {"name":"itm_segctl","size":8,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"next","offset":4,"kind":"int","size":4}]};
+
+export interface ItmSeg {
+  mark: number;
+  orig_mark: number;
+  priority: number;
+  iif: number;
+  id: number;
+  pos: number;
+  pad: Buffer;
+}
+export const itm_seg: StructLayout = {"name":"itm_seg","size":20,"fields":[{"name":"mark","offset":0,"kind":"int","size":4},{"name":"orig_mark","offset":4,"kind":"int","size":4},{"name":"priority","offset":8,"kind":"int","size":4},{"name":"iif","offset":12,"kind":"int","size":4},{"name":"id","offset":16,"kind":"int","size":1},{"name":"pos","offset":17,"kind":"int","size":1},{"name":"pad","offset":18,"kind":"int","size":2,"count":2,"elemSize":1}]};
 
 export interface ItmTrailer {
   ifindex: number;
@@ -199,4 +227,4 @@ export interface ItmUstats {
 }
 export const itm_ustats: StructLayout = {"name":"itm_ustats","size":112,"fields":[{"name":"received","offset":0,"kind":"int","size":8},{"name":"accepted","offset":8,"kind":"int","size":8},{"name":"modified","offset":16,"kind":"int","size":8},{"name":"dropped","offset":24,"kind":"int","size":8},{"name":"errors","offset":32,"kind":"int","size":8},{"name":"malformed","offset":40,"kind":"int","size":8},{"name":"classes","offset":48,"kind":"int","size":64,"count":8,"elemSize":8}]};
 
-export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_ctl, itm_lpm_key, itm_dstats, itm_uctl, itm_uflight, itm_trailer, itm_ustats };
+export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_ctl, itm_lpm_key, itm_dstats, itm_uctl, itm_uflight, itm_segctl, itm_seg, itm_trailer, itm_ustats };

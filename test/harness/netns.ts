@@ -38,8 +38,10 @@ export interface TopologyDecl {
   routes?: Record<string, string[]>;
   /** Hosts with IPv4 and IPv6 forwarding on. */
   forwarding?: string[];
-  /** 'off' (default): tx checksum offload, TSO, GSO and GRO off on every veth, so that packets
-   *  carry complete checksums on the wire and no super-packets form. */
+  /** 'on' (default): offloads as the kernel sets them (checksum offload, TSO and GSO on, GRO
+   *  off on a veth), the paths real hosts have. 'off': tx checksum offload, TSO, GSO and GRO off
+   *  on every veth, for a test that needs complete checksums on the wire and no super-packets
+   *  anywhere (say why where you use it). */
   offloads?: 'off' | 'on';
   /** Extra sysctls per host, e.g. { itm: { 'net.netfilter.nf_conntrack_acct': 1 } }. */
   sysctls?: Record<string, Record<string, string | number>>;
@@ -410,7 +412,7 @@ export class Topology {
       if (this.decl.forwarding?.includes(h)) { ctl['net.ipv4.ip_forward'] = 1; ctl['net.ipv6.conf.all.forwarding'] = 1; }
       Object.assign(ctl, this.decl.sysctls?.[h] ?? {});
       const script = ['set -e', `sysctl -q -w ${Object.entries(ctl).map(([k, v]) => shq(`${k}=${v}`)).join(' ')}`];
-      if ((this.decl.offloads ?? 'off') === 'off') {
+      if (this.decl.offloads === 'off') {
         for (const d of devs) script.push(`ethtool -K ${shq(d.dev)} tx off tso off gso off gro off`);
       }
       await this.exec(h, ['sh', '-c', script.join('\n')]);

@@ -146,6 +146,19 @@ export function verifyL4Checksum(family: Family, src: Uint8Array | string, dst: 
   return foldSum(acc) === 0xffff;
 }
 
+/**
+ * Whether a TCP/UDP segment's checksum field holds just the pseudo-header sum: a checksum left
+ * for offload (CHECKSUM_PARTIAL), which a veth carries across as it is and a capture then sees.
+ */
+export function isPartialL4Checksum(family: Family, src: Uint8Array | string, dst: Uint8Array | string, proto: number, segment: Uint8Array): boolean {
+  const off = checksumOffset(proto);
+  if ((proto !== IPPROTO.TCP && proto !== IPPROTO.UDP) || off === undefined || segment.length < off + 2) return false;
+  const s = typeof src === 'string' ? ipToBuffer(src) : src;
+  const d = typeof dst === 'string' ? ipToBuffer(dst) : dst;
+  const field = (segment[off]! << 8) | segment[off + 1]!;
+  return field === foldSum(onesSum(pseudoHeader(family, s, d, proto, segment.length)));
+}
+
 /** The checksum an IPv4 header should carry (its own checksum field is ignored). */
 export function ipv4HeaderChecksum(header: Uint8Array): number {
   const h = Buffer.from(header);
@@ -529,6 +542,9 @@ export interface ParsedPacket {
    *  undefined when the segment is not all there
    *  (cut by the snap length, or a fragment of a bigger datagram). */
   l4ChecksumOk?: boolean;
+  /** The TCP/UDP checksum holds only the pseudo-header sum: left for offload by the sender
+   *  (with offloads on, a veth carries such packets as they are). Set when l4ChecksumOk is false. */
+  l4ChecksumPartial?: boolean;
   l3Offset?: number; l4Offset?: number; payloadOffset?: number;
   /** Upper-layer payload length per the headers (not limited by the capture). */
   payloadLen?: number;
@@ -698,6 +714,7 @@ function parseUpper(p: ParsedPacket, o: number, end: number, hasHeader: boolean,
   p.payload = r.subarray(Math.min(o + hlen, r.length), Math.min(end, r.length));
   if (hasHeader && whole && complete && checksumOffset(proto) !== undefined) {
     p.l4ChecksumOk = verifyL4Checksum(fam, src, dst, proto, segment);
+    if (!p.l4ChecksumOk && isPartialL4Checksum(fam, src, dst, proto, segment)) p.l4ChecksumPartial = true;
   }
   return p;
 }
@@ -710,19 +727,25 @@ function cut(p: ParsedPacket, malformed: boolean): ParsedPacket {
 
 const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmp6' };
 
+/** Whether the packet's L4 checksum is as a sender's stack leaves it: complete and right, or left
+ * for offload (the pseudo-header sum); undefined when it cannot be checked. */
+export function l4ChecksumSound(p: ParsedPacket): boolean | undefined {
+  return p.l4ChecksumOk === undefined ? undefined : p.l4ChecksumOk || p.l4ChecksumPartial === true;
+}
+
 /** One line for assertion messages: "4 10.1.0.1:5000 > 10.2.0.2:6000 udp len 64 dscp 0 ttl 63 ck ip✓ l4✓". */
 export function describePacket(p: ParsedPacket): string {
   if (p.arp) return `arp op ${p.arp.op} ${p.arp.senderIp} (${p.arp.senderMac}) > ${p.arp.targetIp}`;
   if (!p.family) return `ethertype 0x${p.ethertype.toString(16)} len ${p.origLen}`;
   const port = (a?: string, n?: number) => (n === undefined ? a : p.family === 6 ? `[${a}]:${n}` : `${a}:${n}`);
-  const ck = (v?: boolean) => (v === undefined ? '?' : v ? 'ok' : 'BAD');
+  const ck = (v?: boolean, partial?: boolean) => (v === undefined ? '?' : v ? 'ok' : partial ? 'partial' : 'BAD');
   const parts = [`${p.family}`, `${port(p.src, p.sport)} > ${port(p.dst, p.dport)}`, PROTO_NAMES[p.proto ?? -1] ?? `proto ${p.proto}`];
   if (p.tcpFlags !== undefined) parts.push(`[${tcpFlagString(p.tcpFlags)}]`);
   if (p.icmp) parts.push(`type ${p.icmp.type}/${p.icmp.code}`);
   parts.push(`len ${p.payloadLen}`, `dscp ${p.dscp}`, `ecn ${p.ecn}`, `ttl ${p.ttl}`);
   if (p.fragment) parts.push(`frag ${p.fragment.offset}${p.fragment.more ? '+' : ''}`);
   if (p.vlan) parts.push(`vlan ${p.vlan.id}`);
-  parts.push(`cksum ip ${p.family === 4 ? ck(p.ipChecksumOk) : '-'} l4 ${ck(p.l4ChecksumOk)}`);
+  parts.push(`cksum ip ${p.family === 4 ? ck(p.ipChecksumOk) : '-'} l4 ${ck(p.l4ChecksumOk, p.l4ChecksumPartial)}`);
   if (p.truncated) parts.push('truncated');
   if (p.malformed) parts.push(`malformed: ${p.malformed}`);
   return parts.join(' ');

@@ -26,6 +26,13 @@ enum itm_limits {
 	ITM_RETURN_MARK = 0x17170001,
 	/* the last four bytes of a trailer, "ITMT" on the wire */
 	ITM_TRAILER_MAGIC = 0x544d5449,
+	/* the skb marks of the segments of a super-packet on their way through the hook's
+	 * segmentation pair: ITM_SEG_MARK | the low ITM_SEG_MARK_BITS bits of the number of its
+	 * entry (see struct itm_seg) */
+	ITM_SEG_MARK = 0x17200000,
+	ITM_SEG_MARK_BITS = 20,
+	/* entries of the itm_segs ring (a power of two) */
+	ITM_SEG_RING = 4096,
 };
 
 enum itm_hook {
@@ -72,7 +79,10 @@ struct itm_slot {
 	__u8 n_sport;
 	__u8 n_dport;
 	__u8 user;		/* 1: a user-space module, reached over AF_XDP (see struct itm_uctl) */
-	__u8 pad[5];
+	/* 1: the module must see each packet as it goes on the wire: a GSO super-packet is cut into
+	 * its segments before it reaches the module (see struct itm_seg); user modules always are */
+	__u8 segments;
+	__u8 pad[4];
 	struct itm_port_range sport[ITM_MAX_PORT_RANGES];
 	struct itm_port_range dport[ITM_MAX_PORT_RANGES];
 };
@@ -119,6 +129,7 @@ enum itm_pkt_flags {
 	ITM_PKT_IP_OPTIONS = 1 << 3,
 	ITM_PKT_IPV6_EXT = 1 << 4,
 	ITM_PKT_PORTS = 1 << 5,		/* sport and dport are set (TCP, UDP, SCTP) */
+	ITM_PKT_SEGMENT = 1 << 6,	/* a segment the dispatcher cut from a super-packet (struct itm_seg) */
 };
 
 /* the packet as the dispatcher parsed it, once, for every module of the chain */
@@ -139,6 +150,13 @@ struct itm_pkt {
 	__u8 icmp_code;
 	__u8 flags;		/* enum itm_pkt_flags */
 	__u8 local;		/* 0 unknown yet, 1 local, 2 forwarded */
+	/* the packets it goes on the wire as: 1, or the segments of a GSO super-packet (a host's own
+	 * TCP at tc-egress with TSO, forwarded TCP after GRO, whatever a veth carried across whole) */
+	__u16 segs;
+	__u16 pad;
+	/* the bytes its segments carry from their IP headers on, in all: its IP length, plus the
+	 * headers (IP, extension headers, L4) each further segment repeats */
+	__u32 ip_bytes;
 };
 
 /* per-packet state that travels along the chain, in a per-CPU map: a chain runs to completion
@@ -159,7 +177,7 @@ struct itm_mstats {
 	/* user modules: packets that went past the module instead of through it */
 	__u64 bypass_down;	/* its host is not running, or stopped renewing its deadline */
 	__u64 bypass_behind;	/* too many of its packets in flight */
-	__u64 bypass_size;	/* too long for a frame (GSO packets, jumbo frames) */
+	__u64 bypass_size;	/* too long for a frame (jumbo frames; a super-packet that could not be cut) */
 	__u64 diverted;
 };
 
@@ -236,7 +254,38 @@ struct itm_dstats {
 	__u64 unsupported;	/* e.g. too many IPv6 extension headers: passed untouched */
 	__u64 chain_errors;	/* a tail call that did not happen */
 	__u64 returned;		/* came back from a user module */
-	__u64 bad_returns;	/* marked as returning, with no valid trailer: treated as new packets */
+	__u64 bad_returns;	/* marked as returning, with no valid trailer (or segment entry):
+				 * treated as new packets */
+	__u64 segmented;	/* super-packets sent through the segmentation pair */
+	__u64 segments;		/* their segments, back at the hook */
+	__u64 seg_unavailable;	/* super-packets a module needed cut, with no pair to cut them */
+};
+
+/*
+ * Segmentation. A module that must see every packet as it goes on the wire (itm_slot.segments:
+ * route, which tags each one, and every user module, whose frames hold one packet) would get a
+ * GSO super-packet whole (a host's TCP with TSO, forwarded TCP after GRO, up to 64 KB). Such a
+ * packet is instead redirected into the hook's segmentation pair, a veth pair whose sending end
+ * has every segmentation offload off, so the kernel cuts it into its segments as it sends it
+ * (the same software GSO a NIC without TSO gets). Its skb mark, which each segment inherits,
+ * names its entry in the itm_segs ring. At the pair's far end, tc ingress (itm_from_seg) sends
+ * each segment back to the device's hook, where the dispatcher finds the entry, restores the
+ * mark and priority, and runs the chain on from the module's slot: the modules before it saw the
+ * super-packet once (counting its segs), the module and the ones after see every segment.
+ */
+struct itm_segctl {
+	__u32 ifindex;		/* the pair's sending end; 0: no pair (super-packets go on whole) */
+	__u32 next;		/* the next entry to take, by atomic add */
+};
+
+struct itm_seg {
+	__u32 mark;		/* the mark its segments carry: 0 for none yet */
+	__u32 orig_mark;	/* the packet's own mark and priority, put back on every segment */
+	__u32 priority;
+	__u32 iif;		/* skb->ingress_ifindex at the cut (0: sent by this host) */
+	__u8 id;		/* the slot it resumes at */
+	__u8 pos;		/* and that slot's position at the cut */
+	__u8 pad[2];
 };
 
 /* anchors the enums above in BTF, for the TypeScript generator */
@@ -251,6 +300,8 @@ struct itm_abi_consts {
 	struct itm_uctl uctl;
 	struct itm_uflight uflight;
 	struct itm_ustats ustats;
+	struct itm_segctl segctl;
+	struct itm_seg seg;
 };
 
 #endif
