@@ -132,7 +132,7 @@ export interface ModuleDef extends UserFunctions {
    * (a throw fails the load, which is undone) */
   init?: (ctx: PeriodicContext) => void;
   /** device settings the module needs while it is loaded (`ip link set dev D <key> <value>`, say
-   * `gso_max_segs: 1`): set at its first load on a device, the values from before restored when its
+   * `txqueuelen: 1000`): set at its first load on a device, the values from before restored when its
    * last instance there goes (unload or down) */
   linkSettings?: Record<string, number>;
   /** maps that an instance shares with the instance of the same name on the device's other hook

@@ -1,6 +1,8 @@
 // The overlay topology of the route tests and demo: A — N1, A — N2, N1 — B, N2 — B, A — B. A's
 // client (10.40.0.1, on lo) talks to B's server (10.50.0.1); the A — B link carries the plain
 // route between them, but the overlay has no direct path there, so its packets go through N1 or N2.
+// With `gateway`, itmBench's placement too: a client C behind A (C — A) and a server S behind B
+// (B — S), in namespaces of their own, A and B forwarding their traffic into the overlay.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Topology, TopologyDecl } from './harness/index.js';
@@ -13,8 +15,12 @@ export const SERVER = '10.50.0.1';
 /** the key a pair of nodes shares, by link: 16 bytes of n */
 export const overlayKey = (n: number): string => Buffer.alloc(16, n).toString('hex');
 
-export function overlayDecl(): TopologyDecl {
-  return {
+/** C and S of the gateway placement, behind A and B */
+export const GW_CLIENT = '10.40.1.2';
+export const GW_SERVER = '10.50.1.2';
+
+export function overlayDecl(o: { gateway?: boolean } = {}): TopologyDecl {
+  const decl: TopologyDecl = {
     hosts: [...OVERLAY_HOSTS],
     links: [
       { a: 'a', b: 'n1', addrs: { a: ['10.31.1.1/24'], n1: ['10.31.1.2/24'] } },
@@ -23,6 +29,18 @@ export function overlayDecl(): TopologyDecl {
       { a: 'n2', b: 'b', addrs: { n2: ['10.31.4.1/24'], b: ['10.31.4.2/24'] } },
       { a: 'a', b: 'b', addrs: { a: ['10.31.5.1/24'], b: ['10.31.5.2/24'] } },
     ],
+  };
+  if (!o.gateway) return decl;
+  return {
+    hosts: [...decl.hosts, 'c', 's'],
+    links: [
+      ...decl.links,
+      { a: 'c', b: 'a', addrs: { c: [`${GW_CLIENT}/24`], a: ['10.40.1.1/24'] } },
+      { a: 'b', b: 's', addrs: { b: ['10.50.1.1/24'], s: [`${GW_SERVER}/24`] } },
+    ],
+    // the plain routes between C's and S's networks go over A — B, as the ones of A's client do
+    routes: { c: ['default via 10.40.1.1'], s: ['default via 10.50.1.1'], a: ['10.50.1.0/24 via 10.31.5.2'], b: ['10.40.1.0/24 via 10.31.5.1'] },
+    forwarding: ['a', 'b'],
   };
 }
 
@@ -43,6 +61,8 @@ export interface OverlayOptions {
   keyBase?: number;
   /** the relays A and B have as neighbours (default both) */
   through?: Array<'n1' | 'n2'>;
+  /** C's and S's networks are destinations of the overlay too (overlayDecl({ gateway: true })) */
+  gateway?: boolean;
 }
 
 /** The topology file of each node. */
@@ -52,12 +72,13 @@ export function overlayFiles(o: OverlayOptions = {}): Record<(typeof OVERLAY_HOS
   const probe = o.probe ? `probe: ${o.probe}\n` : '';
   const via = o.through ?? ['n1', 'n2'];
   const nb = (lines: Record<'n1' | 'n2', string>) => via.map((n) => lines[n]).join('');
+  const gw = o.gateway ? '  - { prefix: 10.40.1.0/24, node: a }\n  - { prefix: 10.50.1.0/24, node: b }\n' : '';
   return {
     a: `${head('a', '10.31.1.1')}neighbours:
 ${nb({ n1: `  - { id: n1, address: 10.31.1.2, key: ${k(1)} }\n`, n2: `  - { id: n2, address: 10.31.2.2, key: ${k(2)} }\n` })}destinations:
   - { prefix: 10.40.0.0/24, node: a }
   - { prefix: 10.50.0.0/24, node: b }
-${probe}`,
+${gw}${probe}`,
     n1: `${head('n1', '10.31.1.2')}neighbours:
   - { id: a, address: 10.31.1.1, key: ${k(1)} }
   - { id: b, address: 10.31.3.2, key: ${k(3)} }
@@ -70,7 +91,7 @@ ${probe}`,
 ${nb({ n1: `  - { id: n1, address: 10.31.3.1, key: ${k(3)} }\n`, n2: `  - { id: n2, address: 10.31.4.1, key: ${k(4)} }\n` })}destinations:
   - { prefix: 10.50.0.0/24, node: b }
   - { prefix: 10.40.0.0/24, node: a }
-${probe}`,
+${gw}${probe}`,
   };
 }
 

@@ -14,9 +14,10 @@ import { siphash24 } from '../modules/route/siphash.js';
 import { parseTopology, wireId } from '../modules/route/topology.js';
 import { readStats, type RouteCounters } from '../modules/route/module.js';
 import type { OverlayView } from '../modules/route/paths.js';
-import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, startUdpFlow, tcpTransfer, udpFlow } from './harness/index.js';
-import { cleanItmOnDestroy, itmctl, itmctlJson, modulePin } from './itm.js';
+import { Topology, buildPacket, capture, namespaceSkipReason, netCounters, parsePacket, sendFrames, startUdpFlow, tcpTransfer, udpFlow, type ParsedPacket } from './harness/index.js';
+import { cleanItmOnDestroy, devicePins, itmctl, itmctlJson, modulePin } from './itm.js';
 import { OVERLAY_HOSTS, loadOverlay, longestRun, overlayPaths, pathsWhen as pathsWhenOn, overlayDecl, overlayKey as KEY, plainRoutes } from './overlay.js';
+import * as itmAbi from '../src/abi.js';
 
 
 describe('route: SipHash-2-4', () => {
@@ -311,14 +312,18 @@ describe('route: the overlay in the kernel', { skip }, () => {
     }
   });
 
-  test('unload takes route off both hooks, and puts back the device\'s gso_max_segs', async () => {
+  test('unload takes route off both hooks; route leaves the device\'s GSO settings as they were', async () => {
     const dev = topo.dev('n2', 'b');
-    const gso = async () => (JSON.parse((await topo.exec('n2', ['ip', '-j', '-d', 'link', 'show', 'dev', dev])).stdout) as Array<{ gso_max_segs: number }>)[0]!.gso_max_segs;
-    assert.equal(await gso(), 1, 'one segment per packet while route is there');
+    const gso = async () => {
+      const l = (JSON.parse((await topo.exec('n2', ['ip', '-j', '-d', 'link', 'show', 'dev', dev])).stdout) as Array<{ gso_max_segs: number; gso_max_size: number }>)[0]!;
+      return [l.gso_max_segs, l.gso_max_size];
+    };
+    const loaded = await gso();
     await itmctl(topo, 'n2', ['unload', 'route', '--dev', dev]);
     const [d] = await itmctlJson<DeviceView[]>(topo, 'n2', ['list', '--dev', dev]);
     assert.ok(d!.hooks.every((h) => h.modules.length === 0));
-    assert.equal(await gso(), 65535, 'the value from before');
+    assert.deepEqual(loaded, await gso(), 'the same with route loaded and without');
+    assert.equal(loaded[0], 65535, 'the kernel\'s own');
     await itmctl(topo, 'n2', ['load', 'route', '--dev', dev, '--topology', join(dir, 'n2.yaml')]);
   });
   test('the same transfer with --datapath user (A, N1 and N2 in TypeScript over AF_XDP, B in the kernel) gives the same bytes', async () => {
@@ -359,5 +364,156 @@ describe('route: the overlay in the kernel', { skip }, () => {
     assert.ok(!gone || gone.hooks.every((h) => h.modules.length === 0), JSON.stringify(gone));
     const status = await itmctlJson<{ hosts: Array<{ dev: string }> }>(topo, 'a', ['agent', 'status']);
     assert.ok(status.hosts.every((h) => h.dev !== dev), `no host left for ${dev}: ${JSON.stringify(status.hosts)}`);
+  });
+});
+
+describe('route at the gateway: C — A — overlay — B — S, offloads as the kernel sets them', { skip }, () => {
+  let topo: Topology;
+  let dir: string;
+  const devs: Record<string, string[]> = {};
+  let gsoBefore: number[] = [];
+  const gsoOf = async (host: string, dev: string) => {
+    const l = (JSON.parse((await topo.exec(host, ['ip', '-j', '-d', 'link', 'show', 'dev', dev])).stdout) as Array<{ gso_max_segs: number; gso_max_size: number }>)[0]!;
+    return [l.gso_max_segs, l.gso_max_size];
+  };
+
+  async function stats(host: string): Promise<RouteCounters> {
+    const dev = devs[host]![0]!;
+    const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
+    const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === 'route')!;
+    const maps: BpfMap[] = [];
+    try {
+      return readStats((name) => {
+        const map = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, name));
+        maps.push(map);
+        return map;
+      });
+    } finally {
+      for (const map of maps) map.close();
+    }
+  }
+  const all = async () => Object.fromEntries(await Promise.all(OVERLAY_HOSTS.map(async (h) => [h, await stats(h)] as const)));
+  /** the super-packets A's dispatcher cut at tc-egress of its device towards B (the plain route's) */
+  const cutAtA = () => {
+    const m = BpfMap.fromPin(join(devicePins(topo, 'a', topo.dev('a', 'b')), 'tc-egress', 'itm_dstats'));
+    try { return itmAbi.sumPerCpu<itmAbi.ItmDstats>(itmAbi.itm_dstats, m, itmAbi.u32(0)); } finally { m.close(); }
+  };
+  const allAlive = (v: OverlayView) => v.destinations.every((d) => d.paths.length > 0 && d.paths.some((p) => p.alive && p.answered > 0));
+
+  before(async () => {
+    topo = await Topology.create(overlayDecl({ gateway: true }));
+    cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
+    await plainRoutes(topo);
+    // a forwarding box as on real hardware: C's frames cross the wire one MTU each (a veth would
+    // carry its TSO super-packets across whole), and A's GRO, on as on NICs, makes super-packets
+    // of them again, which A forwards to its tc-egress
+    await topo.exec('c', ['ethtool', '-K', topo.dev('c', 'a'), 'tso', 'off', 'gso', 'off']);
+    await topo.exec('a', ['ethtool', '-K', topo.dev('a', 'c'), 'gro', 'on']);
+    dir = mkdtempSync(join(tmpdir(), 'itm-route-gw-'));
+    for (const host of OVERLAY_HOSTS) devs[host] = topo.devs(host).map((d) => d.dev);
+    gsoBefore = await gsoOf('a', topo.dev('a', 'b'));
+    await loadOverlay(topo, dir, { gateway: true, probe: '{ interval_ms: 100, timeout_ms: 300, dead_after: 3 }' });
+    await pathsWhenOn(topo, 'a', allAlive);
+    await pathsWhenOn(topo, 'b', allAlive);
+  });
+  after(async () => {
+    await topo?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** C → S through the overlay; every tunnel packet N1 sends B on the way, as captured */
+  async function transfer(bytes: number, dport: number): Promise<{ before: Record<string, RouteCounters>; after: Record<string, RouteCounters>; tunnel: ParsedPacket[]; plain: ParsedPacket[]; cut: bigint }> {
+    const before = await all();
+    const cut0 = cutAtA().segmented;
+    // snaplen: the outer headers and the overlay header, up to its sequence number and tag
+    const onN1B = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT} and udp[9] = 1`, snaplen: 80, direction: 'in' });
+    const onN2B = await capture(topo, 'b', { dev: topo.dev('b', 'n2'), filter: `udp dst port ${PORT} and udp[9] = 1`, snaplen: 80, direction: 'in' });
+    const onAB = await capture(topo, 'b', { dev: topo.dev('b', 'a'), filter: 'tcp', snaplen: 80 });
+    try {
+      await tcpTransfer(topo, { from: 'c', to: 's', family: 4, dport, bytes });
+    } finally {
+      for (const c of [onN1B, onN2B, onAB]) await c.stop(300);
+    }
+    const tunnel = [...await onN1B.stop(), ...await onN2B.stop()];
+    for (const c of [onN1B, onN2B]) assert.equal(c.stats?.droppedByKernel, 0, 'the capture kept every packet');
+    return { before, after: await all(), tunnel, plain: await onAB.stop(), cut: cutAtA().segmented - cut0 };
+  }
+
+  /** what a transfer through the overlay must show: every segment a tunnel packet of its own, with
+   * its own sequence number, and nothing refused or dropped for its size */
+  function assertThrough(r: Awaited<ReturnType<typeof transfer>>, what: string): void {
+    const grew = (h: string, k: keyof RouteCounters) => r.after[h]![k] - r.before[h]![k];
+    assert.ok(r.cut > 0n, `${what}: A's tc-egress got super-packets and cut them (${r.cut})`);
+    assert.equal(grew('a', 'gso'), 0, `${what}: no super-packet dropped`);
+    assert.ok(grew('a', 'encapsulated') > 1000, `${what}: A encapsulated the segments (${grew('a', 'encapsulated')})`);
+    assert.ok(grew('b', 'decapsulated') > 1000, `${what}: B decapsulated them`);
+    for (const h of OVERLAY_HOSTS) {
+      const bad = grew(h, 'bad_tag') + grew(h, 'replayed') + grew(h, 'not_peer') + grew(h, 'errors') + grew(h, 'too_big') + grew(h, 'gso');
+      assert.equal(bad, 0, `${what}: ${h} refused nothing: ${JSON.stringify(r.after[h])}`);
+    }
+    assert.equal(r.plain.length, 0, `${what}: the A — B link carries none of it unencapsulated`);
+    const fromA = r.tunnel.filter((p) => p.payload && p.payload.readUInt32BE(8) === wireId('a'));
+    assert.ok(fromA.length > 1000, `${what}: tunnel packets on the way to B (${fromA.length})`);
+    assert.ok(fromA.every((p) => p.origLen <= 1514), `${what}: none larger than the underlay's MTU (${Math.max(...fromA.map((p) => p.origLen))})`);
+    const seqs = new Set(fromA.map((p) => `${p.payload!.readUInt32BE(4)}/${p.payload!.readBigUInt64BE(16)}`));
+    assert.equal(seqs.size, fromA.length, `${what}: each with a sequence number of its own`);
+  }
+
+  test('the kernel data path: C\'s TCP to S, after GRO at A, reaches S with the same bytes, every segment a tunnel packet', async () => {
+    const r = await transfer(4_000_000, 5301);
+    assertThrough(r, 'kernel');
+    assert.ok(r.after.a!.mss_clamped - r.before.a!.mss_clamped >= 1, 'C\'s SYN had its MSS clamped at A');
+  });
+
+  test('a replayed, altered or stranger\'s segment of such a transfer is dropped and counted', async () => {
+    const cap = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT} and udp[9] = 1 and greater 1000`, snaplen: 1600, count: 5, direction: 'in' });
+    await tcpTransfer(topo, { from: 'c', to: 's', family: 4, dport: 5302, bytes: 200_000 });
+    const [orig] = await cap.wait(5000);
+    assert.ok(orig, 'a data segment on N1 — B');
+    const before = await stats('b');
+    const frame = Buffer.from(orig.raw!);
+    const hdr = 14 + 20 + 8;
+    const altered = Buffer.from(frame);
+    altered[frame.length - 1]! ^= 0x55; // a byte of the inner segment's payload
+    const stranger = buildPacket({ family: 4, src: '10.31.3.9', dst: '10.31.3.2', proto: 'udp', sport: 40000, dport: PORT, payload: frame.subarray(hdr), srcMac: orig.srcMac, dstMac: orig.dstMac });
+    await sendFrames(topo, 'n1', topo.dev('n1', 'b'), [frame, altered, stranger], { gapMs: 20 });
+    await sleep(300);
+    const s = await stats('b');
+    assert.equal(s.replayed - before.replayed, 1, 'the replay');
+    assert.equal(s.bad_tag - before.bad_tag, 1, 'the altered segment');
+    assert.equal(s.not_peer - before.not_peer, 1, 'the stranger');
+    assert.equal(s.decapsulated - before.decapsulated, 0, 'none was decapsulated');
+  });
+
+  test('A\'s own TCP to an address outside the overlay, out of the same device, is not cut, and the device\'s GSO settings are untouched', async () => {
+    const dev = topo.dev('a', 'b');
+    assert.deepEqual(await gsoOf('a', dev), gsoBefore, 'gso_max_segs and gso_max_size as before route was loaded');
+    const cut0 = cutAtA().segmented;
+    const before = await stats('a');
+    // B's underlay address is no destination of the overlay: the plain route, with its GSO
+    await tcpTransfer(topo, { from: 'a', to: 'b', family: 4, dport: 5303, bytes: 20_000_000, srcAddr: '10.31.5.1', dstAddr: '10.31.5.2' });
+    assert.equal(cutAtA().segmented - cut0, 0n, 'none of its super-packets went through the segmentation pair');
+    assert.equal((await stats('a')).encapsulated - before.encapsulated, 0, 'nor into the tunnel');
+  });
+
+  test('--datapath user on every node: the same transfer, with C\'s own TSO super-packets carried whole across the veth, gives the same bytes', async () => {
+    for (const host of OVERLAY_HOSTS) {
+      for (const dev of devs[host]!) await itmctl(topo, host, ['unload', 'route', '--dev', dev]);
+      for (const dev of devs[host]!) await itmctl(topo, host, ['load', 'route', '--dev', dev, '--topology', join(dir, `${host}.yaml`), '--datapath', 'user']);
+    }
+    await pathsWhenOn(topo, 'a', allAlive);
+    await pathsWhenOn(topo, 'b', allAlive);
+    // C's TSO on again: its super-packets cross to A whole, as a veth carries them
+    await topo.exec('c', ['ethtool', '-K', topo.dev('c', 'a'), 'tso', 'on', 'gso', 'on']);
+    try {
+      const r = await transfer(2_000_000, 5304);
+      assertThrough(r, 'user');
+      const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'b')]);
+      const m = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules.find((x) => x.name === 'route')!;
+      assert.equal(m.kind, 'user');
+      assert.deepEqual(m.user!.bypassed, { down: 0, behind: 0, size: 0 }, 'no segment went past the user data path');
+    } finally {
+      await topo.exec('c', ['ethtool', '-K', topo.dev('c', 'a'), 'tso', 'off', 'gso', 'off']);
+    }
   });
 });

@@ -23,8 +23,9 @@ const REFRESH_MS = 20;
 const OVERHEAD = 20 + 8 + HDR_LEN;
 /** the most the tag covers: the overlay header and 2,016 bytes (ROUTE_MAX_BYTES) */
 const MAX_TAGGED = 2048;
-const WINDOW = 64; // ROUTE_WINDOW
-const WINDOW_BYTES = WINDOW * 8;
+/** ROUTE_WINDOW, from struct route_window's layout (the C source's) */
+const WINDOW = abi.route_window.fields.find((f) => f.name === 'slot')!.count!;
+const WINDOW_BYTES = abi.route_window.size;
 const UDP = 17, TCP = 6;
 
 interface Peer { wire: number; slot: number; key: SipKey; keyId: number; addr: number; ifindex: number; src: number; mtu: number }

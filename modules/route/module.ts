@@ -80,18 +80,22 @@ export default defineModule({
     // tunnel packets arrive at tc-ingress; what leaves is the user's to narrow (by protocol and
     // port, as Divert and Spines choose traffic), within the destinations of the overlay
     if (hook !== 'tc-egress') return `proto=udp,dport=${t.port},family=4`;
-    if (given?.length) return given;
     const remote = t.destinations.filter((d) => d.wire !== t.wire && d.prefix.family === 4);
-    return remote.length ? remote.map((d) => `dst=${d.prefix.text}`).join(',') : `dst=0.0.0.0/32`;
+    const dsts = remote.length ? remote.map((d) => `dst=${d.prefix.text}`) : ['dst=0.0.0.0/32'];
+    // within the destinations even when narrowed: the slot's interest is what the dispatcher cuts
+    // super-packets for, so the device's other traffic keeps its GSO (see perSegment)
+    if (given?.length) return given.some((g) => /(^|,)\s*dst=/.test(g)) ? given : [...given, ...dsts];
+    return dsts.join(',');
   },
   configure: (params) => {
     if (!DATAPATHS.includes(String(params.datapath))) throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
     const t = topologyOf(params);
     return { globals: { route_me: t.wire, route_port: t.port } };
   },
-  // TCP hands the device GSO super-packets (it always does, whatever the offloads), and a tag
-  // cannot be made per segment: one segment per packet on the devices route is on
-  linkSettings: { gso_max_segs: 1 },
+  // every packet on the wire gets its own sequence number and tag: a GSO super-packet for the
+  // overlay (a host's TCP with TSO, forwarded TCP after GRO) is cut into its segments first, by
+  // the kernel, and each is encapsulated on its own; the device's other traffic keeps its GSO
+  perSegment: true,
   // one overlay node, whatever devices it is loaded on: one set of peers, paths, sequence numbers
   // and replay windows (a peer's packets may arrive on any of them)
   nodeMaps: () => MAPS,

@@ -15,7 +15,9 @@
  * The tag is SipHash-2-4, keyed per pair of nodes, over the overlay header (tag zeroed) and the
  * whole inner packet but its L4 checksum (which offloads may fill in after the tag). Outer IPv4
  * and UDP are not covered, so the overlay crosses NATs. TCP SYNs get their MSS clamped to what
- * fits the tunnel; other packets too big for it are dropped and counted (too_big).
+ * fits the tunnel; other packets too big for it are dropped and counted (too_big). Every packet
+ * route sees is one packet on the wire: the dispatcher cuts GSO super-packets into their
+ * segments first (the module is perSegment), so each segment has its own sequence number and tag.
  */
 #define ITM_TC_ONLY
 #include <itm/itm.h>
@@ -23,7 +25,9 @@
 #define ROUTE_VERSION 1
 #define ROUTE_OVERHEAD (20 + 8 + 32)	/* outer IPv4, UDP, struct route_hdr */
 #define ROUTE_MAX_BYTES 2048		/* the most the tag covers: the overlay header and 2,016 bytes */
-#define ROUTE_WINDOW 64			/* replay slots per stream (see replay_ok) */
+/* replay slots per stream (see replay_ok): how far out of order a packet may come. Segments of
+ * super-packets come in bursts of up to 44, taken on two CPUs at once, so 64 was too few. */
+#define ROUTE_WINDOW 1024
 #define ROUTE_MAX_PEERS 256
 #define AF_INET 2
 
@@ -446,6 +450,9 @@ static __always_inline int encapsulate(struct itm_ctx *c)
 		COUNT(no_path);
 		return ITM_ACCEPT;
 	}
+	/* the dispatcher cuts super-packets into their segments before they reach route (perSegment
+	 * in module.ts): one that comes whole had no segmentation pair to go through (counted in
+	 * itmctl list as seg_unavailable) and cannot be tagged per segment */
 	if (skb->gso_segs > 1) {
 		COUNT(gso);
 		return ITM_DROP;
