@@ -6,6 +6,7 @@
 // tc, so that no receiving socket sets the pace. The sender runs on CPU 0, the module's host (or
 // the C consumer) on CPU 1. Through a module, the figure is the packets that came back from it
 // (the dispatcher's count): what bypassed it while it was behind (fail open) is not counted.
+// Last, TCP bulk through a no-op TypeScript module against none (user.ts_tcp_gbps).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -125,6 +126,39 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       out.push(ratioFigure(`user.ts_vs_c_afxdp${tag}`, ts, c, `user.c_afxdp${tag}_pps`, runs));
       if (hook === 'tc-egress') out.push(ratioFigure('user.ts_vs_nfqueue', ts, nfq.single!, 'user.nfqueue_pps', runs));
     }
+
+    // TCP bulk through a no-op TypeScript module at tc-egress, against none, taking turns: one
+    // iperf3 connection a run, client on CPU 0, server on 1. Offloads are the kernel's: the
+    // client's TSO super-packets cross the veth whole, and the dispatcher cuts them into their
+    // segments for the module (and only the packets the module sends back count, as above).
+    const dev = topo.dev('itm', 'server');
+    const server = topo.spawn('server', ['iperf3', '-s', '-B', '10.2.0.2', '-A', '1', '--forceflush']);
+    await server.waitFor(/Server listening/, { timeoutMs: 10_000 });
+    const tcpOnce = async () => {
+      const r = await topo.exec('client', ['iperf3', '-c', '10.2.0.2', '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 20) * 1000 });
+      const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
+      return (sum.bytes * 8) / sum.seconds / 1e9;
+    };
+    await topo.exec('itm', ['taskset', '-c', '1', process.execPath, ITMCTL, 'agent', 'start']);
+    const tcp = { plain: [] as number[], ts: [] as number[] };
+    for (let rep = -1; rep < runs; rep++) {
+      const p = await tcpOnce();
+      await itmctl(topo, 'itm', ['load', noop, '--dev', dev, '--hook', 'tc-egress', '--interest', 'proto=tcp,dport=5201']);
+      const view = async () => (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
+      for (let i = 0; i < 50 && !(await view()).user?.serving; i++) await sleep(100);
+      const t = await tcpOnce();
+      const u = (await view()).user!;
+      await itmctl(topo, 'itm', ['unload', 'noop', '--dev', dev, '--hook', 'tc-egress']);
+      if (rep < 0) continue;
+      tcp.plain.push(p);
+      tcp.ts.push(t);
+      process.stderr.write(`bench: TCP plain ${p.toFixed(2)}, through the TypeScript no-op ${t.toFixed(2)} Gbit/s; bypassed ${JSON.stringify(u.bypassed)}\n`);
+    }
+    await server.stop(1000);
+    const tp = summarize(tcp.plain), tt = summarize(tcp.ts);
+    out.push(figure('user.plain_tcp_gbps', 'Gbit/s', tp, runs));
+    out.push(figure('user.ts_tcp_gbps', 'Gbit/s', tt, runs, { name: 'user.plain_tcp_gbps', value: tp.median }));
+    out.push(ratioFigure('user.ts_tcp_vs_plain', tt, tp, 'user.plain_tcp_gbps', runs));
   } finally {
     await topo.destroy();
   }

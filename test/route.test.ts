@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
 import { siphash24 } from '../modules/route/siphash.js';
+import { MAX_INNER, lastNh, nhReference, tagKey } from '../modules/route/tag.js';
+import { tagOf } from '../modules/route/wire.js';
 import { parseTopology, wireId } from '../modules/route/topology.js';
 import { readStats, type RouteCounters } from '../modules/route/module.js';
 import type { OverlayView } from '../modules/route/paths.js';
@@ -28,6 +30,41 @@ describe('route: SipHash-2-4', () => {
     assert.equal(siphash24(key, msg(1)).toString('hex'), 'fd67dc93c539f874');
     assert.equal(siphash24(key, msg(8)).toString('hex'), '6224939a79f5f593');
     assert.equal(siphash24(key, msg(15)).toString('hex'), 'e545be4961ca29a1');
+  });
+});
+
+describe('route: the tag (NH, then SipHash-2-4)', () => {
+  const key = tagKey(Buffer.from(KEY(7), 'hex'));
+  const rand = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 2654435761 + seed * 40503) >>> 24));
+  test('the fast NH is NH as RFC 4418 writes it (BigInt), both passes, at every length mod 8 and at the longest', () => {
+    for (const n of [0, 1, 7, 8, 9, 63, 64, 1396, 1399, MAX_INNER]) {
+      const pkt = Buffer.concat([Buffer.alloc(32, 0xa5), rand(n, n)]);
+      tagOf(pkt, key);
+      const inner = pkt.subarray(32);
+      assert.deepEqual(lastNh(), [nhReference(key.nh, inner, 0), nhReference(key.nh, inner, 4)], `${n} bytes`);
+    }
+    // words that make every product and sum carry
+    const ones = Buffer.concat([Buffer.alloc(32), Buffer.alloc(MAX_INNER, 0xff)]);
+    tagOf(ones, key);
+    assert.deepEqual(lastNh(), [nhReference(key.nh, ones.subarray(32), 0), nhReference(key.nh, ones.subarray(32), 4)]);
+  });
+  test('the tag covers the header\'s first 24 bytes and every inner byte but the checksum left out, and the length', () => {
+    const pkt = Buffer.concat([Buffer.alloc(32, 0x11), rand(200, 1)]);
+    const t = tagOf(pkt, key, 32 + 36);
+    const differs = (b: Buffer, what: string, csum?: number) => assert.notEqual(tagOf(b, key, csum).toString('hex'), t.toString('hex'), what);
+    for (const at of [0, 8, 16, 23, 32, 100, 231]) {
+      const b = Buffer.from(pkt);
+      b[at]! ^= 1;
+      differs(b, `byte ${at}`, 32 + 36);
+    }
+    const c = Buffer.from(pkt);
+    c[32 + 36]! ^= 0xff;
+    assert.equal(tagOf(c, key, 32 + 36).toString('hex'), t.toString('hex'), 'the checksum left out');
+    const tagField = Buffer.from(pkt);
+    tagField.fill(0x77, 24, 32);
+    assert.equal(tagOf(tagField, key, 32 + 36).toString('hex'), t.toString('hex'), 'the tag field is not its own input');
+    differs(Buffer.concat([pkt, Buffer.alloc(1)]), 'a zero byte more', 32 + 36);
+    assert.notEqual(tagOf(pkt, tagKey(Buffer.from(KEY(8), 'hex')), 32 + 36).toString('hex'), t.toString('hex'), 'another key');
   });
 });
 
@@ -158,19 +195,20 @@ describe('route: the overlay in the kernel', { skip }, () => {
     for (const s of Object.values(after)) assert.equal(s.bad_tag + s.replayed + s.not_peer + s.errors, 0, JSON.stringify(s));
   });
 
-  test('the kernel\'s tag is SipHash-2-4 as TypeScript computes it, the inner DSCP is on the outer header', async () => {
+  test('the kernel\'s tag is the one TypeScript computes (NH, then SipHash-2-4), the inner DSCP is on the outer header', async () => {
     const cap = await capture(topo, 'n1', { dev: topo.dev('n1', 'a'), filter: `udp dst port ${PORT} and src host 10.31.1.1 and udp[9] = 1`, snaplen: 1500 });
     await topo.exec('a', ['ping', '-c', '1', '-W', '2', '-Q', String(46 << 2), '-I', '10.40.0.1', '10.50.0.1'], { check: false });
     await cap.stop(300);
     const [p] = await cap.stop();
     assert.ok(p, 'a tunnel packet');
     const region = Buffer.from(p.payload!);
-    assert.equal(region[0], 1, 'version 1');
+    assert.equal(region[0], 2, 'version 2');
     assert.equal(region.readUInt32BE(4), wireId('a'), 'from a');
     assert.equal(region.readUInt32BE(12), wireId('b'), 'to b');
     const tag = Buffer.from(region.subarray(24, 32));
-    region.fill(0, 24, 32);
-    assert.equal(siphash24(Buffer.from(KEY(1), 'hex'), region).toString('hex'), tag.toString('hex'));
+    // an ICMP echo inside: nothing left out (only a TCP or UDP checksum is)
+    assert.equal(region[32 + 9], 1, 'an ICMP echo inside');
+    assert.equal(tagOf(region, tagKey(Buffer.from(KEY(1), 'hex'))).toString('hex'), tag.toString('hex'));
     assert.equal(p.dscp, 46, 'the inner packet\'s EF is on the outer header');
     assert.equal(parsePacket(region.subarray(32), { linkType: 'raw' }).dscp, 46, 'and on the inner one');
   });

@@ -178,7 +178,7 @@ export class Controller {
     pkt.writeUInt32BE(id, HDR_LEN);
     pkt.writeUInt32BE(path.via, HDR_LEN + 4);
     pkt.writeBigUInt64BE(nowNs(), HDR_LEN + 8);
-    seal(pkt, { type: Type.Probe, flags: F_CTL, keyId: hop.keyId, from: this.t.wire, origin: this.t.wire, to: path.dest, seq: ++this.seq }, hop.key);
+    seal(pkt, { type: Type.Probe, flags: F_CTL, keyId: hop.keyId, from: this.t.wire, origin: this.t.wire, to: path.dest, seq: ++this.seq }, hop.tag);
     path.sent++;
     this.pending.set(id, { path, deadline: performance.now() + this.t.probe.timeoutMs });
     // an error (no route) shows as the probe's timeout
@@ -194,12 +194,12 @@ export class Controller {
     // the kernel checked it on the way in (where route is loaded); so does this
     const from = this.byWire.get(h.from);
     if (!from) { this.rejected.unknown++; return; }
-    if (from.keyId !== h.keyId || !tagOk(pkt, from.key)) { this.rejected.badTag++; return; }
+    if (from.keyId !== h.keyId || !tagOk(pkt, from.tag)) { this.rejected.badTag++; return; }
     if (h.type === Type.Probe) {
       // the answer goes back through the hop the probe came from
       const ack = Buffer.alloc(HDR_LEN + PAYLOAD);
       pkt.copy(ack, HDR_LEN, HDR_LEN, HDR_LEN + PAYLOAD);
-      seal(ack, { type: Type.Ack, flags: F_CTL, keyId: from.keyId, from: this.t.wire, origin: this.t.wire, to: h.origin, seq: ++this.seq }, from.key);
+      seal(ack, { type: Type.Ack, flags: F_CTL, keyId: from.keyId, from: this.t.wire, origin: this.t.wire, to: h.origin, seq: ++this.seq }, from.tag);
       this.sock.send(ack, this.t.port, from.address, () => {});
       return;
     }

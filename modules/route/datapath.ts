@@ -15,20 +15,20 @@ import { decode } from '../../src/abi-codec.js';
 import { foldSum, onesSum } from '../../src/net/checksum.js';
 import * as abi from './route.abi.js';
 import { ipv4, u32 } from './peers.js';
-import { sipKey, type SipKey } from './siphash.js';
+import { MAX_INNER, type TagKey } from './tag.js';
 import type { Topology } from './topology.js';
 import { F_CTL, FIELD, HDR_LEN, Type, VERSION, tagInto, tagMatches, writeTag } from './wire.js';
 
 const REFRESH_MS = 20;
 const OVERHEAD = 20 + 8 + HDR_LEN;
-/** the most the tag covers: the overlay header and 2,016 bytes (ROUTE_MAX_BYTES) */
-const MAX_TAGGED = 2048;
+/** the most the tag covers: the overlay header and MAX_INNER bytes (ROUTE_MAX_BYTES) */
+const MAX_TAGGED = HDR_LEN + MAX_INNER;
 /** ROUTE_WINDOW, from struct route_window's layout (the C source's) */
 const WINDOW = abi.route_window.fields.find((f) => f.name === 'slot')!.count!;
 const WINDOW_BYTES = abi.route_window.size;
 const UDP = 17, TCP = 6;
 
-interface Peer { wire: number; slot: number; key: SipKey; keyId: number; addr: number; ifindex: number; src: number; mtu: number }
+interface Peer { wire: number; slot: number; key: TagKey; keyId: number; addr: number; ifindex: number; src: number; mtu: number }
 
 type Counter = keyof abi.RouteStats;
 const statOff = new Map(abi.route_stats.fields.map((f) => [f.name as Counter, f.offset]));
@@ -65,7 +65,7 @@ export class UserDatapath {
     this.me = t.wire;
     this.port = t.port;
     for (const n of t.neighbours) {
-      this.byWire.set(n.wire, { wire: n.wire, slot: n.slot, key: sipKey(n.key), keyId: n.keyId, addr: addrOf(n.address), ifindex: 0, src: 0, mtu: 0 });
+      this.byWire.set(n.wire, { wire: n.wire, slot: n.slot, key: n.tag, keyId: n.keyId, addr: addrOf(n.address), ifindex: 0, src: 0, mtu: 0 });
       for (const a of [n.address, ...n.also]) this.owners.set(addrOf(a), n.wire);
     }
     this.dests = t.destinations.filter((d) => d.prefix.family === 4).map((d) => {

@@ -7,11 +7,12 @@ import type { BpfMap } from '../../src/libbpf/index.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
 import { ipv4, peerEntry, u32, underlayRoutesNow } from './peers.js';
+import { keyEntry } from './tag.js';
 import { loadTopology, type Topology } from './topology.js';
 
 registerLayouts(abi.layouts);
 
-const MAPS = ['route_peers', 'route_addrs', 'route_dests', 'route_best', 'route_tx', 'route_rx', 'route_paths', 'route_stats', 'route_ustats'];
+const MAPS = ['route_peers', 'route_keys', 'route_addrs', 'route_dests', 'route_best', 'route_tx', 'route_rx', 'route_paths', 'route_stats', 'route_ustats'];
 const DATAPATHS = ['kernel', 'user'];
 
 /** the topology of a load's parameters, read again when the file changes */
@@ -34,12 +35,13 @@ export function initialNextHop(t: Topology, dest: number): number | undefined {
   return t.neighbours[0]?.wire;
 }
 
-/** Writes the topology into the maps the two instances share: peers and their addresses,
+/** Writes the topology into the maps the two instances share: peers, their tag keys and addresses,
  * destinations, first next hops, and sequence numbers that start from the time of day, so a
  * reloaded node never repeats one its peers have seen. */
 export function writeTopology(ctx: PeriodicContext): void {
   const t = topologyOf(ctx.params);
   const peers = ctx.open('route_peers');
+  const keys = ctx.open('route_keys');
   const addrs = ctx.open('route_addrs');
   const dests = ctx.open('route_dests');
   const best = ctx.open('route_best');
@@ -47,6 +49,7 @@ export function writeTopology(ctx: PeriodicContext): void {
   const start = BigInt(Date.now()) * 1_000_000n;
   const routes = underlayRoutesNow(t.neighbours.map((n) => n.address));
   t.neighbours.forEach((n, i) => {
+    keys.update(u32(n.slot), keyEntry(n.tag));
     peers.update(u32(n.wire), peerEntry(n, routes[i]));
     for (const a of [n.address, ...n.also]) addrs.update(ipv4(a), u32(n.wire));
     if (!tx.lookup(u32(n.slot))?.readBigUInt64LE(0)) {

@@ -1,4 +1,4 @@
-// A neighbour's entry in route_peers: its key, and the underlay route to its address as this
+// A neighbour's entry in route_peers: where it is, and the underlay route to its address as this
 // namespace's FIB has it (asked of `ip`, at load and then by the control plane every period).
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -51,10 +51,11 @@ export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | 
   }));
 }
 
-/** A peer's entry: its key, and the underlay route to it. */
+/** A peer's entry: its address, key id and slot, and the underlay route to it (its keys are in
+ * route_keys, at its slot). */
 export function peerEntry(n: Neighbour, via: Underlay | undefined): Buffer {
   return encode(abi.route_peer, {
-    key: n.key, addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
+    addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
     ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, slot: n.slot,
   });
 }

@@ -22,9 +22,12 @@
 #define ITM_TC_ONLY
 #include <itm/itm.h>
 
-#define ROUTE_VERSION 1
+#define ROUTE_VERSION 2	/* 2: the NH-SipHash tag; 1 had SipHash over the whole packet */
 #define ROUTE_OVERHEAD (20 + 8 + 32)	/* outer IPv4, UDP, struct route_hdr */
 #define ROUTE_MAX_BYTES 2048		/* the most the tag covers: the overlay header and 2,016 bytes */
+#define ROUTE_HDR_LEN 32		/* sizeof(struct route_hdr) */
+#define ROUTE_MAX_INNER (ROUTE_MAX_BYTES - ROUTE_HDR_LEN)
+#define ROUTE_NH_WORDS (ROUTE_MAX_INNER / 4 + 4)	/* NH's key: a word per word, and the Toeplitz shift */
 /* replay slots per stream (see replay_ok): how far out of order a packet may come. Segments of
  * super-packets come in bursts of up to 44, taken on two CPUs at once, so 64 was too few. */
 #define ROUTE_WINDOW 1024
@@ -51,12 +54,22 @@ struct route_hdr {
 	__u32 origin;		/* the node that first sent it */
 	__u32 to;		/* the node it is for */
 	__u64 seq;		/* per (from, receiver, flags & CTL), never repeated */
-	__u8 tag[8];		/* SipHash-2-4 */
+	__u8 tag[8];		/* see route_tag */
 };
 
-/* a neighbour (any node this one shares a key with), by its wire id */
+/* a pair's tag keys, derived from its 16-byte key (modules/route/tag.ts), at its slot */
+struct route_key {
+	__u8 prf[16];		/* SipHash-2-4's, for the last step */
+	__u32 nh[ROUTE_NH_WORDS];	/* NH's */
+};
+
+/* where route_tag copies the inner packet, zero-padded */
+struct route_scratch {
+	__u8 buf[ROUTE_MAX_INNER + 8];
+};
+
+/* a neighbour (any node this one shares a key with), by its wire id; its keys are in route_keys */
 struct route_peer {
-	__u8 key[16];
 	__u32 addr;		/* where tunnel packets to it go (network order) */
 	__u32 key_id;
 	/* the underlay route to addr, kept up to date by the control plane (0: none): the kernel's
@@ -64,7 +77,7 @@ struct route_peer {
 	__u32 ifindex;
 	__u32 src;		/* the source address that route uses (network order) */
 	__u32 mtu;		/* of that device */
-	__u32 slot;		/* its index in route_tx, and (x 2) in route_rx */
+	__u32 slot;		/* its index in route_tx and route_keys, and (x 2) in route_rx */
 };
 
 /* The replay state of what one peer sends (one sequence space): the highest sequence number
@@ -165,6 +178,21 @@ struct {
 	__type(value, __u64);
 } route_tx SEC(".maps");
 
+/* the tag keys of each pair, by the peer's slot */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ROUTE_MAX_PEERS);
+	__type(key, __u32);
+	__type(value, struct route_key);
+} route_keys SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct route_scratch);
+} route_scratch SEC(".maps");
+
 /* the replay windows of what each peer sends, at its slot * 2 + ctl; mmapable, as route_tx */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -207,6 +235,7 @@ const volatile struct route_abi {
 	struct route_path_key pk;
 	struct route_path pv;
 	struct route_stats s;
+	struct route_key k;
 } route_abi_anchor;
 
 #define COUNT(field)                                                         \
@@ -217,7 +246,19 @@ const volatile struct route_abi {
 			st->field++;                                         \
 	} while (0)
 
-/* ---- SipHash-2-4 ---------------------------------------------------------------------------- */
+/* ---- the tag -------------------------------------------------------------------------------
+ *
+ * Hash, then PRF (as UMAC and Poly1305-AES are built): NH, UMAC's universal hash (RFC 4418
+ * §5.2.2), twice with its Toeplitz shift of four words, over the inner packet; then SipHash-2-4
+ * of the header's first 24 bytes (sequence number included), the inner length and the two NH
+ * sums. NH costs two multiplications and four additions per 8 bytes where SipHash costs eight
+ * rounds of add-rotate-xor, and BPF has no rotate: about three times less per segment, and a
+ * tag is made or checked once per segment at every hop. A forgery needs a fresh sequence number
+ * (the replay window refuses a seen one), so the PRF's input is new and its output a guess
+ * (2^-64), or a seen one with the same NH sums as the packet that number was made for (2^-64 for
+ * two passes of NH, whose key the PRF's output does not reveal). The keys come from the pair's
+ * 16-byte key (route_keys, written by the control plane; modules/route/tag.ts derives them).
+ */
 
 #define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                              \
@@ -227,75 +268,62 @@ const volatile struct route_abi {
 		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                        \
 		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);     \
 	} while (0)
-
-/* absorbs one 8-byte word, the `w`th of the message, masked as route_tag says */
-#define ABSORB(word, w)                                                       \
+#define SIP_WORD(m)                                                           \
 	do {                                                                  \
-		__u64 m_ = (word);                                            \
-		if ((w) == 3)                                                 \
-			m_ = 0;                                               \
-		if ((w) == cw)                                                \
-			m_ &= cmask;                                          \
-		v3 ^= m_;                                                     \
+		v3 ^= (m);                                                    \
 		SIPROUND;                                                     \
 		SIPROUND;                                                     \
-		v0 ^= m_;                                                     \
+		v0 ^= (m);                                                    \
 	} while (0)
 
-#define ROUTE_CHUNK 64
+/* one NH step of 8 bytes: (m0 + k0) * (m1 + k1), the additions mod 2^32, the product in 64 bits */
+#define NH_STEP(w, k) ((__u64)(__u32)((__u32)(w) + (__u32)(k)) * (__u32)((__u32)((w) >> 32) + (__u32)((k) >> 32)))
 
 /*
- * The tag of the packet's bytes from `off` to its end, with 8-byte word 3 (the tag field of the
- * header at `off`) read as zero, and the 2 bytes at `off + csum` too (the inner L4 checksum; past
- * the end for none). Read 64 bytes at a time. 0 on success.
+ * The tag of the packet from the overlay header at `hoff` to its end: the 2 bytes at `hoff +
+ * csum` (the inner L4 checksum; past the end for none) read as zero. 0 on success.
  */
-static __always_inline int route_tag(struct __sk_buff *skb, __u32 off, const __u8 *key, __u32 csum, __u64 *tag)
+static __always_inline int route_tag(struct __sk_buff *skb, __u32 hoff, const struct route_key *key, __u32 csum, __u64 *tag)
 {
-	__u64 k0 = *(const __u64 *)key, k1 = *(const __u64 *)(key + 8);
+	__u32 zero = 0, n;
+	struct route_scratch *sc = bpf_map_lookup_elem(&route_scratch, &zero);
+	__u64 hw[3], nh1 = 0, nh2 = 0;
+	__u64 k0 = *(const __u64 *)key->prf, k1 = *(const __u64 *)(key->prf + 8);
 	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
 	__u64 v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-	__u32 cw = csum >> 3, n, done = 0, rem;
-	__u64 cmask = ~(0xffffULL << ((csum & 7) * 8)), b;
-	__u64 buf[ROUTE_CHUNK / 8];
 
-	if (off >= skb->len)
+	if (!sc || hoff + ROUTE_HDR_LEN > skb->len)
 		return -1;
-	n = skb->len - off;
-	if (n > ROUTE_MAX_BYTES)
+	n = skb->len - hoff - ROUTE_HDR_LEN;
+	if (n > ROUTE_MAX_INNER)
 		return -1;
-	for (int c = 0; c < ROUTE_MAX_BYTES / ROUTE_CHUNK; c++) {
-		if (n - done < ROUTE_CHUNK)
+	if (bpf_skb_load_bytes(skb, hoff, hw, sizeof(hw)))
+		return -1;
+	/* the inner bytes, in one copy, zero-padded to whole 8-byte words */
+	if (n && bpf_skb_load_bytes(skb, hoff + ROUTE_HDR_LEN, sc->buf, n))
+		return -1;
+	*(__u64 *)(sc->buf + n) = 0;
+	if (csum >= ROUTE_HDR_LEN && csum - ROUTE_HDR_LEN + 2 <= n && csum - ROUTE_HDR_LEN < ROUTE_MAX_INNER)
+		*(__u16 *)(sc->buf + (csum - ROUTE_HDR_LEN)) = 0;
+	for (__u32 i = 0; i < ROUTE_MAX_INNER / 8; i++) {
+		__u64 w, ka, kb;
+
+		if (i * 8 >= n)
 			break;
-		if (bpf_skb_load_bytes(skb, off + done, buf, ROUTE_CHUNK))
-			return -1;
-#pragma unroll
-		for (int i = 0; i < ROUTE_CHUNK / 8; i++)
-			ABSORB(buf[i], c * 8 + i);
-		done += ROUTE_CHUNK;
+		w = *(__u64 *)(sc->buf + i * 8);
+		ka = *(const __u64 *)&key->nh[2 * i];
+		kb = *(const __u64 *)&key->nh[2 * i + 4];
+		nh1 += NH_STEP(w, ka);
+		nh2 += NH_STEP(w, kb);
 	}
-	rem = n - done;
-	__builtin_memset(buf, 0, sizeof(buf));
-	if (rem) {
-		rem &= ROUTE_CHUNK - 1;
-		if (!rem || bpf_skb_load_bytes(skb, off + done, buf, rem))
-			return -1;
-	}
-	/* the last chunk: its whole words, then the tail with the length in the top byte */
-#pragma unroll
-	for (int i = 0; i < ROUTE_CHUNK / 8; i++) {
-		if ((i + 1) * 8 > rem) {
-			b = buf[i];
-			if (done / 8 + i == cw)
-				b &= cmask;
-			b |= (__u64)n << 56;
-			v3 ^= b;
-			SIPROUND;
-			SIPROUND;
-			v0 ^= b;
-			break;
-		}
-		ABSORB(buf[i], done / 8 + i);
-	}
+	/* SipHash-2-4 of the 48 bytes hw[0..2] | n | nh1 | nh2 (little-endian words) */
+	SIP_WORD(hw[0]);
+	SIP_WORD(hw[1]);
+	SIP_WORD(hw[2]);
+	SIP_WORD((__u64)n);
+	SIP_WORD(nh1);
+	SIP_WORD(nh2);
+	SIP_WORD(48ULL << 56);
 	v2 ^= 0xff;
 	SIPROUND;
 	SIPROUND;
@@ -348,10 +376,11 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3,
 	} o = {};
 	__u32 slot = peer->slot;
 	__u64 *seqp = bpf_map_lookup_elem(&route_tx, &slot), tag;
+	struct route_key *key = bpf_map_lookup_elem(&route_keys, &slot);
 	__u32 len = skb->len - l3;
 	__u32 csum;
 
-	if (!seqp)
+	if (!seqp || !key)
 		return -1;
 	h->seq = bpf_cpu_to_be64(__sync_fetch_and_add(seqp, 1) + 1);
 	h->key_id = peer->key_id;
@@ -372,7 +401,7 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3,
 	if (bpf_skb_store_bytes(skb, l3, &o, sizeof(o), 0) || bpf_skb_store_bytes(skb, l3 + 28, h, sizeof(*h), 0))
 		return -1;
 	csum = inner_csum(skb, l3 + 28);
-	if (route_tag(skb, l3 + 28, peer->key, csum, &tag))
+	if (route_tag(skb, l3 + 28, key, csum, &tag))
 		return -1;
 	if (bpf_skb_store_bytes(skb, l3 + 28 + 24, &tag, sizeof(tag), 0))
 		return -1;
@@ -516,6 +545,7 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 	struct itm_pkt *p = c->pkt;
 	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, csum;
 	struct route_peer *peer;
+	struct route_key *key;
 	struct route_hdr h;
 	__u64 tag, want;
 	__u8 tos;
@@ -550,7 +580,8 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
 	csum = h.type == ROUTE_DATA ? inner_csum(skb, hoff) : ~0U;
 	__builtin_memcpy(&want, h.tag, 8);
-	if (route_tag(skb, hoff, peer->key, csum, &tag)) {
+	key = bpf_map_lookup_elem(&route_keys, &peer->slot);
+	if (!key || route_tag(skb, hoff, key, csum, &tag)) {
 		COUNT(errors);
 		return ITM_DROP;
 	}

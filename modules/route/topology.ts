@@ -6,6 +6,7 @@ import { isIPv4 } from 'node:net';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair, type YAMLMap } from 'yaml';
 import { ItmError } from '../../src/errors.js';
 import { parsePrefix, type Prefix } from '../../src/netaddr.js';
+import { tagKey, type TagKey } from './tag.js';
 
 export interface Neighbour {
   id: string;
@@ -15,8 +16,10 @@ export interface Neighbour {
   address: string;
   /** other addresses its tunnel packets may come from (its other links) */
   also: string[];
-  /** the 16-byte SipHash key it shares with this node */
+  /** the 16-byte key it shares with this node */
   key: Buffer;
+  /** the tag keys derived from it (see tag.ts) */
+  tag: TagKey;
   keyId: number;
   /** its place in the file: the index of its sequence counter (route_tx) and replay windows
    * (route_rx), which the kernel and the user data path share */
@@ -152,7 +155,7 @@ export function parseTopology(text: string, file = 'topology'): Topology {
     const kF = f.has('key') ? str(f, 'key', item, `neighbour '${id}'`) : fail(item, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
     if (!/^[0-9a-fA-F]{32}$/.test(kF.v)) fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
     if (neighbours.length >= MAX_NEIGHBOURS) fail(item, `more than ${MAX_NEIGHBOURS} neighbours: the most one node has`);
-    neighbours.push({ id, wire, address: ipv4(aF.v, aF.node, 'address'), also, key: Buffer.from(kF.v, 'hex'), keyId: int(f, 'key_id', item, 0, 255, 0), slot: neighbours.length });
+    neighbours.push({ id, wire, address: ipv4(aF.v, aF.node, 'address'), also, key: Buffer.from(kF.v, 'hex'), tag: tagKey(Buffer.from(kF.v, 'hex')), keyId: int(f, 'key_id', item, 0, 255, 0), slot: neighbours.length });
   }
   if (!neighbours.length) fail(nbSeq, 'the topology lists no neighbours');
   const byAddr = new Map<string, string>([[address, me]]);

@@ -2,10 +2,12 @@
 // control plane's probes and answers, and the user-space data path. Its layout comes from the
 // generated route.abi.ts; integers on the wire are big-endian.
 import { route_hdr } from './route.abi.js';
-import { sipKey, sipOut, sipRange, type SipKey } from './siphash.js';
+import { sipOut } from './siphash.js';
+import { MAX_INNER, tagInto as tagOfInto, type TagKey } from './tag.js';
 
 export const HDR_LEN = route_hdr.size;
-export const VERSION = 1;
+/** ROUTE_VERSION: 2 has the NH-SipHash tag (tag.ts) */
+export const VERSION = 2;
 export const Type = { Data: 1, Probe: 2, Ack: 3 } as const;
 export type Type = (typeof Type)[keyof typeof Type];
 /** the sequence number is the control plane's (its own replay window at the receiver) */
@@ -26,7 +28,7 @@ export interface Header {
 }
 
 /** The header of `pkt` (from the overlay header on), or undefined if it is too short or not
- * version 1. */
+ * of this version. */
 export function readHeader(pkt: Buffer): Header | undefined {
   if (pkt.length < HDR_LEN || pkt[FIELD.version] !== VERSION) return undefined;
   return {
@@ -37,7 +39,7 @@ export function readHeader(pkt: Buffer): Header | undefined {
 
 /** Writes `h` at the start of `pkt` (which holds the payload after HDR_LEN) and tags the whole
  * under `key`, leaving out the 2 bytes at `csumAt` (an inner L4 checksum) if given. */
-export function seal(pkt: Buffer, h: Header, key: Buffer, csumAt?: number): Buffer {
+export function seal(pkt: Buffer, h: Header, key: TagKey, csumAt?: number): Buffer {
   pkt[FIELD.version] = VERSION;
   pkt[FIELD.type] = h.type;
   pkt[FIELD.flags] = h.flags;
@@ -46,32 +48,24 @@ export function seal(pkt: Buffer, h: Header, key: Buffer, csumAt?: number): Buff
   pkt.writeUInt32BE(h.origin >>> 0, FIELD.origin);
   pkt.writeUInt32BE(h.to >>> 0, FIELD.to);
   pkt.writeBigUInt64BE(h.seq, FIELD.seq);
-  tagOf(pkt, key, csumAt).copy(pkt, FIELD.tag);
+  tagInto(pkt, key, csumAt);
+  writeTag(pkt);
   return pkt;
 }
 
-/** The tag `pkt` should carry: SipHash-2-4 over it with the tag field (and the checksum at
- * `csumAt`) read as zero. */
-export function tagOf(pkt: Buffer, key: Buffer, csumAt?: number): Buffer {
-  tagInto(pkt, sipKey(key), csumAt);
+/** The tag `pkt` should carry under `key` (the checksum at `csumAt` read as zero), into sipOut,
+ * without allocating: the user data path's, for every packet. */
+export function tagInto(pkt: Buffer, key: TagKey, csumAt?: number): void {
+  tagOfInto(pkt, key, csumAt);
+}
+
+/** The same, as the 8 bytes the header carries. */
+export function tagOf(pkt: Buffer, key: TagKey, csumAt?: number): Buffer {
+  tagInto(pkt, key, csumAt);
   const out = Buffer.alloc(8);
   out.writeUInt32LE(sipOut[0]!, 0);
   out.writeUInt32LE(sipOut[1]!, 4);
   return out;
-}
-
-/** The same, into sipOut, without allocating: the user data path's, for every packet. */
-export function tagInto(pkt: Buffer, key: SipKey, csumAt?: number): void {
-  const t0 = pkt.readUInt32LE(FIELD.tag), t1 = pkt.readUInt32LE(FIELD.tag + 4);
-  pkt.writeUInt32LE(0, FIELD.tag);
-  pkt.writeUInt32LE(0, FIELD.tag + 4);
-  const c = csumAt !== undefined && csumAt + 2 <= pkt.length ? csumAt : -1;
-  const cv = c >= 0 ? pkt.readUInt16LE(c) : 0;
-  if (c >= 0) pkt.writeUInt16LE(0, c);
-  sipRange(key, pkt, 0, pkt.length);
-  pkt.writeUInt32LE(t0, FIELD.tag);
-  pkt.writeUInt32LE(t1, FIELD.tag + 4);
-  if (c >= 0) pkt.writeUInt16LE(cv, c);
 }
 
 /** Writes the tag tagInto computed last into the header of `pkt`. */
@@ -86,8 +80,8 @@ export function tagMatches(pkt: Buffer): boolean {
 }
 
 /** Whether `pkt` carries the right tag under `key`. */
-export function tagOk(pkt: Buffer, key: Buffer, csumAt?: number): boolean {
-  if (pkt.length < HDR_LEN) return false;
-  tagInto(pkt, sipKey(key), csumAt);
+export function tagOk(pkt: Buffer, key: TagKey, csumAt?: number): boolean {
+  if (pkt.length < HDR_LEN || pkt.length - HDR_LEN > MAX_INNER) return false;
+  tagInto(pkt, key, csumAt);
   return tagMatches(pkt);
 }
