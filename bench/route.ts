@@ -1,5 +1,5 @@
 // The route overlay's data path, on the paths real machines have (offloads as the kernel sets
-// them), TCP bulk throughput, all in one run and taking turns:
+// them), TCP bulk throughput (iperf3), all in one run and taking turns:
 //
 // - the gateway placement (itmBench's): a client C behind A and a server S behind B, in
 //   namespaces of their own, A and B forwarding between them and the overlay. C → S over the plain
@@ -8,31 +8,34 @@
 //   relays, B checks and decapsulates), in the kernel and with --datapath user on every node;
 // - the host placement: A's own client to B's own server, plain and through the overlay;
 // - the side traffic: A's own TCP to an address outside the overlay, out of route's device, with
-//   route loaded against before it.
+//   route loaded against before it: with only A's control plane running, as on A's own machine
+//   (the other nodes' run beside it here, on the same two CPUs), and with all four.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Topology, tcpTransfer } from '../test/harness/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Topology } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
-import { CLIENT, OVERLAY_HOSTS, SERVER, loadOverlay, overlayDecl, pathsWhen, plainRoutes } from '../test/overlay.js';
+import { CLIENT, GW_SERVER, OVERLAY_HOSTS, SERVER, loadOverlay, overlayDecl, pathsWhen, plainRoutes } from '../test/overlay.js';
 import { figure, ratioFigure, summarize, type Figure } from './common.js';
-
-const BYTES = 50_000_000;
 
 export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
   const runs = o.quick ? 3 : 5;
+  const secs = o.quick ? 1 : 2;
   const topo = await Topology.create(overlayDecl({ gateway: true }));
   cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
   const dir = mkdtempSync(join(tmpdir(), 'itm-bench-route-'));
-  let port = 7100;
-  const mbit = async (from: 'a' | 'c', to: 'b' | 's', src?: string, dst?: string) => {
-    const r = await tcpTransfer(topo, { from, to, family: 4, dport: port++, bytes: BYTES, ...(src ? { srcAddr: src, dstAddr: dst } : {}), timeoutMs: 120_000 });
-    return (r.bytes * 8) / (r.ms * 1000);
+  // one iperf3 connection a run (a new flow each time), the client on CPU 0, the server on 1
+  const servers = [topo.spawn('s', ['iperf3', '-s', '-A', '1', '--forceflush']), topo.spawn('b', ['iperf3', '-s', '-A', '1', '--forceflush'])];
+  const mbit = async (from: 'a' | 'c', to: string, src?: string) => {
+    const r = await topo.exec(from, ['iperf3', '-c', to, ...(src ? ['-B', src] : []), '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 30) * 1000 });
+    const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
+    return (sum.bytes * 8) / sum.seconds / 1e6;
   };
-  const gateway = () => mbit('c', 's');
-  const host = () => mbit('a', 'b', CLIENT, SERVER);
+  const gateway = () => mbit('c', GW_SERVER);
+  const host = () => mbit('a', SERVER, CLIENT);
   // B's underlay address on the A — B link: no destination of the overlay
-  const side = () => mbit('a', 'b', '10.31.5.1', '10.31.5.2');
+  const side = () => mbit('a', '10.31.5.2', '10.31.5.1');
   const ethtool = (h: string, dev: string, ...kv: string[]) => topo.exec(h, ['ethtool', '-K', dev, ...kv]);
   /** C's frames as a real wire carries them: one MTU each (no TSO, no GSO at C, no GRO at A) */
   const mtuSized = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -47,8 +50,10 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
   const alive = () => pathsWhen(topo, 'a', (v) => v.destinations.every((d) => d.paths.some((p) => p.alive)));
   try {
     await plainRoutes(topo);
+    for (const srv of servers) await srv.waitFor(/Server listening/, { timeoutMs: 10_000 });
     const f = { plainGso: [] as number[], plainMtu: [] as number[], direct: [] as number[], nogso: [] as number[], sideBefore: [] as number[],
-      kernel: [] as number[], hostKernel: [] as number[], sideAfter: [] as number[], user: [] as number[], hostUser: [] as number[] };
+      kernel: [] as number[], hostKernel: [] as number[], sideAfter: [] as number[], sideAllAgents: [] as number[], user: [] as number[], hostUser: [] as number[] };
+    await gateway(); // warm up
     for (let i = 0; i < runs; i++) {
       f.plainGso.push(await gateway());
       f.plainMtu.push(await mtuSized(gateway));
@@ -61,8 +66,13 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
     for (let i = 0; i < runs; i++) {
       f.kernel.push(await gateway());
       f.hostKernel.push(await host());
-      f.sideAfter.push(await side());
+      f.sideAllAgents.push(await side());
     }
+    // the side traffic as A's own machine has it: the other nodes' control planes (which run
+    // beside A here, on the same two CPUs) stopped; their data paths, and A's agent, run on
+    for (const h of ['n1', 'n2', 'b']) await itmctl(topo, h, ['agent', 'stop']);
+    await sleep(1000);
+    for (let i = 0; i < runs; i++) f.sideAfter.push(await side());
     // the same overlay with the user data path on every node (a node's instances go together)
     for (const h of OVERLAY_HOSTS) for (const dev of topo.devs(h)) await itmctl(topo, h, ['unload', 'route', '--dev', dev.dev]);
     await loadOverlay(topo, dir, { gateway: true }, ['--datapath', 'user']);
@@ -83,6 +93,7 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
       figure('route.side_before_mbit', 'Mbit/s', s.sideBefore, runs),
       figure('route.side_after_mbit', 'Mbit/s', s.sideAfter, runs, base('route.side_before_mbit', 'sideBefore')),
       ratioFigure('route.side_traffic_ratio', s.sideAfter, s.sideBefore, 'route.side_before_mbit', runs),
+      figure('route.side_after_all_agents_mbit', 'Mbit/s', s.sideAllAgents, runs, base('route.side_before_mbit', 'sideBefore')),
       figure('route.direct_tcp_mbit', 'Mbit/s', s.direct, runs),
       figure('route.direct_nogso_tcp_mbit', 'Mbit/s', s.nogso, runs, base('route.direct_tcp_mbit', 'direct')),
       figure('route.kernel_tcp_mbit', 'Mbit/s', s.hostKernel, runs, base('route.direct_tcp_mbit', 'direct')),
@@ -91,6 +102,7 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
       ratioFigure('route.user_vs_kernel', s.hostUser, s.hostKernel, 'route.kernel_tcp_mbit', runs),
     ];
   } finally {
+    for (const srv of servers) await srv.stop(1000);
     await topo.destroy();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -71,14 +71,8 @@ struct {
 	__type(value, struct itm_uflight);
 } itm_uflight SEC(".maps");
 
-/* the hook's segmentation pair and the ring of what its segments carry (see struct itm_seg) */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct itm_segctl);
-} itm_segctl SEC(".maps");
-
+/* the ring of what the segments of the hook's super-packets carry (see struct itm_seg; the pair
+ * itself is in itm_segctl, which modules share) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, ITM_SEG_RING);
@@ -459,7 +453,8 @@ static __always_inline int can_divert(struct itm_uctl *uc, struct itm_uflight *f
 /*
  * Sends the packet to a user module: appends the trailer and redirects it into the module's veth
  * pair. Returns TC_ACT_REDIRECT / XDP_REDIRECT, or 0 with the packet unchanged when it has to
- * bypass the module (the reason counted in `st`).
+ * bypass the module (the reason counted in `st`), or ITM_SHOT when it cannot reach a module that
+ * fails closed (counted there too).
  */
 static __always_inline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos,
 				  struct itm_mstats *st)
@@ -469,8 +464,14 @@ static __always_inline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 i
 	struct itm_trailer t = {};
 	__u32 len = pkt_len(ctx);
 
-	if (!uc || !fl || !st || !can_divert(uc, fl, st, len))
+	if (!uc || !fl || !st)
 		return 0;
+	if (!can_divert(uc, fl, st, len)) {
+		if (!(uc->flags & ITM_U_FAIL_CLOSED))
+			return 0;
+		st->dropped++;
+		return ITM_SHOT;
+	}
 	t.ifindex = s->pkt.ifindex;
 	t.hook = itm_hook;
 	t.id = id;
@@ -518,9 +519,10 @@ static __always_inline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 i
 	st->diverted++;
 	return bpf_redirect(uc->divert_ifindex, 0);
 no_room:
-	/* the packet could not take the trailer: it goes on past the module, as an error of it */
+	/* the packet could not take the trailer: it goes on past the module, as an error of it (or
+	 * is dropped, for a module that fails closed) */
 	st->errors++;
-	return 0;
+	return (uc->flags & ITM_U_FAIL_CLOSED) ? ITM_SHOT : 0;
 }
 
 /* whether a mark is that of a segment on its way (struct itm_seg) */
@@ -890,6 +892,15 @@ int itm_from_seg(struct __sk_buff *skb)
 	if (!itm_seg_mark(skb->mark))
 		return TC_ACT_SHOT;
 	return bpf_redirect(itm_dev_ifindex, itm_hook == ITM_HOOK_TC_INGRESS ? BPF_F_INGRESS : 0);
+}
+
+/* on the near end of a tc-ingress hook's segmentation pair, tc ingress: what a module sent back
+ * through the pair's GRO path (itm_redirect_ingress_gro), merged, goes into the device's receive
+ * path, where the dispatcher sees it as it would a packet from the wire */
+SEC("tc")
+int itm_from_gro(struct __sk_buff *skb)
+{
+	return bpf_redirect(itm_dev_ifindex, BPF_F_INGRESS);
 }
 #endif
 

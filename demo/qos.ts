@@ -5,6 +5,9 @@
 // The router's link to the server is the bottleneck: HTB at 20 Mbit/s whose priority class takes
 // packets marked EF (DESIGN §7). Three long TCP uploads fill it while short requests (8 KB each)
 // run; each request's completion time is measured, with qos off and on, over several runs.
+// Offloads are as the kernel sets them on every device, and GRO on at the ITM as on a NIC, so the
+// ITM's tc-egress sees TCP as super-packets (qos counts their segments); only the bottleneck sends
+// MTU-sized frames, as a slow real link carries them.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,6 +73,18 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
       ['class', 'add', 'dev', bdev, 'parent', '1:1', 'classid', '1:20', 'htb', 'rate', '1mbit', 'ceil', rate, 'prio', '1'],
       ['filter', 'add', 'dev', bdev, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'dsfield', '0xb8', '0xfc', 'flowid', '1:10'],
     ]) await topo.exec('router', ['tc', ...cmd]);
+    // a slow real link carries MTU-sized frames (64 KB super-packets would hog it); the ITM
+    // receives with GRO, as a NIC does
+    await topo.exec('router', ['ethtool', '-K', bdev, 'tso', 'off', 'gso', 'off']);
+    await topo.exec('itm', ['ethtool', '-K', topo.dev('itm', 'client'), 'gro', 'on']);
+    say('  offloads (TSO / GSO / GRO):');
+    for (const h of topo.hosts) {
+      for (const d of topo.devs(h)) {
+        const k = (await topo.exec(h, ['ethtool', '-k', d.dev])).stdout;
+        const on = (name: string) => (new RegExp(`^${name}: on`, 'm').test(k) ? 'on' : 'off');
+        say(`    ${`${h} ${d.dev}`.padEnd(22)} ${on('tcp-segmentation-offload')} / ${on('generic-segmentation-offload')} / ${on('generic-receive-offload')}${d.dev === bdev ? '   (the bottleneck)' : ''}`);
+      }
+    }
 
     const dev = topo.dev('itm', 'router');
     const server = topo.spawn('server', [process.execPath, AGENT, 'server', JSON.stringify({ addr: '10.2.0.2', bulkPort: 7001, reqPort: 7002 })], { stdin: 'pipe' });

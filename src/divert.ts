@@ -79,7 +79,7 @@ const u32 = abi.u32;
  * counters). At the xdp hook, A also runs the dispatcher's `return` program, which goes on with
  * the chain (see bpf/divert.bpf.c). `undo` gets the steps that take it all back.
  */
-export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
+export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, failClosed: boolean, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
   const { a, b } = pairNames(ifindex, hook, id);
   removeDivert(ifindex, hook, id); // a stale one from a crash
   ip(['link', 'add', a, 'numtxqueues', '1', 'numrxqueues', '1', 'type', 'veth', 'peer', 'name', b, 'numtxqueues', '1', 'numrxqueues', '1']);
@@ -132,9 +132,10 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
   } finally {
     stats.close();
   }
-  // bypassed until its host says it serves (deadline 0)
+  // bypassed (or, failing closed, dropped) until its host says it serves (deadline 0)
   uctl.update(u32(id), abi.encode(abi.itm_uctl, {
-    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: MAX_FRAME, pad: 0,
+    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: MAX_FRAME,
+    flags: failClosed ? abi.ITM_U_FAIL_CLOSED : 0,
   }));
   undo(`clear the user slot ${id}`, () => uctl.update(u32(id), Buffer.alloc(abi.itm_uctl.size)));
   return { a: ia, b: ib };

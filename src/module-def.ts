@@ -100,6 +100,13 @@ export interface ModuleDef extends UserFunctions {
    * segments (a frame holds one packet).
    */
   perSegment?: boolean;
+  /**
+   * A user-space module (or a kernel module's user data path) whose packets must not go on
+   * without it: what cannot reach it (its host not serving, 1024 packets in flight, too long for a
+   * frame) is dropped and counted instead of going past it (fail closed, where user modules
+   * otherwise fail open). route's user data path: a packet past it would leave unencapsulated.
+   */
+  failClosed?: boolean;
   /** the interest used when `itmctl load` gives none (default: every packet) */
   interest?: string;
   /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of

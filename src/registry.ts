@@ -23,8 +23,8 @@ export const DEFAULT_PRIORITY = 50;
 /** the interest of a module found in the kernel with no record of how it was loaded */
 const ADOPTED = '?';
 
-const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats'] as const;
-const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight', 'itm_segctl', 'itm_segs'] as const;
+const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats', 'itm_segctl'] as const;
+const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight', 'itm_segs'] as const;
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
 const tcPoint = (hook: Hook) => (hook === 'tc-ingress' ? 'ingress' : 'egress');
@@ -245,10 +245,12 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     resume.pin(join(tmp, 'resume'));
     // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c); tc: on the far
     // end of the hook's segmentation pair (src/segment.ts)
-    const extra = hook === 'xdp' ? ['itm_return', 'return'] : ['itm_from_seg', 'from_seg'];
-    const ep = obj.program(extra[0]!);
-    ep.pin(join(tmp, extra[1]!));
-    ep.close();
+    const extra = hook === 'xdp' ? [['itm_return', 'return']] : [['itm_from_seg', 'from_seg'], ...(hook === 'tc-ingress' ? [['itm_from_gro', 'from_gro']] : [])];
+    for (const [prog, pin] of extra) {
+      const ep = obj.program(prog!);
+      ep.pin(join(tmp, pin!));
+      ep.close();
+    }
     const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
     progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
     progs.close();
@@ -753,7 +755,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
         applyLinkSettings(def, rec, opts.dev, undo);
         if (def.init) initModule(def, name, params, modDir, opts.dev, hook);
       }
-      if (user) createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, (what, fn) => undo.add(what, fn));
+      if (user) createDivert(ifindex, hook, id, modDir, hp.maps.itm_uctl, def.failClosed === true, (what, fn) => undo.add(what, fn));
       const segments = user || def.perSegment === true;
       if (segments) ensureSegmenter(ifindex, hook, hp.dir, hp.maps.itm_segctl, (what, fn) => undo.add(what, fn));
       // 2. fresh counters, its prefixes, its program in the prog array: nothing reaches it yet
@@ -1002,6 +1004,8 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
 export interface UserView {
   /** the host renews its deadline: packets reach it */
   serving: boolean;
+  /** what cannot reach it is dropped, not let go past it (ModuleDef.failClosed) */
+  failClosed: boolean;
   diverted: number;
   inFlight: number;
   /** packets that went past it, by why */
@@ -1098,6 +1102,7 @@ function userView(pins: HookPins, id: number, st: abi.ItmMstats, counters: Modul
   const inFlight = Number(fl.sent - fl.back - uc.gone);
   return {
     serving: uc.deadline_ns > process.hrtime.bigint(),
+    failClosed: (uc.flags & abi.ITM_U_FAIL_CLOSED) !== 0,
     diverted: num(st.diverted), inFlight: Math.max(0, inFlight),
     bypassed: { down: num(st.bypass_down), behind: num(st.bypass_behind), size: num(st.bypass_size) },
     received: num(us?.received), accepted: num(us?.accepted), modified: num(us?.modified), malformed: num(us?.malformed),

@@ -5,6 +5,13 @@
 //   device hook --dispatcher: mark, bpf_redirect--> A (every segmentation offload off: the kernel
 //   cuts the packet as it sends it) ==veth==> B [itm_from_seg: tc ingress] --> device hook
 //
+// At tc-ingress the pair also runs the other way, with GRO, for packets a module decapsulated
+// (itm_redirect_ingress_gro in the SDK, route's decapsulation):
+//
+//   module at the device's tc-ingress --bpf_redirect--> B (every segmentation offload off, so
+//   veth hands what it sends to A's GRO) ==veth==> A (GRO on: a flow's segments merge)
+//   [itm_from_gro: tc ingress] --> the device's receive path
+//
 // One pair per device and hook, made with the first module there that needs it and removed with
 // the last (or by `down`).
 import { spawnSync } from 'node:child_process';
@@ -44,19 +51,49 @@ function segctl(map: BpfMap): abi.ItmSegctl {
   return abi.decode<abi.ItmSegctl>(abi.itm_segctl, map.lookup(abi.u32(0))!);
 }
 
-/** Whether the pair the hook's itm_segctl names is there, as made (its far end's filter on). */
+const FILTER = { handle: TC_HANDLE, priority: TC_PRIORITY };
+
+/** Whether the pair the hook's itm_segctl names is there, as made (the filters of its ends on). */
 export function segmenterIntact(ifindex: number, hook: Hook, map: BpfMap): boolean {
   const { a, b } = segPairNames(ifindex, hook);
-  const at = segctl(map).ifindex;
-  if (!at || ifIndexToName(at) !== a || !linkExists(b)) return false;
-  return tc.query(ifNameToIndex(b), 'ingress', { handle: TC_HANDLE, priority: TC_PRIORITY }) !== undefined;
+  const c = segctl(map);
+  if (!c.ifindex || ifIndexToName(c.ifindex) !== a || !linkExists(b)) return false;
+  if (tc.query(ifNameToIndex(b), 'ingress', FILTER) === undefined) return false;
+  if (hook !== 'tc-ingress') return true;
+  return c.gro_ifindex === ifNameToIndex(b) && tc.query(c.ifindex, 'ingress', FILTER) !== undefined;
+}
+
+/** Turns off every segmentation offload of `dev`, or says which it cannot. */
+function noSegmentation(dev: string): void {
+  const off = segmentationFeaturesOn(dev);
+  if (!off.length) return;
+  const r = spawnSync('ethtool', ['-K', dev, ...off.flatMap((f) => [f, 'off'])], { encoding: 'utf8' });
+  if (r.status !== 0) throw new ItmError(`cannot turn segmentation offloads off on ${dev}: ${r.stderr.trim()}`);
+  const left = segmentationFeaturesOn(dev);
+  if (left.length) throw new ItmError(`cannot turn ${left.join(', ')} off on ${dev}: super-packets would cross it whole`);
+}
+
+function ethtool(dev: string, ...args: string[]): void {
+  const r = spawnSync('ethtool', ['-K', dev, ...args], { encoding: 'utf8' });
+  if (r.error) throw new ItmError(`cannot run ethtool: ${r.error.message} (apt-get install ethtool)`);
+  if (r.status !== 0) throw new ItmError(`ethtool -K ${dev} ${args.join(' ')}: ${r.stderr.trim()}`);
+}
+
+function attach(dev: number, prog: string): void {
+  const p = BpfProgram.fromPin(prog);
+  try {
+    tc.hookCreate(dev, 'ingress');
+    tc.attach(dev, 'ingress', p.fd, FILTER);
+  } finally {
+    p.close();
+  }
 }
 
 /** Removes the hook's pair, if there is one, and tells the dispatcher there is none. */
 export function removeSegmenter(ifindex: number, hook: Hook, map?: BpfMap): void {
   if (map) {
     const c = segctl(map);
-    if (c.ifindex) map.update(abi.u32(0), abi.encode(abi.itm_segctl, { ...c, ifindex: 0 }));
+    if (c.ifindex || c.gro_ifindex) map.update(abi.u32(0), abi.encode(abi.itm_segctl, { ...c, ifindex: 0, gro_ifindex: 0 }));
   }
   const { a } = segPairNames(ifindex, hook);
   if (linkExists(a)) ip(['link', 'del', a]);
@@ -79,23 +116,18 @@ export function ensureSegmenter(ifindex: number, hook: Hook, hookDir: string, ma
     // no addresses and no neighbour discovery: the pair only carries segments
     try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
   }
-  const off = segmentationFeaturesOn(a);
-  if (off.length) {
-    const r = spawnSync('ethtool', ['-K', a, ...off.flatMap((f) => [f, 'off'])], { encoding: 'utf8' });
-    if (r.status !== 0) throw new ItmError(`cannot turn segmentation offloads off on ${a}: ${r.stderr.trim()}`);
-    const left = segmentationFeaturesOn(a);
-    if (left.length) throw new ItmError(`cannot turn ${left.join(', ')} off on ${a}: super-packets would cross it whole`);
+  noSegmentation(a);
+  const gro = hook === 'tc-ingress';
+  if (gro) {
+    // veth merges what B sends only when B has no TSO and A has GRO (which gives A NAPI)
+    noSegmentation(b);
+    ethtool(a, 'gro', 'on');
   }
   ip(['link', 'set', a, 'up']);
   ip(['link', 'set', b, 'up']);
   const ia = ifNameToIndex(a);
   const ib = ifNameToIndex(b);
-  const prog = BpfProgram.fromPin(join(hookDir, 'from_seg'));
-  try {
-    tc.hookCreate(ib, 'ingress');
-    tc.attach(ib, 'ingress', prog.fd, { handle: TC_HANDLE, priority: TC_PRIORITY });
-  } finally {
-    prog.close();
-  }
-  map.update(abi.u32(0), abi.encode(abi.itm_segctl, { ...segctl(map), ifindex: ia }));
+  attach(ib, join(hookDir, 'from_seg'));
+  if (gro) attach(ia, join(hookDir, 'from_gro'));
+  map.update(abi.u32(0), abi.encode(abi.itm_segctl, { ...segctl(map), ifindex: ia, gro_ifindex: gro ? ib : 0 }));
 }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
 import type { DeviceView } from '../src/registry.js';
+import type { AgentStatus } from '../src/agent/protocol.js';
 import { siphash24 } from '../modules/route/siphash.js';
 import { MAX_INNER, lastNh, nhReference, tagKey } from '../modules/route/tag.js';
 import { tagOf } from '../modules/route/wire.js';
@@ -437,6 +438,11 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
     try { return itmAbi.sumPerCpu<itmAbi.ItmDstats>(itmAbi.itm_dstats, m, itmAbi.u32(0)); } finally { m.close(); }
   };
   const allAlive = (v: OverlayView) => v.destinations.every((d) => d.paths.length > 0 && d.paths.some((p) => p.alive && p.answered > 0));
+  /** route at tc-egress of A's device towards B, as itmctl list shows it */
+  const egressAtA = async () => {
+    const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'b')]);
+    return d!.hooks.find((h) => h.hook === 'tc-egress')!.modules.find((x) => x.name === 'route')!;
+  };
 
   before(async () => {
     topo = await Topology.create(overlayDecl({ gateway: true }));
@@ -460,21 +466,23 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
   });
 
   /** C → S through the overlay; every tunnel packet N1 sends B on the way, as captured */
-  async function transfer(bytes: number, dport: number): Promise<{ before: Record<string, RouteCounters>; after: Record<string, RouteCounters>; tunnel: ParsedPacket[]; plain: ParsedPacket[]; cut: bigint }> {
+  async function transfer(bytes: number, dport: number): Promise<{ before: Record<string, RouteCounters>; after: Record<string, RouteCounters>; tunnel: ParsedPacket[]; plain: ParsedPacket[]; cut: bigint; largestAtS: number }> {
     const before = await all();
     const cut0 = cutAtA().segmented;
     // snaplen: the outer headers and the overlay header, up to its sequence number and tag
     const onN1B = await capture(topo, 'b', { dev: topo.dev('b', 'n1'), filter: `udp dst port ${PORT} and udp[9] = 1`, snaplen: 80, direction: 'in' });
     const onN2B = await capture(topo, 'b', { dev: topo.dev('b', 'n2'), filter: `udp dst port ${PORT} and udp[9] = 1`, snaplen: 80, direction: 'in' });
     const onAB = await capture(topo, 'b', { dev: topo.dev('b', 'a'), filter: 'tcp', snaplen: 80 });
+    const atS = await capture(topo, 's', { dev: topo.dev('s', 'b'), filter: `tcp dst port ${dport}`, snaplen: 80, direction: 'in' });
     try {
       await tcpTransfer(topo, { from: 'c', to: 's', family: 4, dport, bytes });
     } finally {
-      for (const c of [onN1B, onN2B, onAB]) await c.stop(300);
+      for (const c of [onN1B, onN2B, onAB, atS]) await c.stop(300);
     }
     const tunnel = [...await onN1B.stop(), ...await onN2B.stop()];
     for (const c of [onN1B, onN2B]) assert.equal(c.stats?.droppedByKernel, 0, 'the capture kept every packet');
-    return { before, after: await all(), tunnel, plain: await onAB.stop(), cut: cutAtA().segmented - cut0 };
+    const largestAtS = Math.max(...(await atS.stop()).map((p) => p.payloadLen ?? 0));
+    return { before, after: await all(), tunnel, plain: await onAB.stop(), cut: cutAtA().segmented - cut0, largestAtS };
   }
 
   /** what a transfer through the overlay must show: every segment a tunnel packet of its own, with
@@ -501,6 +509,8 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
     const r = await transfer(4_000_000, 5301);
     assertThrough(r, 'kernel');
     assert.ok(r.after.a!.mss_clamped - r.before.a!.mss_clamped >= 1, 'C\'s SYN had its MSS clamped at A');
+    // B decapsulates each segment, and hands them to its stack through the GRO path: merged
+    assert.ok(r.largestAtS > 1500, `S got segments merged again after the decapsulation (the largest ${r.largestAtS} bytes of payload)`);
   });
 
   test('a replayed, altered or stranger\'s segment of such a transfer is dropped and counted', async () => {
@@ -546,12 +556,39 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
     try {
       const r = await transfer(2_000_000, 5304);
       assertThrough(r, 'user');
-      const [d] = await itmctlJson<DeviceView[]>(topo, 'a', ['list', '--dev', topo.dev('a', 'b')]);
-      const m = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules.find((x) => x.name === 'route')!;
+      const m = await egressAtA();
       assert.equal(m.kind, 'user');
       assert.deepEqual(m.user!.bypassed, { down: 0, behind: 0, size: 0 }, 'no segment went past the user data path');
     } finally {
       await topo.exec('c', ['ethtool', '-K', topo.dev('c', 'a'), 'tso', 'off', 'gso', 'off']);
     }
+  });
+
+  test('--datapath user fails closed: while A\'s host that encapsulates is killed and restarted, what it cannot take is dropped, never sent out unencapsulated', async () => {
+    const st = await itmctlJson<AgentStatus>(topo, 'a', ['agent', 'status']);
+    const host = st.hosts.find((h) => h.name === 'route' && h.dev === topo.dev('a', 'b') && h.hook === 'tc-egress');
+    assert.ok(host?.pid, `the agent reports the host's PID (${JSON.stringify(st.hosts)})`);
+    const before = await egressAtA();
+    const onAB = await capture(topo, 'b', { dev: topo.dev('b', 'a'), filter: 'udp dst port 6300', snaplen: 80 });
+    const flow = await startUdpFlow(topo, { from: 'c', to: 's', family: 4, dport: 6300, ratePps: 1000, durationMs: 3000 });
+    let r;
+    try {
+      await sleep(500);
+      process.kill(host.pid, 'SIGKILL');
+      await flow.done;
+    } finally {
+      r = await flow.stop();
+      await onAB.stop(200);
+    }
+    assert.equal((await onAB.stop()).length, 0, 'none left A unencapsulated by the plain A — B link');
+    const m = await egressAtA();
+    assert.equal(m.user!.failClosed, true);
+    const down = m.user!.bypassed.down - before.user!.bypassed.down;
+    assert.ok(down > 0, `packets came while the host was down (${JSON.stringify(m.user)})`);
+    assert.ok(m.counters.dropped - before.counters.dropped >= down, 'and were dropped');
+    assert.ok(r.received > 1000 && r.received < r.sent, `the rest went through the overlay (${r.received} of ${r.sent})`);
+    const again = await itmctlJson<AgentStatus>(topo, 'a', ['agent', 'status']);
+    const h2 = again.hosts.find((h) => h.name === 'route' && h.dev === topo.dev('a', 'b') && h.hook === 'tc-egress')!;
+    assert.ok(h2.restarts >= 1 && h2.pid !== host.pid, `restarted (${JSON.stringify(h2)})`);
   });
 });

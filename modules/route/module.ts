@@ -106,6 +106,9 @@ export default defineModule({
   // --datapath user: the object is loaded for its maps (the control plane is the same), and the
   // functions below do what its program does
   userDatapath: (params) => params.datapath === 'user',
+  // a packet for the overlay that cannot reach the user data path (its host restarting, behind)
+  // is dropped: past it, it would leave unencapsulated, outside the overlay
+  failClosed: true,
   start: (ctx) => { datapathOf(ctx, topologyOf(ctx.params)); },
   process: (pkt, _cls, ctx) => (ctx.state.datapath as UserDatapath).process(pkt, ctx.hook === 'tc-egress'),
   every: {

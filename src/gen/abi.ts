@@ -53,6 +53,9 @@ export const ITM_T_CSUM_PARTIAL = 1;
 export const ITM_T_VLAN = 2;
 export const ITM_T_REDIRECT = 4;
 
+// enum itm_uctl_flags
+export const ITM_U_FAIL_CLOSED = 1;
+
 export interface ItmScratch {
   version: number;
   pos: number;
@@ -106,6 +109,14 @@ export interface ItmMstats {
   diverted: bigint;
 }
 export const itm_mstats: StructLayout = {"name":"itm_mstats","size":128,"fields":[{"name":"seen","offset":0,"kind":"int","size":8},{"name":"matched","offset":8,"kind":"int","size":8},{"name":"dropped","offset":16,"kind":"int","size":8},{"name":"errors","offset":24,"kind":"int","size":8},{"name":"classes","offset":32,"kind":"int","size":64,"count":8,"elemSize":8},{"name":"bypass_down","offset":96,"kind":"int","size":8},{"name":"bypass_behind","offset":104,"kind":"int","size":8},{"name":"bypass_size","offset":112,"kind":"int","size":8},{"name":"diverted","offset":120,"kind":"int","size":8}]};
+
+export interface ItmSegctl {
+  ifindex: number;
+  next: number;
+  gro_ifindex: number;
+  pad: number;
+}
+export const itm_segctl: StructLayout = {"name":"itm_segctl","size":16,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"next","offset":4,"kind":"int","size":4},{"name":"gro_ifindex","offset":8,"kind":"int","size":4},{"name":"pad","offset":12,"kind":"int","size":4}]};
 
 export interface ItmChain {
   n: number;
@@ -173,21 +184,15 @@ export interface ItmUctl {
   divert_ifindex: number;
   max_in_flight: number;
   max_len: number;
-  pad: number;
+  flags: number;
 }
-export const itm_uctl: StructLayout = {"name":"itm_uctl","size":32,"fields":[{"name":"deadline_ns","offset":0,"kind":"int","size":8},{"name":"gone","offset":8,"kind":"int","size":8},{"name":"divert_ifindex","offset":16,"kind":"int","size":4},{"name":"max_in_flight","offset":20,"kind":"int","size":4},{"name":"max_len","offset":24,"kind":"int","size":4},{"name":"pad","offset":28,"kind":"int","size":4}]};
+export const itm_uctl: StructLayout = {"name":"itm_uctl","size":32,"fields":[{"name":"deadline_ns","offset":0,"kind":"int","size":8},{"name":"gone","offset":8,"kind":"int","size":8},{"name":"divert_ifindex","offset":16,"kind":"int","size":4},{"name":"max_in_flight","offset":20,"kind":"int","size":4},{"name":"max_len","offset":24,"kind":"int","size":4},{"name":"flags","offset":28,"kind":"int","size":4}]};
 
 export interface ItmUflight {
   sent: bigint;
   back: bigint;
 }
 export const itm_uflight: StructLayout = {"name":"itm_uflight","size":16,"fields":[{"name":"sent","offset":0,"kind":"int","size":8},{"name":"back","offset":8,"kind":"int","size":8}]};
-
-export interface ItmSegctl {
-  ifindex: number;
-  next: number;
-}
-export const itm_segctl: StructLayout = {"name":"itm_segctl","size":8,"fields":[{"name":"ifindex","offset":0,"kind":"int","size":4},{"name":"next","offset":4,"kind":"int","size":4}]};
 
 export interface ItmSeg {
   mark: number;
@@ -227,4 +232,4 @@ export interface ItmUstats {
 }
 export const itm_ustats: StructLayout = {"name":"itm_ustats","size":112,"fields":[{"name":"received","offset":0,"kind":"int","size":8},{"name":"accepted","offset":8,"kind":"int","size":8},{"name":"modified","offset":16,"kind":"int","size":8},{"name":"dropped","offset":24,"kind":"int","size":8},{"name":"errors","offset":32,"kind":"int","size":8},{"name":"malformed","offset":40,"kind":"int","size":8},{"name":"classes","offset":48,"kind":"int","size":64,"count":8,"elemSize":8}]};
 
-export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_mstats, itm_chain, itm_slot, itm_port_range, itm_ctl, itm_lpm_key, itm_dstats, itm_uctl, itm_uflight, itm_segctl, itm_seg, itm_trailer, itm_ustats };
+export const layouts: Record<string, StructLayout> = { itm_scratch, itm_pkt, itm_flow, itm_mstats, itm_segctl, itm_chain, itm_slot, itm_port_range, itm_ctl, itm_lpm_key, itm_dstats, itm_uctl, itm_uflight, itm_seg, itm_trailer, itm_ustats };

@@ -223,7 +223,14 @@ struct itm_uctl {
 	__u32 divert_ifindex;	/* the end of the module's veth pair that packets are redirected into */
 	__u32 max_in_flight;	/* more diverted and not back: the module is behind, packets bypass it */
 	__u32 max_len;		/* longer packets (with the trailer) do not fit a frame: they bypass */
-	__u32 pad;
+	__u32 flags;		/* enum itm_uctl_flags */
+};
+
+enum itm_uctl_flags {
+	/* what cannot reach the module (host not serving, behind, too long) is dropped, not let go
+	 * past it: for a module whose packets must not leave unprocessed (route's user data path,
+	 * which would send them out unencapsulated) */
+	ITM_U_FAIL_CLOSED = 1 << 0,
 };
 
 /* written by the kernel only, atomically: in flight = sent - back - gone */
@@ -276,6 +283,11 @@ struct itm_dstats {
 struct itm_segctl {
 	__u32 ifindex;		/* the pair's sending end; 0: no pair (super-packets go on whole) */
 	__u32 next;		/* the next entry to take, by atomic add */
+	/* at tc-ingress, the pair also runs the other way, with GRO: a packet a module decapsulated
+	 * and sends into this end (itm_redirect_ingress_gro) comes out of the other merged with the
+	 * rest of its flow, and itm_from_gro puts it into the device's receive path; 0: none */
+	__u32 gro_ifindex;
+	__u32 pad;
 };
 
 struct itm_seg {
@@ -296,6 +308,7 @@ struct itm_abi_consts {
 	enum itm_verdict verdict;
 	enum itm_pkt_flags pkt_flags;
 	enum itm_trailer_flags trailer_flags;
+	enum itm_uctl_flags uctl_flags;
 	struct itm_trailer trailer;
 	struct itm_uctl uctl;
 	struct itm_uflight uflight;

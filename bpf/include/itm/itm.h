@@ -80,6 +80,14 @@ struct {
 	__type(value, struct itm_mstats);
 } itm_mstats SEC(".maps");
 
+/* the hook's segmentation pair (see struct itm_segctl in abi.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_segctl);
+} itm_segctl SEC(".maps");
+
 /* A tail call whose key is an immediate: the verifier sees a constant, and the JIT turns it into a
  * patched direct jump instead of a retpolined indirect one (DESIGN §7: 1-2 ns instead of ~10). */
 #define itm_tail_call_const(ctx, map, key)                                          \
@@ -193,6 +201,24 @@ static __always_inline int itm_set_dscp(struct itm_ctx *c, __u8 dscp)
 	return err;
 #endif
 }
+
+#ifndef ITM_XDP
+/*
+ * For a packet a module decapsulated at tc-ingress: back into the device's receive path, where
+ * the chain sees the inner packet. Through the hook's GRO path when it has one (a module that is
+ * perSegment has), so that the segments of a flow reach the stack merged, as GRO on a NIC would
+ * have them; else straight. Returns TC_ACT_REDIRECT: the module returns ITM_REDIRECT.
+ */
+static __always_inline int itm_redirect_ingress_gro(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct itm_segctl *sc = bpf_map_lookup_elem(&itm_segctl, &zero);
+
+	if (sc && sc->gro_ifindex)
+		return bpf_redirect(sc->gro_ifindex, 0);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+#endif
 
 /* ready-made functions for modules that need fewer than three */
 static __always_inline __u32 itm_classify_all(struct itm_ctx *c) { return 1; }

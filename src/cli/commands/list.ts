@@ -41,9 +41,10 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
           const u = m.user;
           if (!u) continue;
           const by = u.bypassed;
-          console.log(`    ${m.name}: user space, ${u.serving ? 'serving' : 'NOT SERVING (its packets bypass it; is itmd running?)'}; ` +
+          const past = u.failClosed ? 'dropped, failing closed,' : 'bypassed';
+          console.log(`    ${m.name}: user space, ${u.serving ? 'serving' : `NOT SERVING (its packets are ${u.failClosed ? 'dropped' : 'let past it'}; is itmd running?)`}; ` +
             `diverted ${u.diverted}, in flight ${u.inFlight}, modified ${u.modified}, malformed ${u.malformed}; ` +
-            `bypassed ${by.down + by.behind + by.size} (host down ${by.down}, behind ${by.behind}, too long ${by.size})`);
+            `${past} ${by.down + by.behind + by.size} (host down ${by.down}, behind ${by.behind}, too long ${by.size})`);
         }
       }
     }
