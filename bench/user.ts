@@ -132,6 +132,9 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
     // client's TSO super-packets cross the veth whole, and the dispatcher cuts them into their
     // segments for the module (and only the packets the module sends back count, as above).
     const dev = topo.dev('itm', 'server');
+    // the xdp dispatcher left from the runs above would take GSO from the client's device (a veth
+    // whose peer has XDP sends one segment per packet): off with it
+    await itmctl(topo, 'itm', ['down', '--dev', topo.dev('itm', 'client')]);
     const server = topo.spawn('server', ['iperf3', '-s', '-B', '10.2.0.2', '-A', '1', '--forceflush']);
     await server.waitFor(/Server listening/, { timeoutMs: 10_000 });
     const tcpOnce = async () => {

@@ -105,27 +105,30 @@ destinations:
 const skip = namespaceSkipReason();
 const PORT = 7946;
 
+/** route's counters on `host`, read through its instance `name` at tc-ingress of `dev` (one set
+ * for the node, whatever device it is read through) */
+async function routeStats(topo: Topology, host: string, dev: string, name = 'route'): Promise<RouteCounters> {
+  const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
+  const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === name)!;
+  const maps: BpfMap[] = [];
+  try {
+    return readStats((map) => {
+      const b = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, map));
+      maps.push(b);
+      return b;
+    });
+  } finally {
+    for (const b of maps) b.close();
+  }
+}
+
 describe('route: the overlay in the kernel', { skip }, () => {
   let topo: Topology;
   let dir: string;
   const devs: Record<string, string[]> = {};
 
   /** route's counters on `host` (one set for the node, whatever device it is read through) */
-  async function stats(host: string, name = 'route'): Promise<RouteCounters> {
-    const dev = devs[host]![0]!;
-    const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
-    const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === name)!;
-    const maps: BpfMap[] = [];
-    try {
-      return readStats((name) => {
-        const map = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, name));
-        maps.push(map);
-        return map;
-      });
-    } finally {
-      for (const map of maps) map.close();
-    }
-  }
+  const stats = (host: string, name = 'route') => routeStats(topo, host, devs[host]![0]!, name);
 
   before(async () => {
     topo = await Topology.create(overlayDecl());
@@ -416,21 +419,7 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
     return [l.gso_max_segs, l.gso_max_size];
   };
 
-  async function stats(host: string): Promise<RouteCounters> {
-    const dev = devs[host]![0]!;
-    const [d] = await itmctlJson<DeviceView[]>(topo, host, ['list', '--dev', dev]);
-    const m = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((x) => x.name === 'route')!;
-    const maps: BpfMap[] = [];
-    try {
-      return readStats((name) => {
-        const map = BpfMap.fromPin(modulePin(topo, host, dev, 'tc-ingress', m.id, name));
-        maps.push(map);
-        return map;
-      });
-    } finally {
-      for (const map of maps) map.close();
-    }
-  }
+  const stats = (host: string) => routeStats(topo, host, devs[host]![0]!);
   const all = async () => Object.fromEntries(await Promise.all(OVERLAY_HOSTS.map(async (h) => [h, await stats(h)] as const)));
   /** the super-packets A's dispatcher cut at tc-egress of its device towards B (the plain route's) */
   const cutAtA = () => {

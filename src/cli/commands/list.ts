@@ -23,7 +23,8 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
           `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
           (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
           (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
-          (p.returned || p.bad_returns ? `; back from user modules ${p.returned}${p.bad_returns ? `, bad returns ${p.bad_returns}` : ''}` : ''));
+          (p.returned || p.bad_returns ? `; back from user modules ${p.returned}${p.bad_returns ? `, bad returns ${p.bad_returns}` : ''}` : '') +
+          (p.segmented || p.seg_unavailable ? `; super-packets cut into segments ${p.segmented} (${p.segments} segments)${p.seg_unavailable ? `, with no segmentation pair to cut them ${p.seg_unavailable}` : ''}` : ''));
         if (!h.modules.length) {
           console.log('    no modules');
           continue;
