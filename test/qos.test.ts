@@ -148,28 +148,30 @@ describe('qos on real traffic', { skip }, () => {
 
   /** What went in the first level before the FIN, in `size` units, and the last packet there:
    * a level ends within one super-packet past its threshold. */
-  function assertBound(pkts: ParsedPacket[], size: (p: ParsedPacket) => bigint, threshold: bigint, dscp: number, what: string): void {
+  function assertBound(pkts: ParsedPacket[], size: (p: ParsedPacket) => bigint, threshold: bigint, dscp: number, what: string): string {
     const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
     const first = beforeFin.filter((p) => p.dscp === dscp);
     const sum = first.reduce((a, p) => a + size(p), 0n);
     const last = size(first[first.length - 1]!);
-    assert.ok(sum >= threshold && sum - last < threshold, `${what}: ${sum} in the first level, the last packet ${last} (threshold ${threshold})`);
+    const said = `${what}: ${sum} in the first level (threshold ${threshold}), the last packet there ${last}, in ${first.length} packets`;
+    assert.ok(sum >= threshold && sum - last < threshold, said);
+    return said;
   }
   const segs = (p: ParsedPacket) => BigInt(segsOf(p));
 
   for (const from of PLACES) {
-    test(`--threshold 100, ${placed(from)}: 100 segments and at most one super-packet more are EF, the rest best effort, FIN short (IPv4)`, async () => {
+    test(`--threshold 100, ${placed(from)}: 100 segments and at most one super-packet more are EF, the rest best effort, FIN short (IPv4)`, async (t) => {
       const pkts = await transfer(['--threshold', '100'], 4, 1_000_000, from);
       assertLevels(pkts, segs, [[100n, 46], [EVERY, 0]]);
-      assertBound(pkts, segs, 100n, 46, 'segments');
+      t.diagnostic(`${placed(from)}: ${assertBound(pkts, segs, 100n, 46, 'segments EF')}`);
       assert.ok(pkts.some((p) => (p.tcpFlags! & FIN) && p.dscp === 46), 'the FIN was marked short');
     });
 
-    test(`--by bytes, ${placed(from)}: the switch comes where the flow passes the byte threshold, on the wire`, async () => {
+    test(`--by bytes, ${placed(from)}: the switch comes where the flow passes the byte threshold, on the wire`, async (t) => {
       const pkts = await transfer(['--threshold', '150000', '--by', 'bytes'], 4, 1_000_000, from);
       // the kernel counts IP bytes as the segments carry them: each with its own headers
       assertLevels(pkts, ipBytesOf, [[150_000n, 46], [EVERY, 0]]);
-      assertBound(pkts, ipBytesOf, 150_000n, 46, 'bytes');
+      t.diagnostic(`${placed(from)}: ${assertBound(pkts, ipBytesOf, 150_000n, 46, 'bytes EF')}`);
     });
 
     test(`three levels, ${placed(from)}`, async () => {
