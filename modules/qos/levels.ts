@@ -1,8 +1,10 @@
 // qos levels: `--threshold N` (itmBench's two classes) or `--levels 100:af41,1000:af21,*:cs1`.
 import { parseDscp } from '../../src/dscp.js';
 import { ItmError } from '../../src/errors.js';
+import { QOS_MAX_LEVELS } from './qos.abi.js';
 
-export const MAX_LEVELS = 8;
+/** QOS_MAX_LEVELS of qos.bpf.c */
+export const MAX_LEVELS = QOS_MAX_LEVELS;
 /** the threshold of the last level, '*': every size */
 export const EVERY = 0xffff_ffff_ffff_ffffn;
 

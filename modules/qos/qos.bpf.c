@@ -13,7 +13,10 @@
  */
 #include <itm/itm.h>
 
-#define QOS_MAX_LEVELS 8
+/* an enum, not a #define, so that it reaches BTF and qos.abi.ts */
+enum qos_limits {
+	QOS_MAX_LEVELS = 8,
+};
 #define TCP_FIN 0x01
 #define TCP_RST 0x04
 
@@ -60,7 +63,7 @@ struct {
 } qos_flows SEC(".maps");
 
 /* anchors the structs in BTF for the TypeScript generator */
-const volatile struct qos_abi { struct qos_config c; struct qos_flow_state s; } qos_abi_anchor;
+const volatile struct qos_abi { struct qos_config c; struct qos_flow_state s; enum qos_limits l; } qos_abi_anchor;
 
 static int qos_expire(void *map, struct itm_flow *key, struct qos_flow_state *st)
 {

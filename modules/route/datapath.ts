@@ -15,16 +15,15 @@ import { decode } from '../../src/abi-codec.js';
 import { foldSum, onesSum } from '../../src/net/checksum.js';
 import * as abi from './route.abi.js';
 import { ipv4, u32 } from './peers.js';
-import { MAX_INNER, type TagKey } from './tag.js';
+import type { TagKey } from './tag.js';
 import type { Topology } from './topology.js';
 import { F_CTL, FIELD, HDR_LEN, Type, VERSION, tagInto, tagMatches, writeTag } from './wire.js';
 
 const REFRESH_MS = 20;
-const OVERHEAD = 20 + 8 + HDR_LEN;
-/** the most the tag covers: the overlay header and MAX_INNER bytes (ROUTE_MAX_BYTES) */
-const MAX_TAGGED = HDR_LEN + MAX_INNER;
-/** ROUTE_WINDOW, from struct route_window's layout (the C source's) */
-const WINDOW = abi.route_window.fields.find((f) => f.name === 'slot')!.count!;
+const OVERHEAD = abi.ROUTE_OVERHEAD;
+/** the most the tag covers: the overlay header and MAX_INNER bytes */
+const MAX_TAGGED = abi.ROUTE_MAX_BYTES;
+const WINDOW = abi.ROUTE_WINDOW;
 const WINDOW_BYTES = abi.route_window.size;
 const UDP = 17, TCP = 6;
 

@@ -22,16 +22,19 @@
 #define ITM_TC_ONLY
 #include <itm/itm.h>
 
-#define ROUTE_VERSION 2	/* 2: the NH-SipHash tag; 1 had SipHash over the whole packet */
-#define ROUTE_OVERHEAD (20 + 8 + 32)	/* outer IPv4, UDP, struct route_hdr */
-#define ROUTE_MAX_BYTES 2048		/* the most the tag covers: the overlay header and 2,016 bytes */
-#define ROUTE_HDR_LEN 32		/* sizeof(struct route_hdr) */
-#define ROUTE_MAX_INNER (ROUTE_MAX_BYTES - ROUTE_HDR_LEN)
-#define ROUTE_NH_WORDS (ROUTE_MAX_INNER / 4 + 4)	/* NH's key: a word per word, and the Toeplitz shift */
-/* replay slots per stream (see replay_ok): how far out of order a packet may come. Segments of
- * super-packets come in bursts of up to 44, taken on two CPUs at once, so 64 was too few. */
-#define ROUTE_WINDOW 1024
-#define ROUTE_MAX_PEERS 256
+/* what the TypeScript side shares (enums, not #defines, so that they reach BTF and route.abi.ts) */
+enum route_limits {
+	ROUTE_VERSION = 2,		/* 2: the NH-SipHash tag; 1 had SipHash over the whole packet */
+	ROUTE_HDR_LEN = 32,		/* sizeof(struct route_hdr) */
+	ROUTE_OVERHEAD = 20 + 8 + 32,	/* outer IPv4, UDP, struct route_hdr */
+	ROUTE_MAX_BYTES = 2048,		/* the most the tag covers: the overlay header and 2,016 bytes */
+	ROUTE_MAX_INNER = 2048 - 32,
+	ROUTE_NH_WORDS = (2048 - 32) / 4 + 4,	/* NH's key: a word per word, and the Toeplitz shift */
+	/* replay slots per stream (see replay_ok): how far out of order a packet may come. Segments
+	 * of super-packets come in bursts of up to 44, taken on two CPUs at once: 64 were too few */
+	ROUTE_WINDOW = 1024,
+	ROUTE_MAX_PEERS = 256,
+};
 #define AF_INET 2
 
 enum route_type {
@@ -56,6 +59,8 @@ struct route_hdr {
 	__u64 seq;		/* per (from, receiver, flags & CTL), never repeated */
 	__u8 tag[8];		/* see route_tag */
 };
+
+_Static_assert(sizeof(struct route_hdr) == ROUTE_HDR_LEN, "ROUTE_HDR_LEN is the header's size");
 
 /* a pair's tag keys, derived from its 16-byte key (modules/route/tag.ts), at its slot */
 struct route_key {
@@ -236,6 +241,9 @@ const volatile struct route_abi {
 	struct route_path pv;
 	struct route_stats s;
 	struct route_key k;
+	enum route_limits limits;
+	enum route_type type;
+	enum route_flags flags;
 } route_abi_anchor;
 
 #define COUNT(field)                                                         \

@@ -9,13 +9,13 @@ import { sipKey, sipOut, sipRange, type SipKey } from './siphash.js';
 
 /** the overlay header's length: the tag covers its first 24 bytes directly, and what follows it
  * through NH */
-const HDR = abi.route_hdr.size;
+const HDR = abi.ROUTE_HDR_LEN;
 const HDR_SIGNED = abi.route_hdr.fields.find((f) => f.name === 'tag')!.offset;
-/** NH's key words (ROUTE_NH_WORDS): one per word of the longest inner packet, and 4 more for the
- * Toeplitz shift of the second pass */
-export const NH_WORDS = abi.route_key.fields.find((f) => f.name === 'nh')!.count!;
-/** the longest inner packet a tag covers (ROUTE_MAX_INNER) */
-export const MAX_INNER = (NH_WORDS - 4) * 4;
+/** NH's key words: one per word of the longest inner packet, and 4 more for the Toeplitz shift of
+ * the second pass */
+export const NH_WORDS = abi.ROUTE_NH_WORDS;
+/** the longest inner packet a tag covers */
+export const MAX_INNER = abi.ROUTE_MAX_INNER;
 
 /** SipHash's input counter for key word pair j of NH, and for the two halves of the PRF's key */
 const NH_DOMAIN = 0x6e68000000000000n; // "nh"

@@ -1,17 +1,17 @@
 // The overlay header (struct route_hdr in route.bpf.c) as TypeScript writes and reads it: the
 // control plane's probes and answers, and the user-space data path. Its layout comes from the
 // generated route.abi.ts; integers on the wire are big-endian.
-import { route_hdr } from './route.abi.js';
+import { ROUTE_ACK, ROUTE_DATA, ROUTE_F_CTL, ROUTE_PROBE, ROUTE_VERSION, route_hdr } from './route.abi.js';
 import { sipOut } from './siphash.js';
 import { MAX_INNER, tagInto as tagOfInto, type TagKey } from './tag.js';
 
 export const HDR_LEN = route_hdr.size;
-/** ROUTE_VERSION: 2 has the NH-SipHash tag (tag.ts) */
-export const VERSION = 2;
-export const Type = { Data: 1, Probe: 2, Ack: 3 } as const;
+/** 2 has the NH-SipHash tag (tag.ts) */
+export const VERSION = ROUTE_VERSION;
+export const Type = { Data: ROUTE_DATA, Probe: ROUTE_PROBE, Ack: ROUTE_ACK } as const;
 export type Type = (typeof Type)[keyof typeof Type];
 /** the sequence number is the control plane's (its own replay window at the receiver) */
-export const F_CTL = 1;
+export const F_CTL = ROUTE_F_CTL;
 
 const off = (f: string) => route_hdr.fields.find((x) => x.name === f)!.offset;
 /** where the header's fields are */
