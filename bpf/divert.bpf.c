@@ -12,7 +12,7 @@
  *   module: XSK tx on B ==veth==> A [itm_return: XDP, rest of the chain]
  *           [itm_from_xsk: tc ingress, bpf_redirect ingress] --> device's stack
  *
- * B needs native XDP: generic XDP skips packets redirected into the veth (DESIGN §7).
+ * B needs native XDP: generic XDP skips packets redirected into the veth (docs/kernel.md).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

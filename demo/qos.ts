@@ -3,7 +3,7 @@
 //   client — itm — router — server
 //
 // The router's link to the server is the bottleneck: HTB at 20 Mbit/s whose priority class takes
-// packets marked EF (DESIGN §7). Three long TCP uploads fill it while short requests (8 KB each)
+// packets marked EF (a u32 filter on the DSCP: there is no prio qdisc here). Three long TCP uploads fill it while short requests (8 KB each)
 // run; each request's completion time is measured, with qos off and on, over several runs.
 // Offloads are as the kernel sets them on every device, and GRO on at the ITM as on a NIC, so the
 // ITM's tc-egress sees TCP as super-packets (qos counts their segments); only the bottleneck sends

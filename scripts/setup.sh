@@ -53,7 +53,7 @@ npx --no-install tsc -p tsconfig.json
 chmod +x dist/src/cli/itmctl.js  # the `itmctl` bin of package.json
 
 # itm pins its programs and maps under /run/itm/bpf: a bpffs outside /sys stays visible under
-# `ip netns exec`, which mounts a fresh /sys (DESIGN §7).
+# `ip netns exec`, which mounts a fresh /sys (docs/kernel.md).
 mkdir -p /run/itm/bpf
 if ! mountpoint -q /run/itm/bpf; then mount -t bpf bpf /run/itm/bpf; fi
 say "ready"

@@ -107,7 +107,7 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
     const toXsk = obj.program('itm_to_xsk');
     const fromXsk = obj.program('itm_from_xsk');
     try {
-      // native XDP: generic XDP skips packets redirected into a veth (DESIGN §7)
+      // native XDP: generic XDP skips packets redirected into a veth (docs/kernel.md)
       xdp.attach(ib, toXsk.fd, { mode: 'native' });
       if (hook === 'xdp') {
         const ret = BpfProgram.fromPin(join(dirname(modDir), 'return'));

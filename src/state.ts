@@ -1,6 +1,6 @@
 // Where itm keeps things, and the per-device record of what it set up.
 //
-// The kernel objects are pinned under a bpffs at /run/itm/bpf (DESIGN §7: a bpffs outside /sys stays
+// The kernel objects are pinned under a bpffs at /run/itm/bpf (docs/kernel.md: a bpffs outside /sys stays
 // visible under `ip netns exec`), one tree per network namespace and device:
 //   /run/itm/bpf/<netns inode>/<ifindex>/<hook>/{dispatch,resume,itm_*,mod-<id>/...}
 // The kernel is the truth for what runs; a small JSON record per device (in /run/itm/state) keeps

@@ -4,7 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ItmError } from '../errors.js';
-import { BpfError } from '../libbpf/index.js';
+import { BpfError } from '../libbpf/errors.js';
 import { log, setVerbose } from '../log.js';
 import { findModule, moduleNames } from '../catalog.js';
 import { upCommand } from './commands/up.js';
@@ -37,9 +37,12 @@ const argv = hideBin(process.argv);
 const verbose = argv.includes('--verbose');
 setVerbose(verbose);
 try {
-  // a module whose declaration does not load must not stop the other commands: load says why
-  const defs = (await Promise.allSettled(moduleNames().map((n) => findModule(n))))
-    .flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  // the modules' declarations (their options) only where they are asked for: load, and help; a
+  // module whose declaration does not load must not stop the other commands: load says why
+  const wantsDefs = argv[0] === 'load' || argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
+  const defs = wantsDefs
+    ? (await Promise.allSettled(moduleNames().map((n) => findModule(n)))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+    : [];
   await yargs(argv)
     .scriptName('itmctl')
     .parserConfiguration({ 'camel-case-expansion': false })

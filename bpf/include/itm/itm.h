@@ -89,7 +89,7 @@ struct {
 } itm_segctl SEC(".maps");
 
 /* A tail call whose key is an immediate: the verifier sees a constant, and the JIT turns it into a
- * patched direct jump instead of a retpolined indirect one (DESIGN §7: 1-2 ns instead of ~10). */
+ * patched direct jump instead of a retpolined indirect one (docs/kernel.md: 1-2 ns instead of ~10). */
 #define itm_tail_call_const(ctx, map, key)                                          \
 	asm volatile("r1 = %[c]\n\t"                                                \
 		     "r2 = %[m] ll\n\t"                                             \
