@@ -93,12 +93,12 @@ export class Controller {
       for (const n of t.neighbours) if (n.wire !== dest) this.paths.push(this.newPath(dest, n.wire));
     }
     this.sock = dgram.createSocket({ type: 'udp4' });
-    this.sock.on('message', (m) => this.receive(m));
+    this.sock.on('message', (m) => this.safely(() => this.receive(m)));
     this.sock.on('error', (e: NodeJS.ErrnoException) => {
       this.error = e.code === 'EADDRINUSE' ? `UDP port ${t.port} is taken (another controller of this overlay, or another overlay on its port?)` : e.message;
     });
     this.sock.bind(t.port, () => { this.ready = true; });
-    this.timer = setInterval(() => this.cycle(), t.probe.intervalMs);
+    this.timer = setInterval(() => this.safely(() => this.cycle()), t.probe.intervalMs);
     // the kernel tells of link, address and route changes: the underlay is reread at once (a
     // link without carrier is a dead path before any probe misses)
     this.monitor = spawn('ip', ['monitor', 'link', 'address', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -109,6 +109,19 @@ export class Controller {
         void this.refreshUnderlay();
       }, 10);
     });
+  }
+
+  /** A timer's or the socket's work: what it throws is said in the controller's next report
+   * (the agent logs it), never thrown into the agent, which it would end. The maps it reads and
+   * writes go when the instances are unloaded, which can come between two of its cycles, before
+   * the agent detaches them. */
+  private safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      const said = `the control plane's cycle failed: ${e instanceof Error ? e.message : String(e)}`;
+      if (!this.changes.includes(said)) this.changes.push(said);
+    }
   }
 
   private newPath(dest: number, via: number): PathState {

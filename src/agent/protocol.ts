@@ -59,17 +59,22 @@ export type Response =
   | { ok: true; status?: AgentStatus; load?: LoadResult; unload?: UnloadResult; metrics?: string }
   | { ok: false; error: string; hint?: string };
 
-/** Sends one request; undefined when no agent listens. */
+/** Sends one request; undefined when no agent listens. An agent that takes the request and goes
+ * without answering is an error: what it did is not known, and sending it again could do it twice. */
 export function request(req: Request, timeoutMs = 30_000, ns = netnsId()): Promise<Response | undefined> {
   return new Promise((resolve, reject) => {
     const s = connect(agentPaths(ns).socket);
     let buf = '';
     let answered = false;
+    let sent = false;
     const timer = setTimeout(() => {
       s.destroy();
       reject(new ItmError(`itmd did not answer within ${timeoutMs / 1000} s`, `see its log, ${agentPaths(ns).log}`));
     }, timeoutMs);
-    s.on('connect', () => s.write(`${JSON.stringify(req)}\n`));
+    s.on('connect', () => {
+      sent = true;
+      s.write(`${JSON.stringify(req)}\n`);
+    });
     s.on('data', (d) => {
       buf += d.toString();
       const nl = buf.indexOf('\n');
@@ -90,7 +95,9 @@ export function request(req: Request, timeoutMs = 30_000, ns = netnsId()): Promi
     });
     s.on('close', () => {
       clearTimeout(timer);
-      if (!answered) resolve(undefined);
+      if (answered) return;
+      if (!sent) resolve(undefined);
+      else reject(new ItmError(`itmd went away while handling '${req.op}', without an answer`, `itmctl list shows what was done; see its log, ${agentPaths(ns).log}`));
     });
   });
 }
