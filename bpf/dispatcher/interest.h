@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A slot's interest against the parsed packet: protocols, ports, devices, prefixes (in the LPM
+ * tries), local or forwarded.
+ */
+#ifndef ITM_DISPATCHER_INTEREST_H
+#define ITM_DISPATCHER_INTEREST_H
+
+static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, __u16 port)
+{
+	for (int i = 0; i < ITM_MAX_PORT_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (port >= r[i].lo && port <= r[i].hi)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const __u8 *addr)
+{
+	struct itm_lpm_key k = { .prefixlen = 32 + 8 + 128, .id = id, .family = family };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(trie, &k) != NULL;
+}
+
+/* ingress: is the packet addressed to this host? egress: was it sent by this host? */
+static __always_inline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (p->local)
+		return p->local;
+	if (itm_hook == ITM_HOOK_TC_EGRESS) {
+		p->local = p->ingress_ifindex == 0 ? 1 : 2;
+		return p->local;
+	}
+	fib.ifindex = p->ifindex;
+	fib.l4_protocol = p->flow.proto;
+	fib.sport = bpf_htons(p->flow.sport);
+	fib.dport = bpf_htons(p->flow.dport);
+	if (p->flow.family == 4) {
+		fib.family = 2; /* AF_INET */
+		__builtin_memcpy(&fib.ipv4_src, p->flow.saddr + 12, 4);
+		__builtin_memcpy(&fib.ipv4_dst, p->flow.daddr + 12, 4);
+	} else {
+		fib.family = 10; /* AF_INET6 */
+		__builtin_memcpy(fib.ipv6_src, p->flow.saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, p->flow.daddr, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	/* not forwarded (a local or broadcast route), or forwarding is off on this device */
+	p->local = (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED) ? 1 : 2;
+	return p->local;
+}
+
+static __always_inline int interest_match(itm_ctx_t *ctx, const struct itm_slot *sl,
+					  struct itm_pkt *p)
+{
+	__u32 f = sl->flags;
+	__u8 proto = p->flow.proto;
+
+	if ((f & (ITM_I_IPV4 | ITM_I_IPV6)) &&
+	    !(f & (p->flow.family == 4 ? ITM_I_IPV4 : ITM_I_IPV6)))
+		return 0;
+	if ((f & ITM_I_PROTO) && !(sl->protos[proto >> 6] & (1ULL << (proto & 63))))
+		return 0;
+	if ((f & (ITM_I_SPORT | ITM_I_DPORT)) && !(p->flags & ITM_PKT_PORTS))
+		return 0;
+	if ((f & ITM_I_SPORT) && !ports_match(sl->sport, sl->n_sport, p->flow.sport))
+		return 0;
+	if ((f & ITM_I_DPORT) && !ports_match(sl->dport, sl->n_dport, p->flow.dport))
+		return 0;
+	if ((f & ITM_I_INDEV) && sl->indev != p->ingress_ifindex)
+		return 0;
+	if ((f & ITM_I_OUTDEV) && sl->outdev != p->ifindex)
+		return 0;
+	if ((f & ITM_I_SRC) && !prefix_match(&itm_src, sl->id, p->flow.family, p->flow.saddr))
+		return 0;
+	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.family, p->flow.daddr))
+		return 0;
+	if (f & (ITM_I_LOCAL | ITM_I_FORWARDED)) {
+		__u8 o = origin(ctx, p);
+
+		if (!(f & (o == 1 ? ITM_I_LOCAL : ITM_I_FORWARDED)))
+			return 0;
+	}
+	return 1;
+}
+
+#endif

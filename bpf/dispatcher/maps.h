@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The dispatcher's globals, set by the loader, and its maps (those it shares with modules are in
+ * itm/itm.h).
+ */
+#ifndef ITM_DISPATCHER_MAPS_H
+#define ITM_DISPATCHER_MAPS_H
+
+/* set by the loader before load */
+const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
+/* for tests: parse every packet the slow way, as if its headers were not linear (the verifier
+ * removes the test when it is 0) */
+const volatile __u8 itm_force_slow = 0;
+/* random, set by the loader: a returning packet's trailer must carry it */
+const volatile __u32 itm_secret = 0;
+/* the device the dispatcher serves (the XDP return program runs on another one) */
+const volatile __u32 itm_dev_ifindex = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_CHAIN_VERSIONS);
+	__type(key, __u32);
+	__type(value, struct itm_chain);
+} itm_chain SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_ctl);
+} itm_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct itm_lpm_key);
+	__type(value, __u8);
+} itm_src SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct itm_lpm_key);
+	__type(value, __u8);
+} itm_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_dstats);
+} itm_dstats SEC(".maps");
+
+/* user modules, by slot id (see struct itm_trailer in abi.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct itm_uctl);
+} itm_uctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct itm_uflight);
+} itm_uflight SEC(".maps");
+
+/* the ring of what the segments of the hook's super-packets carry (see struct itm_seg; the pair
+ * itself is in itm_segctl, which modules share) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_SEG_RING);
+	__type(key, __u32);
+	__type(value, struct itm_seg);
+} itm_segs SEC(".maps");
+
+/* keeps the ABI enums in BTF for the TypeScript generator */
+const volatile struct itm_abi_consts itm_abi_anchor;
+
+#endif
