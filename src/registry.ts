@@ -125,7 +125,7 @@ function moduleProgName(name: string): string {
 }
 
 /** The bpffs is there, and this namespace's tree is ours (not a dead namespace's, see claimNamespace). */
-function prepare(create: boolean): void {
+function enterNamespace(create: boolean): void {
   ensureBpffs();
   claimNamespace(create);
   collectGoneDevices();
@@ -266,7 +266,7 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
 }
 
 function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Undo): Record<string, UpOutcome> {
-  prepare(true);
+  enterNamespace(true);
   requireEthernet(dev);
   const ns = netnsId();
   const rec: DeviceRecord = readDevice(ifindex) ?? { dev, ifindex, netns: ns, createdClsact: false, hooks: {} };
@@ -282,7 +282,7 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
     }
     try {
       const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
-      reconcile(hr, pins);
+      reconcileRecord(hr, pins);
       // a segmentation pair someone removed would swallow the super-packets sent into it
       if (hook !== 'xdp' && needsSegmenter(hr) && !segmenterIntact(ifindex, hook, pins.maps.itm_segctl)) {
         ensureSegmenter(ifindex, hook, pins.dir, pins.maps.itm_segctl, (what, fn) => undo.add(what, fn));
@@ -344,7 +344,7 @@ function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Un
  * record (the record was lost) is adopted under its program's name; and whatever a module left in
  * the shared maps without being in the chain is removed, so a later module with its id starts clean.
  */
-function reconcile(hr: HookRecord, pins: HookPins): void {
+function reconcileRecord(hr: HookRecord, pins: HookPins): void {
   const chain = pins.chain();
   const live = new Set(chain.map((s) => s.id));
   for (const m of hr.modules.filter((x) => !live.has(x.id))) {
@@ -400,7 +400,7 @@ export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: 
 export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
   const ifindex = resolveDevice(dev, 'take down');
   return withNamespaceLock(() => {
-    prepare(false);
+    enterNamespace(false);
     const rec = readDevice(ifindex);
     const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
     for (const hook of hooks) {
@@ -821,14 +821,14 @@ interface Loaded { ifindex: number; rec: DeviceRecord; hook: Hook; hr: HookRecor
 function withLoaded<T>(name: string, dev: string, hook: Hook | undefined, action: string, fn: (l: Loaded) => T): T {
   const ifindex = resolveDevice(dev, `${action} ${name} on`);
   return withNamespaceLock(() => {
-    prepare(false);
+    enterNamespace(false);
     const rec = readDevice(ifindex);
     const { hook: h } = findLoaded(rec, name, dev, hook);
     const pins = HookPins.open(hookPinDir(ifindex, h));
     if (!pins) throw new ItmError(`${dev} ${h} is not set up (its pins are gone): run itmctl up --dev ${dev}`);
     try {
       const hr = rec!.hooks[h]!;
-      reconcile(hr, pins);
+      reconcileRecord(hr, pins);
       const { m } = findLoaded(rec, name, dev, h);
       return fn({ ifindex, rec: rec!, hook: h, hr, m, pins });
     } finally {
@@ -901,7 +901,7 @@ export interface PeriodicRun {
 export async function periodic(name: string, dev: string, hook?: Hook): Promise<PeriodicRun> {
   const ifindex = resolveDevice(dev, `run the periodic functions of ${name} on`);
   const { h, m } = withNamespaceLock(() => {
-    prepare(false);
+    enterNamespace(false);
     const found = findLoaded(readDevice(ifindex), name, dev, hook);
     return { h: found.hook, m: found.m };
   });
@@ -963,7 +963,7 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
  * the same on all. */
 export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; open: (map: string) => BpfMap } {
   const hit = withNamespaceLock(() => {
-    prepare(false);
+    enterNamespace(false);
     for (const x of namedInstances(name)) if (hasMaps(x.m)) return x;
     return undefined;
   });
@@ -979,7 +979,7 @@ export function nodeInstance(name: string): { dev: string; hook: Hook; module: s
 export async function flows(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; module: string; rows: FlowRow[] }> {
   const ifindex = resolveDevice(dev, `read the flows of ${name} on`);
   const { h, m } = withNamespaceLock(() => {
-    prepare(false);
+    enterNamespace(false);
     const found = findLoaded(readDevice(ifindex), name, dev, hook);
     return { h: found.hook, m: found.m };
   });
@@ -1035,7 +1035,7 @@ export function list(dev?: string): DeviceView[] {
 }
 
 function listLocked(dev?: string): DeviceView[] {
-  prepare(false);
+  enterNamespace(false);
   let recs = listDeviceRecords();
   if (dev !== undefined) {
     const ifindex = resolveDevice(dev, 'list');
@@ -1118,7 +1118,7 @@ export function explain(dev: string, flow: FlowQuery, hooks: readonly Hook[] = H
 }
 
 function explainLocked(dev: string, ifindex: number, flow: FlowQuery, hooks: readonly Hook[]): ExplainView[] {
-  prepare(false);
+  enterNamespace(false);
   const rec = readDevice(ifindex);
   if (!rec || !Object.keys(rec.hooks).length) throw new ItmError(`${dev} is not set up (itmctl up --dev ${dev})`);
   const out: ExplainView[] = [];

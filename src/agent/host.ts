@@ -51,7 +51,7 @@ const T_FLAGS = abi.itm_trailer.fields.find((f) => f.name === 'flags')!.offset;
 const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'iif')!.offset;
 const now = () => process.hrtime.bigint();
 
-function say(m: HostMessage): void {
+function tellAgent(m: HostMessage): void {
   if (process.send) process.send(m);
 }
 
@@ -73,7 +73,7 @@ class RateLimitedLog {
   }
 }
 
-export class Host {
+export class ModuleHost {
   private running = true;
   private stopped?: Promise<void>;
   private readonly stats = { received: 0n, accepted: 0n, modified: 0n, dropped: 0n, errors: 0n, malformed: 0n, classes: new Array<bigint>(abi.ITM_CLASS_BUCKETS).fill(0n) };
@@ -99,7 +99,7 @@ export class Host {
     this.every = def.kernel ? undefined : def.every;
   }
 
-  static async start(spec: HostSpec): Promise<Host> {
+  static async start(spec: HostSpec): Promise<ModuleHost> {
     const { def } = await resolveModule(spec.source);
     const modDir = join(spec.hookDir, `mod-${spec.id}`);
     const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
@@ -127,7 +127,7 @@ export class Host {
         await sleep(50);
       }
     }
-    const host = new Host(spec, def, ctx, sock, uctl, uflight, xsks, ustats);
+    const host = new ModuleHost(spec, def, ctx, sock, uctl, uflight, xsks, ustats);
     host.serve();
     return host;
   }
@@ -326,7 +326,7 @@ export class Host {
       last = { error: e instanceof Error ? e.message : String(e) };
       this.errs.error('a periodic function threw', e);
     }
-    say({ type: 'periodic', intervalMs: every.intervalMs, runs: ++this.periodicRuns, last });
+    tellAgent({ type: 'periodic', intervalMs: every.intervalMs, runs: ++this.periodicRuns, last });
   }
 
   /** Stops taking packets; run() then drains and resolves. */
@@ -351,11 +351,11 @@ export class Host {
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '') as HostSpec;
-  let host: Host;
+  let host: ModuleHost;
   try {
-    host = await Host.start(spec);
+    host = await ModuleHost.start(spec);
   } catch (e) {
-    say({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
+    tellAgent({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
     process.exitCode = 1;
     return;
   }
@@ -365,7 +365,7 @@ async function main(): Promise<void> {
   // the agent went away (killed): stop too, so the packets bypass until a new agent adopts us
   process.on('disconnect', stop);
   process.on('message', (m: { type?: string }) => { if (m?.type === 'stop') stop(); });
-  say({ type: 'ready' });
+  tellAgent({ type: 'ready' });
   await host.run();
   await host.close();
   process.exit(0);

@@ -31,10 +31,10 @@ import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type Periodic
 import type { HostMessage, HostSpec } from './host.js';
 
 const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
-const RECONCILE_MS = 1000;
+const FOLLOW_RECORDS_MS = 1000;
 const READY_TIMEOUT_MS = 15_000;
 
-function say(msg: string): void {
+function logLine(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} itmd: ${msg}\n`);
 }
 
@@ -63,12 +63,12 @@ function onDeath(spec: HostSpec): void {
       m.close();
     }
   } catch (e) {
-    say(`${spec.name}: cannot end its deadline: ${e instanceof Error ? e.message : String(e)}`);
+    logLine(`${spec.name}: cannot end its deadline: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 
 /** One user module's host process, restarted (with a growing pause) when it dies. */
-class Hosted {
+class HostProcess {
   child?: ReturnType<typeof fork>;
   state: 'starting' | 'running' | 'restarting' | 'stopped' = 'starting';
   restarts = 0;
@@ -98,7 +98,7 @@ class Hosted {
       child.on('message', (m: HostMessage) => {
         if (m.type === 'periodic') {
           this.periodic = { intervalMs: m.intervalMs, runs: m.runs, last: m.last };
-          if (m.last.changed) say(`${this.spec.name} on ${this.spec.dev}: ${m.last.changed}`);
+          if (m.last.changed) logLine(`${this.spec.name} on ${this.spec.dev}: ${m.last.changed}`);
           return;
         }
         if (settled) return;
@@ -130,10 +130,10 @@ class Hosted {
         this.restarts++;
         if (Date.now() - this.startedAt > 60_000) this.restarts = 1;
         const pause = Math.min(30_000, 1000 * 2 ** (this.restarts - 1));
-        say(`${this.spec.name} on ${this.spec.dev} ${this.spec.hook}: host ${this.lastExit}; restarting in ${pause / 1000} s`);
+        logLine(`${this.spec.name} on ${this.spec.dev} ${this.spec.hook}: host ${this.lastExit}; restarting in ${pause / 1000} s`);
         this.state = 'restarting';
         this.timer = setTimeout(() => {
-          this.start().catch((e: Error) => say(`${this.spec.name}: restart failed: ${e.message}`));
+          this.start().catch((e: Error) => logLine(`${this.spec.name}: restart failed: ${e.message}`));
         }, pause);
       });
     });
@@ -182,7 +182,7 @@ class Periodic {
   private tick(): void {
     try {
       this.last = this.run.tick();
-      if (this.last.changed) say(`${this.name} on ${this.dev}: ${this.last.changed}`);
+      if (this.last.changed) logLine(`${this.name} on ${this.dev}: ${this.last.changed}`);
     } catch (e) {
       this.last = { error: e instanceof Error ? e.message : String(e) };
     }
@@ -198,7 +198,7 @@ class Periodic {
 }
 
 export class Agent {
-  private readonly hosts = new Map<string, Hosted>();
+  private readonly hosts = new Map<string, HostProcess>();
   private readonly periodic = new Map<string, Periodic>();
   /** instances whose periodic functions could not start: not retried every second */
   private readonly noPeriodic = new Set<string>();
@@ -231,14 +231,14 @@ export class Agent {
     chmodSync(paths.socket, 0o600);
     writeFileSync(paths.pid, `${process.pid}\n`);
     if (this.metricsAddr) await this.serveMetrics(this.metricsAddr);
-    await this.serialized(() => this.reconcile());
+    await this.serialized(() => this.followRecords());
     this.timer = setInterval(() => {
-      void this.serialized(() => this.reconcile()).catch((e: Error) => say(`reconcile: ${e.message}`));
-    }, RECONCILE_MS);
-    say(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
+      void this.serialized(() => this.followRecords()).catch((e: Error) => logLine(`following the records: ${e.message}`));
+    }, FOLLOW_RECORDS_MS);
+    logLine(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
   }
 
-  /** One change at a time: loads, unloads and the reconcile pass never interleave. */
+  /** One change at a time: loads, unloads and following the records never interleave. */
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.busy.then(fn, fn);
     this.busy = p.then(() => undefined, () => undefined);
@@ -247,7 +247,7 @@ export class Agent {
 
   /** Hosts what the records list and nothing else: adopts at start, follows itmctl run without
    * the agent (unload, down) after. */
-  private async reconcile(): Promise<void> {
+  private async followRecords(): Promise<void> {
     const want = new Map<string, { spec: HostSpec; module: string }>();
     const wantPeriodic = new Map<string, { name: string; dev: string; hook: Hook; module: string }>();
     const recs = withNamespaceLock(() => listDeviceRecords(this.ns), this.ns);
@@ -276,10 +276,10 @@ export class Agent {
     }
     for (const [key, w] of want) {
       if (this.hosts.has(key)) continue;
-      const h = new Hosted(w.spec, w.module);
+      const h = new HostProcess(w.spec, w.module);
       this.hosts.set(key, h);
-      say(`hosting ${w.spec.name} (${w.module}) on ${w.spec.dev} ${w.spec.hook}`);
-      h.start().catch((e: Error) => say(`${w.spec.name}: ${e.message}`));
+      logLine(`hosting ${w.spec.name} (${w.module}) on ${w.spec.dev} ${w.spec.hook}`);
+      h.start().catch((e: Error) => logLine(`${w.spec.name}: ${e.message}`));
     }
     for (const [key, p] of this.periodic) {
       if (!wantPeriodic.has(key)) {
@@ -299,7 +299,7 @@ export class Agent {
         this.periodic.set(key, new Periodic(await registry.periodic(w.name, w.dev, w.hook), w.name, w.dev));
       } catch (e) {
         this.noPeriodic.add(key);
-        say(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);
+        logLine(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);
       }
     }
   }
@@ -311,17 +311,17 @@ export class Agent {
     // every instance the load made (one per hook of a hookSet) that runs in user space gets its
     // host now, so a host that cannot start fails the load, which is undone
     const loaded = [res, ...(res.others ?? [])];
-    const started: Array<[string, Hosted]> = [];
+    const started: Array<[string, HostProcess]> = [];
     try {
       for (const r of loaded) {
         const m = rec?.hooks[r.hook]?.modules.find((x) => x.id === r.id);
         if (!m || m.kind !== 'user' || !m.source) continue;
         const key = keyOf(ifindex, r.hook, m.name);
-        const h = new Hosted(hostSpec(this.ns, opts.dev, ifindex, r.hook, m), m.module);
+        const h = new HostProcess(hostSpec(this.ns, opts.dev, ifindex, r.hook, m), m.module);
         this.hosts.set(key, h);
         started.push([key, h]);
         await h.start();
-        say(`loaded ${m.name} (${m.module}) on ${opts.dev} ${r.hook}`);
+        logLine(`loaded ${m.name} (${m.module}) on ${opts.dev} ${r.hook}`);
       }
     } catch (e) {
       for (const [key, h] of started) {
@@ -338,7 +338,7 @@ export class Agent {
       throw e;
     }
     // a kernel module's periodic functions (its control plane) start now, not at the next pass
-    await this.reconcile();
+    await this.followRecords();
     return res;
   }
 
@@ -355,7 +355,7 @@ export class Agent {
     const all = hook ? undefined : await registry.unloadSet(name, dev);
     const res = all ? { ...all[all.length - 1]!, others: all.slice(0, -1) } : registry.unload(name, dev, hook);
     // and a kernel module's control plane stops now (a user data path's)
-    await this.reconcile();
+    await this.followRecords();
     return res;
   }
 
@@ -408,7 +408,7 @@ export class Agent {
           const r: Response = e instanceof ItmError
             ? { ok: false, error: e.message, ...(e.hint ? { hint: e.hint } : {}) }
             : { ok: false, error: e instanceof Error ? e.message : String(e) };
-          if (!(e instanceof ItmError)) say(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
+          if (!(e instanceof ItmError)) logLine(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
           c.end(`${JSON.stringify(r)}\n`);
         },
       );
@@ -501,7 +501,7 @@ export class Agent {
     const paths = agentPaths(this.ns);
     rmSync(paths.socket, { force: true });
     rmSync(paths.pid, { force: true });
-    say('stopped');
+    logLine('stopped');
     process.exit(0);
   }
 }
