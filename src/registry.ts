@@ -11,6 +11,7 @@ import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, 
 import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
 import { TC_HANDLE, TC_PRIORITY, createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
 import { ensureSegmenter, removeSegmenter, segmenterIntact } from './segment.js';
+import { ModuleInstance, instanceDir } from './instance.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
 import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
 import {
@@ -163,7 +164,7 @@ function purgeModule(pins: HookPins, id: number): void {
       if (abi.decode<abi.ItmLpmKey>(abi.itm_lpm_key, k).id === id) pins.maps[which].delete(k);
     }
   }
-  rmSync(join(pins.dir, `mod-${id}`), { recursive: true, force: true });
+  rmSync(instanceDir(pins.dir, id), { recursive: true, force: true });
 }
 
 /** Removes the directories of a device and of the namespace once nothing of itm is left in them
@@ -357,7 +358,7 @@ function reconcileRecord(hr: HookRecord, pins: HookPins): void {
     // id makes the name unique
     let module = 'module';
     try {
-      const p = BpfProgram.fromPin(join(pins.dir, `mod-${s.id}`, 'prog'));
+      const p = BpfProgram.fromPin(join(instanceDir(pins.dir, s.id), 'prog'));
       module = p.name.replace(/^itm_module_/, '') || module;
       p.close();
     } catch { /* keep the placeholder */ }
@@ -676,22 +677,18 @@ async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]
 
 /** Runs a kernel module's `init` on its freshly pinned maps. */
 function initModule(def: ModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
-  const maps = new Map<string, BpfMap>();
+  const inst = new ModuleInstance(modDir);
   try {
     def.init!({
       name, params, state: {}, dev, hook,
-      open: (map) => {
-        let b = maps.get(map);
-        if (!b) maps.set(map, b = BpfMap.fromPin(join(modDir, pinName(map))));
-        return b;
-      },
+      open: (map) => inst.open(map),
       global: () => { throw new Error('init cannot change globals: configure sets them'); },
     });
   } catch (e) {
     if (e instanceof ItmError) throw e;
     throw new ItmError(`${def.name}: cannot fill its maps: ${(e as Error).message}`, undefined, { cause: e });
   } finally {
-    for (const b of maps.values()) b.close();
+    inst.close();
   }
 }
 
@@ -745,7 +742,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
 
       // 1. the module's program, with its parameters, sharing the dispatcher's maps; for a
       // user-space module, its veth pair and the programs on it
-      const modDir = join(hp.dir, `mod-${id}`);
+      const modDir = instanceDir(hp.dir, id);
       mkdirSync(modDir);
       undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
       if (def.kernel) {
@@ -908,37 +905,11 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
   const def = await findModule(m.module);
   if (!def.every) throw new ItmError(`${name} (${m.module}) has no periodic functions`);
   const every = def.every;
-  const dir = modPinDir(ifindex, h, m.id);
-  const maps = new Map<string, BpfMap>();
-  const open = (map: string) => {
-    let b = maps.get(map);
-    if (!b) {
-      b = BpfMap.fromPin(join(dir, pinName(map)));
-      maps.set(map, b);
-    }
-    return b;
-  };
-  // where a global lives: its section's map and its offset there, from the module's object
-  const obj = BpfObject.open(kernelObjectPath(def, h));
-  const locate = (g: string) => {
-    const info = obj.globalInfo(g);
-    const map = info && obj.mapNames().find((n) => n.endsWith(info.section));
-    if (!info || !map) throw new ItmError(`${m.module}: its object has no global '${g}'`);
-    return { map, ...info };
-  };
+  const inst = ModuleInstance.of(ifindex, h, m.id, kernelObjectPath(def, h));
   const ctx: PeriodicContext = {
-    name, dev, hook: h, open, params: m.params, state: {} as Record<string, unknown>,
-    global: (g: string) => {
-      const at = locate(g);
-      return {
-        read: () => open(at.map).lookup(u32(0))!.subarray(at.offset, at.offset + at.size),
-        write: (v: Buffer) => {
-          const whole = open(at.map).lookup(u32(0))!;
-          v.copy(whole, at.offset, 0, at.size);
-          open(at.map).update(u32(0), whole);
-        },
-      };
-    },
+    name, dev, hook: h, params: m.params, state: {} as Record<string, unknown>,
+    open: (map) => inst.open(map),
+    global: (g) => inst.global(g),
   };
   return {
     module: m.module, hook: h, intervalMs: every.intervalMs,
@@ -951,8 +922,7 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
       try {
         every.stop?.(ctx);
       } finally {
-        obj.close();
-        for (const b of maps.values()) b.close();
+        inst.close();
       }
     },
   };
@@ -961,17 +931,16 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
 /** The pinned maps of a kernel module instance loaded under `name` anywhere in the namespace
  * (its first, when it is on several devices and hooks), for one with `nodeMaps`, whose maps are
  * the same on all. */
-export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; open: (map: string) => BpfMap } {
+export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; instance: ModuleInstance } {
   const hit = withNamespaceLock(() => {
     enterNamespace(false);
     for (const x of namedInstances(name)) if (hasMaps(x.m)) return x;
     return undefined;
   });
   if (!hit) throw new ItmError(`${name} is not loaded in this network namespace`);
-  const dir = modPinDir(hit.r.ifindex, hit.h, hit.m.id);
   return {
     dev: ifIndexToName(hit.r.ifindex) ?? `ifindex ${hit.r.ifindex}`, hook: hit.h, module: hit.m.module, params: hit.m.params,
-    open: (map) => BpfMap.fromPin(join(dir, pinName(map))),
+    instance: ModuleInstance.of(hit.r.ifindex, hit.h, hit.m.id),
   };
 }
 
@@ -985,17 +954,12 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
   });
   const def = await findModule(m.module);
   if (!def.flows) throw new ItmError(`${name} (${m.module}) keeps no per-flow state to show`);
-  const dir = modPinDir(ifindex, h, m.id);
-  const opened: BpfMap[] = [];
+  const inst = ModuleInstance.of(ifindex, h, m.id);
   try {
-    const rows = def.flows((map) => {
-      const b = BpfMap.fromPin(join(dir, pinName(map)));
-      opened.push(b);
-      return b;
-    }, m.params);
+    const rows = def.flows((map) => inst.open(map), m.params);
     return { hook: h, module: m.module, rows: rows.sort((a, b) => b.size - a.size) };
   } finally {
-    for (const b of opened) b.close();
+    inst.close();
   }
 }
 
@@ -1088,7 +1052,7 @@ function userView(pins: HookPins, id: number, st: abi.ItmMstats, counters: Modul
   const fl = abi.decode<abi.ItmUflight>(abi.itm_uflight, pins.maps.itm_uflight.lookup(u32(id))!);
   let us: abi.ItmUstats | undefined;
   try {
-    const m = BpfMap.fromPin(join(pins.dir, `mod-${id}`, 'ustats'));
+    const m = BpfMap.fromPin(join(instanceDir(pins.dir, id), 'ustats'));
     try { us = abi.decode<abi.ItmUstats>(abi.itm_ustats, m.lookup(u32(0))!); } finally { m.close(); }
   } catch { /* not made yet */ }
   if (us) {

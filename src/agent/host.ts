@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as abi from '../abi.js';
 import { resolveModule } from '../catalog.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
-import { pinName } from '../state.js';
+import { ModuleInstance, instanceDir } from '../instance.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
 import type { Hook, ModuleDef, ParamValue, PeriodicContext, UserContext } from '../module-def.js';
 import { PacketView, type Room } from '../user/packet.js';
@@ -44,8 +44,9 @@ const RENEW_MS = 100;
 const STATS_MS = 250;
 
 const u32 = abi.u32;
-/** the maps of a kernel module's user data path, opened by UserContext.open (one host a process) */
-const opened = new Map<string, BpfMap>();
+/** the instance whose user data path this is, for a kernel module's (one host a process): its
+ * maps, by UserContext.open */
+let instance: ModuleInstance | undefined;
 const T_FLAGS = abi.itm_trailer.fields.find((f) => f.name === 'flags')!.offset;
 /** with ITM_T_REDIRECT, the trailer's iif names the device to send the packet out of */
 const T_OUT = abi.itm_trailer.fields.find((f) => f.name === 'iif')!.offset;
@@ -101,16 +102,12 @@ export class ModuleHost {
 
   static async start(spec: HostSpec): Promise<ModuleHost> {
     const { def } = await resolveModule(spec.source);
-    const modDir = join(spec.hookDir, `mod-${spec.id}`);
+    const modDir = instanceDir(spec.hookDir, spec.id);
+    instance = new ModuleInstance(modDir);
+    const inst = instance;
     const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
     // the user data path of a kernel module: its object's maps, pinned at the load
-    if (def.kernel) {
-      ctx.open = (map) => {
-        let m = opened.get(map);
-        if (!m) opened.set(map, m = BpfMap.fromPin(join(modDir, pinName(map))));
-        return m;
-      };
-    }
+    if (def.kernel) ctx.open = (map) => inst.open(map);
     const uctl = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
     const uflight = BpfMap.fromPin(join(spec.hookDir, 'itm_uflight'));
     const xsks = BpfMap.fromPin(join(modDir, 'xsks'));
@@ -343,8 +340,8 @@ export class ModuleHost {
         await this.def.stop?.(this.ctx);
       }
     } finally {
-      for (const m of [this.uctl, this.uflight, this.xsks, this.ustats, ...opened.values()]) m.close();
-      opened.clear();
+      for (const m of [this.uctl, this.uflight, this.xsks, this.ustats]) m.close();
+      instance?.close();
     }
   }
 }

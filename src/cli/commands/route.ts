@@ -14,12 +14,11 @@ export const routeCommand: CommandModule<GlobalArgs, Args> = {
     const { nodeInstance } = await import('../../registry.js');
     const { overlayView } = await import('../../../modules/route/paths.js');
     const inst = nodeInstance(a.name);
-    const opened: Array<{ close(): void }> = [];
     let v;
     try {
-      v = overlayView((m) => { const b = inst.open(m); opened.push(b); return b; }, inst.params);
+      v = overlayView((m) => inst.instance.open(m), inst.params);
     } finally {
-      for (const b of opened) b.close();
+      inst.instance.close();
     }
     if (a.json) return printJson({ name: a.name, ...v });
     console.log(`${a.name}: node ${v.node}, UDP port ${v.port}, data path ${v.datapath === 'user' ? 'in user space (TypeScript over AF_XDP)' : 'in the kernel'}, topology ${v.topology}`);
