@@ -871,6 +871,13 @@ export async function unloadSet(name: string, dev: string): Promise<Array<{ hook
   return at.map((x) => unload(name, dev, x.hook));
 }
 
+/** An instance off its hook, or, without a hook, off every hook one load put it at (its
+ * hookSet): the last hook's result, with the others. */
+export async function unloadInstance(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; id: number; others?: Array<{ hook: Hook; id: number }> }> {
+  const all = hook ? undefined : await unloadSet(name, dev);
+  return all ? { ...all[all.length - 1]!, others: all.slice(0, -1) } : unload(name, dev, hook);
+}
+
 export function reorder(name: string, dev: string, priority: number, hook?: Hook): { hook: Hook; position: number } {
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${priority}: use 0-1000 (lower runs first)`);
   return withLoaded(name, dev, hook, 'reorder', (l) => {

@@ -352,8 +352,7 @@ export class Agent {
       }
     }
     // without a hook, a module that one load put at several hooks (route) comes off them all
-    const all = hook ? undefined : await registry.unloadSet(name, dev);
-    const res = all ? { ...all[all.length - 1]!, others: all.slice(0, -1) } : registry.unload(name, dev, hook);
+    const res = await registry.unloadInstance(name, dev, hook);
     // and a kernel module's control plane stops now (a user data path's)
     await this.followRecords();
     return res;

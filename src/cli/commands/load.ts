@@ -41,28 +41,19 @@ export function loadCommand(defs: ModuleDef[]): CommandModule<GlobalArgs, Args> 
         if (Array.isArray(v)) throw new ItmError(`--${k} given more than once`);
         params[k] = v;
       }
-      const { load } = await import('../../registry.js');
       const { resolveModule } = await import('../../catalog.js');
-      const { isUserModule } = await import('../../module-def.js');
+      const { loadModule } = await import('../../control.js');
       const opts = {
         module: a.module, ...(a.name ? { name: a.name } : {}), dev: a.dev, ...(a.hook ? { hook: a.hook as never } : {}),
         ...(a.priority !== undefined ? { priority: a.priority } : {}),
         ...(a.interest ? { interest: a.interest } : {}), params,
       };
-      const { def, file } = await resolveModule(a.module);
+      const { def } = await resolveModule(a.module);
       // a path is the user's, relative to this directory: the agent, which validates it, runs elsewhere
       for (const [k, spec] of Object.entries(def.params)) {
         if (spec.type === 'path' && params[k] !== undefined && params[k] !== '') params[k] = resolve(String(params[k]));
       }
-      let r;
-      if (isUserModule(def) || def.userDatapath || def.every?.essential) {
-        // a user-space module (or data path) runs in the agent, as does a kernel module's control plane: the
-        // agent is started if it is not running
-        const { viaAgent, answer } = await import('../../agent/client.js');
-        r = answer(await viaAgent({ op: 'load', opts: { ...opts, module: file } })).load!;
-      } else {
-        r = await load(opts);
-      }
+      const r = await loadModule(opts);
       if (a.json) return printJson({ module: a.module, dev: a.dev, ...r });
       for (const x of [...(r.others ?? []), r]) {
         console.log(`${a.name ?? a.module} loaded on ${a.dev} ${x.hook}: position ${x.position} in the chain (priority ${x.priority}, id ${x.id})${x.broughtUp ? '; the dispatcher was set up first' : ''}`);
