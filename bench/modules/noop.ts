@@ -1,5 +1,5 @@
 // The benchmarks' user-space module: it does nothing, so what it costs is the path and the host.
-import { defineModule } from '../../src/module-def.js';
+import { defineModule } from '../../src/sdk.js';
 
 export default defineModule({
   name: 'noop',

@@ -4,9 +4,7 @@
 import { closeSync, ftruncateSync, writeSync } from 'node:fs';
 import { release as osRelease, type as osType } from 'node:os';
 import { dirname } from 'node:path';
-import { BpfError, lockFile } from '../../src/libbpf/index.js';
-import type { Hook } from '../../src/module-def.js';
-import { EPB_INBOUND, EPB_OUTBOUND, PcapngWriter, scanPcapng } from '../../src/user/pcapng.js';
+import { BpfError, EPB_INBOUND, EPB_OUTBOUND, lockFile, PcapngWriter, scanPcapng, type Hook } from '../../src/sdk.js';
 
 export interface CaptureOptions {
   file: string;

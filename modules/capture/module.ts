@@ -1,6 +1,6 @@
 // capture: writes the packets in its interest to a pcapng file, each with its class and hook, up
 // to a packet and byte budget. It only looks: every packet goes on, written or not.
-import { defineModule, type UserContext } from '../../src/module-def.js';
+import { defineModule, type UserContext } from '../../src/sdk.js';
 import type { Capture } from './capture.js';
 
 const FLUSH_MS = 1000;

@@ -1,4 +1,4 @@
-import { defineModule } from '../../src/module-def.js';
+import { defineModule } from '../../src/sdk.js';
 
 export default defineModule({
   name: 'mark',

@@ -1,6 +1,5 @@
 // qos levels: `--threshold N` (itmBench's two classes) or `--levels 100:af41,1000:af21,*:cs1`.
-import { parseDscp } from '../../src/dscp.js';
-import { ItmError } from '../../src/errors.js';
+import { ItmError, parseDscp } from '../../src/sdk.js';
 import { QOS_MAX_LEVELS } from './qos.abi.js';
 
 /** QOS_MAX_LEVELS of qos.bpf.c */

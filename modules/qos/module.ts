@@ -1,15 +1,7 @@
-import { defineModule } from '../../src/module-def.js';
-import { ItmError } from '../../src/errors.js';
-import { decode, encode, registerLayouts } from '../../src/abi-codec.js';
-import { itm_flow, type ItmFlow } from '../../src/abi.js';
-import { protoName } from '../../src/interest.js';
-import { bytesToAddr } from '../../src/netaddr.js';
-import { dscpName } from '../../src/dscp.js';
+import { bytesToAddr, decode, defineModule, dscpName, encode, itm_flow, ItmError, protoName, registerLayouts, type BpfMap, type ItmFlow, type ParamValue } from '../../src/sdk.js';
 import * as abi from './qos.abi.js';
 import { EVERY, MAX_LEVELS, parseLevels, type Level } from './levels.js';
 import { FlowSizes, thresholdForBytes, thresholdForFlows } from './controller.js';
-import type { BpfMap } from '../../src/libbpf/index.js';
-import type { ParamValue } from '../../src/module-def.js';
 
 /** the adaptive controller waits for this many flows before it moves the threshold */
 const MIN_FLOWS_TO_LEARN = 10;

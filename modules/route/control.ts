@@ -12,9 +12,7 @@
 // into route_best, where the kernel reads it for the next packet.
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { encode } from '../../src/abi-codec.js';
-import type { BpfMap } from '../../src/libbpf/index.js';
-import type { PeriodicContext } from '../../src/module-def.js';
+import { encode, type BpfMap, type PeriodicContext } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import { peerEntry, u32, underlayRoutes } from './peers.js';
 import type { Neighbour, Topology } from './topology.js';

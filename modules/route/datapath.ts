@@ -8,11 +8,7 @@
 // changes with atomic operations, as the kernel does; the counters go to route_ustats, the same
 // way. The peers and next hops (route_peers, route_best, written by the control plane in itmd) are
 // read again every REFRESH_MS: a change of path reaches the data path that much later.
-import { atomicAddU64, atomicRaiseU64, type BpfMap } from '../../src/libbpf/index.js';
-import type { UserContext } from '../../src/module-def.js';
-import type { PacketView } from '../../src/user/packet.js';
-import { decode } from '../../src/abi-codec.js';
-import { foldSum, onesSum } from '../../src/net/checksum.js';
+import { atomicAddU64, atomicRaiseU64, decode, foldSum, onesSum, type BpfMap, type PacketView, type UserContext } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import { ipv4, u32 } from './peers.js';
 import type { TagKey } from './tag.js';

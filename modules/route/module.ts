@@ -1,9 +1,6 @@
 import { statSync } from 'node:fs';
-import { defineModule, type ParamValue, type PeriodicContext } from '../../src/module-def.js';
-import { decode, registerLayouts, sumPerCpu } from '../../src/abi-codec.js';
-import { ItmError } from '../../src/errors.js';
+import { decode, defineModule, ItmError, registerLayouts, sumPerCpu, type BpfMap, type ParamValue, type PeriodicContext } from '../../src/sdk.js';
 import { datapathOf, type UserDatapath } from './datapath.js';
-import type { BpfMap } from '../../src/libbpf/index.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
 import { ipv4, peerEntry, u32, underlayRoutesNow } from './peers.js';

@@ -1,9 +1,7 @@
 // What `itmctl route paths` shows: per destination node, every path the control plane probes,
 // with its RTT, loss and whether the kernel uses it, and what the data path counted. Read from the
 // overlay's pinned maps, so it works whether or not the controller runs.
-import { decode } from '../../src/abi-codec.js';
-import type { BpfMap } from '../../src/libbpf/index.js';
-import type { ParamValue } from '../../src/module-def.js';
+import { decode, type BpfMap, type ParamValue } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import { u32 } from './peers.js';
 import { readStats, topologyOf, type RouteCounters } from './module.js';

@@ -2,7 +2,7 @@
 // namespace's FIB has it (asked of `ip`, at load and then by the control plane every period).
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { encode } from '../../src/abi-codec.js';
+import { encode } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import type { Neighbour } from './topology.js';
 

@@ -4,8 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair, type YAMLMap } from 'yaml';
-import { ItmError } from '../../src/errors.js';
-import { parsePrefix, type Prefix } from '../../src/netaddr.js';
+import { ItmError, parsePrefix, type Prefix } from '../../src/sdk.js';
 import { tagKey, type TagKey } from './tag.js';
 
 export interface Neighbour {
