@@ -17,7 +17,7 @@ import * as abi from '../src/abi.js';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { Topology, buildPacket, run } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from '../test/itm.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import { figure, loadEmpty, measure, median, ratioFigure, summarize, udpSink, type Figure, type Summary } from './common.js';
 import { buildTools, TOOLS } from './user.js';
 import { busyNs, markers, type Config } from './veth.js';

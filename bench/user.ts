@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from '../src/catalog.js';
 import * as abi from '../src/abi.js';
 import { BpfMap } from '../src/libbpf/index.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import { Topology } from '../test/harness/index.js';
 import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson, pinDir } from '../test/itm.js';
 import { figure, ratioFigure, summarize, udpSink, type Figure, type Summary } from './common.js';

@@ -6,7 +6,7 @@
 import { findModule, resolveModule } from './catalog.js';
 import { isUserModule, type ModuleDef } from './module-def.js';
 import type { UnloadResult } from './agent/protocol.js';
-import type { LoadOptions, LoadResult } from './registry.js';
+import type { LoadOptions, LoadResult } from './registry/index.js';
 
 /** whether the agent runs a part of the module, and so loads and unloads it */
 export function agentRuns(def: ModuleDef): boolean {
@@ -21,14 +21,14 @@ export async function loadModule(opts: LoadOptions): Promise<LoadResult> {
     const { viaAgent, answer } = await import('./agent/client.js');
     return answer(await viaAgent({ op: 'load', opts: { ...opts, module: file } })).load!;
   }
-  const { load } = await import('./registry.js');
+  const { load } = await import('./registry/index.js');
   return load(opts);
 }
 
 /** Unloads an instance (from every hook of its hookSet when no hook is named): through the agent
  * when it runs a part of the module and is running (it stops that part first); else here. */
 export async function unloadModule(name: string, dev: string, hook?: LoadOptions['hook']): Promise<UnloadResult> {
-  const { list, unloadInstance } = await import('./registry.js');
+  const { list, unloadInstance } = await import('./registry/index.js');
   const at = list(dev).flatMap((d) => d.hooks.flatMap((h) => h.modules.filter((m) => (!hook || h.hook === hook) && m.name === name)));
   const def = at[0] ? await findModule(at[0].module).catch(() => undefined) : undefined;
   if (at.some((m) => m.kind === 'user') || (def && agentRuns(def))) {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentStatus } from '../src/agent/protocol.js';
-import type { DeviceView, ModuleView } from '../src/registry.js';
+import type { DeviceView, ModuleView } from '../src/registry/index.js';
 import { EPB_INBOUND, EPB_OUTBOUND, readPcapng, type Pcapng } from '../src/user/pcapng.js';
 import { Capture } from '../modules/capture/capture.js';
 import { Topology, buildPacket, decodeFlowPayload, l4ChecksumSound, namespaceSkipReason, parsePacket, tcpTransfer, udpFlow, type Family } from './harness/index.js';

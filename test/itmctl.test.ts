@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { ROOT } from '../src/catalog.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import {
   Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket, describePacket, l4ChecksumSound,
 } from './harness/index.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { BpfMap } from '../src/libbpf/index.js';
 import { decode, itm_flow, type ItmFlow } from '../src/abi.js';
 import { qos_flow_state, type QosFlowState } from '../modules/qos/qos.abi.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl, modulePin } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';

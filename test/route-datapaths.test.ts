@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { decode, registerLayouts, sumPerCpu } from '../src/abi-codec.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import { PacketView } from '../src/user/packet.js';
 import * as abi from '../modules/route/route.abi.js';
 import { UserDatapath } from '../modules/route/datapath.js';

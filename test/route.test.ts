@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfMap } from '../src/libbpf/index.js';
-import type { DeviceView } from '../src/registry.js';
+import type { DeviceView } from '../src/registry/index.js';
 import type { AgentStatus } from '../src/agent/protocol.js';
 import { siphash24 } from '../modules/route/siphash.js';
 import { MAX_INNER, lastNh, nhReference, tagKey } from '../modules/route/tag.js';

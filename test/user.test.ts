@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from '../src/catalog.js';
 import type { AgentStatus } from '../src/agent/protocol.js';
-import type { DeviceView, ModuleView } from '../src/registry.js';
+import type { DeviceView, ModuleView } from '../src/registry/index.js';
 import { Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
 import { RUN_DIR, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson } from './itm.js';
 

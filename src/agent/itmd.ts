@@ -25,7 +25,7 @@ import { ItmError } from '../errors.js';
 import { findModule } from '../catalog.js';
 import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
-import * as registry from '../registry.js';
+import * as registry from '../registry/index.js';
 import { hasMaps, listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
 import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response, type UnloadResult } from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';

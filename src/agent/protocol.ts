@@ -3,7 +3,7 @@
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ItmError } from '../errors.js';
-import type { LoadOptions, LoadResult } from '../registry.js';
+import type { LoadOptions, LoadResult } from '../registry/index.js';
 import { netnsId, RUN_DIR } from '../state.js';
 import type { Hook } from '../module-def.js';
 

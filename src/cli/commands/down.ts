@@ -9,7 +9,7 @@ export const downCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) => hookOption(devOption(y), 'only this hook') as never,
   handler: async (a) => {
     requireRoot();
-    const { down } = await import('../../registry.js');
+    const { down } = await import('../../registry/index.js');
     const res = down(a.dev, hooksOf(a.hook));
     if (a.json) return printJson({ dev: a.dev, ...res });
     if (!res.hooks.length) return console.log(`${a.dev}: nothing of itm was there`);

@@ -46,7 +46,7 @@ export const explainCommand: CommandModule<GlobalArgs, Args> = {
       .positional('flow', { type: 'string', array: true, describe: 'proto=udp,src=A,dst=B,sport=N,dport=N[,indev=DEV][,origin=local|forwarded]' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { explain, resolveDevice } = await import('../../registry.js');
+    const { explain, resolveDevice } = await import('../../registry/index.js');
     const flow = parseFlow(a.flow.join(','), (n) => resolveDevice(n, 'match indev'));
     const res = explain(a.dev, flow, hooksOf(a.hook));
     if (a.json) return printJson(res);

@@ -12,7 +12,7 @@ export const flowsCommand: CommandModule<GlobalArgs, Args> = {
       .option('top', { type: 'number', default: 20, describe: 'show the N largest flows (0: all)' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { flows } = await import('../../registry.js');
+    const { flows } = await import('../../registry/index.js');
     const r = await flows(a.module, a.dev, a.hook as never);
     const rows = a.top > 0 ? r.rows.slice(0, a.top) : r.rows;
     if (a.json) return printJson({ module: a.module, dev: a.dev, hook: r.hook, total: r.rows.length, flows: rows });

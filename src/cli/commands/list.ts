@@ -10,7 +10,7 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) => devOption(y, false) as never,
   handler: async (a) => {
     requireRoot();
-    const { list } = await import('../../registry.js');
+    const { list } = await import('../../registry/index.js');
     const devs = list(a.dev);
     if (a.json) return printJson(devs);
     if (!devs.length) return console.log('nothing is set up in this network namespace (itmctl up --dev DEV, or itmctl load ...)');

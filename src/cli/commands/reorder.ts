@@ -12,7 +12,7 @@ export const reorderCommand: CommandModule<GlobalArgs, Args> = {
       .option('priority', { type: 'number', demandOption: 'give the new priority with --priority', describe: 'lower runs first' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { reorder } = await import('../../registry.js');
+    const { reorder } = await import('../../registry/index.js');
     const r = reorder(a.module, a.dev, a.priority, a.hook as never);
     if (a.json) return printJson({ module: a.module, dev: a.dev, priority: a.priority, ...r });
     console.log(`${a.module} on ${a.dev} ${r.hook}: priority ${a.priority}, now position ${r.position}`);

@@ -11,7 +11,7 @@ export const routeCommand: CommandModule<GlobalArgs, Args> = {
       .option('name', { type: 'string', default: 'route', describe: 'the overlay\'s instance name (with several overlays loaded)' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { nodeInstance } = await import('../../registry.js');
+    const { nodeInstance } = await import('../../registry/index.js');
     const { overlayView } = await import('../../../modules/route/paths.js');
     const inst = nodeInstance(a.name);
     let v;

@@ -10,7 +10,7 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) => hookOption(devOption(y), 'only this hook') as never,
   handler: async (a) => {
     requireRoot();
-    const { up } = await import('../../registry.js');
+    const { up } = await import('../../registry/index.js');
     const res = up(a.dev, hooksOf(a.hook, DEFAULT_HOOKS));
     if (a.json) return printJson({ dev: a.dev, hooks: res });
     for (const [hook, outcome] of Object.entries(res)) console.log(`${a.dev} ${hook}: dispatcher ${outcome}`);

@@ -5,20 +5,20 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import * as abi from './abi.js';
-import { ItmError } from './errors.js';
-import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms, xdp } from './libbpf/index.js';
-import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from './catalog.js';
-import { TC_HANDLE, TC_PRIORITY, createDivert, removeDeviceDiverts, removeDivert } from './divert.js';
-import { ensureSegmenter, removeSegmenter, segmenterIntact } from './segment.js';
-import { ModuleInstance, instanceDir } from './instance.js';
-import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from './interest.js';
-import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from './module-def.js';
+import * as abi from '../abi.js';
+import { ItmError } from '../errors.js';
+import { BpfError, BpfMap, BpfObject, BpfProgram, ifIndexToName, ifNameToIndex, tc, waitForRunningPrograms, xdp } from '../libbpf/index.js';
+import { dispatcherObjectPath, findModule, kernelObjectPath, resolveModule } from '../catalog.js';
+import { TC_HANDLE, TC_PRIORITY, createDivert, removeDeviceDiverts, removeDivert } from '../divert.js';
+import { ensureSegmenter, removeSegmenter, segmenterIntact } from '../segment.js';
+import { ModuleInstance, instanceDir } from '../instance.js';
+import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery, type Interest } from '../interest.js';
+import { DEFAULT_HOOKS, HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamValue, type PeriodicContext } from '../module-def.js';
 import {
   claimNamespace, devicePinDir, ensureBpffs, hasMaps, hookPinDir, modPinDir, pinName, nsPinDir, STATE_DIR, listDeviceRecords, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice,
   type DeviceRecord, type HookRecord, type ModuleRecord,
-} from './state.js';
-import { log } from './log.js';
+} from '../state.js';
+import { log } from '../log.js';
 
 export const DEFAULT_PRIORITY = 50;
 /** the interest of a module found in the kernel with no record of how it was loaded */
