@@ -86,7 +86,7 @@ export interface ModuleDef extends UserFunctions {
   /**
    * A kernel module whose per-packet work can run in TypeScript instead, by its classify, log and
    * process here, chosen per load (route --datapath user): true for the parameters of a load
-   * that does. Such a load still loads the object, for its maps (init, linkSettings, nodeMaps and
+   * that does. Such a load still loads the object, for its maps (init, nodeMaps and
    * the periodic functions in itmd work as for the kernel data path, and the functions here get
    * them by ctx.open), but its program stays out of the chain: the packets in its interest go
    * over AF_XDP to its host, as a user-space module's do.
@@ -138,10 +138,6 @@ export interface ModuleDef extends UserFunctions {
   /** fills a kernel module's maps after its object is loaded and before any packet reaches it
    * (a throw fails the load, which is undone) */
   init?: (ctx: PeriodicContext) => void;
-  /** device settings the module needs while it is loaded (`ip link set dev D <key> <value>`, say
-   * `txqueuelen: 1000`): set at its first load on a device, the values from before restored when its
-   * last instance there goes (unload or down) */
-  linkSettings?: Record<string, number>;
   /** maps that an instance shares with the instance of the same name on the device's other hook
    * (qos --bidir: one flow table for both directions) */
   sharedMaps?: (params: Record<string, ParamValue>) => string[];

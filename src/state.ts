@@ -138,9 +138,6 @@ export interface DeviceRecord {
   /** itm created the clsact qdisc, so `down` may remove it once it holds no filter */
   createdClsact: boolean;
   hooks: Partial<Record<Hook, HookRecord>>;
-  /** device settings modules asked for (ModuleDef.linkSettings): the value before, and the
-   * modules that need it, restored when none of them is left on the device */
-  link?: Record<string, { was: number; by: string[] }>;
 }
 
 function deviceFile(ifindex: number, ns = netnsId()): string {

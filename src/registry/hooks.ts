@@ -1,0 +1,231 @@
+// A hook's dispatcher: set up (created, adopted from an earlier run, or repaired), its record made
+// to agree with the kernel, and taken down. Every step adds its undo to the caller's transaction.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from '../abi.js';
+import { ItmError } from '../errors.js';
+import { BpfMap, BpfObject, BpfProgram, tc } from '../libbpf/index.js';
+import { dispatcherObjectPath } from '../catalog.js';
+import { removeDivert } from '../divert.js';
+import { ensureSegmenter, removeSegmenter, segmenterIntact } from '../segment.js';
+import { instanceDir } from '../instance.js';
+import { DEFAULT_HOOKS, HOOKS, type Hook } from '../module-def.js';
+import { hookPinDir, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice, type DeviceRecord, type HookRecord } from '../state.js';
+import { log } from '../log.js';
+import { attachment } from './attach.js';
+import { enterNamespace, purgeModule, tidy } from './cleanup.js';
+import { progName, requireEthernet, resolveDevice, tcFiltersRemain } from './devices.js';
+import { DISPATCHER_MAPS, HookPins, u32 } from './pins.js';
+import { ADOPTED, DEFAULT_PRIORITY, needsSegmenter } from './records.js';
+import { Undo } from './undo.js';
+
+const hookId = (hook: Hook) =>
+  hook === 'xdp' ? abi.ITM_HOOK_XDP : hook === 'tc-ingress' ? abi.ITM_HOOK_TC_INGRESS : abi.ITM_HOOK_TC_EGRESS;
+
+export type UpOutcome = 'created' | 'adopted' | 'repaired';
+
+/** Loads and pins a fresh dispatcher for one hook (into a temporary dir, renamed when complete). */
+function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
+  const dir = hookPinDir(ifindex, hook);
+  const tmp = `${dir}-tmp-${process.pid}`; // bpffs refuses names with a dot
+  // half-made trees from a crash: the hook's own, and temporary ones of any earlier run
+  rmSync(dir, { recursive: true, force: true });
+  const parent = join(dir, '..');
+  if (existsSync(parent)) {
+    for (const e of readdirSync(parent)) if (e.startsWith(`${hook}-tmp-`)) rmSync(join(parent, e), { recursive: true, force: true });
+  }
+  mkdirSync(tmp, { recursive: true });
+  undo.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  const obj = BpfObject.open(dispatcherObjectPath(hook));
+  try {
+    obj.setGlobal('itm_hook', u32(hookId(hook)));
+    obj.setGlobal('itm_dev_ifindex', u32(ifindex));
+    // a returning packet's trailer must carry it (see struct itm_trailer)
+    obj.setGlobal('itm_secret', randomBytes(4));
+    // a test knob: the slow parse path (headers outside the skb's linear part) for every packet
+    if (process.env.ITM_FORCE_SLOW_PARSE === '1') obj.setGlobal('itm_force_slow', Buffer.from([1]));
+    obj.load();
+    for (const m of DISPATCHER_MAPS) {
+      const map = obj.map(m);
+      map.pin(join(tmp, m));
+      map.close();
+    }
+    const dispatch = obj.program('itm_dispatch');
+    const resume = obj.program('itm_resume');
+    dispatch.pin(join(tmp, 'dispatch'));
+    resume.pin(join(tmp, 'resume'));
+    // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c); tc: on the far
+    // end of the hook's segmentation pair (src/segment.ts)
+    const extra = hook === 'xdp' ? [['itm_return', 'return']] : [['itm_from_seg', 'from_seg'], ...(hook === 'tc-ingress' ? [['itm_from_gro', 'from_gro']] : [])];
+    for (const [prog, pin] of extra) {
+      const ep = obj.program(prog!);
+      ep.pin(join(tmp, pin!));
+      ep.close();
+    }
+    const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
+    progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
+    progs.close();
+    dispatch.close();
+    resume.close();
+  } finally {
+    obj.close();
+  }
+  mkdirSync(join(dir, '..'), { recursive: true });
+  renameSync(tmp, dir);
+  undo.add(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  return HookPins.open(dir)!;
+}
+
+/** Puts the hook's dispatcher at its place on the device, unless it is there: an older itm
+ * dispatcher there is replaced, a program of anyone else's is never touched. True if it changed
+ * anything. */
+function attachDispatcher(rec: DeviceRecord, dev: string, hook: Hook, pins: HookPins, undo: Undo): boolean {
+  const at = attachment(rec.ifindex, hook);
+  const attached = at.current();
+  if (attached === pins.dispatch.id) return false;
+  if (attached !== undefined && progName(attached) !== 'itm_dispatch') {
+    throw new ItmError(`cannot set up ${dev} ${hook}: ${at.taken(attached, progName(attached))}`);
+  }
+  if (at.prepare()) {
+    rec.createdClsact = true;
+    undo.add(`remove clsact from ${dev}`, () => tc.hookDestroy(rec.ifindex));
+  }
+  if (attached === undefined) {
+    at.attach(pins.dispatch.fd, false);
+    undo.add(`detach from ${dev} ${hook}`, () => at.detach());
+  } else {
+    const old = BpfProgram.fromId(attached);
+    at.attach(pins.dispatch.fd, true);
+    undo.add(`put the earlier dispatcher back on ${dev} ${hook}`, () => {
+      try { at.attach(old.fd, true); } finally { old.close(); }
+    });
+  }
+  return true;
+}
+
+/** Sets the hooks up (the caller holds the namespace lock and owns the transaction). */
+export function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], undo: Undo): Record<string, UpOutcome> {
+  enterNamespace(true);
+  requireEthernet(dev);
+  const ns = netnsId();
+  const rec: DeviceRecord = readDevice(ifindex) ?? { dev, ifindex, netns: ns, createdClsact: false, hooks: {} };
+  rec.dev = dev;
+  const out: Record<string, UpOutcome> = {};
+  for (const hook of hooks) {
+    let pins = HookPins.open(hookPinDir(ifindex, hook));
+    let outcome: UpOutcome = 'adopted';
+    if (!pins) {
+      pins = createDispatcher(ifindex, hook, undo);
+      outcome = rec.hooks[hook] ? 'repaired' : 'created';
+      rec.hooks[hook] = { modules: [], nextSeq: 1 };
+    }
+    try {
+      const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
+      reconcileRecord(hr, pins);
+      let repaired = false;
+      // a segmentation pair someone removed would swallow the super-packets sent into it
+      if (hook !== 'xdp' && needsSegmenter(hr) && !segmenterIntact(ifindex, hook, pins.maps.itm_segctl)) {
+        ensureSegmenter(ifindex, hook, pins.dir, pins.maps.itm_segctl, undo.add);
+        repaired = true;
+      }
+      if (attachDispatcher(rec, dev, hook, pins, undo)) repaired = true;
+      if (repaired && outcome === 'adopted') outcome = 'repaired';
+    } finally {
+      pins.close();
+    }
+    out[hook] = outcome;
+  }
+  writeDevice(rec);
+  return out;
+}
+
+/**
+ * Makes the record and the kernel agree, the kernel's chain being the truth: a recorded module
+ * that is not in the chain (a crash between the two) is dropped; a module in the chain with no
+ * record (the record was lost) is adopted under its program's name; and whatever a module left in
+ * the shared maps without being in the chain is removed, so a later module with its id starts clean.
+ */
+export function reconcileRecord(hr: HookRecord, pins: HookPins): void {
+  const chain = pins.chain();
+  const live = new Set(chain.map((s) => s.id));
+  for (const m of hr.modules.filter((x) => !live.has(x.id))) {
+    log.info(`dropping ${m.name} (id ${m.id}) from the record: it is not in the kernel's chain`);
+  }
+  hr.modules = hr.modules.filter((x) => live.has(x.id));
+  chain.forEach((s, i) => {
+    if (hr.modules.some((m) => m.id === s.id)) return;
+    // the kernel keeps 15 characters of a program's name: enough to hint, not to be sure, so the
+    // id makes the name unique
+    let module = 'module';
+    try {
+      const p = BpfProgram.fromPin(join(instanceDir(pins.dir, s.id), 'prog'));
+      module = p.name.replace(/^itm_module_/, '') || module;
+      p.close();
+    } catch { /* keep the placeholder */ }
+    const name = `${module}-${s.id}`;
+    hr.modules.push({ id: s.id, name, module, priority: DEFAULT_PRIORITY, seq: hr.nextSeq + i, params: {}, interest: ADOPTED, loadedAt: '' });
+  });
+  hr.nextSeq += chain.length;
+  for (let id = 0; id < abi.ITM_MAX_SLOTS; id++) if (!live.has(id)) purgeModule(pins, id);
+}
+
+export function up(dev: string, hooks: readonly Hook[] = DEFAULT_HOOKS): Record<string, UpOutcome> {
+  const ifindex = resolveDevice(dev, 'set up');
+  return withNamespaceLock(() => {
+    const undo = new Undo();
+    try {
+      return upLocked(dev, ifindex, hooks, undo);
+    } catch (e) {
+      const err = undo.rollback(e);
+      tidy(ifindex);
+      throw err;
+    }
+  });
+}
+
+export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: boolean }
+
+export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
+  const ifindex = resolveDevice(dev, 'take down');
+  return withNamespaceLock(() => {
+    enterNamespace(false);
+    const rec = readDevice(ifindex);
+    const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
+    for (const hook of hooks) {
+      const dir = hookPinDir(ifindex, hook);
+      const pins = HookPins.open(dir);
+      const at = attachment(ifindex, hook);
+      const id = at.current();
+      // detach only our own: the program at itm's place running an itm dispatcher
+      let detached = false;
+      if (id !== undefined && (id === pins?.dispatch.id || progName(id) === 'itm_dispatch')) {
+        at.detach();
+        detached = true;
+      }
+      pins?.close();
+      if (existsSync(dir) || detached) res.hooks.push(hook);
+      if (existsSync(dir)) {
+        res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));
+        for (let i = 0; i < abi.ITM_MAX_SLOTS; i++) removeDivert(ifindex, hook, i);
+        if (hook !== 'xdp') removeSegmenter(ifindex, hook);
+        rmSync(dir, { recursive: true, force: true });
+      }
+      // the record follows each hook, so a failure on the next one leaves it true
+      if (rec?.hooks[hook]) {
+        delete rec.hooks[hook];
+        if (Object.keys(rec.hooks).length) writeDevice(rec);
+      }
+    }
+    // what is left is what is on disk, whatever the record says
+    if (HOOKS.every((h) => !existsSync(hookPinDir(ifindex, h)))) {
+      if (rec?.createdClsact && !tcFiltersRemain(ifindex)) {
+        tc.hookDestroy(ifindex);
+        res.clsactRemoved = true;
+      }
+      removeDevice(ifindex);
+      tidy(ifindex);
+    }
+    return res;
+  });
+}

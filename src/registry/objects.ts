@@ -1,0 +1,114 @@
+// A kernel module's object: loaded with its parameters (globals, map sizes), sharing the
+// dispatcher's maps and those of instances it goes with, its maps and program pinned, its init run.
+import { join } from 'node:path';
+import { ItmError } from '../errors.js';
+import { BpfError, BpfMap, BpfObject, ifIndexToName } from '../libbpf/index.js';
+import { ModuleInstance } from '../instance.js';
+import type { Hook, KernelConfig, ModuleDef, ParamValue } from '../module-def.js';
+import { modPinDir, pinName, type DeviceRecord } from '../state.js';
+import { SHARED_MAPS, type HookPins } from './pins.js';
+import { namedInstances } from './records.js';
+
+/** A module map's pin file: bpffs refuses dots, which libbpf's internal maps have (qos.bss). */
+function moduleProgName(name: string): string {
+  return `itm_module_${name}`;
+}
+
+function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: number): void {
+  const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
+  for (const [name, v] of Object.entries(globals)) {
+    const info = obj.globalInfo(name);
+    if (!info) throw new ItmError(`${def.name}: its object has no global '${name}'`);
+    let buf: Buffer;
+    if (Buffer.isBuffer(v)) {
+      buf = Buffer.alloc(info.size);
+      v.copy(buf, 0, 0, info.size);
+    } else {
+      buf = Buffer.alloc(info.size);
+      const big = BigInt(v);
+      if (info.size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
+      else buf.writeUIntLE(Number(BigInt.asUintN(info.size * 8, big)), 0, info.size);
+    }
+    obj.setGlobal(name, buf);
+  }
+  for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
+}
+
+/** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and those
+ * of `reuse`, map → the pin directory of the instance that has it), and pins its maps and program
+ * in `modDir`. */
+export function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, id: number,
+  hp: HookPins, modDir: string, reuse: Map<string, string>): void {
+  const obj = BpfObject.open(objPath);
+  try {
+    writeGlobals(obj, def, cfg, id);
+    for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
+    for (const [m, dir] of reuse) {
+      const shared = BpfMap.fromPin(join(dir, pinName(m)));
+      try {
+        obj.reuseMap(m, shared);
+      } finally {
+        shared.close();
+      }
+    }
+    try {
+      obj.load();
+    } catch (e) {
+      if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', { cause: e });
+      throw e;
+    }
+    for (const m of obj.mapNames()) {
+      if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
+      const map = obj.map(m);
+      map.pin(join(modDir, pinName(m)));
+      map.close();
+    }
+    const prog = obj.program(def.kernel!.program ?? moduleProgName(def.name));
+    try {
+      prog.pin(join(modDir, 'prog'));
+    } finally {
+      prog.close();
+    }
+  } finally {
+    obj.close();
+  }
+}
+
+/** The maps a new instance takes from instances already loaded: its `sharedMaps` from its sibling
+ * on the device's other hook, its `nodeMaps` from any instance of its name in the namespace (which
+ * must have its parameters: they are one instance, on several devices). */
+export function reusedMaps(def: ModuleDef, name: string, params: Record<string, ParamValue>, rec: DeviceRecord, hook: Hook): Map<string, string> {
+  const reuse = new Map<string, string>();
+  const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
+  const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
+  if (sibling) for (const m of def.sharedMaps?.(params) ?? []) reuse.set(m, modPinDir(rec.ifindex, other, sibling.id));
+  const node = def.nodeMaps?.(params) ?? [];
+  if (!node.length) return reuse;
+  const first = namedInstances(name).next();
+  if (first.done) return reuse;
+  const { r, h, m } = first.value;
+  const where = `${ifIndexToName(r.ifindex) ?? `ifindex ${r.ifindex}`} ${h}`;
+  if (m.module !== def.name) throw new ItmError(`${name} is another module (${m.module}) on ${where}: load this one with another --name`);
+  if (JSON.stringify(m.params) !== JSON.stringify(params)) {
+    throw new ItmError(`${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`);
+  }
+  for (const map of node) if (!reuse.has(map)) reuse.set(map, modPinDir(r.ifindex, h, m.id));
+  return reuse;
+}
+
+/** Runs a kernel module's `init` on its freshly pinned maps. */
+export function initModule(def: ModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
+  const inst = new ModuleInstance(modDir);
+  try {
+    def.init!({
+      name, params, state: {}, dev, hook,
+      open: (map) => inst.open(map),
+      global: () => { throw new Error('init cannot change globals: configure sets them'); },
+    });
+  } catch (e) {
+    if (e instanceof ItmError) throw e;
+    throw new ItmError(`${def.name}: cannot fill its maps: ${(e as Error).message}`, undefined, { cause: e });
+  } finally {
+    inst.close();
+  }
+}

@@ -1,0 +1,67 @@
+// A hook's pinned dispatcher: its programs and maps as bpffs keeps them, and the one write that
+// switches packets from one chain to the next (struct itm_ctl in bpf/include/itm/abi.h).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from '../abi.js';
+import { ItmError } from '../errors.js';
+import { BpfError, BpfMap, BpfProgram, waitForRunningPrograms } from '../libbpf/index.js';
+
+/** the dispatcher's maps a module's object shares (reuses) when it loads */
+export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats', 'itm_segctl'] as const;
+export const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight', 'itm_segs'] as const;
+type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
+
+export const u32 = abi.u32;
+
+/** A hook's pinned dispatcher: its programs and maps, opened from bpffs. */
+export class HookPins {
+  private constructor(readonly dir: string, readonly dispatch: BpfProgram, readonly maps: Record<DispatcherMap, BpfMap>) {}
+
+  static open(dir: string): HookPins | undefined {
+    if (!existsSync(join(dir, 'dispatch')) || !existsSync(join(dir, 'resume'))) return undefined;
+    const opened: BpfMap[] = [];
+    try {
+      const maps = {} as Record<DispatcherMap, BpfMap>;
+      for (const m of DISPATCHER_MAPS) {
+        const map = BpfMap.fromPin(join(dir, m));
+        opened.push(map);
+        maps[m] = map;
+      }
+      return new HookPins(dir, BpfProgram.fromPin(join(dir, 'dispatch')), maps);
+    } catch (e) {
+      for (const m of opened) m.close();
+      if (e instanceof BpfError && e.code === 'ENOENT') return undefined; // half made: `up` rebuilds it
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.dispatch.close();
+    for (const m of Object.values(this.maps)) m.close();
+  }
+
+  chain(): abi.ItmSlot[] {
+    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
+    const c = abi.decode<abi.ItmChain>(abi.itm_chain, this.maps.itm_chain.lookup(u32(ctl.active & 1))!);
+    return c.slots.slice(0, c.n);
+  }
+
+  /** Writes the idle chain table in full, then switches packets to it in one write. */
+  setChain(slots: abi.ItmSlot[]): void {
+    if (slots.length > abi.ITM_MAX_SLOTS) throw new ItmError(`at most ${abi.ITM_MAX_SLOTS} modules per hook`);
+    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
+    const idle = (ctl.active & 1) ^ 1;
+    this.maps.itm_chain.update(u32(idle), abi.encode(abi.itm_chain, { n: slots.length, slots }));
+    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { active: idle, generation: ctl.generation + 1 }));
+    // packets already on the table just left may still read it: wait for them before anything
+    // (the next change, or the removal of a module) touches what they could reach
+    waitForRunningPrograms();
+  }
+
+  mstats(id: number): abi.ItmMstats {
+    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(id));
+  }
+  dstats(): abi.ItmDstats {
+    return abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
+  }
+}
