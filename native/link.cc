@@ -631,7 +631,8 @@ bool OpenEthtool(Napi::Env env, const std::string& dev, Fd* fd) {
   return true;
 }
 
-// (dev name) -> [{ name, active, requested, available, fixed }] in the kernel's bit order
+// (dev name) -> [{ name, active, requested, available, fixed }] in the kernel's bit order, the
+// unnamed bits left out
 Napi::Value EthtoolFeatures(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string dev;
@@ -642,8 +643,10 @@ Napi::Value EthtoolFeatures(const Napi::CallbackInfo& info) {
   const char* step = "";
   int err = ReadFeatures(fd.fd, dev, &f, &step);
   if (err != 0) return ThrowErrno(env, err, "ethtool features of " + dev, step);
-  Napi::Array out = Napi::Array::New(env, f.names.size());
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t k = 0;
   for (size_t i = 0; i < f.names.size(); i++) {
+    if (f.names[i].empty()) continue;  // a bit whose feature the kernel has since removed
     const auto& b = f.blocks[i / 32];
     uint32_t bit = 1u << (i % 32);
     Napi::Object o = Napi::Object::New(env);
@@ -653,7 +656,7 @@ Napi::Value EthtoolFeatures(const Napi::CallbackInfo& info) {
     o.Set("available", Napi::Boolean::New(env, (b.available & bit) != 0));
     // as ethtool prints "[fixed]": not changeable on this device, or never by anyone
     o.Set("fixed", Napi::Boolean::New(env, (b.available & bit) == 0 || (b.never_changed & bit) != 0));
-    out.Set(static_cast<uint32_t>(i), o);
+    out.Set(k++, o);
   }
   return out;
 }
@@ -695,7 +698,7 @@ Napi::Value EthtoolSetFeatures(const Napi::CallbackInfo& info) {
     std::string name = nv.As<Napi::String>().Utf8Value();
     size_t idx = 0;
     while (idx < f.names.size() && f.names[idx] != name) idx++;
-    if (idx == f.names.size()) {
+    if (idx == f.names.size() || name.empty()) {
       return ThrowMessage(env, EINVAL, "ETHTOOL_GSTRINGS",
                           context + ": no feature named '" + name +
                               "' (the kernel's names, as `ethtool -k` shows them indented, e.g. rx-gro, tx-tcp-segmentation)");
