@@ -10,7 +10,7 @@ export { BpfMap, atomicAddU64, atomicRaiseU64 } from './map.js';
 export type { MapCreateOptions, MapUpdateFlag } from './map.js';
 export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
-export { ARPHRD, ethtool, isEthernet, link, linkType, tcFilterCount, tcFilters } from './link.js';
+export { ARPHRD, ethtool, isEthernet, link, linkType, linkTypeName, tcFilterCount, tcFilters } from './link.js';
 export type { EthtoolFeature, LinkInfo, LinkRef, TcFilterInfo, VethEnd } from './link.js';
 export { isBpffs, lockFile, mountBpffs, netnsCookie, numPossibleCpus, unlockFile } from './system.js';
 export { waitForRunningPrograms } from './sync.js';

@@ -99,6 +99,15 @@ export function linkType(dev: LinkRef): number {
   return native.linkGet(dev).type;
 }
 
+/** `ip link`'s name for an ARPHRD_* type ('ether', 'loopback', 'none', ...), else `ARPHRD n`. */
+export function linkTypeName(type: number): string {
+  const names: Record<number, string> = {
+    1: 'ether', 512: 'ppp', 768: 'ipip', 769: 'tunnel6', 772: 'loopback', 776: 'sit', 778: 'gre', 823: 'ip6gre',
+    0xfffe: 'none', 0xffff: 'void',
+  };
+  return names[type] ?? `ARPHRD ${type}`;
+}
+
 /** Whether a device has Ethernet framing; throws (as linkType) when it cannot tell. */
 export function isEthernet(dev: LinkRef): boolean {
   return linkType(dev) === ARPHRD.ETHER;
