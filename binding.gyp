@@ -7,6 +7,7 @@
         "native/common.cc",
         "native/object.cc",
         "native/fdops.cc",
+        "native/link.cc",
         "native/netlink.cc",
         "native/system.cc",
         "native/xsk.cc"
@@ -15,7 +16,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden", "-fno-exceptions"],
-      "libraries": ["<!@(pkg-config --libs libbpf)", "<!@(pkg-config --libs libxdp)"]
+      "libraries": ["<!@(pkg-config --libs libbpf)", "<!@(pkg-config --libs libxdp)", "<!@(pkg-config --libs libmnl)"]
     }
   ]
 }

@@ -29,6 +29,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitObject(env, exports);
   InitFdOps(env, exports);
   InitNetlink(env, exports);
+  InitLink(env, exports);
   InitSystem(env, exports);
   InitXsk(env, exports);
   return exports;

@@ -70,6 +70,7 @@ int DupFd(int fd);
 void InitObject(Napi::Env env, Napi::Object exports);
 void InitFdOps(Napi::Env env, Napi::Object exports);
 void InitNetlink(Napi::Env env, Napi::Object exports);
+void InitLink(Napi::Env env, Napi::Object exports);
 void InitSystem(Napi::Env env, Napi::Object exports);
 
 }  // namespace lbpf

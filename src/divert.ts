@@ -1,13 +1,12 @@
 // The kernel side of a user-space module's slot: its internal veth pair, the two small programs on
 // it (bpf/divert.bpf.c) and its entry in the dispatcher's itm_uctl / itm_uflight maps. See struct
 // itm_trailer in bpf/include/itm/abi.h for the path a packet takes.
-import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as abi from './abi.js';
 import { BPF_BUILD } from './catalog.js';
 import { ItmError } from './errors.js';
-import { BPF_MAP_TYPE, BpfMap, BpfObject, BpfProgram, ifNameToIndex, tc, xdp } from './libbpf/index.js';
+import { BPF_MAP_TYPE, BpfError, BpfMap, BpfObject, BpfProgram, ifNameToIndex, link, tc, xdp } from './libbpf/index.js';
 import type { Hook } from './module-def.js';
 
 /** The UMEM frame size of a host's socket and the headroom the kernel leaves in front of a packet:
@@ -37,10 +36,19 @@ export function pairNames(ifindex: number, hook: Hook, id: number): { a: string;
   return { a: `itm${ifindex}${h}${id}a`, b: `itm${ifindex}${h}${id}b` };
 }
 
-export function ip(args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.error) throw new ItmError(`cannot run ip: ${r.error.message}`);
-  if (r.status !== 0) throw new ItmError(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
+/** A failed device operation's BpfError (which names the device and, when the kernel gave one,
+ * its reason) as an ItmError a person can act on; anything else as it is. */
+function actionable(err: unknown): unknown {
+  return err instanceof BpfError ? new ItmError(err.message.replace(/\s*\n\s*/g, ': '), undefined, { cause: err }) : err;
+}
+
+/** Runs a device operation (link, ethtool) of the addon, its failures as ItmErrors. */
+export function linkOp<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw actionable(err);
+  }
 }
 
 export function linkExists(name: string): boolean {
@@ -52,23 +60,33 @@ export function linkExists(name: string): boolean {
   }
 }
 
+/** Deletes the link `name` (a veth takes its peer with it); nothing if there is none. */
+export function deleteLink(name: string): void {
+  try {
+    link.delete(name);
+  } catch (err) {
+    if (err instanceof BpfError && err.code === 'ENODEV') return; // gone already
+    throw actionable(err);
+  }
+}
+
 /** Removes a slot's pair (and with it its programs); nothing if there is none. */
 export function removeDivert(ifindex: number, hook: Hook, id: number): void {
-  const { a } = pairNames(ifindex, hook, id);
-  if (linkExists(a)) ip(['link', 'del', a]);
+  deleteLink(pairNames(ifindex, hook, id).a);
 }
 
 /** Removes every pair of a device (one that is gone): its user modules' and its hooks'
- * segmentation pairs. */
+ * segmentation pairs. Best effort: a pair it cannot list or delete stays. */
 export function removeDeviceDiverts(ifindex: number): void {
-  const r = spawnSync('ip', ['-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' });
-  if (r.status !== 0) return;
-  let links: Array<{ ifname: string }> = [];
+  let links: Array<{ name: string; kind: string | undefined }>;
   try {
-    links = JSON.parse(r.stdout) as Array<{ ifname: string }>;
+    links = link.list();
   } catch { return; }
   const re = new RegExp(`^itm${ifindex}[iex](\\d+|s)a$`);
-  for (const l of links) if (re.test(l.ifname)) spawnSync('ip', ['link', 'del', l.ifname]);
+  for (const l of links) {
+    if (l.kind !== 'veth' || !re.test(l.name)) continue;
+    try { link.delete(l.name); } catch { /* gone already, or not ours to remove */ }
+  }
 }
 
 const u32 = abi.u32;
@@ -82,14 +100,14 @@ const u32 = abi.u32;
 export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, failClosed: boolean, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
   const { a, b } = pairNames(ifindex, hook, id);
   removeDivert(ifindex, hook, id); // a stale one from a crash
-  ip(['link', 'add', a, 'numtxqueues', '1', 'numrxqueues', '1', 'type', 'veth', 'peer', 'name', b, 'numtxqueues', '1', 'numrxqueues', '1']);
+  linkOp(() => link.createVeth({ name: a, mtu: PAIR_MTU, txQueues: 1, rxQueues: 1 }, { name: b, mtu: PAIR_MTU, txQueues: 1, rxQueues: 1 }));
   undo(`delete ${a}`, () => removeDivert(ifindex, hook, id));
   for (const n of [a, b]) {
     // no addresses and no neighbour discovery on the pair: it only carries diverted packets
     try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
   }
-  ip(['link', 'set', a, 'mtu', String(PAIR_MTU), 'up']);
-  ip(['link', 'set', b, 'mtu', String(PAIR_MTU), 'up']);
+  linkOp(() => link.setUp(a));
+  linkOp(() => link.setUp(b));
   const ia = ifNameToIndex(a);
   const ib = ifNameToIndex(b);
   const path = join(BPF_BUILD, 'divert.bpf.o');

@@ -14,13 +14,12 @@
 //
 // One pair per device and hook, made with the first module there that needs it and removed with
 // the last (or by `down`).
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as abi from './abi.js';
-import { TC_HANDLE, TC_PRIORITY, ip, linkExists } from './divert.js';
+import { TC_HANDLE, TC_PRIORITY, deleteLink, linkExists, linkOp } from './divert.js';
 import { ItmError } from './errors.js';
-import { BpfMap, BpfProgram, ifIndexToName, ifNameToIndex, tc } from './libbpf/index.js';
+import { BpfMap, BpfProgram, NotSupportedError, ethtool, ifIndexToName, ifNameToIndex, link, tc } from './libbpf/index.js';
 import type { Hook } from './module-def.js';
 
 /** the pair's MTU: the largest a veth takes, so no segment of any device is ever too long for it
@@ -33,18 +32,13 @@ export function segPairNames(ifindex: number, hook: Hook): { a: string; b: strin
   return { a: `itm${ifindex}${h}sa`, b: `itm${ifindex}${h}sb` };
 }
 
-/** Every offload that would let A send a GSO packet whole, on: the names as the kernel gives them
- * (they differ between kernels), from `ethtool -k`. */
+/** the offloads that would let a device send a GSO packet whole, by the kernel's names (which
+ * differ between kernels: hence a pattern, not a list) */
+const SEGMENTATION = /^(tx-[\w-]*segmentation|tx-gso-list|tx-gso-partial)$/;
+
+/** Every offload that would let A send a GSO packet whole that is on and can be turned off. */
 function segmentationFeaturesOn(dev: string): string[] {
-  const r = spawnSync('ethtool', ['-k', dev], { encoding: 'utf8' });
-  if (r.error) throw new ItmError(`cannot run ethtool: ${r.error.message} (apt-get install ethtool)`);
-  if (r.status !== 0) throw new ItmError(`ethtool -k ${dev}: ${r.stderr.trim()}`);
-  const out: string[] = [];
-  for (const line of r.stdout.split('\n')) {
-    const m = /^\s*(tx-[\w-]*segmentation|tx-gso-list|tx-gso-partial):\s+on(?!.*\[fixed\])/.exec(line);
-    if (m) out.push(m[1]!);
-  }
-  return out;
+  return linkOp(() => ethtool.features(dev)).filter((f) => SEGMENTATION.test(f.name) && f.active && !f.fixed).map((f) => f.name);
 }
 
 function segctl(map: BpfMap): abi.ItmSegctl {
@@ -67,16 +61,17 @@ export function segmenterIntact(ifindex: number, hook: Hook, map: BpfMap): boole
 function noSegmentation(dev: string): void {
   const off = segmentationFeaturesOn(dev);
   if (!off.length) return;
-  const r = spawnSync('ethtool', ['-K', dev, ...off.flatMap((f) => [f, 'off'])], { encoding: 'utf8' });
-  if (r.status !== 0) throw new ItmError(`cannot turn segmentation offloads off on ${dev}: ${r.stderr.trim()}`);
+  try {
+    ethtool.setFeatures(dev, Object.fromEntries(off.map((f) => [f, false])));
+  } catch (err) {
+    // one the kernel kept on is named below, with what would follow from it
+    if (!(err instanceof NotSupportedError)) {
+      throw new ItmError(`cannot turn segmentation offloads off on ${dev}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
+    }
+  }
+  // read back in full: turning one off may have turned on another that depended on it
   const left = segmentationFeaturesOn(dev);
   if (left.length) throw new ItmError(`cannot turn ${left.join(', ')} off on ${dev}: super-packets would cross it whole`);
-}
-
-function ethtool(dev: string, ...args: string[]): void {
-  const r = spawnSync('ethtool', ['-K', dev, ...args], { encoding: 'utf8' });
-  if (r.error) throw new ItmError(`cannot run ethtool: ${r.error.message} (apt-get install ethtool)`);
-  if (r.status !== 0) throw new ItmError(`ethtool -K ${dev} ${args.join(' ')}: ${r.stderr.trim()}`);
 }
 
 function attach(dev: number, prog: string): void {
@@ -95,8 +90,7 @@ export function removeSegmenter(ifindex: number, hook: Hook, map?: BpfMap): void
     const c = segctl(map);
     if (c.ifindex || c.gro_ifindex) map.update(abi.u32(0), abi.encode(abi.itm_segctl, { ...c, ifindex: 0, gro_ifindex: 0 }));
   }
-  const { a } = segPairNames(ifindex, hook);
-  if (linkExists(a)) ip(['link', 'del', a]);
+  deleteLink(segPairNames(ifindex, hook).a);
 }
 
 /**
@@ -110,7 +104,7 @@ export function ensureSegmenter(ifindex: number, hook: Hook, hookDir: string, ma
   if (segmenterIntact(ifindex, hook, map)) return;
   const { a, b } = segPairNames(ifindex, hook);
   removeSegmenter(ifindex, hook, map);
-  ip(['link', 'add', a, 'mtu', String(SEG_MTU), 'type', 'veth', 'peer', 'name', b, 'mtu', String(SEG_MTU)]);
+  linkOp(() => link.createVeth({ name: a, mtu: SEG_MTU }, { name: b, mtu: SEG_MTU }));
   undo(`delete ${a}`, () => removeSegmenter(ifindex, hook, map));
   for (const n of [a, b]) {
     // no addresses and no neighbour discovery: the pair only carries segments
@@ -121,10 +115,10 @@ export function ensureSegmenter(ifindex: number, hook: Hook, hookDir: string, ma
   if (gro) {
     // veth merges what B sends only when B has no TSO and A has GRO (which gives A NAPI)
     noSegmentation(b);
-    ethtool(a, 'gro', 'on');
+    linkOp(() => ethtool.setFeatures(a, { 'rx-gro': true })); // `ethtool -K A gro on`
   }
-  ip(['link', 'set', a, 'up']);
-  ip(['link', 'set', b, 'up']);
+  linkOp(() => link.setUp(a));
+  linkOp(() => link.setUp(b));
   const ia = ifNameToIndex(a);
   const ib = ifNameToIndex(b);
   attach(ib, join(hookDir, 'from_seg'));

@@ -21,14 +21,22 @@ import {
   BpfMap,
   BpfObject,
   BpfProgram,
+  ARPHRD,
+  ethtool,
   ifIndexToName,
   ifNameToIndex,
   isBpffs,
+  isEthernet,
+  link,
+  linkType,
+  linkTypeName,
   mountBpffs,
   NotSupportedError,
   numPossibleCpus,
   summarizeLog,
   tc,
+  tcFilterCount,
+  tcFilters,
   xdp,
 } from '../src/libbpf/index.js';
 import { native } from '../src/libbpf/native.js';
@@ -36,6 +44,7 @@ import { native } from '../src/libbpf/native.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CHILD_ENV = 'LIBBPF_TEST_NETNS_CHILD';
+const LINK_CHILD_ENV = 'LIBBPF_TEST_LINK_CHILD';
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -213,9 +222,183 @@ async function runNetnsChild(objPath: string): Promise<void> {
   process.stdout.write(`REPORT ${JSON.stringify(report)}\n`);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Link child mode: devices, tc filter lists and ethtool features through the addon, inside a
+// namespace of its own that starts with only `lo`. Each section asserts on its own; the report
+// says which passed, and how the others failed.
+
+function linkSections(objPath: string): Record<string, () => void> {
+  const missing = 'nosuchdev0';
+  const byName = (n: string) => link.list().find((l) => l.name === n);
+  const feature = (dev: string, name: string) => {
+    const f = ethtool.features(dev).find((x) => x.name === name);
+    assert.ok(f !== undefined, `${dev} has a feature ${name}`);
+    return f;
+  };
+  return {
+    'a veth pair is made with the MTU and queues of each end, down, and listed': () => {
+      link.createVeth({ name: 'la', mtu: 3400, txQueues: 1, rxQueues: 1 }, { name: 'lb', mtu: 9000 });
+      const a = byName('la');
+      const b = byName('lb');
+      assert.ok(a && b, `both ends listed: ${JSON.stringify(link.list())}`);
+      assert.equal(a.kind, 'veth');
+      assert.equal(b.kind, 'veth');
+      assert.equal(a.type, ARPHRD.ETHER);
+      assert.equal(a.mtu, 3400);
+      assert.equal(b.mtu, 9000);
+      assert.equal(a.up, false);
+      assert.equal(b.up, false);
+      assert.equal(a.link, b.ifindex, "a veth's IFLA_LINK is its peer");
+      assert.equal(b.link, a.ifindex);
+      assert.equal(ifNameToIndex('la'), a.ifindex);
+      assert.deepEqual(link.get('lb'), b);
+      assert.deepEqual(link.get(b.ifindex), b);
+      const lo = byName('lo');
+      assert.ok(lo !== undefined && lo.kind === undefined, 'lo is listed, and has no kind');
+      const q = execFileSync('ip', ['-d', 'link', 'show', 'la'], { encoding: 'utf8' });
+      assert.match(q, /numtxqueues 1 numrxqueues 1/);
+    },
+    'set up and MTU, by name and by index': () => {
+      link.setUp('la');
+      link.set(link.get('lb').ifindex, { up: true, mtu: 1500 });
+      assert.equal(link.get('la').up, true);
+      assert.equal(link.get('lb').up, true);
+      assert.equal(link.get('lb').mtu, 1500);
+      link.set('lb', { up: false });
+      assert.equal(link.get('lb').up, false);
+      assert.equal(link.get('lb').mtu, 1500, 'the MTU is left alone when not given');
+      link.setUp('lb');
+    },
+    'the link type: Ethernet for a veth, not for lo': () => {
+      assert.equal(linkType(ifNameToIndex('la')), ARPHRD.ETHER);
+      assert.equal(isEthernet(ifNameToIndex('la')), true);
+      assert.equal(linkType(ifNameToIndex('lo')), ARPHRD.LOOPBACK);
+      assert.equal(isEthernet(ifNameToIndex('lo')), false);
+      assert.equal(linkTypeName(linkType('la')), 'ether');
+      assert.equal(linkTypeName(linkType('lo')), 'loopback');
+      assert.equal(linkTypeName(0x1234), 'ARPHRD 4660');
+      expectBpfError(() => linkType(99999), 'ENODEV', 'RTM_GETLINK');
+    },
+    'an existing name is EEXIST, naming both ends': () => {
+      const err = expectBpfError(() => link.createVeth({ name: 'la' }, { name: 'lc' }), 'EEXIST', 'RTM_NEWLINK');
+      assert.match(err.message, /^create veth la \(peer lc\): RTM_NEWLINK: File exists \(EEXIST\)/);
+      assert.equal(byName('lc'), undefined, 'nothing half made');
+      const long = expectBpfError(() => link.createVeth({ name: 'a-name-too-long-for-linux' }, { name: 'lc' }), 'EINVAL');
+      assert.match(long.message, /'a-name-too-long-for-linux' is not a valid interface name/);
+    },
+    'a missing device is ENODEV, naming it': () => {
+      for (const [fn, step] of [
+        [() => link.delete(missing), 'RTM_DELLINK'],
+        [() => link.get(missing), 'RTM_GETLINK'],
+        [() => link.set(missing, { up: true }), 'RTM_NEWLINK'],
+        [() => ethtool.features(missing), 'ETHTOOL_GSSET_INFO'],
+        [() => ethtool.setFeatures(missing, { 'rx-gro': true }), 'ETHTOOL_GSSET_INFO'],
+      ] as const) {
+        const err = expectBpfError(fn, 'ENODEV', step);
+        assert.match(err.message, new RegExp(`${missing}.*No such device \\(ENODEV\\)`));
+      }
+      assert.equal(link.exists(missing), false);
+      assert.equal(link.exists('la'), true);
+    },
+    "the kernel's extended ack rides along": () => {
+      const err = expectBpfError(() => link.set('la', { mtu: 70000 }), 'EINVAL', 'RTM_NEWLINK');
+      assert.match(err.log ?? '', /Kernel error message: .*mtu/i, `log: ${String(err.log)}`);
+      assert.match(err.message, /^set link la: RTM_NEWLINK: Invalid argument \(EINVAL\)\n    Kernel error message: /);
+    },
+    'ethtool features: get, set off and back on, rx-gro on, each read back': () => {
+      const all = ethtool.features('la');
+      assert.ok(all.length > 30, `features: ${all.length}`);
+      assert.equal(new Set(all.map((f) => f.name)).size, all.length, 'names are unique');
+      const tso = feature('la', 'tx-tcp-segmentation');
+      assert.equal(tso.active, true, 'a veth has TSO on');
+      assert.equal(tso.fixed, false);
+      ethtool.setFeatures('la', { 'tx-tcp-segmentation': false });
+      assert.equal(feature('la', 'tx-tcp-segmentation').active, false);
+      assert.equal(feature('lb', 'tx-tcp-segmentation').active, true, 'the peer is left alone');
+      const q = execFileSync('ethtool', ['-k', 'la'], { encoding: 'utf8' });
+      assert.match(q, /^\s+tx-tcp-segmentation: off$/m, 'ethtool agrees');
+      ethtool.setFeatures('la', { 'tx-tcp-segmentation': true });
+      assert.equal(feature('la', 'tx-tcp-segmentation').active, true);
+      assert.equal(feature('la', 'rx-gro').active, false, 'a veth has GRO off');
+      ethtool.setFeatures('la', { 'rx-gro': true });
+      assert.equal(feature('la', 'rx-gro').active, true);
+      assert.match(execFileSync('ethtool', ['-k', 'la'], { encoding: 'utf8' }), /^generic-receive-offload: on$/m);
+    },
+    'ethtool: an unknown name is refused before any change; a fixed one is not changed': () => {
+      const before = ethtool.features('la');
+      const err = expectBpfError(() => ethtool.setFeatures('la', { 'rx-gro': false, gro: true }), 'EINVAL');
+      assert.match(err.message, /no feature named 'gro'/);
+      assert.deepEqual(ethtool.features('la'), before, 'nothing changed');
+      const fixed = before.find((f) => f.fixed && !f.active);
+      assert.ok(fixed !== undefined, 'a veth has a feature fixed off');
+      let caught: unknown;
+      try {
+        ethtool.setFeatures('la', { [fixed.name]: true });
+      } catch (e) {
+        caught = e;
+      }
+      assert.ok(caught instanceof NotSupportedError, String(caught));
+      assert.equal(caught.code, 'EOPNOTSUPP');
+      assert.match(caught.message, new RegExp(`^ethtool set features of la: ${fixed.name} off \\[fixed\\] left as they were`));
+      assert.equal(feature('la', fixed.name).active, false);
+    },
+    'tc filters: none without clsact, one after an attach, none after its detach': () => {
+      const ia = ifNameToIndex('la');
+      assert.deepEqual(tcFilters(ia, 'ingress'), []);
+      assert.equal(tcFilterCount(ia, 'ingress'), 0);
+      tc.hookCreate(ia, 'ingress');
+      assert.equal(tcFilterCount(ia, 'ingress'), 0, 'an empty clsact');
+      assert.equal(tcFilterCount(ia, 'egress'), 0);
+      const obj = BpfObject.open(objPath);
+      try {
+        obj.setGlobal('ret_value', i32(0));
+        obj.load();
+        const prog = obj.program('fixture_return_global');
+        tc.attach(ia, 'ingress', prog.fd, { handle: 7, priority: 3 });
+        prog.close();
+      } finally {
+        obj.close();
+      }
+      assert.equal(tcFilterCount(ia, 'ingress'), 1);
+      assert.equal(tcFilterCount(ia, 'egress'), 0, 'the other direction has none');
+      const rows = tcFilters(ia, 'ingress');
+      const f = rows.find((r) => r.handle !== 0);
+      assert.deepEqual(f, { kind: 'bpf', priority: 3, protocol: 3, handle: 7, chain: 0 }, JSON.stringify(rows));
+      tc.detach(ia, 'ingress', { handle: 7, priority: 3 });
+      assert.equal(tcFilterCount(ia, 'ingress'), 0);
+      tc.hookDestroy(ia);
+      assert.equal(tcFilterCount(ia, 'ingress'), 0);
+      const err = expectBpfError(() => tcFilterCount(99999, 'egress'), 'ENODEV');
+      assert.match(err.message, /^tc filters of ifindex 99999\/egress: /);
+    },
+    'deleting one end deletes the pair': () => {
+      link.delete('la');
+      assert.equal(byName('la'), undefined);
+      assert.equal(byName('lb'), undefined);
+      assert.deepEqual(link.list().map((l) => l.name), ['lo']);
+    },
+  };
+}
+
+function runLinkChild(objPath: string): void {
+  const report: Record<string, string> = {};
+  for (const [name, fn] of Object.entries(linkSections(objPath))) {
+    try {
+      fn();
+      report[name] = 'ok';
+    } catch (err) {
+      report[name] = err instanceof Error ? err.stack ?? err.message : String(err);
+    }
+  }
+  process.stdout.write(`REPORT ${JSON.stringify(report)}\n`);
+}
+
 const childObject = process.env[CHILD_ENV];
+const linkChildObject = process.env[LINK_CHILD_ENV];
 if (childObject !== undefined) {
   await runNetnsChild(childObject);
+} else if (linkChildObject !== undefined) {
+  runLinkChild(linkChildObject);
 } else {
   registerTests();
 }
@@ -760,6 +943,28 @@ function registerTests(): void {
       assert.equal(r.xdpAfterDetach, null);
       assert.deepEqual(r.xdpNative, { progId: r.xdpProgId, mode: 'native' });
       assert.equal(r.xdpAfterNativeDetach, null);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    assert.doesNotMatch(left, new RegExp(ns));
+  });
+
+  test('devices, tc filter lists and ethtool features through the addon, in a private namespace', async (t) => {
+    const ns = `itmt-lbpf-link-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      const env: NodeJS.ProcessEnv = { ...process.env, [LINK_CHILD_ENV]: fixture };
+      delete env.NODE_TEST_CONTEXT;
+      const child = spawnSync('ip', ['netns', 'exec', ns, process.execPath, THIS_FILE], { env, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(child.status, 0, `child failed:\n${child.stderr}\n${child.stdout}`);
+      const line = child.stdout.split('\n').find((l) => l.startsWith('REPORT '));
+      assert.ok(line !== undefined, `no report from child:\n${child.stdout}\n${child.stderr}`);
+      const report = JSON.parse(line.slice('REPORT '.length)) as Record<string, string>;
+      assert.ok(Object.keys(report).length >= 10, JSON.stringify(report));
+      for (const [name, outcome] of Object.entries(report)) {
+        await t.test(name, () => assert.equal(outcome, 'ok', outcome));
+      }
     } finally {
       execFileSync('ip', ['netns', 'del', ns]);
     }

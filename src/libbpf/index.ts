@@ -1,5 +1,5 @@
-// A typed binding to libbpf for Node: objects, programs, maps, tc/XDP attachment. It knows
-// nothing of the application built on it.
+// A typed binding to libbpf for Node: objects, programs, maps, tc/XDP attachment, devices. It
+// knows nothing of the application built on it.
 export { BpfError, NotSupportedError, summarizeLog } from './errors.js';
 export type { BpfErrorOptions } from './errors.js';
 export { BpfObject } from './object.js';
@@ -10,6 +10,8 @@ export { BpfMap, atomicAddU64, atomicRaiseU64 } from './map.js';
 export type { MapCreateOptions, MapUpdateFlag } from './map.js';
 export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
+export { ARPHRD, ethtool, isEthernet, link, linkType, linkTypeName, tcFilterCount, tcFilters } from './link.js';
+export type { EthtoolFeature, LinkInfo, LinkRef, TcFilterInfo, VethEnd } from './link.js';
 export { isBpffs, lockFile, mountBpffs, netnsCookie, numPossibleCpus, unlockFile } from './system.js';
 export { waitForRunningPrograms } from './sync.js';
 export { XskSocket, type XskOptions, type XskBatch, type XskStats, type XskFrameCounts } from './xsk.js';

@@ -35,6 +35,39 @@ export interface NativeXdpQuery {
   hwProgId: number;
 }
 
+export interface NativeLinkRow {
+  ifindex: number;
+  name: string;
+  kind?: string;
+  type: number;
+  flags: number;
+  mtu: number;
+  link?: number;
+}
+
+export interface NativeVethEnd {
+  name: string;
+  mtu?: number;
+  txQueues?: number;
+  rxQueues?: number;
+}
+
+export interface NativeTcFilter {
+  kind: string;
+  priority: number;
+  protocol: number;
+  handle: number;
+  chain: number;
+}
+
+export interface NativeEthtoolFeature {
+  name: string;
+  active: boolean;
+  requested: boolean;
+  available: boolean;
+  fixed: boolean;
+}
+
 export interface NativeBpfObject {
   name(): string;
   programNames(): string[];
@@ -96,6 +129,14 @@ export interface NativeAddon {
   xdpQuery(ifindex: number): NativeXdpQuery;
   ifNameToIndex(name: string): number;
   ifIndexToName(index: number): string | undefined;
+  linkList(): NativeLinkRow[];
+  linkGet(dev: number | string): NativeLinkRow;
+  vethCreate(a: NativeVethEnd, b: NativeVethEnd): void;
+  linkDelete(dev: number | string): void;
+  linkSet(dev: number | string, up: number, mtu: number): void;
+  tcFilterList(ifindex: number, point: string): NativeTcFilter[];
+  ethtoolFeatures(dev: string): NativeEthtoolFeature[];
+  ethtoolSetFeatures(dev: string, names: string[], values: boolean[]): number;
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   numPossibleCpus(): number;
