@@ -1,18 +1,42 @@
-// The control plane: how long `itmctl load qos` and `itmctl unload` take (wall time of the whole
-// command, Node's start included, median of 20), and how many packets of a steady stream are lost
-// while a module is loaded and unloaded 100 times on its path (it must be none).
+// The control plane: how long itmctl takes to start (`itmctl --version`, and `itmctl list` in a
+// namespace with nothing set up) beside a bare `node -e 0`, how long `itmctl load qos` and
+// `itmctl unload` take (wall time of the whole command, Node's start included, median of 20), and
+// how many packets of a steady stream are lost while a module is loaded and unloaded 100 times on
+// its path (it must be none).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Topology, startUdpFlow } from '../test/harness/index.js';
-import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
-import { figure, summarize, type Figure } from './common.js';
+import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
+import { figure, ratioFigure, summarize, type Figure } from './common.js';
 
 export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   const times = opts.quick ? 5 : 20;
   const cycles = opts.quick ? 20 : 100;
+  const starts = opts.quick ? 11 : 21;
   const topo = await Topology.create(clientItmServer());
   cleanItmOnDestroy(topo, 'itm');
   const out: Figure[] = [];
   try {
+    // whole processes, interleaved so that the machine's drift falls on all three alike; list
+    // runs before anything is set up, so it measures the start, the registry and an empty answer
+    const wall = async (argv: string[]) => {
+      const t = performance.now();
+      await topo.exec('itm', argv);
+      return performance.now() - t;
+    };
+    const node: number[] = [], version: number[] = [], listing: number[] = [];
+    await wall([process.execPath, ITMCTL, 'list']); // the page cache, once
+    for (let i = 0; i < starts; i++) {
+      node.push(await wall([process.execPath, '-e', '0']));
+      version.push(await wall([process.execPath, ITMCTL, '--version']));
+      listing.push(await wall([process.execPath, ITMCTL, 'list']));
+    }
+    const nodeS = summarize(node), versionS = summarize(version), listS = summarize(listing);
+    out.push(figure('control.node_start_ms', 'ms', nodeS, starts));
+    out.push(figure('control.cli_start_ms', 'ms', versionS, starts));
+    out.push(figure('control.cli_list_ms', 'ms', listS, starts));
+    out.push(ratioFigure('control.cli_start_vs_node', versionS, nodeS, 'control.node_start_ms', starts));
+    out.push(ratioFigure('control.cli_list_vs_node', listS, nodeS, 'control.node_start_ms', starts));
+
     const dev = topo.dev('itm', 'server');
     await itmctl(topo, 'itm', ['up', '--dev', dev]);
     const load: number[] = [], unload: number[] = [];

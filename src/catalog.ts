@@ -32,6 +32,18 @@ export function moduleNames(): string[] {
   return [...moduleDirs().keys()].sort();
 }
 
+/** The modules that bring their own itmctl commands: each folder with a compiled `cli.js` beside
+ * its `module.js`, by module name. Finding them imports nothing: itmctl imports a module's cli.js
+ * only for that module's command, or for help. */
+export function moduleCliFiles(): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const [name, dir] of moduleDirs()) {
+    const file = join(dir, 'cli.js');
+    if (existsSync(file)) found.set(name, file);
+  }
+  return found;
+}
+
 /** A module given as a file rather than a name: `./my-module.js`, `/abs/path.mjs`. */
 export function isModuleFile(spec: string): boolean {
   return spec.includes('/') || /\.(m?js|ts)$/.test(spec);

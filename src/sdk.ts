@@ -1,5 +1,7 @@
 // The TypeScript SDK for module authors: everything a module's TypeScript needs, from one place,
 // as bpf/include/itm/itm.h is for its C. A module imports from here, not from itm's internals.
+import type { CommandModule } from 'yargs';
+import type { GlobalArgs } from './cli/common.js';
 export {
   defineModule, HOOKS,
   type FlowRow, type Hook, type KernelConfig, type ModuleDef, type ParamSpec, type ParamValue, type PeriodicContext,
@@ -21,3 +23,17 @@ export { foldSum, onesSum } from './net/checksum.js';
 export { bytesToAddr, parsePrefix, type Prefix } from './netaddr.js';
 export { dscpName, parseDscp } from './dscp.js';
 export { protoName } from './interest.js';
+// a module's own itmctl commands (its cli.ts, see modules/README.md): the command type, the root
+// check and output helpers every itmctl command uses, and the loaded instance a command reports on
+export type { GlobalArgs as CliArgs } from './cli/common.js';
+export { printJson, requireRoot, table } from './cli/common.js';
+/** One itmctl command of a module: a yargs command over itmctl's global options (--json, --verbose). */
+export type CliCommand<A extends GlobalArgs = GlobalArgs> = CommandModule<GlobalArgs, A>;
+export type LoadedInstance = ReturnType<typeof import('./registry/index.js').nodeInstance>;
+/** The kernel instance loaded under `name` in this network namespace (its first, when it is on
+ * several devices and hooks): where it is, its parameters, and its pinned maps (`instance.open`);
+ * close `instance` when done. The registry is imported here, when a command asks. */
+export async function loadedInstance(name: string): Promise<LoadedInstance> {
+  const { nodeInstance } = await import('./registry/index.js');
+  return nodeInstance(name);
+}

@@ -8,7 +8,7 @@ import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQ
 import { addrToBytes, bytesToAddr, parsePrefix, type Prefix } from '../src/netaddr.js';
 import { dscpName, parseDscp } from '../src/dscp.js';
 import { defineModule, kernelConfig, validateParams } from '../src/module-def.js';
-import { parseFlow } from '../src/cli/commands/explain.js';
+import { parseFlow } from '../src/cli/flow.js';
 
 /** fn throws an ItmError whose message matches re (so the message names what is wrong). */
 function throwsItm(fn: () => unknown, re: RegExp): void {

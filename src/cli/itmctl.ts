@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // itmctl: the command line of itm. One command per file under commands/; this file wires them
 // and turns errors into one line a person can act on.
+//
+// It imports only what the command it runs needs: the commands' handlers import the registry,
+// the control layer or the agent when they run, the module catalog is read only for load and
+// help, and a module's own commands (its cli.js) only for that module's command line or help.
 import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { ItmError } from '../errors.js';
 import { BpfError } from '../libbpf/errors.js';
 import { log, setVerbose } from '../log.js';
-import { findModule, moduleNames } from '../catalog.js';
 import { upCommand } from './commands/up.js';
 import { downCommand } from './commands/down.js';
 import { loadCommand } from './commands/load.js';
@@ -17,7 +19,7 @@ import { explainCommand } from './commands/explain.js';
 import { flowsCommand } from './commands/flows.js';
 import { watchCommand } from './commands/watch.js';
 import { agentCommand } from './commands/agent.js';
-import { routeCommand } from './commands/route.js';
+import { commandNames, type ModuleCommand } from './module-commands.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -33,17 +35,35 @@ function fail(err: unknown, verbose: boolean): never {
   process.exit(err instanceof ItmError ? 1 : 70);
 }
 
-const argv = hideBin(process.argv);
+const CORE = [upCommand, downCommand, unloadCommand, reorderCommand, listCommand, explainCommand, flowsCommand, watchCommand, agentCommand];
+const CORE_NAMES = new Set(['load', ...CORE.flatMap(commandNames)]);
+
+const argv = process.argv.slice(2);
 const verbose = argv.includes('--verbose');
 setVerbose(verbose);
 try {
+  const helps = argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
+  const word = argv.find((a) => !a.startsWith('-'));
   // the modules' declarations (their options) only where they are asked for: load, and help; a
   // module whose declaration does not load must not stop the other commands: load says why
-  const wantsDefs = argv[0] === 'load' || argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
-  const defs = wantsDefs
-    ? (await Promise.allSettled(moduleNames().map((n) => findModule(n)))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
+  const wantsDefs = word === 'load' || helps;
+  const catalog = wantsDefs || (word !== undefined && !CORE_NAMES.has(word)) ? await import('../catalog.js') : undefined;
+  const defs = wantsDefs && catalog
+    ? (await Promise.allSettled(catalog.moduleNames().map((n) => catalog.findModule(n)))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
     : [];
-  await yargs(argv)
+  // a module's own commands: those of the module the command line names (what goes wrong with
+  // them is that command's error), or for help every module's that loads
+  const moduleCmds: ModuleCommand[] = [];
+  if (catalog) {
+    const { moduleCommands } = await import('./module-commands.js');
+    const files = [...catalog.moduleCliFiles()].filter(([name]) => !CORE_NAMES.has(name));
+    const named = files.find(([name]) => name === word);
+    if (named && !helps) moduleCmds.push(...await moduleCommands(...named));
+    else if (helps) {
+      for (const r of await Promise.allSettled(files.map((f) => moduleCommands(...f)))) if (r.status === 'fulfilled') moduleCmds.push(...r.value);
+    }
+  }
+  let y = yargs(argv)
     .scriptName('itmctl')
     .parserConfiguration({ 'camel-case-expansion': false })
     .option('json', { type: 'boolean', describe: 'machine-readable output' })
@@ -57,8 +77,9 @@ try {
     .command(explainCommand)
     .command(flowsCommand)
     .command(watchCommand)
-    .command(agentCommand)
-    .command(routeCommand)
+    .command(agentCommand);
+  for (const c of moduleCmds) y = y.command(c);
+  await y
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
     .fail((msg, err) => {

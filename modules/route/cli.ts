@@ -1,9 +1,10 @@
-import type { CommandModule } from 'yargs';
-import { printJson, requireRoot, table, type GlobalArgs } from '../common.js';
+// route's own itmctl command: `itmctl route paths`. itmctl imports this file only for a command
+// line that starts with `route`, or for help; the overlay's maps are read in the handler.
+import { loadedInstance, printJson, requireRoot, table, type CliArgs, type CliCommand } from '../../src/sdk.js';
 
-interface Args extends GlobalArgs { action: string; name: string }
+interface Args extends CliArgs { action: string; name: string }
 
-export const routeCommand: CommandModule<GlobalArgs, Args> = {
+const paths: CliCommand<Args> = {
   command: 'route <action>',
   describe: 'the route overlay of this namespace: paths (per destination, every probed path with its RTT and loss, and the one in use)',
   builder: (y) =>
@@ -11,9 +12,8 @@ export const routeCommand: CommandModule<GlobalArgs, Args> = {
       .option('name', { type: 'string', default: 'route', describe: 'the overlay\'s instance name (with several overlays loaded)' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { nodeInstance } = await import('../../registry/index.js');
-    const { overlayView } = await import('../../../modules/route/paths.js');
-    const inst = nodeInstance(a.name);
+    const { overlayView } = await import('./paths.js');
+    const inst = await loadedInstance(a.name);
     let v;
     try {
       v = overlayView((m) => inst.instance.open(m), inst.params);
@@ -35,3 +35,5 @@ export const routeCommand: CommandModule<GlobalArgs, Args> = {
     console.log(`  data path: encapsulated ${s.encapsulated}, decapsulated ${s.decapsulated}, relayed ${s.relayed}, to control ${s.to_control}, MSS clamped ${s.mss_clamped}, no path ${s.no_path}; dropped: ${drops.join(', ') || 'none'}`);
   },
 };
+
+export default paths;
