@@ -10,7 +10,7 @@ import type { LoadOptions, LoadResult } from './registry/index.js';
 
 /** whether the agent runs a part of the module, and so loads and unloads it */
 export function agentRuns(def: ModuleDef): boolean {
-  return isUserModule(def) || def.userDatapath !== undefined || def.every?.essential === true;
+  return isUserModule(def) || def.kernel.userDatapath !== undefined || def.periodic?.essential === true;
 }
 
 /** Loads a module (at every hook of its hookSet when no hook is named): through the agent,

@@ -51,7 +51,7 @@ export interface UserContext {
   params: Record<string, ParamValue>;
   /** what the functions keep from one packet (and period) to the next */
   state: Record<string, unknown>;
-  /** the user data path of a kernel module (ModuleDef.userDatapath): one of the instance's pinned
+  /** the user data path of a kernel module (KernelSide.userDatapath): one of the instance's pinned
    * maps, opened once; absent for a module that has no object */
   open?: (map: string) => BpfMap;
 }
@@ -75,69 +75,62 @@ export interface UserFunctions {
   stop?: (ctx: UserContext) => void | Promise<void>;
 }
 
-export interface ModuleDef extends UserFunctions {
+/** What every module declares, whichever its kind. */
+interface ModuleBase {
   name: string;
   description?: string;
   hooks: readonly Hook[];
-  /** A kernel module: its object (relative to bpf/build/modules, or absolute) and its entry
-   * program (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines). Without it,
-   * the module runs in user space, with the functions of UserFunctions. */
-  kernel?: { object: string; program?: string };
-  /**
-   * A kernel module whose per-packet work can run in TypeScript instead, by its classify, log and
-   * process here, chosen per load (route --datapath user): true for the parameters of a load
-   * that does. Such a load still loads the object, for its maps (init, nodeMaps and
-   * the periodic functions in itmd work as for the kernel data path, and the functions here get
-   * them by ctx.open), but its program stays out of the chain: the packets in its interest go
-   * over AF_XDP to its host, as a user-space module's do.
-   */
-  userDatapath?: (params: Record<string, ParamValue>) => boolean;
-  /**
-   * A kernel module whose per-packet functions must see each packet as it goes on the wire (route,
-   * which tags each one): a GSO super-packet in its interest is cut into its segments first, and
-   * the module sees every segment (struct itm_seg in bpf/include/itm/abi.h). Other modules see a
-   * super-packet once, with its segment count in `pkt->segs`. User-space modules always get
-   * segments (a frame holds one packet).
-   */
-  perSegment?: boolean;
-  /**
-   * A user-space module (or a kernel module's user data path) whose packets must not go on
-   * without it: what cannot reach it (its host not serving, 1024 packets in flight, too long for a
-   * frame) is dropped and counted instead of going past it (fail closed, where user modules
-   * otherwise fail open). route's user data path: a packet past it would leave unencapsulated.
-   */
-  failClosed?: boolean;
+  params: Record<string, ParamSpec>;
   /** the interest used when `itmctl load` gives none (default: every packet) */
   interest?: string;
-  /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of
-   * one name that share its `sharedMaps`; one `unload` takes them all */
-  hookSet?: readonly Hook[];
   /** the interest at `hook`, from the parameters and what `--interest` gave (instead of
    * `interest`) */
   interestFor?: (params: Record<string, ParamValue>, hook: Hook, given: string[] | undefined) => string | string[];
-  params: Record<string, ParamSpec>;
-  /** turns validated parameters into the kernel configuration; by default each parameter with a
-   * `global` sets that global */
-  configure?: (params: Record<string, ParamValue>) => KernelConfig;
   /** itmBench's class-update and controller-update, run every `intervalMs`: by itmd for a kernel
    * module (or by `itmctl watch`), and in its own host process for a user module, where they see
    * the `state` of its per-packet functions */
-  every?: {
-    intervalMs: number;
-    /** publishes per-class figures */
-    classUpdate?: (ctx: PeriodicContext) => Record<string, number | string>;
-    /** adjusts the module's parameters in its maps; says what it changed, if anything */
-    controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
-    /** when the instance goes (unload, agent stop): the last call with its context, before its
-     * maps are closed */
-    stop?: (ctx: PeriodicContext) => void;
-    /** the periodic functions are the module's control plane, which it does not work without:
-     * `itmctl load` starts itmd if it is not running */
-    essential?: boolean;
-  };
-  /** fills a kernel module's maps after its object is loaded and before any packet reaches it
-   * (a throw fails the load, which is undone) */
+  periodic?: Periodic;
+}
+
+/** A module whose per-packet functions are eBPF C (an ITM_MODULE in its object). */
+export interface KernelModuleDef extends ModuleBase {
+  kernel: KernelSide;
+}
+
+/** A module whose per-packet functions are TypeScript, run on packets that reach it over AF_XDP. */
+export interface UserModuleDef extends ModuleBase, UserFunctions {
+  kernel?: undefined;
+  /** What cannot reach it (its host not serving, 1024 packets in flight, too long for a frame) is
+   * dropped and counted instead of going past it: fail closed, where user modules otherwise fail
+   * open. */
+  failClosed?: boolean;
+}
+
+/** A module is one of two kinds, told apart by `kernel`. */
+export type ModuleDef = KernelModuleDef | UserModuleDef;
+
+/** What only a kernel module has: its object and what is done with it. */
+export interface KernelSide {
+  /** its object (relative to bpf/build/modules, or absolute) */
+  object: string;
+  /** its entry program (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines) */
+  program?: string;
+  /** turns validated parameters into the object's configuration (and checks their combinations);
+   * by default each parameter with a `global` sets that global */
+  configure?: (params: Record<string, ParamValue>) => KernelConfig;
+  /** fills its maps after the object is loaded and before any packet reaches it (a throw fails
+   * the load, which is undone) */
   init?: (ctx: PeriodicContext) => void;
+  /**
+   * Its per-packet functions must see each packet as it goes on the wire (route, which tags each
+   * one): a GSO super-packet in its interest is cut into its segments first, and the module sees
+   * every segment (struct itm_seg in bpf/include/itm/abi.h). Other modules see a super-packet once,
+   * with its segment count in `pkt->segs`. User-space modules always get segments.
+   */
+  perSegment?: boolean;
+  /** one `itmctl load` (without --hook) puts the module at each of these hooks, as instances of
+   * one name that share its `sharedMaps`; one `unload` takes them all */
+  hookSet?: readonly Hook[];
   /** maps that an instance shares with the instance of the same name on the device's other hook
    * (qos --bidir: one flow table for both directions) */
   sharedMaps?: (params: Record<string, ParamValue>) => string[];
@@ -145,8 +138,36 @@ export interface ModuleDef extends UserFunctions {
    * and hook (route: one overlay node, whatever devices it is loaded on). Such instances must have
    * the same parameters. */
   nodeMaps?: (params: Record<string, ParamValue>) => string[];
-  /** the module's per-flow state, for `itmctl flows`: rows from its pinned maps, largest first */
+  /** its per-flow state, for `itmctl flows`: rows from its pinned maps */
   flows?: (open: (map: string) => BpfMap, params: Record<string, ParamValue>) => FlowRow[];
+  /** its per-packet work in TypeScript instead, chosen per load (route --datapath user) */
+  userDatapath?: UserDatapath;
+}
+
+/**
+ * A kernel module's per-packet work in TypeScript, for the loads `when` chooses. Such a load still
+ * loads the object, for its maps (init, nodeMaps and the periodic functions work as for the
+ * kernel data path, and the functions here get them by ctx.open), but its program stays out of
+ * the chain: the packets in its interest go over AF_XDP to its host, as a user-space module's do.
+ */
+export interface UserDatapath extends UserFunctions {
+  when: (params: Record<string, ParamValue>) => boolean;
+  /** as UserModuleDef.failClosed (route: a packet past it would leave unencapsulated) */
+  failClosed?: boolean;
+}
+
+export interface Periodic {
+  intervalMs: number;
+  /** publishes per-class figures */
+  classUpdate?: (ctx: PeriodicContext) => Record<string, number | string>;
+  /** adjusts the module's parameters in its maps; says what it changed, if anything */
+  controllerUpdate?: (ctx: PeriodicContext) => string | undefined;
+  /** when the instance goes (unload, agent stop): the last call with its context, before its
+   * maps are closed */
+  stop?: (ctx: PeriodicContext) => void;
+  /** the periodic functions are the module's control plane, which it does not work without:
+   * `itmctl load` starts itmd if it is not running */
+  essential?: boolean;
 }
 
 export interface PeriodicContext {
@@ -174,33 +195,54 @@ export interface FlowRow {
   [column: string]: string | number;
 }
 
-export function isUserModule(def: ModuleDef): boolean {
+export function isUserModule(def: ModuleDef): def is UserModuleDef {
   return def.kernel === undefined;
 }
 
-/** Checks a declaration; the message says what is wrong with it. */
+/** What runs in a host in user space for a load with these parameters: a user-space module's
+ * functions, or a kernel module's user data path when the load chooses it; undefined when the
+ * load's packets stay in the kernel. */
+export function hostFunctions(def: ModuleDef, params: Record<string, ParamValue>): (UserFunctions & { failClosed?: boolean }) | undefined {
+  if (isUserModule(def)) return def;
+  const u = def.kernel.userDatapath;
+  return u?.when(params) ? u : undefined;
+}
+
+const PER_PACKET = ['classify', 'log', 'process'] as const;
+const isFn = (f: unknown) => typeof f === 'function';
+
+/** Checks a declaration (a module file may be plain JavaScript); the message says what is wrong. */
 export function checkDefinition(def: unknown): string | undefined {
   if (typeof def !== 'object' || def === null) return 'it exports no module declaration (export default defineModule({ ... }))';
-  const d = def as Partial<ModuleDef>;
+  const d = def as Record<string, unknown> & Partial<ModuleBase>;
   if (typeof d.name !== 'string' || !d.name) return 'the module has no name';
   if (!/^[a-z][a-z0-9_-]{0,31}$/.test(d.name)) return `module name '${d.name}' must be [a-z][a-z0-9_-]*, up to 32 characters`;
   if (!Array.isArray(d.hooks) || !d.hooks.length) return `${d.name}: it names no hooks (hooks: ['tc-egress'], say)`;
   for (const h of d.hooks) if (!(HOOKS as readonly string[]).includes(h)) return `${d.name}: it cannot run at '${String(h)}' (hooks: ${HOOKS.join(', ')})`;
   if (d.params !== undefined && (typeof d.params !== 'object' || d.params === null)) return `${d.name}: params must be an object`;
-  if (d.kernel !== undefined) {
-    if (typeof d.kernel.object !== 'string') return `${d.name}: kernel.object must name its BPF object`;
-    if ((d.classify || d.process || d.log) && !d.userDatapath) return `${d.name}: a kernel module's per-packet functions are in its C object, not in TypeScript (unless it has a userDatapath)`;
-    if (d.userDatapath && typeof d.userDatapath !== 'function') return `${d.name}: userDatapath must be a function of the parameters`;
-    if (d.userDatapath && !d.classify && !d.process && !d.log) return `${d.name}: a userDatapath needs at least one of classify, log, process`;
+  if (d.periodic !== undefined && typeof d.periodic?.intervalMs !== 'number') return `${d.name}: periodic needs an intervalMs`;
+  const k = d.kernel as Partial<KernelSide> | undefined;
+  if (k !== undefined) {
+    if (typeof k !== 'object' || typeof k.object !== 'string') return `${d.name}: kernel.object must name its BPF object`;
+    if (PER_PACKET.some((f) => d[f] !== undefined)) {
+      return `${d.name}: a kernel module's per-packet functions are in its C object (TypeScript ones for a user data path go in kernel.userDatapath)`;
+    }
+    const u = k.userDatapath;
+    if (u !== undefined) {
+      if (!isFn(u.when)) return `${d.name}: kernel.userDatapath.when must be a function of the parameters`;
+      if (!PER_PACKET.some((f) => isFn(u[f]))) return `${d.name}: kernel.userDatapath needs at least one of classify, log, process`;
+    }
     return undefined;
   }
-  for (const f of ['classify', 'log', 'process', 'start', 'stop'] as const) {
-    if (d[f] !== undefined && typeof d[f] !== 'function') return `${d.name}: ${f} must be a function`;
+  for (const f of [...PER_PACKET, 'start', 'stop'] as const) {
+    if (d[f] !== undefined && !isFn(d[f])) return `${d.name}: ${f} must be a function`;
   }
-  if (!d.classify && !d.log && !d.process) return `${d.name}: a user-space module needs at least one of classify, log, process (or a kernel object)`;
+  if (!PER_PACKET.some((f) => d[f])) return `${d.name}: a user-space module needs at least one of classify, log, process (or a kernel object)`;
   return undefined;
 }
 
+/** A module's declaration, checked: by the type checker (a field of the other kind is an error)
+ * and at run time. */
 export function defineModule(def: ModuleDef): ModuleDef {
   const bad = checkDefinition(def);
   if (bad) throw new Error(bad);
@@ -262,7 +304,7 @@ export function validateParams(def: ModuleDef, given: Record<string, unknown>): 
 }
 
 export function kernelConfig(def: ModuleDef, params: Record<string, ParamValue>): KernelConfig {
-  if (def.configure) return def.configure(params);
+  if (def.kernel?.configure) return def.kernel.configure(params);
   const globals: Record<string, number | bigint | Buffer> = {};
   for (const [k, spec] of Object.entries(def.params)) {
     const v = params[k];

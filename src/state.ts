@@ -109,10 +109,10 @@ export interface ModuleRecord {
   /** a user-space module (hosted by itmd), and the file its declaration is in */
   kind?: 'user';
   source?: string;
-  /** the user data path of a kernel module (ModuleDef.userDatapath): its object is loaded for its
+  /** the user data path of a kernel module (KernelSide.userDatapath): its object is loaded for its
    * maps, which the host and the control plane in itmd use */
   maps?: true;
-  /** it sees a super-packet's segments, not the super-packet (ModuleDef.perSegment, or a user
+  /** it sees a super-packet's segments, not the super-packet (KernelSide.perSegment, or a user
    * module): the hook has a segmentation pair while it is loaded */
   segments?: true;
 }

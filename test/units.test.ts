@@ -7,7 +7,7 @@ import { ItmError } from '../src/errors.js';
 import { encodeSlot, formatInterest, lpmKey, mismatch, parseInterest, type FlowQuery } from '../src/interest.js';
 import { addrToBytes, bytesToAddr, parsePrefix, type Prefix } from '../src/netaddr.js';
 import { dscpName, parseDscp } from '../src/dscp.js';
-import { defineModule, kernelConfig, validateParams } from '../src/module-def.js';
+import { checkDefinition, defineModule, hostFunctions, kernelConfig, validateParams } from '../src/module-def.js';
 import { parseFlow } from '../src/cli/flow.js';
 
 /** fn throws an ItmError whose message matches re (so the message names what is wrong). */
@@ -296,11 +296,12 @@ describe('dscp', () => {
 });
 
 describe('module parameters', () => {
+  const kernel = { object: 'testmod.bpf.o', program: 'testmod' };
   const def = defineModule({
     name: 'testmod',
     description: 'a test module',
     hooks: ['tc-egress'],
-    kernel: { object: 'testmod.bpf.o', program: 'testmod' },
+    kernel,
     params: {
       dscp: { type: 'dscp', describe: 'the code point', required: true, global: 'cfg_dscp' },
       rate: { type: 'int', describe: 'the rate', default: 10, min: 1, max: 1000, global: 'cfg_rate' },
@@ -333,11 +334,27 @@ describe('module parameters', () => {
     const cfg = kernelConfig(def, { dscp: 46, rate: 10, strict: true, label: 'ab' });
     assert.deepEqual(cfg, { globals: { cfg_dscp: 46, cfg_rate: 10, cfg_strict: 1, cfg_label: Buffer.from('ab') } });
     assert.deepEqual(kernelConfig(def, { dscp: 1 }).globals, { cfg_dscp: 1 });
-    const custom = defineModule({ ...def, configure: (p) => ({ maxEntries: { flows: Number(p.rate) * 2 } }) });
+    const custom = defineModule({ ...def, kernel: { ...kernel, configure: (p) => ({ maxEntries: { flows: Number(p.rate) * 2 } }) } });
     assert.deepEqual(kernelConfig(custom, { rate: 21 }), { maxEntries: { flows: 42 } });
   });
   test('defineModule rejects a bad name', () => {
     assert.throws(() => defineModule({ ...def, name: 'Bad Name' }), /module name 'Bad Name'/);
+  });
+  test('the two kinds: a kernel module keeps its TypeScript data path in kernel.userDatapath', () => {
+    // what a plain JavaScript module file could declare, past the type checker
+    const bad = (d: object) => checkDefinition({ name: 'k', hooks: ['tc-egress'], params: {}, ...d });
+    assert.match(bad({ kernel: { object: 'k.bpf.o' }, process: () => 'accept' }) ?? '', /per-packet functions are in its C object .*kernel\.userDatapath/);
+    assert.match(bad({ kernel: { object: 'k.bpf.o', userDatapath: { process: () => 'accept' } } }) ?? '', /userDatapath\.when must be a function/);
+    assert.match(bad({ kernel: { object: 'k.bpf.o', userDatapath: { when: () => true } } }) ?? '', /userDatapath needs at least one of classify, log, process/);
+    assert.match(bad({ kernel: {} }) ?? '', /kernel\.object must name its BPF object/);
+    assert.match(bad({}) ?? '', /a user-space module needs at least one of classify, log, process/);
+    assert.match(bad({ process: () => 'accept', periodic: {} }) ?? '', /periodic needs an intervalMs/);
+    assert.equal(bad({ kernel: { object: 'k.bpf.o', userDatapath: { when: () => true, process: () => 'accept' } } }), undefined);
+    assert.equal(bad({ process: () => 'accept', periodic: { intervalMs: 100 } }), undefined);
+    const userDatapath = { when: (p: Record<string, unknown>) => p.rate === 2, process: () => 'drop' as const };
+    const withUser = defineModule({ ...def, kernel: { ...kernel, userDatapath } });
+    assert.equal(hostFunctions(withUser, { rate: 1 }), undefined);
+    assert.equal(hostFunctions(withUser, { rate: 2 }), userDatapath);
   });
 });
 

@@ -38,7 +38,6 @@ export default defineModule({
   name: 'qos',
   description: 'size-aware DSCP marking: a flow starts in the first level and moves down as it grows past each threshold',
   hooks: ['xdp', 'tc-ingress', 'tc-egress'],
-  kernel: { object: 'qos/qos.bpf.o' },
   params: {
     threshold: { type: 'int', min: 1, describe: 'two classes: flows up to N packets (or bytes) are short (EF), larger ones long (best effort)' },
     levels: { type: 'string', describe: `up to ${MAX_LEVELS} levels, THRESHOLD:DSCP,...,*:DSCP, thresholds increasing, e.g. 100:af41,1000:af21,*:cs1` },
@@ -51,23 +50,7 @@ export default defineModule({
     'target-of': { type: 'string', default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
     'idle-timeout': { type: 'int', min: 0, max: 86_400, default: 30, describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)' },
   },
-  // with --bidir, the instances of one name at tc-ingress and tc-egress of a device keep one table,
-  // so that the two directions of a connection count as one flow
-  sharedMaps: (params) => (params.bidir ? ['qos_flows'] : []),
-  flows: (open, params) => {
-    const levels = levelsOf(params);
-    const now = monotonicNs();
-    return liveFlows(open('qos_flows'), params).map(({ flow: f, state: s, size }) => {
-      const level = Math.min(s.level, levels.length - 1);
-      return {
-        proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
-        sport: f.sport, dport: f.dport, size,
-        packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
-        idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
-      };
-    });
-  },
-  every: {
+  periodic: {
     intervalMs: 1000,
     // class-update: flows, packets and bytes in each level now
     classUpdate: (ctx) => {
@@ -99,17 +82,36 @@ export default defineModule({
       return `threshold ${now} → ${next} (learnt from ${all.length} flows: ${target * 100}% of the ${ctx.params['target-of']} short)`;
     },
   },
-  configure: (p) => {
-    if (p.by !== 'packets' && p.by !== 'bytes') throw new ItmError(`qos: invalid --by '${String(p.by)}': packets or bytes`);
-    if (p['target-of'] !== 'bytes' && p['target-of'] !== 'flows') throw new ItmError(`qos: invalid --target-of '${String(p['target-of'])}': bytes or flows`);
-    if (p.adaptive && p.threshold === undefined) throw new ItmError('qos: --adaptive moves the one threshold of --threshold N; it does not work with --levels');
-    const levels = levelsOf(p);
-    const cfg: abi.QosConfig = {
-      n_levels: levels.length, by_bytes: p.by === 'bytes' ? 1 : 0, bidir: p.bidir ? 1 : 0, tcp_seq: p['tcp-seq'] ? 1 : 0, pad: 0,
-      idle_ns: BigInt(p['idle-timeout'] as number) * 1_000_000_000n,
-      levels: levels.map((l) => ({ threshold: l.threshold, dscp: l.dscp, pad: Buffer.alloc(7) })),
-    };
-    return { globals: { qos_cfg: encode(abi.qos_config, cfg) }, maxEntries: { qos_flows: Number(p['table-size']) } };
+  kernel: {
+    object: 'qos/qos.bpf.o',
+    // with --bidir, the instances of one name at tc-ingress and tc-egress of a device keep one table,
+    // so that the two directions of a connection count as one flow
+    sharedMaps: (params) => (params.bidir ? ['qos_flows'] : []),
+    flows: (open, params) => {
+      const levels = levelsOf(params);
+      const now = monotonicNs();
+      return liveFlows(open('qos_flows'), params).map(({ flow: f, state: s, size }) => {
+        const level = Math.min(s.level, levels.length - 1);
+        return {
+          proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
+          sport: f.sport, dport: f.dport, size,
+          packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
+          idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
+        };
+      });
+    },
+    configure: (p) => {
+      if (p.by !== 'packets' && p.by !== 'bytes') throw new ItmError(`qos: invalid --by '${String(p.by)}': packets or bytes`);
+      if (p['target-of'] !== 'bytes' && p['target-of'] !== 'flows') throw new ItmError(`qos: invalid --target-of '${String(p['target-of'])}': bytes or flows`);
+      if (p.adaptive && p.threshold === undefined) throw new ItmError('qos: --adaptive moves the one threshold of --threshold N; it does not work with --levels');
+      const levels = levelsOf(p);
+      const cfg: abi.QosConfig = {
+        n_levels: levels.length, by_bytes: p.by === 'bytes' ? 1 : 0, bidir: p.bidir ? 1 : 0, tcp_seq: p['tcp-seq'] ? 1 : 0, pad: 0,
+        idle_ns: BigInt(p['idle-timeout'] as number) * 1_000_000_000n,
+        levels: levels.map((l) => ({ threshold: l.threshold, dscp: l.dscp, pad: Buffer.alloc(7) })),
+      };
+      return { globals: { qos_cfg: encode(abi.qos_config, cfg) }, maxEntries: { qos_flows: Number(p['table-size']) } };
+    },
   },
 });
 

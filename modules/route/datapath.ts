@@ -56,7 +56,7 @@ export class UserDatapath {
   private readonly outer = Buffer.alloc(OVERHEAD);
   private refreshed = 0;
 
-  constructor(private readonly t: Topology, private readonly open: (map: string) => BpfMap) {
+  constructor(t: Topology, private readonly open: (map: string) => BpfMap) {
     this.me = t.wire;
     this.port = t.port;
     for (const n of t.neighbours) {

@@ -69,8 +69,6 @@ export default defineModule({
   name: 'route',
   description: 'overlay routing (itmRoute): packets for the topology\'s destinations go through an authenticated UDP tunnel, via the neighbour the probes find best',
   hooks: ['tc-ingress', 'tc-egress'],
-  hookSet: ['tc-ingress', 'tc-egress'],
-  kernel: { object: 'route/route.bpf.o' },
   params: {
     topology: { type: 'path', required: true, describe: 'the overlay topology file (YAML or JSON; see modules/route/README.md)' },
     datapath: { type: 'string', default: 'kernel', describe: "where packets are encapsulated, checked and decapsulated: 'kernel' (eBPF at tc) or 'user' (TypeScript, in itmd, over AF_XDP)" },
@@ -87,28 +85,7 @@ export default defineModule({
     if (given?.length) return given.some((g) => /(^|,)\s*dst=/.test(g)) ? given : [...given, ...dsts];
     return dsts.join(',');
   },
-  configure: (params) => {
-    if (!DATAPATHS.includes(String(params.datapath))) throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
-    const t = topologyOf(params);
-    return { globals: { route_me: t.wire, route_port: t.port } };
-  },
-  // every packet on the wire gets its own sequence number and tag: a GSO super-packet for the
-  // overlay (a host's TCP with TSO, forwarded TCP after GRO) is cut into its segments first, by
-  // the kernel, and each is encapsulated on its own; the device's other traffic keeps its GSO
-  perSegment: true,
-  // one overlay node, whatever devices it is loaded on: one set of peers, paths, sequence numbers
-  // and replay windows (a peer's packets may arrive on any of them)
-  nodeMaps: () => MAPS,
-  init: writeTopology,
-  // --datapath user: the object is loaded for its maps (the control plane is the same), and the
-  // functions below do what its program does
-  userDatapath: (params) => params.datapath === 'user',
-  // a packet for the overlay that cannot reach the user data path (its host restarting, behind)
-  // is dropped: past it, it would leave unencapsulated, outside the overlay
-  failClosed: true,
-  start: (ctx) => { datapathOf(ctx, topologyOf(ctx.params)); },
-  process: (pkt, _cls, ctx) => (ctx.state.datapath as UserDatapath).process(pkt, ctx.hook === 'tc-egress'),
-  every: {
+  periodic: {
     intervalMs: 250,
     essential: true,
     // the probes run on the controller's own timer (the topology's interval); this call keeps it
@@ -124,6 +101,33 @@ export default defineModule({
       return out;
     },
     stop: stopController,
+  },
+  kernel: {
+    object: 'route/route.bpf.o',
+    hookSet: ['tc-ingress', 'tc-egress'],
+    configure: (params) => {
+      if (!DATAPATHS.includes(String(params.datapath))) throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
+      const t = topologyOf(params);
+      return { globals: { route_me: t.wire, route_port: t.port } };
+    },
+    // every packet on the wire gets its own sequence number and tag: a GSO super-packet for the
+    // overlay (a host's TCP with TSO, forwarded TCP after GRO) is cut into its segments first, by
+    // the kernel, and each is encapsulated on its own; the device's other traffic keeps its GSO
+    perSegment: true,
+    // one overlay node, whatever devices it is loaded on: one set of peers, paths, sequence numbers
+    // and replay windows (a peer's packets may arrive on any of them)
+    nodeMaps: () => MAPS,
+    init: writeTopology,
+    // --datapath user: the object is loaded for its maps (the control plane is the same), and these
+    // functions do what its program does
+    userDatapath: {
+      when: (params) => params.datapath === 'user',
+      // a packet for the overlay that cannot reach the user data path (its host restarting, behind)
+      // is dropped: past it, it would leave unencapsulated, outside the overlay
+      failClosed: true,
+      start: (ctx) => { datapathOf(ctx, topologyOf(ctx.params)); },
+      process: (pkt, _cls, ctx) => (ctx.state.datapath as UserDatapath).process(pkt, ctx.hook === 'tc-egress'),
+    },
   },
 });
 

@@ -8,10 +8,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import * as abi from '../abi.js';
 import { resolveModule } from '../catalog.js';
+import { ItmError } from '../errors.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
 import { ModuleInstance, instanceDir } from '../instance.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
-import type { Hook, ModuleDef, ParamValue, PeriodicContext, UserContext } from '../module-def.js';
+import { hostFunctions, isUserModule, type Hook, type ParamValue, type Periodic, type PeriodicContext, type UserContext, type UserFunctions } from '../module-def.js';
 import { PacketView, type Room } from '../user/packet.js';
 
 export interface HostSpec {
@@ -76,19 +77,20 @@ class RateLimitedLog {
 
 export class ModuleHost {
   private running = true;
-  private stopped?: Promise<void>;
   private readonly stats = { received: 0n, accepted: 0n, modified: 0n, dropped: 0n, errors: 0n, malformed: 0n, classes: new Array<bigint>(abi.ITM_CLASS_BUCKETS).fill(0n) };
   private gone = 0n;
   private uctlVal!: Buffer;
   private readonly errs: RateLimitedLog;
   /** the periodic functions this process runs: a user-space module's (a kernel module's run in
    * itmd, also when this is its user data path) */
-  private readonly every: ModuleDef['every'];
+  private readonly periodicFns: Periodic | undefined;
   private periodicRuns = 0;
 
   private constructor(
     readonly spec: HostSpec,
-    readonly def: ModuleDef,
+    /** the per-packet functions: a user-space module's, or a kernel module's user data path */
+    readonly fns: UserFunctions,
+    periodic: Periodic | undefined,
     readonly ctx: UserContext,
     private readonly sock: XskSocket,
     private readonly uctl: BpfMap,
@@ -97,7 +99,7 @@ export class ModuleHost {
     private readonly ustats: BpfMap,
   ) {
     this.errs = new RateLimitedLog(`itm module ${spec.name} (${spec.dev} ${spec.hook})`);
-    this.every = def.kernel ? undefined : def.every;
+    this.periodicFns = periodic;
   }
 
   static async start(spec: HostSpec): Promise<ModuleHost> {
@@ -107,12 +109,14 @@ export class ModuleHost {
     const inst = instance;
     const ctx: UserContext = { name: spec.name, dev: spec.dev, hook: spec.hook, load: spec.load, params: spec.params, state: {} };
     // the user data path of a kernel module: its object's maps, pinned at the load
-    if (def.kernel) ctx.open = (map) => inst.open(map);
+    if (!isUserModule(def)) ctx.open = (map) => inst.open(map);
+    const fns = hostFunctions(def, spec.params);
+    if (!fns) throw new ItmError(`${spec.name}: this load of ${def.name} runs in the kernel, not in a host`);
     const uctl = BpfMap.fromPin(join(spec.hookDir, 'itm_uctl'));
     const uflight = BpfMap.fromPin(join(spec.hookDir, 'itm_uflight'));
     const xsks = BpfMap.fromPin(join(modDir, 'xsks'));
     const ustats = BpfMap.fromPin(join(modDir, 'ustats'));
-    await def.start?.(ctx);
+    await fns.start?.(ctx);
     const b = ifNameToIndex(pairNames(spec.ifindex, spec.hook, spec.id).b);
     let sock: XskSocket | undefined;
     // a socket closed a moment ago (a host that just died) keeps the queue busy briefly
@@ -124,7 +128,7 @@ export class ModuleHost {
         await sleep(50);
       }
     }
-    const host = new ModuleHost(spec, def, ctx, sock, uctl, uflight, xsks, ustats);
+    const host = new ModuleHost(spec, fns, isUserModule(def) ? def.periodic : undefined, ctx, sock, uctl, uflight, xsks, ustats);
     host.serve();
     return host;
   }
@@ -165,7 +169,7 @@ export class ModuleHost {
     // the module may have grown or shrunk at its front (insert, remove): its end stays put.
     const trailerInFront = this.spec.hook === 'xdp';
     let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n, lastPeriodic = Date.now();
-    const every = this.every;
+    const every = this.periodicFns;
     let drainUntil = 0;
     for (;;) {
       const t = Date.now();
@@ -243,7 +247,7 @@ export class ModuleHost {
   /** One packet, `frame` in `room`: what to send back (the packet where it now stands, and the
    * device to send it out of, if the module redirected it), or undefined when it is dropped. */
   private handle(frame: Buffer, room: Room, scratch: Buffer): { data: Buffer; out: number } | undefined {
-    const s = this.stats, def = this.def, ctx = this.ctx;
+    const s = this.stats, def = this.fns, ctx = this.ctx;
     s.received++;
     let view = PacketView.parse(frame, room);
     if (typeof view === 'string') {
@@ -312,7 +316,7 @@ export class ModuleHost {
     return { name: this.ctx.name, dev: this.ctx.dev, hook: this.ctx.hook, open: none('pinned maps'), global: none('BPF globals'), params: this.ctx.params, state: this.ctx.state };
   }
 
-  private periodic(every: NonNullable<ModuleDef['every']>): void {
+  private periodic(every: Periodic): void {
     const pctx = this.periodicContext();
     let last: PeriodicResult;
     try {
@@ -335,9 +339,9 @@ export class ModuleHost {
     this.sock.close();
     try {
       try {
-        this.every?.stop?.(this.periodicContext());
+        this.periodicFns?.stop?.(this.periodicContext());
       } finally {
-        await this.def.stop?.(this.ctx);
+        await this.fns.stop?.(this.ctx);
       }
     } finally {
       for (const m of [this.uctl, this.uflight, this.xsks, this.ustats]) m.close();

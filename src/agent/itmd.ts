@@ -172,11 +172,12 @@ class HostProcess {
 }
 
 /** The periodic functions of one module instance. */
-class Periodic {
+/** An instance's periodic functions, run on a timer of their interval. */
+class PeriodicTimer {
   runs = 0;
   last?: PeriodicView['last'];
   private timer?: NodeJS.Timeout;
-  constructor(readonly run: registry.PeriodicRun, readonly name: string, readonly dev: string) {
+  constructor(readonly run: registry.PeriodicInstance, readonly name: string, readonly dev: string) {
     this.timer = setInterval(() => this.tick(), run.intervalMs);
   }
   private tick(): void {
@@ -199,7 +200,7 @@ class Periodic {
 
 export class Agent {
   private readonly hosts = new Map<string, HostProcess>();
-  private readonly periodic = new Map<string, Periodic>();
+  private readonly periodic = new Map<string, PeriodicTimer>();
   /** instances whose periodic functions could not start: not retried every second */
   private readonly noPeriodic = new Set<string>();
   private server?: Server;
@@ -292,11 +293,11 @@ export class Agent {
       if (this.periodic.has(key) || this.noPeriodic.has(key)) continue;
       try {
         const def = await findModule(w.module);
-        if (!def.every) {
+        if (!def.periodic) {
           this.noPeriodic.add(key);
           continue;
         }
-        this.periodic.set(key, new Periodic(await registry.periodic(w.name, w.dev, w.hook), w.name, w.dev));
+        this.periodic.set(key, new PeriodicTimer(await registry.openPeriodic(w.name, w.dev, w.hook), w.name, w.dev));
       } catch (e) {
         this.noPeriodic.add(key);
         logLine(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);

@@ -11,7 +11,7 @@ import { createDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter } from '../segment.js';
 import { instanceDir } from '../instance.js';
 import { encodeSlot, formatInterest, lpmKey, parseInterest, type Interest } from '../interest.js';
-import { HOOKS, isIngress, isUserModule, kernelConfig, validateParams, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from '../module-def.js';
+import { HOOKS, hostFunctions, isIngress, isUserModule, kernelConfig, validateParams, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from '../module-def.js';
 import { hookPinDir, readDevice, removeDevice, withNamespaceLock, writeDevice, type DeviceRecord, type HookRecord, type ModuleRecord } from '../state.js';
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { resolveDevice } from './devices.js';
@@ -88,7 +88,7 @@ async function planLoad(opts: LoadOptions, def: ModuleDef, file: string, hook: H
   const priority = opts.priority ?? DEFAULT_PRIORITY;
   checkPriority(priority, opts.priority);
   const params = validateParams(def, opts.params);
-  const user = isUserModule(def) || def.userDatapath?.(params) === true;
+  const user = hostFunctions(def, params) !== undefined;
   // the module's own checks (levels, combinations) run before anything is touched
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
@@ -98,7 +98,7 @@ async function planLoad(opts: LoadOptions, def: ModuleDef, file: string, hook: H
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = def.kernel ? kernelObjectPath(def, hook) : '';
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
-  return { def, file, name, dev: opts.dev, ifindex, hook, priority, params, cfg, interest, objPath, user, segments: user || def.perSegment === true };
+  return { def, file, name, dev: opts.dev, ifindex, hook, priority, params, cfg, interest, objPath, user, segments: user || def.kernel?.perSegment === true };
 }
 
 /** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
@@ -122,7 +122,7 @@ async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]
 
 export async function load(opts: LoadOptions): Promise<LoadResult> {
   const { def, file } = await resolveModule(opts.module);
-  if (!opts.hook && def.hookSet) return loadSet(opts, def, def.hookSet);
+  if (!opts.hook && def.kernel?.hookSet) return loadSet(opts, def, def.kernel.hookSet);
   const plan = await planLoad(opts, def, file, opts.hook ?? def.hooks[def.hooks.length - 1]!);
   return withNamespaceLock(() => {
     const undo = new Undo();
@@ -177,12 +177,12 @@ function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo:
   const modDir = instanceDir(hp.dir, id);
   mkdirSync(modDir);
   undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
-  if (p.def.kernel) {
+  if (!isUserModule(p.def)) {
     // with a user data path, for its maps (and init): its program stays out of the chain
     loadModuleObject(p.def, p.objPath, p.cfg, id, hp, modDir, reusedMaps(p.def, p.name, p.params, rec, p.hook));
-    if (p.def.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
+    if (p.def.kernel.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
   }
-  if (p.user) createDivert(p.ifindex, p.hook, id, modDir, hp.maps.itm_uctl, p.def.failClosed === true, undo.add);
+  if (p.user) createDivert(p.ifindex, p.hook, id, modDir, hp.maps.itm_uctl, hostFunctions(p.def, p.params)?.failClosed === true, undo.add);
   if (p.segments) ensureSegmenter(p.ifindex, p.hook, hp.dir, hp.maps.itm_segctl, undo.add);
 }
 
@@ -281,7 +281,7 @@ export async function unloadSet(name: string, dev: string): Promise<Array<{ hook
     return readDevice(ifindex);
   });
   const at = HOOKS.flatMap((hook) => (rec?.hooks[hook]?.modules ?? []).filter((m) => m.name === name).map((m) => ({ hook, module: m.module })));
-  if (at.length < 2 || !at.every((x) => x.module === at[0]!.module) || !(await findModule(at[0]!.module)).hookSet) return undefined;
+  if (at.length < 2 || !at.every((x) => x.module === at[0]!.module) || !(await findModule(at[0]!.module)).kernel?.hookSet) return undefined;
   return at.map((x) => unload(name, dev, x.hook));
 }
 

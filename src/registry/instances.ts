@@ -10,7 +10,7 @@ import { enterNamespace } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { findLoaded, namedInstances } from './records.js';
 
-export interface PeriodicRun {
+export interface PeriodicInstance {
   module: string;
   hook: Hook;
   intervalMs: number;
@@ -21,7 +21,7 @@ export interface PeriodicRun {
 
 /** The periodic functions (class-update, controller-update) of a loaded module instance, ready to
  * be run by whatever keeps running: `itmctl watch` for now. */
-export async function periodic(name: string, dev: string, hook?: Hook): Promise<PeriodicRun> {
+export async function openPeriodic(name: string, dev: string, hook?: Hook): Promise<PeriodicInstance> {
   const ifindex = resolveDevice(dev, `run the periodic functions of ${name} on`);
   const { h, m } = withNamespaceLock(() => {
     enterNamespace(false);
@@ -29,8 +29,8 @@ export async function periodic(name: string, dev: string, hook?: Hook): Promise<
     return { h: found.hook, m: found.m };
   });
   const def = await findModule(m.module);
-  if (!def.every) throw new ItmError(`${name} (${m.module}) has no periodic functions`);
-  const every = def.every;
+  if (!def.periodic) throw new ItmError(`${name} (${m.module}) has no periodic functions`);
+  const every = def.periodic;
   const inst = ModuleInstance.of(ifindex, h, m.id, kernelObjectPath(def, h));
   const ctx: PeriodicContext = {
     name, dev, hook: h, params: m.params, state: {} as Record<string, unknown>,
@@ -79,10 +79,10 @@ export async function flows(name: string, dev: string, hook?: Hook): Promise<{ h
     return { h: found.hook, m: found.m };
   });
   const def = await findModule(m.module);
-  if (!def.flows) throw new ItmError(`${name} (${m.module}) keeps no per-flow state to show`);
+  if (!def.kernel?.flows) throw new ItmError(`${name} (${m.module}) keeps no per-flow state to show`);
   const inst = ModuleInstance.of(ifindex, h, m.id);
   try {
-    const rows = def.flows((map) => inst.open(map), m.params);
+    const rows = def.kernel.flows((map) => inst.open(map), m.params);
     return { hook: h, module: m.module, rows: rows.sort((a, b) => b.size - a.size) };
   } finally {
     inst.close();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ItmError } from '../errors.js';
 import { BpfError, BpfMap, BpfObject, ifIndexToName } from '../libbpf/index.js';
 import { ModuleInstance } from '../instance.js';
-import type { Hook, KernelConfig, ModuleDef, ParamValue } from '../module-def.js';
+import type { Hook, KernelConfig, KernelModuleDef, ParamValue } from '../module-def.js';
 import { modPinDir, pinName, type DeviceRecord } from '../state.js';
 import { SHARED_MAPS, type HookPins } from './pins.js';
 import { namedInstances } from './records.js';
@@ -14,7 +14,7 @@ function moduleProgName(name: string): string {
   return `itm_module_${name}`;
 }
 
-function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: number): void {
+function writeGlobals(obj: BpfObject, def: KernelModuleDef, cfg: KernelConfig, id: number): void {
   const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
   for (const [name, v] of Object.entries(globals)) {
     const info = obj.globalInfo(name);
@@ -37,7 +37,7 @@ function writeGlobals(obj: BpfObject, def: ModuleDef, cfg: KernelConfig, id: num
 /** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and those
  * of `reuse`, map → the pin directory of the instance that has it), and pins its maps and program
  * in `modDir`. */
-export function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelConfig, id: number,
+export function loadModuleObject(def: KernelModuleDef, objPath: string, cfg: KernelConfig, id: number,
   hp: HookPins, modDir: string, reuse: Map<string, string>): void {
   const obj = BpfObject.open(objPath);
   try {
@@ -63,7 +63,7 @@ export function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelCon
       map.pin(join(modDir, pinName(m)));
       map.close();
     }
-    const prog = obj.program(def.kernel!.program ?? moduleProgName(def.name));
+    const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
     try {
       prog.pin(join(modDir, 'prog'));
     } finally {
@@ -77,12 +77,12 @@ export function loadModuleObject(def: ModuleDef, objPath: string, cfg: KernelCon
 /** The maps a new instance takes from instances already loaded: its `sharedMaps` from its sibling
  * on the device's other hook, its `nodeMaps` from any instance of its name in the namespace (which
  * must have its parameters: they are one instance, on several devices). */
-export function reusedMaps(def: ModuleDef, name: string, params: Record<string, ParamValue>, rec: DeviceRecord, hook: Hook): Map<string, string> {
+export function reusedMaps(def: KernelModuleDef, name: string, params: Record<string, ParamValue>, rec: DeviceRecord, hook: Hook): Map<string, string> {
   const reuse = new Map<string, string>();
   const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
   const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
-  if (sibling) for (const m of def.sharedMaps?.(params) ?? []) reuse.set(m, modPinDir(rec.ifindex, other, sibling.id));
-  const node = def.nodeMaps?.(params) ?? [];
+  if (sibling) for (const m of def.kernel.sharedMaps?.(params) ?? []) reuse.set(m, modPinDir(rec.ifindex, other, sibling.id));
+  const node = def.kernel.nodeMaps?.(params) ?? [];
   if (!node.length) return reuse;
   const first = namedInstances(name).next();
   if (first.done) return reuse;
@@ -97,10 +97,10 @@ export function reusedMaps(def: ModuleDef, name: string, params: Record<string, 
 }
 
 /** Runs a kernel module's `init` on its freshly pinned maps. */
-export function initModule(def: ModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
+export function initModule(def: KernelModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
   const inst = new ModuleInstance(modDir);
   try {
-    def.init!({
+    def.kernel.init!({
       name, params, state: {}, dev, hook,
       open: (map) => inst.open(map),
       global: () => { throw new Error('init cannot change globals: configure sets them'); },

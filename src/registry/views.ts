@@ -17,7 +17,7 @@ import { DEFAULT_PRIORITY } from './records.js';
 export interface UserView {
   /** the host renews its deadline: packets reach it */
   serving: boolean;
-  /** what cannot reach it is dropped, not let go past it (ModuleDef.failClosed) */
+  /** what cannot reach it is dropped, not let go past it (UserModuleDef.failClosed, UserDatapath.failClosed) */
   failClosed: boolean;
   diverted: number;
   inFlight: number;

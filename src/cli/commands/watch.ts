@@ -14,8 +14,8 @@ export const watchCommand: CommandModule<GlobalArgs, Args> = {
       .option('count', { type: 'number', default: 0, describe: 'stop after N periods (0: run until interrupted)' }) as never,
   handler: async (a) => {
     requireRoot();
-    const { periodic } = await import('../../registry/index.js');
-    const run = await periodic(a.module, a.dev, a.hook as never);
+    const { openPeriodic } = await import('../../registry/index.js');
+    const run = await openPeriodic(a.module, a.dev, a.hook as never);
     const interval = a.interval ?? run.intervalMs;
     if (!(interval >= 10)) throw new ItmError(`invalid --interval ${a.interval}: at least 10 ms`);
     let stop = false;
