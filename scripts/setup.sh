@@ -15,7 +15,7 @@ fi
 # Debian packages: the BPF toolchain, the libraries the addon links against, and the tools the
 # tests and the demo use on the wire.
 PKGS=(clang llvm libbpf-dev libxdp-dev bpftool iproute2 pkg-config libelf-dev zlib1g-dev libmnl-dev
-      make g++ python3 tcpdump ethtool iputils-ping util-linux)
+      make g++ python3 tcpdump ethtool iputils-ping util-linux clang-format)
 # --bench: what the benchmarks compare itm with (nftables, iptables, NFQUEUE) and iperf3 for TCP
 if [ "${1:-}" = --bench ]; then
   PKGS+=(nftables iptables libnetfilter-queue-dev iperf3)

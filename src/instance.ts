@@ -28,7 +28,10 @@ export class ModuleInstance {
   /** One of its pinned maps, opened at the first call and kept until close(). */
   open(map: string): BpfMap {
     let b = this.maps.get(map);
-    if (!b) this.maps.set(map, b = BpfMap.fromPin(join(this.dir, pinName(map))));
+    if (!b) {
+      b = BpfMap.fromPin(join(this.dir, pinName(map)));
+      this.maps.set(map, b);
+    }
     return b;
   }
 

@@ -15,7 +15,7 @@ export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefi
     const b = Buffer.alloc(16);
     b[10] = 0xff;
     b[11] = 0xff;
-    s.split('.').forEach((o, i) => (b[12 + i] = Number(o)));
+    s.split('.').forEach((o, i) => { b[12 + i] = Number(o); });
     return { family: 4, addr: b };
   }
   if (isIPv6(s)) {
@@ -31,7 +31,7 @@ export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefi
     const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
     const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
     const b = Buffer.alloc(16);
-    groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
+    groups.forEach((g, i) => { b.writeUInt16BE(parseInt(g, 16), i * 2); });
     return { family: 6, addr: b };
   }
   return undefined;

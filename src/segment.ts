@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import * as abi from './abi.js';
 import { TC_HANDLE, TC_PRIORITY, deleteLink, linkExists, linkOp } from './divert.js';
 import { ItmError } from './errors.js';
-import { BpfMap, BpfProgram, NotSupportedError, ethtool, ifIndexToName, ifNameToIndex, link, tc } from './libbpf/index.js';
+import { type BpfMap, BpfProgram, NotSupportedError, ethtool, ifIndexToName, ifNameToIndex, link, tc } from './libbpf/index.js';
 import type { Hook } from './module-def.js';
 
 /** the pair's MTU: the largest a veth takes, so no segment of any device is ever too long for it

@@ -60,7 +60,7 @@ function flowsIn(pcap: Pcapng): Map<number, number[]> {
   for (const seqs of flows.values()) seqs.sort((a, b) => a - b);
   return flows;
 }
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const upTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe('the capture file', () => {
@@ -270,7 +270,7 @@ describe('the capture module', { skip }, () => {
     };
     await refused(work, ['--file', '/nonexistent-itm-dir/out.pcapng'], /^itmctl: capture: cannot create \/nonexistent-itm-dir\/out\.pcapng: directory \/nonexistent-itm-dir does not exist$/m);
     // relative: named as resolved against itmctl's directory
-    await refused(work, ['--file', 'missing/out.pcapng'], new RegExp(escape(`cannot create ${work}/missing/out.pcapng: directory ${work}/missing does not exist`)));
+    await refused(work, ['--file', 'missing/out.pcapng'], new RegExp(escapeRe(`cannot create ${work}/missing/out.pcapng: directory ${work}/missing does not exist`)));
     await refused(work, ['--file', work], /it is a directory/);
     await refused(work, [], /--file is required/);
     // two captures cannot write one file

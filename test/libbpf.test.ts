@@ -303,7 +303,7 @@ function linkSections(objPath: string): Record<string, () => void> {
     "the kernel's extended ack rides along": () => {
       const err = expectBpfError(() => link.set('la', { mtu: 70000 }), 'EINVAL', 'RTM_NEWLINK');
       assert.match(err.log ?? '', /Kernel error message: .*mtu/i, `log: ${String(err.log)}`);
-      assert.match(err.message, /^set link la: RTM_NEWLINK: Invalid argument \(EINVAL\)\n    Kernel error message: /);
+      assert.match(err.message, /^set link la: RTM_NEWLINK: Invalid argument \(EINVAL\)\n {4}Kernel error message: /);
     },
     'ethtool features: get, set off and back on, rx-gro on, each read back': () => {
       const all = ethtool.features('la');

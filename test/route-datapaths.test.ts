@@ -63,7 +63,8 @@ describe('route: one table, both data paths', { skip }, () => {
       const open = (m: string) => {
         let b = opened.get(m);
         if (!b) {
-          opened.set(m, b = BpfMap.fromPin(modulePin(topo, node, dev, 'tc-ingress', id, m)));
+          b = BpfMap.fromPin(modulePin(topo, node, dev, 'tc-ingress', id, m));
+          opened.set(m, b);
           maps.push(b);
         }
         return b;

@@ -195,7 +195,10 @@ describe('mismatch', () => {
   });
   test('the trie is asked about the flow\'s dst for this slot', () => {
     const calls: Array<[string, number, string]> = [];
-    mismatch(slot, flow(), { hookIfindex: 4, egress: false, inTrie: (w, id, a) => (calls.push([w, id, hex(a)]), true) });
+    mismatch(slot, flow(), { hookIfindex: 4, egress: false, inTrie: (w, id, a) => {
+      calls.push([w, id, hex(a)]);
+      return true;
+    } });
     assert.deepEqual(calls, [['dst', 5, hex(mapped('0a000002'))]]);
   });
   test('family, portless protocol, device and origin reasons', () => {
@@ -433,7 +436,10 @@ describe('parseFlow (explain)', () => {
   });
   test('indev is resolved; origin sets local', () => {
     const asked: string[] = [];
-    const f = parseFlow('proto=tcp,src=1.1.1.1,dst=2.2.2.2,indev=eth1,origin=local', (n) => (asked.push(n), 7));
+    const f = parseFlow('proto=tcp,src=1.1.1.1,dst=2.2.2.2,indev=eth1,origin=local', (n) => {
+      asked.push(n);
+      return 7;
+    });
     assert.deepEqual(asked, ['eth1']);
     assert.equal(f.indev, 7);
     assert.equal(f.local, true);

@@ -67,7 +67,8 @@ export default defineModule({
     // (or flows) short, learnt from the sizes of the flows seen, written in place
     controllerUpdate: (ctx) => {
       if (!ctx.params.adaptive) return undefined;
-      const sizes = (ctx.state.sizes ??= new FlowSizes()) as FlowSizes;
+      ctx.state.sizes ??= new FlowSizes();
+      const sizes = ctx.state.sizes as FlowSizes;
       sizes.observe(new Map(liveFlows(ctx.open('qos_flows'), ctx.params).map((f) => [f.key, f.size])));
       const all = sizes.sizes();
       if (all.length < MIN_FLOWS_TO_LEARN) return undefined;

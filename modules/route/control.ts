@@ -350,7 +350,10 @@ const controllers = new Map<string, Controller>();
 /** The controller of an overlay instance, started by its first periodic call. */
 export function controllerFor(ctx: PeriodicContext, t: Topology): Controller {
   let c = controllers.get(ctx.name);
-  if (!c) controllers.set(ctx.name, c = new Controller(t));
+  if (!c) {
+    c = new Controller(t);
+    controllers.set(ctx.name, c);
+  }
   return c;
 }
 

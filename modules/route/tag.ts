@@ -45,8 +45,8 @@ export function keyEntry(t: TagKey): Buffer {
   const b = Buffer.alloc(abi.route_key.size);
   const prfAt = abi.route_key.fields.find((f) => f.name === 'prf')!.offset;
   const nhAt = abi.route_key.fields.find((f) => f.name === 'nh')!.offset;
-  t.prf.forEach((w, i) => b.writeUInt32LE(w, prfAt + 4 * i));
-  t.nh.forEach((w, i) => b.writeUInt32LE(w, nhAt + 4 * i));
+  t.prf.forEach((w, i) => { b.writeUInt32LE(w, prfAt + 4 * i); });
+  t.nh.forEach((w, i) => { b.writeUInt32LE(w, nhAt + 4 * i); });
   return b;
 }
 

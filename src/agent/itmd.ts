@@ -316,7 +316,7 @@ export class Agent {
     try {
       for (const r of loaded) {
         const m = rec?.hooks[r.hook]?.modules.find((x) => x.id === r.id);
-        if (!m || m.kind !== 'user' || !m.source) continue;
+        if (m?.kind !== 'user' || !m.source) continue;
         const key = keyOf(ifindex, r.hook, m.name);
         const h = new HostProcess(hostSpec(this.ns, opts.dev, ifindex, r.hook, m), m.module);
         this.hosts.set(key, h);
@@ -455,27 +455,29 @@ export class Agent {
         try { snapshot = registry.list(); } catch { snapshot = []; }
       },
     }).set({ started: this.startedAt }, 1);
-    counter('itm_module_seen_total', 'packets that reached the module\'s slot', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.seen)));
-    counter('itm_module_matched_total', 'packets that matched the module\'s interest', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.matched)));
-    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.dropped)));
-    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => rows().forEach(({ m, l }) => set(l, m.counters.errors)));
-    counter('itm_module_class_packets_total', 'packets by the class the module gave them', ['class'], (set) =>
-      rows().forEach(({ m, l }) => Object.entries(m.counters.classes).forEach(([c, v]) => set({ ...l, class: c }, v))));
-    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => rows().forEach(({ m, l }) => m.user && set(l, m.user.diverted)));
-    counter('itm_user_bypassed_total', 'packets that went past a user-space module, by reason', ['reason'], (set) =>
-      rows().forEach(({ m, l }) => m.user && Object.entries(m.user.bypassed).forEach(([r, v]) => set({ ...l, reason: r }, v))));
+    counter('itm_module_seen_total', 'packets that reached the module\'s slot', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.seen); });
+    counter('itm_module_matched_total', 'packets that matched the module\'s interest', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.matched); });
+    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.dropped); });
+    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.errors); });
+    counter('itm_module_class_packets_total', 'packets by the class the module gave them', ['class'], (set) => {
+      for (const { m, l } of rows()) for (const [c, v] of Object.entries(m.counters.classes)) set({ ...l, class: c }, v);
+    });
+    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => { for (const { m, l } of rows()) if (m.user) set(l, m.user.diverted); });
+    counter('itm_user_bypassed_total', 'packets that went past a user-space module, by reason', ['reason'], (set) => {
+      for (const { m, l } of rows()) for (const [r, v] of Object.entries(m.user?.bypassed ?? {})) set({ ...l, reason: r }, v);
+    });
     new Gauge({
       name: 'itm_user_in_flight', help: 'packets diverted to a user-space module and not back yet', labelNames: [...labels], registers: [reg],
       collect() {
         this.reset();
-        rows().forEach(({ m, l }) => m.user && this.set(l, m.user.inFlight));
+        for (const { m, l } of rows()) if (m.user) this.set(l, m.user.inFlight);
       },
     });
     new Gauge({
       name: 'itm_user_serving', help: '1 while a user-space module\'s host takes packets', labelNames: [...labels], registers: [reg],
       collect() {
         this.reset();
-        rows().forEach(({ m, l }) => m.user && this.set(l, m.user.serving ? 1 : 0));
+        for (const { m, l } of rows()) if (m.user) this.set(l, m.user.serving ? 1 : 0);
       },
     });
     const hosts = this.hosts;

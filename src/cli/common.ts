@@ -38,6 +38,6 @@ export function printJson(v: unknown): void {
 /** A plain text table: columns padded to their widest cell. */
 export function table(rows: string[][], indent = ''): string {
   const w: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (w[i] = Math.max(w[i] ?? 0, c.length)));
+  for (const r of rows) r.forEach((c, i) => { w[i] = Math.max(w[i] ?? 0, c.length); });
   return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
 }

@@ -7,7 +7,8 @@ import type { CommandModule } from 'yargs';
 import { ItmError } from '../errors.js';
 import type { GlobalArgs } from './common.js';
 
-export type ModuleCommand = CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: each module's command has arguments of its own type, and yargs's CommandModule is invariant in them
+export type ModuleCommand = CommandModule<GlobalArgs, any>;
 
 /** The first word of a command (`route <action>` → `route`) and of each alias. */
 export function commandNames(c: Pick<CommandModule, 'command' | 'aliases'>): string[] {

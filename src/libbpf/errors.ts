@@ -86,7 +86,7 @@ export function errorFromNative(info: NativeErrorInfo): BpfError {
   let message = info.message ?? `${info.context}: ${info.step}: ${info.description} (${info.code})`;
   if (info.log !== undefined && info.message === undefined) {
     const summary = summarizeLog(info.log);
-    if (summary.length > 0) message += '\n    ' + summary.join('\n    ');
+    if (summary.length > 0) message += `\n    ${summary.join('\n    ')}`;
   }
   const opts: BpfErrorOptions = { errno: info.errno, code: info.code, step: info.step, log: info.log };
   const unsupported = info.notSupported === true || info.errno === ENOTSUPP || info.errno === EOPNOTSUPP;

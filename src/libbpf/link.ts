@@ -103,7 +103,7 @@ export function linkType(dev: LinkRef): number {
 export function linkTypeName(type: number): string {
   const names: Record<number, string> = {
     1: 'ether', 512: 'ppp', 768: 'ipip', 769: 'tunnel6', 772: 'loopback', 776: 'sit', 778: 'gre', 823: 'ip6gre',
-    0xfffe: 'none', 0xffff: 'void',
+    65534: 'none', 65535: 'void',
   };
   return names[type] ?? `ARPHRD ${type}`;
 }

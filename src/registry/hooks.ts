@@ -121,7 +121,8 @@ export function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], u
       rec.hooks[hook] = { modules: [], nextSeq: 1 };
     }
     try {
-      const hr = (rec.hooks[hook] ??= { modules: [], nextSeq: 1 });
+      rec.hooks[hook] ??= { modules: [], nextSeq: 1 };
+      const hr = rec.hooks[hook];
       reconcileRecord(hr, pins);
       let repaired = false;
       // a segmentation pair someone removed would swallow the super-packets sent into it

@@ -39,7 +39,7 @@ function parseIpv6(addr: string): Buffer {
   const lastColon = s.lastIndexOf(':');
   if (s.slice(lastColon + 1).includes('.')) { // embedded IPv4 (::ffff:1.2.3.4)
     tail = parseIpv4(s.slice(lastColon + 1));
-    s = s.slice(0, lastColon + 1) + '0:0';
+    s = `${s.slice(0, lastColon + 1)}0:0`;
   }
   const halves = s.split('::');
   if (halves.length > 2) throw bad();
@@ -51,7 +51,7 @@ function parseIpv6(addr: string): Buffer {
   const rest = halves.length === 2 ? groups(halves[1]) : [];
   if (halves.length === 1 ? head.length !== 8 : head.length + rest.length > 7) throw bad();
   const all = [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
-  all.forEach((g, i) => out.writeUInt16BE(g, i * 2));
+  all.forEach((g, i) => { out.writeUInt16BE(g, i * 2); });
   if (tail) tail.copy(out, 12);
   return out;
 }

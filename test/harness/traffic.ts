@@ -209,7 +209,7 @@ const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 /** Transmit complete Ethernet frames (e.g. from buildPacket) out of `dev` in `host`, as they are. */
 export async function sendFrames(topo: Topology, host: string, dev: string, frames: Buffer[], opts: { gapMs?: number } = {}): Promise<number> {
-  const r = await topo.exec(host, [PYTHON, '-c', SEND_FRAMES_PY, dev, String(opts.gapMs ?? 0)], { input: frames.map((f) => f.toString('hex')).join('\n') + '\n' });
+  const r = await topo.exec(host, [PYTHON, '-c', SEND_FRAMES_PY, dev, String(opts.gapMs ?? 0)], { input: `${frames.map((f) => f.toString('hex')).join('\n')}\n` });
   return Number(r.stdout.trim());
 }
 
