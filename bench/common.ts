@@ -5,9 +5,21 @@ import { BPF_BUILD } from '../src/catalog.js';
 import { BpfObject, type BpfProgram } from '../src/libbpf/index.js';
 import type { Topology } from '../test/harness/index.js';
 
-export interface Figure { name: string; value: number; unit: string; baseline?: string; ratio?: number; runs: number; spread: [number, number] }
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  baseline?: string;
+  ratio?: number;
+  runs: number;
+  spread: [number, number];
+}
 
-export interface Summary { median: number; min: number; max: number }
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+}
 
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -20,7 +32,14 @@ export function summarize(xs: readonly number[]): Summary {
 
 /** A measured figure, with its ratio to `base` when given. */
 export function figure(name: string, unit: string, s: Summary, runs: number, base?: { name: string; value: number }): Figure {
-  return { name, value: s.median, unit, runs, spread: [s.min, s.max], ...(base ? { baseline: base.name, ratio: s.median / base.value } : {}) };
+  return {
+    name,
+    value: s.median,
+    unit,
+    runs,
+    spread: [s.min, s.max],
+    ...(base ? { baseline: base.name, ratio: s.median / base.value } : {}),
+  };
 }
 
 /** The ratio of two measured figures' medians; its spread pairs their extremes. */
@@ -53,6 +72,21 @@ export function loadEmpty(): BpfProgram {
  * socket sets the pace; returns a reader of the device's received packets. */
 export async function udpSink(topo: Topology, host: string, dev: string): Promise<() => Promise<number>> {
   await topo.exec(host, ['tc', 'qdisc', 'add', 'dev', dev, 'clsact']);
-  await topo.exec(host, ['tc', 'filter', 'add', 'dev', dev, 'ingress', 'pref', '1', 'bpf', 'da', 'obj', join(BPF_BUILD, 'bench', 'drop.bpf.o'), 'sec', 'tc']);
+  await topo.exec(host, [
+    'tc',
+    'filter',
+    'add',
+    'dev',
+    dev,
+    'ingress',
+    'pref',
+    '1',
+    'bpf',
+    'da',
+    'obj',
+    join(BPF_BUILD, 'bench', 'drop.bpf.o'),
+    'sec',
+    'tc',
+  ]);
   return async () => Number((await topo.exec(host, ['cat', `/sys/class/net/${dev}/statistics/rx_packets`])).stdout.trim());
 }

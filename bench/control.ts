@@ -23,14 +23,18 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
       await topo.exec('itm', argv);
       return performance.now() - t;
     };
-    const node: number[] = [], version: number[] = [], listing: number[] = [];
+    const node: number[] = [],
+      version: number[] = [],
+      listing: number[] = [];
     await wall([process.execPath, ITMCTL, 'list']); // the page cache, once
     for (let i = 0; i < starts; i++) {
       node.push(await wall([process.execPath, '-e', '0']));
       version.push(await wall([process.execPath, ITMCTL, '--version']));
       listing.push(await wall([process.execPath, ITMCTL, 'list']));
     }
-    const nodeS = summarize(node), versionS = summarize(version), listS = summarize(listing);
+    const nodeS = summarize(node),
+      versionS = summarize(version),
+      listS = summarize(listing);
     out.push(figure('control.node_start_ms', 'ms', nodeS, starts));
     out.push(figure('control.cli_start_ms', 'ms', versionS, starts));
     out.push(figure('control.cli_list_ms', 'ms', listS, starts));
@@ -39,7 +43,8 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
 
     const dev = topo.dev('itm', 'server');
     await itmctl(topo, 'itm', ['up', '--dev', dev]);
-    const load: number[] = [], unload: number[] = [];
+    const load: number[] = [],
+      unload: number[] = [];
     for (let i = 0; i < times; i++) {
       let t = performance.now();
       await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '100']);
@@ -59,8 +64,16 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
     }
     await sleep(200);
     const r = await flow.stop();
-    process.stderr.write(`bench: control: ${cycles} load/unload cycles, ${r.sent} packets sent, ${r.missing.length} lost, ${r.duplicates} duplicated\n`);
-    out.push({ name: 'control.lost_packets', value: r.missing.length, unit: 'packets', runs: cycles, spread: [r.missing.length, r.missing.length] });
+    process.stderr.write(
+      `bench: control: ${cycles} load/unload cycles, ${r.sent} packets sent, ${r.missing.length} lost, ${r.duplicates} duplicated\n`,
+    );
+    out.push({
+      name: 'control.lost_packets',
+      value: r.missing.length,
+      unit: 'packets',
+      runs: cycles,
+      spread: [r.missing.length, r.missing.length],
+    });
     out.push({ name: 'control.stream_packets', value: r.sent, unit: 'packets', runs: cycles, spread: [r.sent, r.sent] });
   } finally {
     await topo.destroy();

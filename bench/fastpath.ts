@@ -14,7 +14,15 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
   const runs = opts.quick ? 3 : 7;
   const repeat = opts.quick ? 200_000 : 1_000_000;
   // a 60-byte UDP/IPv4 frame, as the spike measured
-  const frame = buildPacket({ family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 1234, dport: 5001, payload: Buffer.alloc(18) });
+  const frame = buildPacket({
+    family: 4,
+    src: '10.1.0.1',
+    dst: '10.2.0.2',
+    proto: 'udp',
+    sport: 1234,
+    dport: 5001,
+    payload: Buffer.alloc(18),
+  });
   const topo = await Topology.create({ hosts: ['itm', 'peer'], links: [{ a: 'itm', b: 'peer' }] });
   cleanItmOnDestroy(topo, 'itm');
   const out: Figure[] = [];
@@ -40,8 +48,10 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
     }
     dispatch.close();
     // least-squares slope of cost against the number of modules
-    const xs = perCount.map(([n]) => n), ys = perCount.map(([, v]) => v);
-    const mx = xs.reduce((a, b) => a + b) / xs.length, my = ys.reduce((a, b) => a + b) / ys.length;
+    const xs = perCount.map(([n]) => n),
+      ys = perCount.map(([, v]) => v);
+    const mx = xs.reduce((a, b) => a + b) / xs.length,
+      my = ys.reduce((a, b) => a + b) / ys.length;
     const slope = xs.reduce((a, x, i) => a + (x - mx) * (ys[i]! - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
     out.push({ name: 'fastpath.per_module_ns', value: slope, unit: 'ns/module', runs, spread: [slope, slope] });
     await itmctl(topo, 'itm', ['down', '--dev', dev]);

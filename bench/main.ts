@@ -26,7 +26,9 @@ const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];
 for (const f of figures) {
   const v = f.unit === 'ratio' ? (x: number) => x.toFixed(2) : fmt;
-  lines.push(`| ${f.name} | ${v(f.value)} | ${f.unit} | ${f.runs} | ${v(f.spread[0])}–${v(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`);
+  lines.push(
+    `| ${f.name} | ${v(f.value)} | ${f.unit} | ${f.runs} | ${v(f.spread[0])}–${v(f.spread[1])} | ${f.ratio !== undefined ? f.ratio.toFixed(2) : ''} | ${f.baseline ?? ''} |`,
+  );
 }
 process.stdout.write(`${lines.join('\n')}\n`);
 const dir = join(ROOT, 'bench', 'results');

@@ -133,7 +133,8 @@ int qos_handwritten(struct __sk_buff *skb)
 		if (key.family == 4) {
 			__u8 tos = (want << 2) | (b[1] & 3);
 
-			bpf_l3_csum_replace(skb, l3 + 10, (__be16)(b[0] | (b[1] << 8)), (__be16)(b[0] | (tos << 8)), 2);
+			bpf_l3_csum_replace(skb, l3 + 10, (__be16)(b[0] | (b[1] << 8)),
+					    (__be16)(b[0] | (tos << 8)), 2);
 			bpf_skb_store_bytes(skb, l3 + 1, &tos, 1, 0);
 		} else {
 			__u8 tc = (want << 2) | ((b[1] >> 4) & 3);

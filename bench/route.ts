@@ -26,9 +26,14 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
   cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
   const dir = mkdtempSync(join(tmpdir(), 'itm-bench-route-'));
   // one iperf3 connection a run (a new flow each time), the client on CPU 0, the server on 1
-  const servers = [topo.spawn('s', ['iperf3', '-s', '-A', '1', '--forceflush']), topo.spawn('b', ['iperf3', '-s', '-A', '1', '--forceflush'])];
+  const servers = [
+    topo.spawn('s', ['iperf3', '-s', '-A', '1', '--forceflush']),
+    topo.spawn('b', ['iperf3', '-s', '-A', '1', '--forceflush']),
+  ];
   const mbit = async (from: 'a' | 'c', to: string, src?: string) => {
-    const r = await topo.exec(from, ['iperf3', '-c', to, ...(src ? ['-B', src] : []), '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 30) * 1000 });
+    const r = await topo.exec(from, ['iperf3', '-c', to, ...(src ? ['-B', src] : []), '-A', '0', '-t', String(secs), '-J'], {
+      timeoutMs: (secs + 30) * 1000,
+    });
     const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
     return (sum.bytes * 8) / sum.seconds / 1e6;
   };
@@ -40,19 +45,38 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
   /** C's frames as a real wire carries them: one MTU each (no TSO, no GSO at C, no GRO at A) */
   const mtuSized = async <T>(fn: () => Promise<T>): Promise<T> => {
     await ethtool('c', topo.dev('c', 'a'), 'tso', 'off', 'gso', 'off');
-    try { return await fn(); } finally { await ethtool('c', topo.dev('c', 'a'), 'tso', 'on', 'gso', 'on'); }
+    try {
+      return await fn();
+    } finally {
+      await ethtool('c', topo.dev('c', 'a'), 'tso', 'on', 'gso', 'on');
+    }
   };
   /** A's own TCP over the plain link one segment per packet (TSO and GSO off on A's device) */
   const oneSegment = async <T>(fn: () => Promise<T>): Promise<T> => {
     await ethtool('a', topo.dev('a', 'b'), 'tso', 'off', 'gso', 'off');
-    try { return await fn(); } finally { await ethtool('a', topo.dev('a', 'b'), 'tso', 'on', 'gso', 'on'); }
+    try {
+      return await fn();
+    } finally {
+      await ethtool('a', topo.dev('a', 'b'), 'tso', 'on', 'gso', 'on');
+    }
   };
   const alive = () => pathsWhen(topo, 'a', (v) => v.destinations.every((d) => d.paths.some((p) => p.alive)));
   try {
     await plainRoutes(topo);
     for (const srv of servers) await srv.waitFor(/Server listening/, { timeoutMs: 10_000 });
-    const f = { plainGso: [] as number[], plainMtu: [] as number[], direct: [] as number[], nogso: [] as number[], sideBefore: [] as number[],
-      kernel: [] as number[], hostKernel: [] as number[], sideAfter: [] as number[], sideAllAgents: [] as number[], user: [] as number[], hostUser: [] as number[] };
+    const f = {
+      plainGso: [] as number[],
+      plainMtu: [] as number[],
+      direct: [] as number[],
+      nogso: [] as number[],
+      sideBefore: [] as number[],
+      kernel: [] as number[],
+      hostKernel: [] as number[],
+      sideAfter: [] as number[],
+      sideAllAgents: [] as number[],
+      user: [] as number[],
+      hostUser: [] as number[],
+    };
     await gateway(); // warm up
     for (let i = 0; i < runs; i++) {
       f.plainGso.push(await gateway());
@@ -81,7 +105,10 @@ export async function routeBench(o: { quick: boolean }): Promise<Figure[]> {
       f.user.push(await gateway());
       f.hostUser.push(await host());
     }
-    const s = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, summarize(v)])) as Record<keyof typeof f, ReturnType<typeof summarize>>;
+    const s = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, summarize(v)])) as Record<
+      keyof typeof f,
+      ReturnType<typeof summarize>
+    >;
     const base = (name: string, k: keyof typeof f) => ({ name, value: s[k].median });
     return [
       figure('route.gateway_plain_gso_mbit', 'Mbit/s', s.plainGso, runs),

@@ -56,16 +56,43 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     // one packet a run costs the test loop's own overhead too: the empty program, measured alike
     {
       const empty = loadEmpty();
-      const frame = buildPacket({ family: 4, src: '10.0.0.1', dst: '10.200.0.1', proto: 'udp', sport: 1, dport: 5001, payload: Buffer.alloc(18) });
+      const frame = buildPacket({
+        family: 4,
+        src: '10.0.0.1',
+        dst: '10.200.0.1',
+        proto: 'udp',
+        sport: 1,
+        dport: 5001,
+        payload: Buffer.alloc(18),
+      });
       const ns: number[] = [];
       for (let s = 0; s < samples; s++) ns.push(empty.testRun({ data: frame, repeat: 1 }).duration);
       empty.close();
       const sorted = [...ns].sort((a, b) => a - b);
-      out.push({ name: 'scale.empty_once_ns', value: median(ns), unit: 'ns/pkt', runs: samples, spread: [sorted[Math.floor(samples * 0.1)]!, sorted[Math.floor(samples * 0.9)]!] });
+      out.push({
+        name: 'scale.empty_once_ns',
+        value: median(ns),
+        unit: 'ns/pkt',
+        runs: samples,
+        spread: [sorted[Math.floor(samples * 0.1)]!, sorted[Math.floor(samples * 0.9)]!],
+      });
     }
     const perSize: Record<number, number> = {};
     for (const n of sizes) {
-      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100', '--table-size', String(Math.max(Math.ceil(n * 1.25), 64)), '--idle-timeout', '0']);
+      await itmctl(topo, 'itm', [
+        'load',
+        'qos',
+        '--dev',
+        dev,
+        '--hook',
+        'tc-egress',
+        '--threshold',
+        '100',
+        '--table-size',
+        String(Math.max(Math.ceil(n * 1.25), 64)),
+        '--idle-timeout',
+        '0',
+      ]);
       try {
         const [d] = await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]);
         const id = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!.id;
@@ -86,7 +113,10 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
           perSize[n] = median(ns);
           const sorted = [...ns].sort((a, b) => a - b);
           out.push({
-            name: `scale.qos_${LABEL[n] ?? String(n)}_ns`, value: perSize[n]!, unit: 'ns/pkt', runs: samples,
+            name: `scale.qos_${LABEL[n] ?? String(n)}_ns`,
+            value: perSize[n]!,
+            unit: 'ns/pkt',
+            runs: samples,
             spread: [sorted[Math.floor(samples * 0.1)]!, sorted[Math.floor(samples * 0.9)]!],
             ...(n !== sizes[0] ? { baseline: 'scale.qos_1k_ns', ratio: perSize[n]! / perSize[sizes[0]!]! } : {}),
           });
@@ -110,20 +140,44 @@ export async function scale(opts: { quick?: boolean } = {}): Promise<Figure[]> {
       const dispatch = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
       try {
         const last = n - 1;
-        const frame = buildPacket({ family: 4, src: '10.0.0.1', dst: `10.${100 + (last >> 8)}.${last & 255}.7`, proto: 'udp', sport: 1, dport: 5001, payload: Buffer.alloc(18) });
+        const frame = buildPacket({
+          family: 4,
+          src: '10.0.0.1',
+          dst: `10.${100 + (last >> 8)}.${last & 255}.7`,
+          proto: 'udp',
+          sport: 1,
+          dport: 5001,
+          payload: Buffer.alloc(18),
+        });
         perPrefixes[n] = measure(dispatch, frame, runs, opts.quick ? 200_000 : 1_000_000);
       } finally {
         dispatch.close();
         await itmctl(topo, 'itm', ['down', '--dev', dev]);
       }
       const label = n === 10_000 ? '10k' : String(n);
-      out.push(figure(`scale.prefixes_${label}_ns`, 'ns/pkt', perPrefixes[n]!, runs, n !== 1 ? { name: 'scale.prefixes_1_ns', value: perPrefixes[1]!.median } : undefined));
+      out.push(
+        figure(
+          `scale.prefixes_${label}_ns`,
+          'ns/pkt',
+          perPrefixes[n]!,
+          runs,
+          n !== 1 ? { name: 'scale.prefixes_1_ns', value: perPrefixes[1]!.median } : undefined,
+        ),
+      );
     }
     out.push(ratioFigure('scale.prefixes_10k_vs_1', perPrefixes[10_000]!, perPrefixes[1]!, 'scale.prefixes_1_ns', runs));
 
     const big = sizes[sizes.length - 1]!;
     if (big >= 1e6) {
-      out.push({ name: 'scale.qos_1m_vs_1k', value: perSize[big]! / perSize[1_000]!, unit: 'ratio', baseline: 'scale.qos_1k_ns', ratio: perSize[big]! / perSize[1_000]!, runs: samples, spread: [perSize[big]! / perSize[1_000]!, perSize[big]! / perSize[1_000]!] });
+      out.push({
+        name: 'scale.qos_1m_vs_1k',
+        value: perSize[big]! / perSize[1_000]!,
+        unit: 'ratio',
+        baseline: 'scale.qos_1k_ns',
+        ratio: perSize[big]! / perSize[1_000]!,
+        runs: samples,
+        spread: [perSize[big]! / perSize[1_000]!, perSize[big]! / perSize[1_000]!],
+      });
     }
   } finally {
     await topo.destroy();
@@ -142,7 +196,9 @@ async function mapBytes(pin: string): Promise<number> {
 
 /** Bytes the conntrack entries take now, from the slab they live in. */
 function conntrackBytes(): number {
-  const line = readFileSync('/proc/slabinfo', 'utf8').split('\n').find((l) => l.startsWith('nf_conntrack '));
+  const line = readFileSync('/proc/slabinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('nf_conntrack '));
   const f = line?.trim().split(/\s+/) ?? [];
   return Number(f[1]) * Number(f[3]); // active objects × object size
 }
@@ -159,7 +215,10 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
   });
   cleanItmOnDestroy(topo, 'a');
   const saved = { max: readFileSync(CT_MAX, 'utf8').trim(), hash: readFileSync(CT_HASH, 'utf8').trim() };
-  topo.onDestroy(() => { writeFileSync(CT_HASH, saved.hash); writeFileSync(CT_MAX, saved.max); });
+  topo.onDestroy(() => {
+    writeFileSync(CT_HASH, saved.hash);
+    writeFileSync(CT_MAX, saved.max);
+  });
   const out: Figure[] = [];
   try {
     const big = Math.max(...sizes);
@@ -173,7 +232,9 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
     await topo.exec('a', ['sysctl', '-qw', 'net.netfilter.nf_conntrack_acct=1']);
     // 64-byte frames of n flows, for `seconds` or until `count` packets
     const flood = (n: number, seconds: number, count = 0) =>
-      topo.exec('a', ['taskset', '-c', '0', join(TOOLS, 'flood'), '10.4.0.2', '10000', String(seconds), '22', String(n), String(count)], { timeoutMs: 120_000 });
+      topo.exec('a', ['taskset', '-c', '0', join(TOOLS, 'flood'), '10.4.0.2', '10000', String(seconds), '22', String(n), String(count)], {
+        timeoutMs: 120_000,
+      });
     const pps: Record<string, Summary> = {};
     for (const n of sizes) {
       const label = LABEL[n] ?? String(n);
@@ -205,7 +266,7 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
             const r = await flood(n, secs);
             const b1 = busyNs();
             await sleep(100);
-            const rx = await rxPackets() - before;
+            const rx = (await rxPackets()) - before;
             const s = Number(/seconds=([\d.]+)/.exec(r.stdout)?.[1] ?? secs);
             got[c].push(rx / s);
             cpu[c].push((b1 - b0) / rx);
@@ -215,9 +276,19 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
         }
       }
       for (const c of configs) {
-        process.stderr.write(`bench: scale veth ${label} flows ${c}: ${got[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`);
+        process.stderr.write(
+          `bench: scale veth ${label} flows ${c}: ${got[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`,
+        );
         pps[`${c}_${label}`] = summarize(got[c]);
-        out.push(figure(`scale.veth_${c}_${label}_pps`, 'pkt/s', pps[`${c}_${label}`]!, runs, c !== 'none' ? { name: `scale.veth_none_${label}_pps`, value: pps[`none_${label}`]!.median } : undefined));
+        out.push(
+          figure(
+            `scale.veth_${c}_${label}_pps`,
+            'pkt/s',
+            pps[`${c}_${label}`]!,
+            runs,
+            c !== 'none' ? { name: `scale.veth_none_${label}_pps`, value: pps[`none_${label}`]!.median } : undefined,
+          ),
+        );
         out.push(figure(`scale.veth_${c}_${label}_cpu_ns`, 'CPU ns/pkt', summarize(cpu[c]), runs));
       }
     }

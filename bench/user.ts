@@ -96,7 +96,8 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       // the sender has CPU 0; the agent, and so the module's host, CPU 1, as the C consumer will
       await topo.exec('itm', ['taskset', '-c', '1', process.execPath, ITMCTL, 'agent', 'start']);
       await itmctl(topo, 'itm', ['load', noop, '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001']);
-      const view = async () => (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === hook)!.modules[0]!;
+      const view = async () =>
+        (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === hook)!.modules[0]!;
       for (let i = 0; i < 50 && !(await view()).user?.serving; i++) await sleep(100);
       const m = await view();
       const ifindex = topo.ifindex('itm', dev);
@@ -108,7 +109,17 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       // the C floor takes the same slot: the agent (and the module's host) goes first
       await itmctl(topo, 'itm', ['agent', 'stop']);
       const pair = `itm${ifindex}${hook === 'xdp' ? 'x' : 'e'}${m.id}b`;
-      const floor = topo.spawn('itm', ['taskset', '-c', '1', join(TOOLS, 'xsk_floor'), pair, hookDir, String(m.id), '600', ...(hook === 'xdp' ? ['front'] : [])]);
+      const floor = topo.spawn('itm', [
+        'taskset',
+        '-c',
+        '1',
+        join(TOOLS, 'xsk_floor'),
+        pair,
+        hookDir,
+        String(m.id),
+        '600',
+        ...(hook === 'xdp' ? ['front'] : []),
+      ]);
       let c;
       try {
         await sleep(300);
@@ -138,7 +149,9 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
     const server = topo.spawn('server', ['iperf3', '-s', '-B', '10.2.0.2', '-A', '1', '--forceflush']);
     await server.waitFor(/Server listening/, { timeoutMs: 10_000 });
     const tcpOnce = async () => {
-      const r = await topo.exec('client', ['iperf3', '-c', '10.2.0.2', '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 20) * 1000 });
+      const r = await topo.exec('client', ['iperf3', '-c', '10.2.0.2', '-A', '0', '-t', String(secs), '-J'], {
+        timeoutMs: (secs + 20) * 1000,
+      });
       const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
       return (sum.bytes * 8) / sum.seconds / 1e9;
     };
@@ -147,7 +160,8 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
     for (let rep = -1; rep < runs; rep++) {
       const p = await tcpOnce();
       await itmctl(topo, 'itm', ['load', noop, '--dev', dev, '--hook', 'tc-egress', '--interest', 'proto=tcp,dport=5201']);
-      const view = async () => (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
+      const view = async () =>
+        (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
       for (let i = 0; i < 50 && !(await view()).user?.serving; i++) await sleep(100);
       const t = await tcpOnce();
       const u = (await view()).user!;
@@ -155,10 +169,13 @@ export async function userPath(opts: { quick?: boolean } = {}): Promise<Figure[]
       if (rep < 0) continue;
       tcp.plain.push(p);
       tcp.ts.push(t);
-      process.stderr.write(`bench: TCP plain ${p.toFixed(2)}, through the TypeScript no-op ${t.toFixed(2)} Gbit/s; bypassed ${JSON.stringify(u.bypassed)}\n`);
+      process.stderr.write(
+        `bench: TCP plain ${p.toFixed(2)}, through the TypeScript no-op ${t.toFixed(2)} Gbit/s; bypassed ${JSON.stringify(u.bypassed)}\n`,
+      );
     }
     await server.stop(1000);
-    const tp = summarize(tcp.plain), tt = summarize(tcp.ts);
+    const tp = summarize(tcp.plain),
+      tt = summarize(tcp.ts);
     out.push(figure('user.plain_tcp_gbps', 'Gbit/s', tp, runs));
     out.push(figure('user.ts_tcp_gbps', 'Gbit/s', tt, runs, { name: 'user.plain_tcp_gbps', value: tp.median }));
     out.push(ratioFigure('user.ts_tcp_vs_plain', tt, tp, 'user.plain_tcp_gbps', runs));

@@ -21,23 +21,59 @@ const NFT = `table ip itmbench {
 }
 `;
 const IPT = [
-  ['POSTROUTING', '-m', 'connbytes', '--connbytes', '0:100', '--connbytes-dir', 'original', '--connbytes-mode', 'packets', '-j', 'DSCP', '--set-dscp-class', 'EF'],
-  ['POSTROUTING', '-m', 'connbytes', '--connbytes', '101:', '--connbytes-dir', 'original', '--connbytes-mode', 'packets', '-j', 'DSCP', '--set-dscp', '0'],
+  [
+    'POSTROUTING',
+    '-m',
+    'connbytes',
+    '--connbytes',
+    '0:100',
+    '--connbytes-dir',
+    'original',
+    '--connbytes-mode',
+    'packets',
+    '-j',
+    'DSCP',
+    '--set-dscp-class',
+    'EF',
+  ],
+  [
+    'POSTROUTING',
+    '-m',
+    'connbytes',
+    '--connbytes',
+    '101:',
+    '--connbytes-dir',
+    'original',
+    '--connbytes-mode',
+    'packets',
+    '-j',
+    'DSCP',
+    '--set-dscp',
+    '0',
+  ],
 ];
 
 export type Config = 'none' | 'itm_qos' | 'nft' | 'iptables';
 
 /** Setting up and taking down each marking configuration on `dev` of `host`; `qosArgs` are
  * extra arguments to `itmctl load qos`. */
-export function markers(topo: Topology, host: string, dev: string, qosArgs: string[] = []): {
-  setup: Record<Config, () => Promise<unknown>>; teardown: Record<Config, () => Promise<unknown>>;
+export function markers(
+  topo: Topology,
+  host: string,
+  dev: string,
+  qosArgs: string[] = [],
+): {
+  setup: Record<Config, () => Promise<unknown>>;
+  teardown: Record<Config, () => Promise<unknown>>;
 } {
   return {
     setup: {
       none: async () => undefined,
       itm_qos: () => itmctl(topo, host, ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100', ...qosArgs]),
       nft: () => topo.exec(host, ['nft', '-f', '-'], { input: NFT }),
-      iptables: async () => { for (const r of IPT) await topo.exec(host, ['iptables', '-t', 'mangle', '-A', ...r]); },
+      iptables: async () => {
+        for (const r of IPT) await topo.exec(host, ['iptables', '-t', 'mangle', '-A', ...r]);
+      },
     },
     teardown: {
       none: async () => undefined,
@@ -96,7 +132,8 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     }
     const pps: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
     const cpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
-    for (let rep = -1; rep < runs; rep++) { // rep -1 warms up
+    for (let rep = -1; rep < runs; rep++) {
+      // rep -1 warms up
       for (const c of configs) {
         await setup[c]();
         try {
@@ -106,7 +143,7 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
           const r = await topo.exec('a', ['taskset', '-c', '0', join(TOOLS, 'flood'), '10.3.0.2', '5001', String(secs)]);
           const b1 = busyNs();
           await sleep(100);
-          const got = await rxPackets() - before;
+          const got = (await rxPackets()) - before;
           const s = Number(/seconds=([\d.]+)/.exec(r.stdout)?.[1] ?? secs);
           if (rep >= 0) {
             pps[c].push(got / s);
@@ -119,7 +156,9 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     }
     const s = Object.fromEntries(configs.map((c) => [c, summarize(pps[c])])) as Record<Config, ReturnType<typeof summarize>>;
     for (const c of configs) {
-      process.stderr.write(`bench: veth ${c}: ${pps[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`);
+      process.stderr.write(
+        `bench: veth ${c}: ${pps[c].map((x) => Math.round(x)).join(' ')} pkt/s, ${cpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/pkt\n`,
+      );
       out.push(figure(`veth.${c}_pps`, 'pkt/s', s[c], runs, c !== 'none' ? { name: 'veth.none_pps', value: s.none.median } : undefined));
       out.push(figure(`veth.${c}_cpu_ns`, 'CPU ns/pkt', summarize(cpu[c]), runs));
     }
@@ -137,7 +176,9 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
         await setup[c]();
         try {
           const b0 = busyNs();
-          const r = await topo.exec('a', ['iperf3', '-c', '10.3.0.2', '-A', '0', '-t', String(secs), '-J'], { timeoutMs: (secs + 20) * 1000 });
+          const r = await topo.exec('a', ['iperf3', '-c', '10.3.0.2', '-A', '0', '-t', String(secs), '-J'], {
+            timeoutMs: (secs + 20) * 1000,
+          });
           const b1 = busyNs();
           const sum = (JSON.parse(r.stdout) as { end: { sum_received: { bytes: number; seconds: number } } }).end.sum_received;
           if (rep >= 0) {
@@ -151,8 +192,12 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     }
     const t = Object.fromEntries(configs.map((c) => [c, summarize(gbps[c])])) as Record<Config, ReturnType<typeof summarize>>;
     for (const c of configs) {
-      process.stderr.write(`bench: veth tcp ${c}: ${gbps[c].map((x) => x.toFixed(2)).join(' ')} Gbit/s, ${tcpCpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/KiB\n`);
-      out.push(figure(`veth.${c}_tcp_gbps`, 'Gbit/s', t[c], runs, c !== 'none' ? { name: 'veth.none_tcp_gbps', value: t.none.median } : undefined));
+      process.stderr.write(
+        `bench: veth tcp ${c}: ${gbps[c].map((x) => x.toFixed(2)).join(' ')} Gbit/s, ${tcpCpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/KiB\n`,
+      );
+      out.push(
+        figure(`veth.${c}_tcp_gbps`, 'Gbit/s', t[c], runs, c !== 'none' ? { name: 'veth.none_tcp_gbps', value: t.none.median } : undefined),
+      );
       out.push(figure(`veth.${c}_tcp_cpu_ns`, 'CPU ns/KiB', summarize(tcpCpu[c]), runs));
     }
     out.push(ratioFigure('veth.qos_vs_none_tcp', t.itm_qos, t.none, 'veth.none_tcp_gbps', runs));

@@ -17,15 +17,30 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* ---- the chain ---- */
 
-#define SLOT_CASE(n) case n: itm_tail_call_const(ctx, itm_progs, n); break
+#define SLOT_CASE(n)                                                                                         \
+	case n:                                                                                              \
+		itm_tail_call_const(ctx, itm_progs, n);                                                      \
+		break
 
 static __always_inline void jump_to_slot(itm_ctx_t *ctx, __u32 id)
 {
 	switch (id) {
-	SLOT_CASE(0); SLOT_CASE(1); SLOT_CASE(2); SLOT_CASE(3);
-	SLOT_CASE(4); SLOT_CASE(5); SLOT_CASE(6); SLOT_CASE(7);
-	SLOT_CASE(8); SLOT_CASE(9); SLOT_CASE(10); SLOT_CASE(11);
-	SLOT_CASE(12); SLOT_CASE(13); SLOT_CASE(14); SLOT_CASE(15);
+		SLOT_CASE(0);
+		SLOT_CASE(1);
+		SLOT_CASE(2);
+		SLOT_CASE(3);
+		SLOT_CASE(4);
+		SLOT_CASE(5);
+		SLOT_CASE(6);
+		SLOT_CASE(7);
+		SLOT_CASE(8);
+		SLOT_CASE(9);
+		SLOT_CASE(10);
+		SLOT_CASE(11);
+		SLOT_CASE(12);
+		SLOT_CASE(13);
+		SLOT_CASE(14);
+		SLOT_CASE(15);
 	}
 }
 

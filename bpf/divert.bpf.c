@@ -100,8 +100,7 @@ int itm_from_xsk(struct __sk_buff *skb)
 		skb->mark = 0;
 		return bpf_redirect(itm_target_ifindex, BPF_F_INGRESS);
 	}
-	if (len < sizeof(t) + 14 || len > 0xffff ||
-	    bpf_skb_load_bytes(skb, len - sizeof(t), &t, sizeof(t)) ||
+	if (len < sizeof(t) + 14 || len > 0xffff || bpf_skb_load_bytes(skb, len - sizeof(t), &t, sizeof(t)) ||
 	    t.magic != ITM_TRAILER_MAGIC || t.ifindex != itm_target_ifindex ||
 	    (t.hook != ITM_HOOK_TC_INGRESS && t.hook != ITM_HOOK_TC_EGRESS)) {
 		count(D_BAD_RETURN);

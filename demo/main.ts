@@ -8,13 +8,20 @@ import { QOS_DEFAULTS, qosDemo, type ModeResult } from './qos.js';
 import { routeDemo } from './route.js';
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
-const indent = (s: string) => s.trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
+const indent = (s: string) =>
+  s
+    .trimEnd()
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
 
 async function markDemo(): Promise<void> {
   say('mark: client — itm — server, in network namespaces made for this run');
   const topo = await Topology.create(clientItmServer());
   cleanItmOnDestroy(topo, 'itm');
-  const stop = () => { void topo.destroy().then(() => process.exit(130)); };
+  const stop = () => {
+    void topo.destroy().then(() => process.exit(130));
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
@@ -51,7 +58,7 @@ async function markDemo(): Promise<void> {
     say('\n1. Without itm, the server sees every packet with DSCP 0:');
     report(await traffic());
 
-    say('\n2. Load the mark module on the router\'s egress towards the server, for UDP to port 5001:');
+    say("\n2. Load the mark module on the router's egress towards the server, for UDP to port 5001:");
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp,dport=5001');
     say('\n   What the server sees now:');
     report(await traffic());
@@ -75,7 +82,8 @@ async function qosPart(runs: number): Promise<void> {
   const r = await qosDemo(o, say);
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
   const row = (what: string, f: (m: ModeResult) => number, unit: string, digits = 1) => {
-    const off = med(r.off.map(f)), on = med(r.on.map(f));
+    const off = med(r.off.map(f)),
+      on = med(r.on.map(f));
     say(`    ${what.padEnd(28)} ${`${off.toFixed(digits)} ${unit}`.padStart(12)} ${`${on.toFixed(digits)} ${unit}`.padStart(12)}`);
     return { off, on };
   };

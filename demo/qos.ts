@@ -21,7 +21,14 @@ const RESULTS = resolve(here, '..', '..', 'demo', 'results');
 /** the span over which the long flows' throughput is measured, from the start of the requests */
 const WINDOW_MS = 4000;
 
-export interface QosDemoOptions { runs: number; requests: number; size: number; bulkFlows: number; threshold: number; rateMbit: number }
+export interface QosDemoOptions {
+  runs: number;
+  requests: number;
+  size: number;
+  bulkFlows: number;
+  threshold: number;
+  rateMbit: number;
+}
 export const QOS_DEFAULTS: QosDemoOptions = { runs: 3, requests: 60, size: 8 * 1024, bulkFlows: 3, threshold: 20, rateMbit: 20 };
 
 const topology: TopologyDecl = {
@@ -40,11 +47,22 @@ const topology: TopologyDecl = {
   forwarding: ['itm', 'router'],
 };
 
-interface Event { ev: string; [k: string]: unknown }
+interface Event {
+  ev: string;
+  [k: string]: unknown;
+}
 async function next(p: NsProcess, ev: string, timeoutMs: number): Promise<Event> {
-  const { line } = await p.waitForLine((l) => {
-    try { const e = (JSON.parse(l) as Event).ev; return e === ev || e === 'error'; } catch { return false; }
-  }, { timeoutMs, from: 0 });
+  const { line } = await p.waitForLine(
+    (l) => {
+      try {
+        const e = (JSON.parse(l) as Event).ev;
+        return e === ev || e === 'error';
+      } catch {
+        return false;
+      }
+    },
+    { timeoutMs, from: 0 },
+  );
   const e = JSON.parse(line) as Event;
   if (e.ev === 'error') throw new Error(`demo agent: ${String(e.message)}`);
   return e;
@@ -56,9 +74,18 @@ const quantile = (xs: number[], q: number) => {
 };
 const median = (xs: number[]) => quantile(xs, 0.5);
 
-export interface ModeResult { mean: number; p50: number; p99: number; bulkMbit: number; fct: number[] }
+export interface ModeResult {
+  mean: number;
+  p50: number;
+  p99: number;
+  bulkMbit: number;
+  fct: number[];
+}
 
-export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Promise<{ off: ModeResult[]; on: ModeResult[]; file: string; chart: string }> {
+export async function qosDemo(
+  o: QosDemoOptions,
+  say: (s?: string) => void,
+): Promise<{ off: ModeResult[]; on: ModeResult[]; file: string; chart: string }> {
   say(`qos: client — itm — router — server; the router's link to the server is ${o.rateMbit} Mbit/s, EF first`);
   const topo = await Topology.create(topology);
   cleanItmOnDestroy(topo, 'itm');
@@ -71,8 +98,28 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
       ['class', 'add', 'dev', bdev, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', rate, 'ceil', rate],
       ['class', 'add', 'dev', bdev, 'parent', '1:1', 'classid', '1:10', 'htb', 'rate', `${o.rateMbit - 1}mbit`, 'ceil', rate, 'prio', '0'],
       ['class', 'add', 'dev', bdev, 'parent', '1:1', 'classid', '1:20', 'htb', 'rate', '1mbit', 'ceil', rate, 'prio', '1'],
-      ['filter', 'add', 'dev', bdev, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'dsfield', '0xb8', '0xfc', 'flowid', '1:10'],
-    ]) await topo.exec('router', ['tc', ...cmd]);
+      [
+        'filter',
+        'add',
+        'dev',
+        bdev,
+        'parent',
+        '1:',
+        'protocol',
+        'ip',
+        'prio',
+        '1',
+        'u32',
+        'match',
+        'ip',
+        'dsfield',
+        '0xb8',
+        '0xfc',
+        'flowid',
+        '1:10',
+      ],
+    ])
+      await topo.exec('router', ['tc', ...cmd]);
     // a slow real link carries MTU-sized frames (64 KB super-packets would hog it); the ITM
     // receives with GRO, as a NIC does
     await topo.exec('router', ['ethtool', '-K', bdev, 'tso', 'off', 'gso', 'off']);
@@ -82,12 +129,18 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
       for (const d of topo.devs(h)) {
         const k = (await topo.exec(h, ['ethtool', '-k', d.dev])).stdout;
         const on = (name: string) => (new RegExp(`^${name}: on`, 'm').test(k) ? 'on' : 'off');
-        say(`    ${`${h} ${d.dev}`.padEnd(22)} ${on('tcp-segmentation-offload')} / ${on('generic-segmentation-offload')} / ${on('generic-receive-offload')}${d.dev === bdev ? '   (the bottleneck)' : ''}`);
+        say(
+          `    ${`${h} ${d.dev}`.padEnd(22)} ${on('tcp-segmentation-offload')} / ${on('generic-segmentation-offload')} / ${on('generic-receive-offload')}${d.dev === bdev ? '   (the bottleneck)' : ''}`,
+        );
       }
     }
 
     const dev = topo.dev('itm', 'router');
-    const server = topo.spawn('server', [process.execPath, AGENT, 'server', JSON.stringify({ addr: '10.2.0.2', bulkPort: 7001, reqPort: 7002 })], { stdin: 'pipe' });
+    const server = topo.spawn(
+      'server',
+      [process.execPath, AGENT, 'server', JSON.stringify({ addr: '10.2.0.2', bulkPort: 7001, reqPort: 7002 })],
+      { stdin: 'pipe' },
+    );
     await next(server, 'ready', 10_000);
     const serverBytes = async () => {
       const from = server.stdoutLines.length;
@@ -102,12 +155,21 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
       for (const mode of ['off', 'on'] as const) {
         if (mode === 'on') await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', String(o.threshold)]);
         try {
-          const bulk = topo.spawn('client', [process.execPath, AGENT, 'bulk', JSON.stringify({ dst: '10.2.0.2', port: 7001, flows: o.bulkFlows })], { stdin: 'pipe' });
+          const bulk = topo.spawn(
+            'client',
+            [process.execPath, AGENT, 'bulk', JSON.stringify({ dst: '10.2.0.2', port: 7001, flows: o.bulkFlows })],
+            { stdin: 'pipe' },
+          );
           await next(bulk, 'started', 10_000);
           await new Promise((r) => setTimeout(r, 2000)); // the queue fills
           const b0 = await serverBytes();
           const t0 = performance.now();
-          const reqs = topo.spawn('client', [process.execPath, AGENT, 'requests', JSON.stringify({ dst: '10.2.0.2', port: 7002, size: o.size, count: o.requests, concurrency: 2 })]);
+          const reqs = topo.spawn('client', [
+            process.execPath,
+            AGENT,
+            'requests',
+            JSON.stringify({ dst: '10.2.0.2', port: 7002, size: o.size, count: o.requests, concurrency: 2 }),
+          ]);
           const r = await next(reqs, 'result', 300_000);
           // the long flows' throughput over the same span whichever way the requests went
           const left = WINDOW_MS - (performance.now() - t0);
@@ -117,11 +179,16 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
           await bulk.exited;
           const fct = r.fct as number[];
           const m: ModeResult = {
-            mean: fct.reduce((a, b) => a + b, 0) / fct.length, p50: median(fct), p99: quantile(fct, 0.99),
-            bulkMbit: ((b1.bulkBytes - b0.bulkBytes) * 8) / ((b1.atMs - b0.atMs) * 1000), fct,
+            mean: fct.reduce((a, b) => a + b, 0) / fct.length,
+            p50: median(fct),
+            p99: quantile(fct, 0.99),
+            bulkMbit: ((b1.bulkBytes - b0.bulkBytes) * 8) / ((b1.atMs - b0.atMs) * 1000),
+            fct,
           };
           res[mode].push(m);
-          say(`  run ${run}, qos ${mode.padEnd(3)}: short requests mean ${m.mean.toFixed(1)} ms, p50 ${m.p50.toFixed(1)} ms, p99 ${m.p99.toFixed(1)} ms; long flows ${m.bulkMbit.toFixed(1)} Mbit/s`);
+          say(
+            `  run ${run}, qos ${mode.padEnd(3)}: short requests mean ${m.mean.toFixed(1)} ms, p50 ${m.p50.toFixed(1)} ms, p99 ${m.p99.toFixed(1)} ms; long flows ${m.bulkMbit.toFixed(1)} Mbit/s`,
+          );
         } finally {
           if (mode === 'on') await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
         }
@@ -133,11 +200,23 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
     const file = join(RESULTS, `qos-${stamp}.json`);
     const chart = join(RESULTS, `qos-${stamp}.svg`);
     const summary = (rs: ModeResult[]) => ({
-      mean_ms: median(rs.map((r) => r.mean)), p50_ms: median(rs.map((r) => r.p50)), p99_ms: median(rs.map((r) => r.p99)),
+      mean_ms: median(rs.map((r) => r.mean)),
+      p50_ms: median(rs.map((r) => r.p50)),
+      p99_ms: median(rs.map((r) => r.p99)),
       bulk_mbit: median(rs.map((r) => r.bulkMbit)),
     });
-    writeFileSync(file, `${JSON.stringify({ options: o, median_over_runs: { off: summary(res.off), on: summary(res.on) }, runs: res }, null, 2)}\n`);
-    writeFileSync(chart, cdfSvg(res.off.flatMap((r) => r.fct), res.on.flatMap((r) => r.fct), o));
+    writeFileSync(
+      file,
+      `${JSON.stringify({ options: o, median_over_runs: { off: summary(res.off), on: summary(res.on) }, runs: res }, null, 2)}\n`,
+    );
+    writeFileSync(
+      chart,
+      cdfSvg(
+        res.off.flatMap((r) => r.fct),
+        res.on.flatMap((r) => r.fct),
+        o,
+      ),
+    );
     return { ...res, file, chart };
   } finally {
     await topo.destroy();
@@ -146,9 +225,15 @@ export async function qosDemo(o: QosDemoOptions, say: (s?: string) => void): Pro
 
 /** The completion-time distributions, qos off and on, as a CDF on a log scale. */
 function cdfSvg(off: number[], on: number[], o: QosDemoOptions): string {
-  const W = 720, H = 420, L = 70, R = 20, T = 50, B = 60;
+  const W = 720,
+    H = 420,
+    L = 70,
+    R = 20,
+    T = 50,
+    B = 60;
   const all = [...off, ...on].filter((x) => x > 0);
-  const lo = Math.log10(Math.max(0.1, Math.min(...all))), hi = Math.log10(Math.max(...all) * 1.1);
+  const lo = Math.log10(Math.max(0.1, Math.min(...all))),
+    hi = Math.log10(Math.max(...all) * 1.1);
   const x = (ms: number) => L + ((Math.log10(Math.max(ms, 0.1)) - lo) / (hi - lo)) * (W - L - R);
   const y = (q: number) => H - B - q * (H - T - B);
   const path = (xs: number[]) => {
@@ -160,10 +245,15 @@ function cdfSvg(off: number[], on: number[], o: QosDemoOptions): string {
     for (const m of [1, 2, 3, 5]) {
       const v = m * 10 ** e;
       if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
-      ticks.push(`<line x1="${x(v)}" y1="${T}" x2="${x(v)}" y2="${H - B}" stroke="#ddd"/><text x="${x(v)}" y="${H - B + 18}" text-anchor="middle">${v}</text>`);
+      ticks.push(
+        `<line x1="${x(v)}" y1="${T}" x2="${x(v)}" y2="${H - B}" stroke="#ddd"/><text x="${x(v)}" y="${H - B + 18}" text-anchor="middle">${v}</text>`,
+      );
     }
   }
-  for (const q of [0, 0.25, 0.5, 0.75, 1]) ticks.push(`<line x1="${L}" y1="${y(q)}" x2="${W - R}" y2="${y(q)}" stroke="#eee"/><text x="${L - 8}" y="${y(q) + 4}" text-anchor="end">${q}</text>`);
+  for (const q of [0, 0.25, 0.5, 0.75, 1])
+    ticks.push(
+      `<line x1="${L}" y1="${y(q)}" x2="${W - R}" y2="${y(q)}" stroke="#eee"/><text x="${L - 8}" y="${y(q) + 4}" text-anchor="end">${q}</text>`,
+    );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="${W / 2}" y="24" text-anchor="middle" font-size="15">Completion time of ${o.size / 1024} KB requests beside ${o.bulkFlows} long uploads (${o.rateMbit} Mbit/s bottleneck)</text>

@@ -17,21 +17,36 @@ constexpr int kENOTSUPP = 524;
 
 const char* LibbpfErrnoName(int err) {
   switch (err) {
-    case LIBBPF_ERRNO__LIBELF: return "LIBBPF_ERRNO__LIBELF";
-    case LIBBPF_ERRNO__FORMAT: return "LIBBPF_ERRNO__FORMAT";
-    case LIBBPF_ERRNO__KVERSION: return "LIBBPF_ERRNO__KVERSION";
-    case LIBBPF_ERRNO__ENDIAN: return "LIBBPF_ERRNO__ENDIAN";
-    case LIBBPF_ERRNO__INTERNAL: return "LIBBPF_ERRNO__INTERNAL";
-    case LIBBPF_ERRNO__RELOC: return "LIBBPF_ERRNO__RELOC";
-    case LIBBPF_ERRNO__LOAD: return "LIBBPF_ERRNO__LOAD";
-    case LIBBPF_ERRNO__VERIFY: return "LIBBPF_ERRNO__VERIFY";
-    case LIBBPF_ERRNO__PROG2BIG: return "LIBBPF_ERRNO__PROG2BIG";
-    case LIBBPF_ERRNO__KVER: return "LIBBPF_ERRNO__KVER";
-    case LIBBPF_ERRNO__PROGTYPE: return "LIBBPF_ERRNO__PROGTYPE";
-    case LIBBPF_ERRNO__WRNGPID: return "LIBBPF_ERRNO__WRNGPID";
-    case LIBBPF_ERRNO__INVSEQ: return "LIBBPF_ERRNO__INVSEQ";
-    case LIBBPF_ERRNO__NLPARSE: return "LIBBPF_ERRNO__NLPARSE";
-    default: return nullptr;
+    case LIBBPF_ERRNO__LIBELF:
+      return "LIBBPF_ERRNO__LIBELF";
+    case LIBBPF_ERRNO__FORMAT:
+      return "LIBBPF_ERRNO__FORMAT";
+    case LIBBPF_ERRNO__KVERSION:
+      return "LIBBPF_ERRNO__KVERSION";
+    case LIBBPF_ERRNO__ENDIAN:
+      return "LIBBPF_ERRNO__ENDIAN";
+    case LIBBPF_ERRNO__INTERNAL:
+      return "LIBBPF_ERRNO__INTERNAL";
+    case LIBBPF_ERRNO__RELOC:
+      return "LIBBPF_ERRNO__RELOC";
+    case LIBBPF_ERRNO__LOAD:
+      return "LIBBPF_ERRNO__LOAD";
+    case LIBBPF_ERRNO__VERIFY:
+      return "LIBBPF_ERRNO__VERIFY";
+    case LIBBPF_ERRNO__PROG2BIG:
+      return "LIBBPF_ERRNO__PROG2BIG";
+    case LIBBPF_ERRNO__KVER:
+      return "LIBBPF_ERRNO__KVER";
+    case LIBBPF_ERRNO__PROGTYPE:
+      return "LIBBPF_ERRNO__PROGTYPE";
+    case LIBBPF_ERRNO__WRNGPID:
+      return "LIBBPF_ERRNO__WRNGPID";
+    case LIBBPF_ERRNO__INVSEQ:
+      return "LIBBPF_ERRNO__INVSEQ";
+    case LIBBPF_ERRNO__NLPARSE:
+      return "LIBBPF_ERRNO__NLPARSE";
+    default:
+      return nullptr;
   }
 }
 
@@ -118,8 +133,7 @@ LogCapture::~LogCapture() { t_capture = prev_; }
 void InstallPrintHook() { libbpf_set_print(PrintHook); }
 
 static void TypeError(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be " + what)
-      .ThrowAsJavaScriptException();
+  Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be " + what).ThrowAsJavaScriptException();
 }
 
 bool ArgString(const Napi::CallbackInfo& info, size_t i, std::string* out) {

@@ -20,12 +20,12 @@ struct AddonData {
 AddonData* Data(Napi::Env env);
 
 struct ErrorInfo {
-  int err = 0;               // positive errno (or libbpf's own 4000+ codes)
-  std::string context;       // what was being done to what, e.g. "load x.bpf.o"
-  std::string step;          // the libbpf/syscall entry point that failed
-  std::string log;           // captured libbpf output, if any
-  std::string message;       // overrides the composed message when non-empty
-  bool notSupported = false; // the caller knows this errno means "the kernel cannot do this"
+  int err = 0;                // positive errno (or libbpf's own 4000+ codes)
+  std::string context;        // what was being done to what, e.g. "load x.bpf.o"
+  std::string step;           // the libbpf/syscall entry point that failed
+  std::string log;            // captured libbpf output, if any
+  std::string message;        // overrides the composed message when non-empty
+  bool notSupported = false;  // the caller knows this errno means "the kernel cannot do this"
 };
 
 // Throws the error into JS and returns undefined so call sites can `return Throw(...)`.

@@ -26,14 +26,13 @@ Napi::Buffer<uint8_t> CopyBuffer(Napi::Env env, const uint8_t* p, size_t n) {
 
 // Key and value buffers go straight to the kernel, which reads/writes exactly the map's sizes:
 // a short buffer would be an out-of-bounds access, so sizes are enforced here, not in JS.
-bool CheckSize(Napi::Env env, const std::string& label, const char* step, const char* what, size_t got,
-               uint32_t want) {
+bool CheckSize(Napi::Env env, const std::string& label, const char* step, const char* what, size_t got, uint32_t want) {
   if (got == want) return true;
   ErrorInfo e;
   e.err = EINVAL;
   e.step = step;
-  e.message = label + ": " + step + ": " + what + " is " + std::to_string(got) + " bytes, map expects " +
-              std::to_string(want);
+  e.message =
+      label + ": " + step + ": " + what + " is " + std::to_string(got) + " bytes, map expects " + std::to_string(want);
   Throw(env, e);
   return false;
 }
@@ -141,8 +140,8 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   int64_t fd, repeat;
   uint32_t dataOutSize, ctxOutSize;
   Napi::Buffer<uint8_t> data, ctx;
-  if (!ArgString(info, 0, &label) || !ArgInt(info, 1, &fd) || !ArgBuffer(info, 2, &data) ||
-      !ArgInt(info, 3, &repeat) || !ArgUint32(info, 5, &dataOutSize) || !ArgUint32(info, 6, &ctxOutSize)) {
+  if (!ArgString(info, 0, &label) || !ArgInt(info, 1, &fd) || !ArgBuffer(info, 2, &data) || !ArgInt(info, 3, &repeat) ||
+      !ArgUint32(info, 5, &dataOutSize) || !ArgUint32(info, 6, &ctxOutSize)) {
     return env.Undefined();
   }
   bool haveCtx = !info[4].IsUndefined() && !info[4].IsNull();
@@ -362,8 +361,8 @@ Napi::Value MapEntries(const Napi::CallbackInfo& info) {
     struct bpf_map_batch_opts opts;
     memset(&opts, 0, sizeof(opts));
     opts.sz = sizeof(opts);
-    int ret = bpf_map_lookup_batch(fd, first ? nullptr : inBatch.data(), outBatch.data(), keys.data(),
-                                   values.data(), &count, &opts);
+    int ret = bpf_map_lookup_batch(fd, first ? nullptr : inBatch.data(), outBatch.data(), keys.data(), values.data(),
+                                   &count, &opts);
     int err = ret < 0 ? ErrFromRet(ret) : 0;
     if (err == ENOSPC && count == 0) {
       // A single hash bucket holds more elements than fit in one chunk.
@@ -423,7 +422,9 @@ uint64_t* Word(const Napi::CallbackInfo& info, const char* what) {
   if (!ArgBuffer(info, 0, &buf) || !ArgUint32(info, 1, &off)) return nullptr;
   uint8_t* p = buf.Data() + off;
   if (static_cast<size_t>(off) + 8 > buf.Length() || reinterpret_cast<uintptr_t>(p) % 8 != 0) {
-    Napi::RangeError::New(env, std::string(what) + ": offset " + std::to_string(off) + " is not an aligned 8-byte word of the buffer").ThrowAsJavaScriptException();
+    Napi::RangeError::New(
+        env, std::string(what) + ": offset " + std::to_string(off) + " is not an aligned 8-byte word of the buffer")
+        .ThrowAsJavaScriptException();
     return nullptr;
   }
   return reinterpret_cast<uint64_t*>(p);
@@ -432,12 +433,14 @@ uint64_t* Word(const Napi::CallbackInfo& info, const char* what) {
 bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
   bool lossless = true;
   if (!info[i].IsBigInt()) {
-    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint")
+        .ThrowAsJavaScriptException();
     return false;
   }
   *out = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
   if (!lossless) {
-    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " is not a 64-bit unsigned value").ThrowAsJavaScriptException();
+    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " is not a 64-bit unsigned value")
+        .ThrowAsJavaScriptException();
     return false;
   }
   return true;
@@ -458,7 +461,8 @@ Napi::Value AtomicRaiseU64(const Napi::CallbackInfo& info) {
   if (w == nullptr || !ArgU64(info, 2, &v)) return info.Env().Undefined();
   uint64_t old = __atomic_load_n(w, __ATOMIC_SEQ_CST);
   while (old < v) {
-    if (__atomic_compare_exchange_n(w, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return Napi::Boolean::New(info.Env(), true);
+    if (__atomic_compare_exchange_n(w, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      return Napi::Boolean::New(info.Env(), true);
   }
   return Napi::Boolean::New(info.Env(), false);
 }

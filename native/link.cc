@@ -35,8 +35,8 @@ constexpr size_t kRecvSize = 64 * 1024;
 
 // One request/response exchange on a NETLINK_ROUTE socket of the calling thread's namespace.
 struct NlResult {
-  int err = 0;          // positive errno, 0 on success
-  std::string extack;   // the kernel's NLMSGERR_ATTR_MSG, if it sent one
+  int err = 0;         // positive errno, 0 on success
+  std::string extack;  // the kernel's NLMSGERR_ATTR_MSG, if it sent one
   const char* step = "";
 };
 
@@ -199,8 +199,9 @@ bool ArgLink(const Napi::CallbackInfo& info, size_t i, LinkRef* out) {
       return false;
     }
     char name[IF_NAMESIZE] = {0};
-    out->label = if_indextoname(out->ifindex, name) != nullptr ? std::string(name) + "(" + std::to_string(out->ifindex) + ")"
-                                                            : "ifindex " + std::to_string(out->ifindex);
+    out->label = if_indextoname(out->ifindex, name) != nullptr
+                     ? std::string(name) + "(" + std::to_string(out->ifindex) + ")"
+                     : "ifindex " + std::to_string(out->ifindex);
     return true;
   }
   Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be an interface name or index")
@@ -272,7 +273,8 @@ int OnLink(const struct nlmsghdr* nlh, void* data) {
   if (tb[IFLA_IFNAME] != nullptr && mnl_attr_validate(tb[IFLA_IFNAME], MNL_TYPE_NUL_STRING) == 0) {
     r.name = mnl_attr_get_str(tb[IFLA_IFNAME]);
   }
-  if (tb[IFLA_MTU] != nullptr && mnl_attr_validate(tb[IFLA_MTU], MNL_TYPE_U32) == 0) r.mtu = mnl_attr_get_u32(tb[IFLA_MTU]);
+  if (tb[IFLA_MTU] != nullptr && mnl_attr_validate(tb[IFLA_MTU], MNL_TYPE_U32) == 0)
+    r.mtu = mnl_attr_get_u32(tb[IFLA_MTU]);
   if (tb[IFLA_LINK] != nullptr && mnl_attr_validate(tb[IFLA_LINK], MNL_TYPE_U32) == 0) {
     r.link = mnl_attr_get_u32(tb[IFLA_LINK]);
     r.hasLink = true;
@@ -501,7 +503,8 @@ int OnFilter(const struct nlmsghdr* nlh, void* data) {
     const char* s = static_cast<const char*>(mnl_attr_get_payload(tb[TCA_KIND]));
     r.kind.assign(s, strnlen(s, mnl_attr_get_payload_len(tb[TCA_KIND])));
   }
-  if (tb[TCA_CHAIN] != nullptr && mnl_attr_validate(tb[TCA_CHAIN], MNL_TYPE_U32) == 0) r.chain = mnl_attr_get_u32(tb[TCA_CHAIN]);
+  if (tb[TCA_CHAIN] != nullptr && mnl_attr_validate(tb[TCA_CHAIN], MNL_TYPE_U32) == 0)
+    r.chain = mnl_attr_get_u32(tb[TCA_CHAIN]);
   rows->push_back(std::move(r));
   return MNL_CB_OK;
 }
@@ -522,7 +525,7 @@ Napi::Value TcFilterList(const Napi::CallbackInfo& info) {
   ref.ifindex = ifindex;
   char name[IF_NAMESIZE] = {0};
   ref.label = if_indextoname(ifindex, name) != nullptr ? std::string(name) + "(" + std::to_string(ifindex) + ")"
-                                                      : "ifindex " + std::to_string(ifindex);
+                                                       : "ifindex " + std::to_string(ifindex);
   Rtnl nl;
   NlResult res;
   std::vector<FilterRow> rows;
@@ -699,9 +702,10 @@ Napi::Value EthtoolSetFeatures(const Napi::CallbackInfo& info) {
     size_t idx = 0;
     while (idx < f.names.size() && f.names[idx] != name) idx++;
     if (idx == f.names.size() || name.empty()) {
-      return ThrowMessage(env, EINVAL, "ETHTOOL_GSTRINGS",
-                          context + ": no feature named '" + name +
-                              "' (the kernel's names, as `ethtool -k` shows them indented, e.g. rx-gro, tx-tcp-segmentation)");
+      return ThrowMessage(
+          env, EINVAL, "ETHTOOL_GSTRINGS",
+          context + ": no feature named '" + name +
+              "' (the kernel's names, as `ethtool -k` shows them indented, e.g. rx-gro, tx-tcp-segmentation)");
     }
     uint32_t bit = 1u << (idx % 32);
     sf->features[idx / 32].valid |= bit;

@@ -130,8 +130,8 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
     ErrorInfo e;
     e.err = ENOENT;
     e.step = step;
-    e.message = label_ + ": no " + what + " named \"" + name + "\" (has: " +
-                (available.empty() ? "none" : available) + ")";
+    e.message =
+        label_ + ": no " + what + " named \"" + name + "\" (has: " + (available.empty() ? "none" : available) + ")";
     return Throw(env, e);
   }
 
@@ -227,8 +227,8 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
       ErrorInfo e;
       e.err = EINVAL;
       e.step = "bpf_map__set_initial_value";
-      e.message = label_ + ": global \"" + name + "\" is " + std::to_string(loc.size) +
-                  " bytes, value has " + std::to_string(value.Length());
+      e.message = label_ + ": global \"" + name + "\" is " + std::to_string(loc.size) + " bytes, value has " +
+                  std::to_string(value.Length());
       return Throw(env, e);
     }
     size_t size = 0;
@@ -244,8 +244,7 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
     memcpy(image.data() + loc.offset, value.Data(), loc.size);
     int ret = bpf_map__set_initial_value(loc.map, image.data(), image.size());
     if (ret != 0) {
-      return ThrowErrno(env, ErrFromRet(ret), "set global \"" + name + "\" in " + label_,
-                        "bpf_map__set_initial_value");
+      return ThrowErrno(env, ErrFromRet(ret), "set global \"" + name + "\" in " + label_, "bpf_map__set_initial_value");
     }
     return env.Undefined();
   }
@@ -275,8 +274,7 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
     if (m == nullptr) return env.Undefined();
     int ret = bpf_map__set_max_entries(m, n);
     if (ret != 0) {
-      return ThrowErrno(env, ErrFromRet(ret), "resize map \"" + name + "\" in " + label_,
-                        "bpf_map__set_max_entries");
+      return ThrowErrno(env, ErrFromRet(ret), "resize map \"" + name + "\" in " + label_, "bpf_map__set_max_entries");
     }
     return env.Undefined();
   }
@@ -315,7 +313,8 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
       return Throw(env, e);
     }
     int dup = DupFd(fd);
-    if (dup < 0) return ThrowErrno(env, ErrFromErrno(), "program \"" + name + "\" in " + label_, "fcntl(F_DUPFD_CLOEXEC)");
+    if (dup < 0)
+      return ThrowErrno(env, ErrFromErrno(), "program \"" + name + "\" in " + label_, "fcntl(F_DUPFD_CLOEXEC)");
     return Napi::Number::New(env, dup);
   }
 
@@ -357,8 +356,6 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
 
 }  // namespace
 
-void InitObject(Napi::Env env, Napi::Object exports) {
-  exports.Set("NativeBpfObject", NativeObject::Define(env));
-}
+void InitObject(Napi::Env env, Napi::Object exports) { exports.Set("NativeBpfObject", NativeObject::Define(env)); }
 
 }  // namespace lbpf

@@ -43,12 +43,18 @@ enum FrameState : uint8_t { kFill = 0, kHeld = 1, kTx = 2, kFree = 3, kMarked = 
 
 const char* StateName(uint8_t s) {
   switch (s) {
-    case kFill: return "owned by the kernel for reception";
-    case kHeld: return "held by the caller";
-    case kTx: return "owned by the kernel for transmission";
-    case kFree: return "in the free list";
-    case kMarked: return "listed twice";
-    default: return "in an unknown state";
+    case kFill:
+      return "owned by the kernel for reception";
+    case kHeld:
+      return "held by the caller";
+    case kTx:
+      return "owned by the kernel for transmission";
+    case kFree:
+      return "in the free list";
+    case kMarked:
+      return "listed twice";
+    default:
+      return "in an unknown state";
   }
 }
 
@@ -175,7 +181,8 @@ class Core {
   void GiveBack(const uint32_t* frameIdx, uint32_t n) {
     uint32_t toFill = nFill < fillTarget ? std::min(n, fillTarget - nFill) : 0;
     uint32_t idx = 0;
-    if (toFill > 0 && xsk_ring_prod__reserve(&fill, toFill, &idx) != toFill) toFill = 0;  // cannot happen: ring >= frames
+    if (toFill > 0 && xsk_ring_prod__reserve(&fill, toFill, &idx) != toFill)
+      toFill = 0;  // cannot happen: ring >= frames
     for (uint32_t i = 0; i < toFill; i++) {
       *xsk_ring_prod__fill_addr(&fill, idx + i) = static_cast<uint64_t>(frameIdx[i]) * frameSize;
       state[frameIdx[i]] = kFill;
@@ -493,7 +500,8 @@ class NativeXsk : public Napi::ObjectWrap<NativeXsk> {
       } else if (c->state[f] != kHeld) {
         bad = "address " + std::to_string(a) + " (frame " + std::to_string(f) + ") is not held by the caller: it is " +
               StateName(c->state[f]);
-      } else if (lens != nullptr && (lens[i] == 0 || a % c->frameSize + static_cast<uint64_t>(lens[i]) > c->frameSize)) {
+      } else if (lens != nullptr &&
+                 (lens[i] == 0 || a % c->frameSize + static_cast<uint64_t>(lens[i]) > c->frameSize)) {
         bad = "packet " + std::to_string(i) + " (address " + std::to_string(a) + ", length " + std::to_string(lens[i]) +
               ") is empty or crosses the end of its " + std::to_string(c->frameSize) + "-byte frame";
       }
@@ -704,8 +712,8 @@ class NativeXsk : public Napi::ObjectWrap<NativeXsk> {
     o.Set("tx", Napi::Number::New(env, n[kTx]));
     o.Set("free", Napi::Number::New(env, n[kFree]));
     // The running counters and the free list must agree with the states.
-    bool consistent = n[4] == 0 && c->nFill == n[kFill] && c->nHeld == n[kHeld] && c->nTx == n[kTx] &&
-                      c->freeList.size() == n[kFree];
+    bool consistent =
+        n[4] == 0 && c->nFill == n[kFill] && c->nHeld == n[kHeld] && c->nTx == n[kTx] && c->freeList.size() == n[kFree];
     o.Set("consistent", Napi::Boolean::New(env, consistent));
     return o;
   }

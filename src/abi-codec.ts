@@ -30,21 +30,35 @@ function layoutOf(name: string): StructLayout {
 
 function readInt(buf: Buffer, off: number, size: number): number | bigint {
   switch (size) {
-    case 1: return buf.readUInt8(off);
-    case 2: return buf.readUInt16LE(off);
-    case 4: return buf.readUInt32LE(off);
-    case 8: return buf.readBigUInt64LE(off);
-    default: throw new Error(`unsupported int size ${size}`);
+    case 1:
+      return buf.readUInt8(off);
+    case 2:
+      return buf.readUInt16LE(off);
+    case 4:
+      return buf.readUInt32LE(off);
+    case 8:
+      return buf.readBigUInt64LE(off);
+    default:
+      throw new Error(`unsupported int size ${size}`);
   }
 }
 
 function writeInt(buf: Buffer, off: number, size: number, v: unknown): void {
   switch (size) {
-    case 1: buf.writeUInt8(Number(v ?? 0), off); return;
-    case 2: buf.writeUInt16LE(Number(v ?? 0), off); return;
-    case 4: buf.writeUInt32LE(Number(v ?? 0) >>> 0, off); return;
-    case 8: buf.writeBigUInt64LE(BigInt((v as bigint | number | undefined) ?? 0), off); return;
-    default: throw new Error(`unsupported int size ${size}`);
+    case 1:
+      buf.writeUInt8(Number(v ?? 0), off);
+      return;
+    case 2:
+      buf.writeUInt16LE(Number(v ?? 0), off);
+      return;
+    case 4:
+      buf.writeUInt32LE(Number(v ?? 0) >>> 0, off);
+      return;
+    case 8:
+      buf.writeBigUInt64LE(BigInt((v as bigint | number | undefined) ?? 0), off);
+      return;
+    default:
+      throw new Error(`unsupported int size ${size}`);
   }
 }
 

@@ -17,7 +17,13 @@ export const BPF_BUILD = join(ROOT, 'bpf', 'build');
  * The first folder of a name wins.
  */
 function moduleDirs(): Map<string, string> {
-  const roots = [MODULES_DIST, ...(process.env.ITM_MODULE_PATH ?? '').split(':').filter(Boolean).map((d) => resolve(d))];
+  const roots = [
+    MODULES_DIST,
+    ...(process.env.ITM_MODULE_PATH ?? '')
+      .split(':')
+      .filter(Boolean)
+      .map((d) => resolve(d)),
+  ];
   const found = new Map<string, string>();
   for (const root of roots) {
     if (!existsSync(root)) continue;
@@ -76,7 +82,8 @@ export async function resolveModule(spec: string): Promise<{ def: ModuleDef; fil
   }
   const file = join(dir, 'module.js');
   const def = await importDefinition(file);
-  if (def.name !== spec) throw new ItmError(`${file} does not declare module '${spec}' (export default defineModule({ name: '${spec}', ... }))`);
+  if (def.name !== spec)
+    throw new ItmError(`${file} does not declare module '${spec}' (export default defineModule({ name: '${spec}', ... }))`);
   return { def, file };
 }
 

@@ -81,11 +81,17 @@ export function removeDeviceDiverts(ifindex: number): void {
   let links: Array<{ name: string; kind: string | undefined }>;
   try {
     links = link.list();
-  } catch { return; }
+  } catch {
+    return;
+  }
   const re = new RegExp(`^itm${ifindex}[iex](\\d+|s)a$`);
   for (const l of links) {
     if (l.kind !== 'veth' || !re.test(l.name)) continue;
-    try { link.delete(l.name); } catch { /* gone already, or not ours to remove */ }
+    try {
+      link.delete(l.name);
+    } catch {
+      /* gone already, or not ours to remove */
+    }
   }
 }
 
@@ -97,14 +103,26 @@ const u32 = abi.u32;
  * counters). At the xdp hook, A also runs the dispatcher's `return` program, which goes on with
  * the chain (see bpf/divert.bpf.c). `undo` gets the steps that take it all back.
  */
-export function createDivert(ifindex: number, hook: Hook, id: number, modDir: string, uctl: BpfMap, failClosed: boolean, undo: (what: string, fn: () => void) => void): { a: number; b: number } {
+export function createDivert(
+  ifindex: number,
+  hook: Hook,
+  id: number,
+  modDir: string,
+  uctl: BpfMap,
+  failClosed: boolean,
+  undo: (what: string, fn: () => void) => void,
+): { a: number; b: number } {
   const { a, b } = pairNames(ifindex, hook, id);
   removeDivert(ifindex, hook, id); // a stale one from a crash
   linkOp(() => link.createVeth({ name: a, mtu: PAIR_MTU, txQueues: 1, rxQueues: 1 }, { name: b, mtu: PAIR_MTU, txQueues: 1, rxQueues: 1 }));
   undo(`delete ${a}`, () => removeDivert(ifindex, hook, id));
   for (const n of [a, b]) {
     // no addresses and no neighbour discovery on the pair: it only carries diverted packets
-    try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
+    try {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1');
+    } catch {
+      /* no IPv6 */
+    }
   }
   linkOp(() => link.setUp(a));
   linkOp(() => link.setUp(b));
@@ -117,7 +135,10 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
     obj.setGlobal('itm_target_ifindex', u32(ifindex));
     if (hook === 'xdp') obj.setGlobal('itm_after_xdp', Buffer.from([1]));
     obj.load();
-    for (const [m, pin] of [['itm_xsks', 'xsks'], ['itm_divert_stats', 'divert_stats']] as const) {
+    for (const [m, pin] of [
+      ['itm_xsks', 'xsks'],
+      ['itm_divert_stats', 'divert_stats'],
+    ] as const) {
       const map = obj.map(m);
       map.pin(join(modDir, pin));
       map.close();
@@ -151,10 +172,17 @@ export function createDivert(ifindex: number, hook: Hook, id: number, modDir: st
     stats.close();
   }
   // bypassed (or, failing closed, dropped) until its host says it serves (deadline 0)
-  uctl.update(u32(id), abi.encode(abi.itm_uctl, {
-    deadline_ns: 0n, gone: 0n, divert_ifindex: ia, max_in_flight: MAX_IN_FLIGHT, max_len: MAX_FRAME,
-    flags: failClosed ? abi.ITM_U_FAIL_CLOSED : 0,
-  }));
+  uctl.update(
+    u32(id),
+    abi.encode(abi.itm_uctl, {
+      deadline_ns: 0n,
+      gone: 0n,
+      divert_ifindex: ia,
+      max_in_flight: MAX_IN_FLIGHT,
+      max_len: MAX_FRAME,
+      flags: failClosed ? abi.ITM_U_FAIL_CLOSED : 0,
+    }),
+  );
   undo(`clear the user slot ${id}`, () => uctl.update(u32(id), Buffer.alloc(abi.itm_uctl.size)));
   return { a: ia, b: ib };
 }

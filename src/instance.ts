@@ -18,7 +18,10 @@ export class ModuleInstance {
   private obj: BpfObject | undefined;
 
   /** `object`: the instance's BPF object file, where its globals are found (global() needs it) */
-  constructor(readonly dir: string, private readonly object?: string) {}
+  constructor(
+    readonly dir: string,
+    private readonly object?: string,
+  ) {}
 
   /** the instance with slot `id` at `hook` of device `ifindex`, in this namespace */
   static of(ifindex: number, hook: Hook, id: number, object?: string): ModuleInstance {
@@ -44,7 +47,10 @@ export class ModuleInstance {
     const map = info && this.obj.mapNames().find((n) => n.endsWith(info.section));
     if (!info || !map) throw new ItmError(`${this.object}: no global '${name}'`);
     return {
-      read: () => this.open(map).lookup(u32zero)!.subarray(info.offset, info.offset + info.size),
+      read: () =>
+        this.open(map)
+          .lookup(u32zero)!
+          .subarray(info.offset, info.offset + info.size),
       write: (v: Buffer) => {
         const whole = this.open(map).lookup(u32zero)!;
         v.copy(whole, info.offset, 0, info.size);

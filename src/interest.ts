@@ -5,7 +5,10 @@ import { ItmError } from './errors.js';
 import { parsePrefix, type Prefix } from './netaddr.js';
 import * as abi from './abi.js';
 
-export interface PortRange { lo: number; hi: number }
+export interface PortRange {
+  lo: number;
+  hi: number;
+}
 export interface Interest {
   protos: number[];
   src: Prefix[];
@@ -50,7 +53,10 @@ export function parseInterest(specs: string | string[] | undefined): Interest {
   const it = emptyInterest();
   const list = specs === undefined ? [] : Array.isArray(specs) ? specs : [specs];
   for (const spec of list) {
-    for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    for (const part of spec
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
       const eq = part.indexOf('=');
       if (eq <= 0) throw new ItmError(`invalid interest '${part}': expected key=value (keys: ${INTEREST_KEYS.join(', ')})`);
       const key = part.slice(0, eq).trim().toLowerCase();
@@ -173,13 +179,20 @@ export interface FlowQuery {
  * Why a slot would not see a flow: undefined if it would. `inTrie(which, id, addr)` asks the
  * kernel's prefix tries, so the answer comes from the same state the data path uses.
  */
-export function mismatch(slot: abi.ItmSlot, flow: FlowQuery, ctx: {
-  hookIfindex: number; egress: boolean;
-  inTrie: (which: 'src' | 'dst', id: number, addr: Buffer) => boolean;
-}): string | undefined {
+export function mismatch(
+  slot: abi.ItmSlot,
+  flow: FlowQuery,
+  ctx: {
+    hookIfindex: number;
+    egress: boolean;
+    inTrie: (which: 'src' | 'dst', id: number, addr: Buffer) => boolean;
+  },
+): string | undefined {
   const f = slot.flags;
-  if (f & (abi.ITM_I_IPV4 | abi.ITM_I_IPV6) && !(f & (flow.family === 4 ? abi.ITM_I_IPV4 : abi.ITM_I_IPV6))) return `family is IPv${flow.family}`;
-  if (f & abi.ITM_I_PROTO && !((slot.protos[flow.proto >> 6]! >> BigInt(flow.proto & 63)) & 1n)) return `proto ${protoName(flow.proto)} is not in its interest`;
+  if (f & (abi.ITM_I_IPV4 | abi.ITM_I_IPV6) && !(f & (flow.family === 4 ? abi.ITM_I_IPV4 : abi.ITM_I_IPV6)))
+    return `family is IPv${flow.family}`;
+  if (f & abi.ITM_I_PROTO && !((slot.protos[flow.proto >> 6]! >> BigInt(flow.proto & 63)) & 1n))
+    return `proto ${protoName(flow.proto)} is not in its interest`;
   const hasPorts = flow.proto === 6 || flow.proto === 17 || flow.proto === 132;
   const inRanges = (rs: PortRange[], n: number, port: number) => rs.slice(0, n).some((r) => port >= r.lo && port <= r.hi);
   if (f & (abi.ITM_I_SPORT | abi.ITM_I_DPORT) && !hasPorts) return `proto ${protoName(flow.proto)} has no ports`;

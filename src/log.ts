@@ -19,16 +19,25 @@ function pinoLogger(): Logger {
 }
 
 type LogFn = (objOrMsg: unknown, msg?: string) => void;
-const at = (l: Level): LogFn => (objOrMsg, msg) => {
-  if ((RANK[l] ?? 0) < (RANK[level] ?? RANK.warn!)) return;
-  const p = pinoLogger();
-  if (msg === undefined) p[l](objOrMsg as object);
-  else p[l](objOrMsg as object, msg);
-};
+const at =
+  (l: Level): LogFn =>
+  (objOrMsg, msg) => {
+    if ((RANK[l] ?? 0) < (RANK[level] ?? RANK.warn!)) return;
+    const p = pinoLogger();
+    if (msg === undefined) p[l](objOrMsg as object);
+    else p[l](objOrMsg as object, msg);
+  };
 
 export const log = {
-  trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'),
-  get level(): string { return level; },
+  trace: at('trace'),
+  debug: at('debug'),
+  info: at('info'),
+  warn: at('warn'),
+  error: at('error'),
+  fatal: at('fatal'),
+  get level(): string {
+    return level;
+  },
   set level(l: LevelWithSilent | string) {
     level = l;
     if (real) real.level = l;

@@ -218,7 +218,8 @@ export function checkDefinition(def: unknown): string | undefined {
   if (typeof d.name !== 'string' || !d.name) return 'the module has no name';
   if (!/^[a-z][a-z0-9_-]{0,31}$/.test(d.name)) return `module name '${d.name}' must be [a-z][a-z0-9_-]*, up to 32 characters`;
   if (!Array.isArray(d.hooks) || !d.hooks.length) return `${d.name}: it names no hooks (hooks: ['tc-egress'], say)`;
-  for (const h of d.hooks) if (!(HOOKS as readonly string[]).includes(h)) return `${d.name}: it cannot run at '${String(h)}' (hooks: ${HOOKS.join(', ')})`;
+  for (const h of d.hooks)
+    if (!(HOOKS as readonly string[]).includes(h)) return `${d.name}: it cannot run at '${String(h)}' (hooks: ${HOOKS.join(', ')})`;
   if (d.params !== undefined && (typeof d.params !== 'object' || d.params === null)) return `${d.name}: params must be an object`;
   if (d.periodic !== undefined && typeof d.periodic?.intervalMs !== 'number') return `${d.name}: periodic needs an intervalMs`;
   const k = d.kernel as Partial<KernelSide> | undefined;
@@ -237,7 +238,8 @@ export function checkDefinition(def: unknown): string | undefined {
   for (const f of [...PER_PACKET, 'start', 'stop'] as const) {
     if (d[f] !== undefined && !isFn(d[f])) return `${d.name}: ${f} must be a function`;
   }
-  if (!PER_PACKET.some((f) => d[f])) return `${d.name}: a user-space module needs at least one of classify, log, process (or a kernel object)`;
+  if (!PER_PACKET.some((f) => d[f]))
+    return `${d.name}: a user-space module needs at least one of classify, log, process (or a kernel object)`;
   return undefined;
 }
 
@@ -288,7 +290,10 @@ export function validateParams(def: ModuleDef, given: Record<string, unknown>): 
   const out: Record<string, ParamValue> = {};
   for (const k of Object.keys(given)) {
     if (given[k] !== undefined && !(k in def.params)) {
-      const known = Object.keys(def.params).map((p) => `--${p}`).join(', ') || 'none';
+      const known =
+        Object.keys(def.params)
+          .map((p) => `--${p}`)
+          .join(', ') || 'none';
       throw new ItmError(`${def.name}: unknown parameter --${k} (its parameters: ${known})`);
     }
   }
@@ -308,7 +313,8 @@ export function kernelConfig(def: ModuleDef, params: Record<string, ParamValue>)
   const globals: Record<string, number | bigint | Buffer> = {};
   for (const [k, spec] of Object.entries(def.params)) {
     const v = params[k];
-    if (spec.global && v !== undefined) globals[spec.global] = typeof v === 'boolean' ? Number(v) : typeof v === 'string' ? Buffer.from(v) : v;
+    if (spec.global && v !== undefined)
+      globals[spec.global] = typeof v === 'boolean' ? Number(v) : typeof v === 'string' ? Buffer.from(v) : v;
   }
   return { globals };
 }

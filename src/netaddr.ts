@@ -15,7 +15,9 @@ export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefi
     const b = Buffer.alloc(16);
     b[10] = 0xff;
     b[11] = 0xff;
-    s.split('.').forEach((o, i) => { b[12 + i] = Number(o); });
+    s.split('.').forEach((o, i) => {
+      b[12 + i] = Number(o);
+    });
     return { family: 4, addr: b };
   }
   if (isIPv6(s)) {
@@ -31,7 +33,9 @@ export function addrToBytes(s: string): { family: 4 | 6; addr: Buffer } | undefi
     const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
     const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
     const b = Buffer.alloc(16);
-    groups.forEach((g, i) => { b.writeUInt16BE(parseInt(g, 16), i * 2); });
+    groups.forEach((g, i) => {
+      b.writeUInt16BE(parseInt(g, 16), i * 2);
+    });
     return { family: 6, addr: b };
   }
   return undefined;
@@ -46,12 +50,19 @@ export function bytesToAddr(b: Buffer, family?: 4 | 6): string {
   const g: string[] = [];
   for (let i = 0; i < 16; i += 2) g.push(b.readUInt16BE(i).toString(16));
   // the longest run of zero groups becomes ::
-  let best = -1, bestLen = 0;
+  let best = -1,
+    bestLen = 0;
   for (let i = 0; i < 8; ) {
-    if (g[i] !== '0') { i++; continue; }
+    if (g[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && g[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i > 1) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (best < 0) return g.join(':');

@@ -3,10 +3,23 @@
 import type { CommandModule } from 'yargs';
 import type { GlobalArgs } from './cli/common.js';
 export {
-  defineModule, HOOKS,
-  type FlowRow, type Hook, type KernelConfig, type KernelModuleDef, type KernelSide, type ModuleDef, type ParamSpec, type ParamValue,
-  type Periodic, type PeriodicContext, type UserDatapath, type UserModuleDef,
-  type UserContext, type UserFunctions, type Verdict,
+  defineModule,
+  HOOKS,
+  type FlowRow,
+  type Hook,
+  type KernelConfig,
+  type KernelModuleDef,
+  type KernelSide,
+  type ModuleDef,
+  type ParamSpec,
+  type ParamValue,
+  type Periodic,
+  type PeriodicContext,
+  type UserDatapath,
+  type UserModuleDef,
+  type UserContext,
+  type UserFunctions,
+  type Verdict,
 } from './module-def.js';
 export { ItmError } from './errors.js';
 // the structures a module shares with its C: decode and encode them by the layouts its

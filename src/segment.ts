@@ -38,7 +38,9 @@ const SEGMENTATION = /^(tx-[\w-]*segmentation|tx-gso-list|tx-gso-partial)$/;
 
 /** Every offload that would let A send a GSO packet whole that is on and can be turned off. */
 function segmentationFeaturesOn(dev: string): string[] {
-  return linkOp(() => ethtool.features(dev)).filter((f) => SEGMENTATION.test(f.name) && f.active && !f.fixed).map((f) => f.name);
+  return linkOp(() => ethtool.features(dev))
+    .filter((f) => SEGMENTATION.test(f.name) && f.active && !f.fixed)
+    .map((f) => f.name);
 }
 
 function segctl(map: BpfMap): abi.ItmSegctl {
@@ -66,7 +68,11 @@ function noSegmentation(dev: string): void {
   } catch (err) {
     // one the kernel kept on is named below, with what would follow from it
     if (!(err instanceof NotSupportedError)) {
-      throw new ItmError(`cannot turn segmentation offloads off on ${dev}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
+      throw new ItmError(
+        `cannot turn segmentation offloads off on ${dev}: ${err instanceof Error ? err.message : String(err)}`,
+        undefined,
+        { cause: err },
+      );
     }
   }
   // read back in full: turning one off may have turned on another that depended on it
@@ -99,7 +105,13 @@ export function removeSegmenter(ifindex: number, hook: Hook, map?: BpfMap): void
  * on its far end, and points the dispatcher at it. `undo` gets the steps that take back what this
  * call made.
  */
-export function ensureSegmenter(ifindex: number, hook: Hook, hookDir: string, map: BpfMap, undo: (what: string, fn: () => void) => void): void {
+export function ensureSegmenter(
+  ifindex: number,
+  hook: Hook,
+  hookDir: string,
+  map: BpfMap,
+  undo: (what: string, fn: () => void) => void,
+): void {
   if (hook === 'xdp') return; // an XDP frame is one packet on the wire
   if (segmenterIntact(ifindex, hook, map)) return;
   const { a, b } = segPairNames(ifindex, hook);
@@ -108,7 +120,11 @@ export function ensureSegmenter(ifindex: number, hook: Hook, hookDir: string, ma
   undo(`delete ${a}`, () => removeSegmenter(ifindex, hook, map));
   for (const n of [a, b]) {
     // no addresses and no neighbour discovery: the pair only carries segments
-    try { writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1'); } catch { /* no IPv6 */ }
+    try {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${n}/disable_ipv6`, '1');
+    } catch {
+      /* no IPv6 */
+    }
   }
   noSegmentation(a);
   const gro = hook === 'tc-ingress';

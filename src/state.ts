@@ -46,8 +46,10 @@ export function ensureBpffs(): void {
   if (inOwnMountNs) {
     // a mount made here (e.g. under `ip netns exec`) would vanish with this process, and the pins
     // with it: it has to be made in the main mount namespace
-    throw new ItmError(`no bpffs at ${BPFFS} in this mount namespace`,
-      `mount it once from the host's mount namespace: mkdir -p ${BPFFS} && mount -t bpf bpf ${BPFFS} (npm run setup does this)`);
+    throw new ItmError(
+      `no bpffs at ${BPFFS} in this mount namespace`,
+      `mount it once from the host's mount namespace: mkdir -p ${BPFFS} && mount -t bpf bpf ${BPFFS} (npm run setup does this)`,
+    );
   }
   mountBpffs(BPFFS);
 }
@@ -66,7 +68,8 @@ export function claimNamespace(create: boolean, ns = netnsId()): void {
   try {
     cookie = netnsCookie();
   } catch (e) {
-    if ((e as { code?: string }).code === 'ENOPROTOOPT') throw new ItmError('this kernel has no network-namespace cookies (SO_NETNS_COOKIE): itm needs Linux 5.14 or later');
+    if ((e as { code?: string }).code === 'ENOPROTOOPT')
+      throw new ItmError('this kernel has no network-namespace cookies (SO_NETNS_COOKIE): itm needs Linux 5.14 or later');
     throw e;
   }
   const key = Buffer.alloc(4);
@@ -194,7 +197,8 @@ export function withNamespaceLock<T>(fn: () => T, ns = netnsId()): T {
   try {
     fd = lockFile(path, 15_000);
   } catch (e) {
-    if ((e as { code?: string }).code === 'EAGAIN') throw new ItmError(`another itmctl in this network namespace did not finish within 15 s (lock ${path})`);
+    if ((e as { code?: string }).code === 'EAGAIN')
+      throw new ItmError(`another itmctl in this network namespace did not finish within 15 s (lock ${path})`);
     throw e;
   }
   try {

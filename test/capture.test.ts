@@ -13,22 +13,42 @@ import type { AgentStatus } from '../src/agent/protocol.js';
 import type { DeviceView, ModuleView } from '../src/registry/index.js';
 import { EPB_INBOUND, EPB_OUTBOUND, readPcapng, type Pcapng } from '../src/user/pcapng.js';
 import { Capture } from '../modules/capture/capture.js';
-import { Topology, buildPacket, decodeFlowPayload, l4ChecksumSound, namespaceSkipReason, parsePacket, tcpTransfer, udpFlow, type Family } from './harness/index.js';
+import {
+  Topology,
+  buildPacket,
+  decodeFlowPayload,
+  l4ChecksumSound,
+  namespaceSkipReason,
+  parsePacket,
+  tcpTransfer,
+  udpFlow,
+  type Family,
+} from './harness/index.js';
 import { ITMCTL, cleanItmOnDestroy, clientItmServer, devicePins, itmctl, itmctlJson } from './itm.js';
 import * as abi from '../src/abi.js';
 import { BpfMap } from '../src/libbpf/index.js';
 
 /** The TCP stream from `src` to `dport` as a capture holds it: every data segment's payload at its
  * place after the SYN; what no segment covers stays a hole (counted). */
-function reassemble(pcap: Pcapng, src: string, dport: number, bytes: number): { data: Buffer; holes: number; segments: number; largest: number } {
+function reassemble(
+  pcap: Pcapng,
+  src: string,
+  dport: number,
+  bytes: number,
+): { data: Buffer; holes: number; segments: number; largest: number } {
   const data = Buffer.alloc(bytes);
   const covered = new Uint8Array(bytes);
-  let isn: number | undefined, segments = 0, largest = 0;
+  let isn: number | undefined,
+    segments = 0,
+    largest = 0;
   for (const p of pcap.packets) {
     const q = parsePacket(p.data);
     if (q.src !== src || q.dport !== dport || !q.tcp) continue;
     largest = Math.max(largest, p.origLen);
-    if (q.tcp.flags & 0x02) { isn = q.tcp.seq; continue; }
+    if (q.tcp.flags & 0x02) {
+      isn = q.tcp.seq;
+      continue;
+    }
     if (isn === undefined || !q.payload?.length) continue;
     const at = (q.tcp.seq - isn - 1) >>> 0;
     if (at >= bytes) continue;
@@ -39,7 +59,8 @@ function reassemble(pcap: Pcapng, src: string, dport: number, bytes: number): { 
   return { data, holes: covered.reduce((n, c) => n + (c ? 0 : 1), 0), segments, largest };
 }
 
-const tcpdumpMissing = spawnSync('tcpdump', ['--version']).status === 0 ? undefined : 'tcpdump is not installed (npm run setup installs it)';
+const tcpdumpMissing =
+  spawnSync('tcpdump', ['--version']).status === 0 ? undefined : 'tcpdump is not installed (npm run setup installs it)';
 const skip = namespaceSkipReason() ?? tcpdumpMissing;
 
 /** the lines tcpdump prints for a file, with a filter */
@@ -64,8 +85,18 @@ const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const upTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe('the capture file', () => {
-  const frame = (seq: number) => buildPacket({ family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 4000, dport: 5001, payload: Buffer.alloc(64, seq) });
-  const opts = (file: string, loadMark: string) => ({ file, name: 'capture', dev: 'eth0', hook: 'tc-ingress' as const, snaplen: 65535, maxPackets: 12, maxBytes: 0, loadMark });
+  const frame = (seq: number) =>
+    buildPacket({ family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 4000, dport: 5001, payload: Buffer.alloc(64, seq) });
+  const opts = (file: string, loadMark: string) => ({
+    file,
+    name: 'capture',
+    dev: 'eth0',
+    hook: 'tc-ingress' as const,
+    snaplen: 65535,
+    maxPackets: 12,
+    maxBytes: 0,
+    loadMark,
+  });
 
   test('a host restarted after a crash cuts the half-written block off and goes on in a new section, within the budget', () => {
     const dir = mkdtempSync(join(tmpdir(), 'itm-capture-'));
@@ -78,12 +109,20 @@ describe('the capture file', () => {
       appendFileSync(file, Buffer.from([6, 0, 0, 0, 200, 0, 0, 0, 0, 0]));
       const second = Capture.open(opts(file, 'itm-load a'));
       for (let i = 8; i < 16; i++) second.add(frame(i), 3);
-      assert.match(second.close(), /^capture on eth0 tc-ingress: 4 packets \(424 bytes\) written to .* \(and 8 before its host was restarted\); 4 packets \(424 bytes\) not written: over the budget/);
+      assert.match(
+        second.close(),
+        /^capture on eth0 tc-ingress: 4 packets \(424 bytes\) written to .* \(and 8 before its host was restarted\); 4 packets \(424 bytes\) not written: over the budget/,
+      );
       const pcap = readPcapng(readFileSync(file));
       assert.equal(pcap.sections.length, 2);
-      assert.deepEqual(pcap.packets.map((p) => p.data[p.data.length - 1]), upTo(12));
-      assert.deepEqual(pcap.packets.map((p) => [p.section, p.comments[0], p.flags]),
-        upTo(12).map((i) => (i < 8 ? [0, 'itm class=2 hook=tc-ingress', EPB_INBOUND] : [1, 'itm class=3 hook=tc-ingress', EPB_INBOUND])));
+      assert.deepEqual(
+        pcap.packets.map((p) => p.data[p.data.length - 1]),
+        upTo(12),
+      );
+      assert.deepEqual(
+        pcap.packets.map((p) => [p.section, p.comments[0], p.flags]),
+        upTo(12).map((i) => (i < 8 ? [0, 'itm class=2 hook=tc-ingress', EPB_INBOUND] : [1, 'itm class=3 hook=tc-ingress', EPB_INBOUND])),
+      );
       // another load's capture to the same file starts it anew
       const other = Capture.open(opts(file, 'itm-load b'));
       other.add(frame(0), 1);
@@ -134,7 +173,18 @@ describe('the capture module', { skip }, () => {
     assert.match((await ctl('agent', 'status')).stdout, /no itmd runs/, 'no agent before the load');
     const t0 = BigInt(Date.now()) * 1_000_000n;
     // a relative --file is the user's: relative to where itmctl runs, not to the agent
-    const r = await ctlIn(work, ['load', 'capture', '--dev', dev, '--hook', 'tc-egress', '--interest', 'dport=5001', '--file', 'out.pcapng']);
+    const r = await ctlIn(work, [
+      'load',
+      'capture',
+      '--dev',
+      dev,
+      '--hook',
+      'tc-egress',
+      '--interest',
+      'dport=5001',
+      '--file',
+      'out.pcapng',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const file = join(work, 'out.pcapng');
     assert.ok(existsSync(file), 'the file is created at load');
@@ -156,9 +206,15 @@ describe('the capture module', { skip }, () => {
 
     const pcap = readPcapng(readFileSync(file));
     assert.equal(pcap.sections.length, 1);
-    assert.deepEqual(pcap.interfaces.map((i) => [i.name, i.tsresol, i.snaplen, i.linkType]), [[dev, 9, 65535, 1]]);
+    assert.deepEqual(
+      pcap.interfaces.map((i) => [i.name, i.tsresol, i.snaplen, i.linkType]),
+      [[dev, 9, 65535, 1]],
+    );
     const flows = flowsIn(pcap);
-    assert.deepEqual([...flows.values()].map((s) => s.length).sort((a, b) => a - b), [40, 120]);
+    assert.deepEqual(
+      [...flows.values()].map((s) => s.length).sort((a, b) => a - b),
+      [40, 120],
+    );
     for (const seqs of flows.values()) assert.deepEqual(seqs, upTo(seqs.length), 'each datagram once');
     let last = 0n;
     for (const p of pcap.packets) {
@@ -187,10 +243,12 @@ describe('the capture module', { skip }, () => {
     const bytes = 5 << 20;
     await ctl('load', 'capture', '--dev', dev, '--interest', 'proto=tcp,dport=6100', '--file', file);
     const dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), 'tc-egress', 'itm_dstats'));
-    let sha = '', cut: abi.ItmDstats;
+    let sha = '',
+      cut: abi.ItmDstats;
     try {
       const before = abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, dstats, abi.u32(0));
-      sha = (await tcpTransfer(topo, { from: 'itm', to: 'server', family: 4, dport: 6100, bytes, srcAddr: topo.addr('itm', 4, 'server') })).sha256;
+      sha = (await tcpTransfer(topo, { from: 'itm', to: 'server', family: 4, dport: 6100, bytes, srcAddr: topo.addr('itm', 4, 'server') }))
+        .sha256;
       cut = abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, dstats, abi.u32(0));
       cut = { ...cut, segmented: cut.segmented - before.segmented, segments: cut.segments - before.segments };
       const m = await moduleView('capture');
@@ -211,17 +269,36 @@ describe('the capture module', { skip }, () => {
 
   test('budgets: past --max-packets or --max-bytes nothing is written, and every packet still goes through', async () => {
     assert.match((await ctl('agent', 'status')).stdout, /itmd pid \d+/, 'the agent runs from the load before');
-    const byPackets = join(topo.tmpdir, 'packets.pcapng'), byBytes = join(topo.tmpdir, 'bytes.pcapng');
+    const byPackets = join(topo.tmpdir, 'packets.pcapng'),
+      byBytes = join(topo.tmpdir, 'bytes.pcapng');
     await ctl('load', 'capture', '--dev', dev, '--interest', 'proto=udp,dport=5001', '--file', byPackets, '--max-packets', '10');
     // 64 of each 106-byte frame: ten fit in 640 bytes
-    await ctl('load', 'capture', '--name', 'bytes', '--dev', dev, '--interest', 'proto=udp,dport=5001', '--file', byBytes, '--snaplen', '64', '--max-bytes', '640');
+    await ctl(
+      'load',
+      'capture',
+      '--name',
+      'bytes',
+      '--dev',
+      dev,
+      '--interest',
+      'proto=udp,dport=5001',
+      '--file',
+      byBytes,
+      '--snaplen',
+      '64',
+      '--max-bytes',
+      '640',
+    );
     try {
       await flow(4, 5001, 100);
     } finally {
       await ctl('unload', 'capture', '--dev', dev);
       await ctl('unload', 'bytes', '--dev', dev);
     }
-    for (const [file, what] of [[byPackets, '--max-packets 10'], [byBytes, '--max-bytes 640 --snaplen 64']] as const) {
+    for (const [file, what] of [
+      [byPackets, '--max-packets 10'],
+      [byBytes, '--max-bytes 640 --snaplen 64'],
+    ] as const) {
       assert.equal(tcpdump(file).length, 10, `${what}: tcpdump reads 10 packets`);
       const pcap = readPcapng(readFileSync(file));
       assert.deepEqual([...flowsIn(pcap).values()], [upTo(10)], `${what}: the first ten`);
@@ -229,7 +306,10 @@ describe('the capture module', { skip }, () => {
       assert.equal(pcap.statistics[0]!.delivered, 10n);
       assert.match(pcap.statistics[0]!.comments.join(), /90 packets \(9540 bytes\) were not written: the budget was reached/);
       if (file === byBytes) {
-        assert.ok(pcap.packets.every((p) => p.capLen === 64 && p.origLen === 106), 'cut at the snap length, with the length on the wire');
+        assert.ok(
+          pcap.packets.every((p) => p.capLen === 64 && p.origLen === 106),
+          'cut at the snap length, with the length on the wire',
+        );
         assert.equal(pcap.interfaces[0]!.snaplen, 64);
       }
     }
@@ -239,7 +319,20 @@ describe('the capture module', { skip }, () => {
     const inDev = topo.dev('itm', 'client');
     const files = { xdp: join(topo.tmpdir, 'in-xdp.pcapng'), 'tc-ingress': join(topo.tmpdir, 'in-tc.pcapng') };
     for (const [hook, file] of Object.entries(files)) {
-      await ctl('load', 'capture', '--name', `in-${hook}`, '--dev', inDev, '--hook', hook, '--interest', 'proto=udp,dport=5001', '--file', file);
+      await ctl(
+        'load',
+        'capture',
+        '--name',
+        `in-${hook}`,
+        '--dev',
+        inDev,
+        '--hook',
+        hook,
+        '--interest',
+        'proto=udp,dport=5001',
+        '--file',
+        file,
+      );
     }
     try {
       await flow(4, 5001, 50);
@@ -266,11 +359,23 @@ describe('the capture module', { skip }, () => {
       assert.equal(r.code, 1, `refused: ${r.stdout}${r.stderr}`);
       assert.match(r.stderr, msg);
       assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-      assert.deepEqual((await loaded()).map((m) => m.name), [], 'nothing left loaded');
+      assert.deepEqual(
+        (await loaded()).map((m) => m.name),
+        [],
+        'nothing left loaded',
+      );
     };
-    await refused(work, ['--file', '/nonexistent-itm-dir/out.pcapng'], /^itmctl: capture: cannot create \/nonexistent-itm-dir\/out\.pcapng: directory \/nonexistent-itm-dir does not exist$/m);
+    await refused(
+      work,
+      ['--file', '/nonexistent-itm-dir/out.pcapng'],
+      /^itmctl: capture: cannot create \/nonexistent-itm-dir\/out\.pcapng: directory \/nonexistent-itm-dir does not exist$/m,
+    );
     // relative: named as resolved against itmctl's directory
-    await refused(work, ['--file', 'missing/out.pcapng'], new RegExp(escapeRe(`cannot create ${work}/missing/out.pcapng: directory ${work}/missing does not exist`)));
+    await refused(
+      work,
+      ['--file', 'missing/out.pcapng'],
+      new RegExp(escapeRe(`cannot create ${work}/missing/out.pcapng: directory ${work}/missing does not exist`)),
+    );
     await refused(work, ['--file', work], /it is a directory/);
     await refused(work, [], /--file is required/);
     // two captures cannot write one file
@@ -280,7 +385,10 @@ describe('the capture module', { skip }, () => {
       const r = await ctlIn(work, ['load', 'capture', '--name', 'second', '--dev', dev, '--file', shared]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /is being written by another capture/);
-      assert.deepEqual((await loaded()).map((m) => m.name), ['capture']);
+      assert.deepEqual(
+        (await loaded()).map((m) => m.name),
+        ['capture'],
+      );
     } finally {
       await ctl('unload', 'capture', '--dev', dev);
     }
@@ -306,10 +414,19 @@ describe('the capture module', { skip }, () => {
     const pcap = readPcapng(readFileSync(file));
     assert.equal(pcap.sections.length, 2);
     assert.match(pcap.sections[1]!.comments.join('\n'), /goes on after its host was restarted: the ones before hold 30 packets/);
-    assert.deepEqual(pcap.packets.map((p) => p.section), [...upTo(30).map(() => 0), ...upTo(20).map(() => 1)]);
+    assert.deepEqual(
+      pcap.packets.map((p) => p.section),
+      [...upTo(30).map(() => 0), ...upTo(20).map(() => 1)],
+    );
     const flows = [...flowsIn(pcap).values()];
     assert.deepEqual(flows, [upTo(30), upTo(20)], 'the first flow whole, the second up to the budget');
-    assert.deepEqual(pcap.statistics.map((s) => [s.section, s.received, s.delivered]), [[0, 30n, 30n], [1, 30n, 20n]]);
+    assert.deepEqual(
+      pcap.statistics.map((s) => [s.section, s.received, s.delivered]),
+      [
+        [0, 30n, 30n],
+        [1, 30n, 20n],
+      ],
+    );
 
     // a new load of the same name to the same file starts it anew
     await ctl('load', 'capture', '--dev', dev, '--interest', 'proto=udp,dport=5001', '--file', file);

@@ -16,173 +16,252 @@ const EF = 46;
 // Three builds of the parse: tc reading headers in place (the usual case), tc copying them out with
 // bpf_skb_load_bytes (headers outside the linear part, forced here because test_run's packets are
 // always linear), and the xdp dispatcher.
-for (const variant of ['fast', 'slow', 'xdp'] as const) describe(`dispatcher (BPF_PROG_TEST_RUN, ${variant === 'xdp' ? 'xdp' : `tc, ${variant} parse`})`, { skip }, () => {
-  // a packet goes on with TC_ACT_UNSPEC at tc, so that other filters on the hook still run
-  const PASS = variant === 'xdp' ? 2 : -1;
-  let topo: Topology;
-  // `egress` marks everything EF; `ingress` marks only UDP to 10.0.0.0/8 port 5001 or 6000-6010,
-  // AF41 (at xdp: the dispatchers of two devices)
-  let egress: BpfProgram;
-  let ingress: BpfProgram;
-  let dstats: BpfMap;
+for (const variant of ['fast', 'slow', 'xdp'] as const)
+  describe(`dispatcher (BPF_PROG_TEST_RUN, ${variant === 'xdp' ? 'xdp' : `tc, ${variant} parse`})`, { skip }, () => {
+    // a packet goes on with TC_ACT_UNSPEC at tc, so that other filters on the hook still run
+    const PASS = variant === 'xdp' ? 2 : -1;
+    let topo: Topology;
+    // `egress` marks everything EF; `ingress` marks only UDP to 10.0.0.0/8 port 5001 or 6000-6010,
+    // AF41 (at xdp: the dispatchers of two devices)
+    let egress: BpfProgram;
+    let ingress: BpfProgram;
+    let dstats: BpfMap;
 
-  before(async () => {
-    topo = await Topology.create({ hosts: ['itm', 'peer', 'peer2'], links: [{ a: 'itm', b: 'peer' }, { a: 'itm', b: 'peer2' }] });
-    cleanItmOnDestroy(topo, 'itm');
-    const dev = topo.dev('itm', 'peer');
-    const dev2 = variant === 'xdp' ? topo.dev('itm', 'peer2') : dev;
-    const [hookAll, hookSome] = variant === 'xdp' ? ['xdp', 'xdp'] : ['tc-egress', 'tc-ingress'];
-    const env = variant === 'slow' ? ['env', 'ITM_FORCE_SLOW_PARSE=1'] : [];
-    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', hookAll, '--dscp', 'ef']);
-    await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev2, '--hook', hookSome, '--dscp', 'af41',
-      '--interest', 'proto=udp,dst=10.0.0.0/8,dst=fd00::/16,dport=5001,dport=6000-6010']);
-    egress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'dispatch'));
-    ingress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev2), hookSome, 'dispatch'));
-    dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'itm_dstats'));
-  });
-  after(async () => {
-    egress?.close();
-    ingress?.close();
-    dstats?.close();
-    await topo?.destroy();
-  });
-
-  function run(prog: BpfProgram, frame: Buffer) {
-    const r = prog.testRun({ data: frame, repeat: 1 });
-    return { retval: r.retval | 0, out: r.data.subarray(0, frame.length), len: r.data.length };
-  }
-
-  /** The packet came out the same but for the DSCP, which is `dscp`, with ECN and checksums intact. */
-  function assertMarked(frame: Buffer, out: Buffer, dscp: number, what: string) {
-    const a = parsePacket(frame);
-    const b = parsePacket(out);
-    assert.equal(b.dscp, dscp, `${what}: dscp`);
-    assert.equal(b.ecn, a.ecn, `${what}: ecn kept`);
-    if (a.family === 4) assert.equal(b.ipChecksumOk, true, `${what}: IPv4 header checksum`);
-    if (a.l4ChecksumOk !== undefined) assert.equal(b.l4ChecksumOk, a.l4ChecksumOk, `${what}: L4 checksum`);
-    // nothing else changed: compare with the DSCP put back
-    const back = Buffer.from(out);
-    const l3 = a.l3Offset!;
-    if (a.family === 4) {
-      back[l3 + 1] = frame[l3 + 1]!;
-      back.writeUInt16BE(frame.readUInt16BE(l3 + 10), l3 + 10);
-    } else {
-      back[l3] = frame[l3]!;
-      back[l3 + 1] = frame[l3 + 1]!;
-    }
-    assert.deepEqual(back, frame, `${what}: only the DSCP (and the IPv4 checksum) changed`);
-  }
-
-  const base4: PacketSpec = { family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 1234, dport: 5001, ecn: 1, payload: 'hello itm' };
-  const base6: PacketSpec = { family: 6, src: 'fd01::1', dst: 'fd02::2', proto: 'tcp', sport: 40000, dport: 80, ecn: 2, flowLabel: 0xabcde, tcp: { flags: 'S' }, payload: 'x' };
-
-  const marked: Array<[string, PacketSpec]> = [
-    ['UDP over IPv4', base4],
-    ['TCP over IPv4', { ...base4, proto: 'tcp', tcp: { flags: 'SA' } }],
-    ['ICMP over IPv4', { ...base4, proto: 'icmp', icmp: { type: 8 } }],
-    ['IPv4 with options', { ...base4, ipOptions: Buffer.from([0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00]) }],
-    ['IPv4, 40 bytes of options', { ...base4, ipOptions: Buffer.alloc(40, 1) }],
-    ['IPv4 first fragment', { ...base4, fragment: { offset: 0, more: true } }],
-    ['IPv4 later fragment', { ...base4, fragment: { offset: 64, more: false } }],
-    ['IPv4 in a VLAN', { ...base4, vlan: 42 }],
-    ['IPv4 with DSCP already set and both ECN bits', { ...base4, dscp: 10, ecn: 3 }],
-    ['TCP over IPv6', base6],
-    ['UDP over IPv6', { ...base6, proto: 'udp' }],
-    ['ICMPv6', { ...base6, proto: 'icmp', icmp: { type: 128 } }],
-    ['IPv6 with hop-by-hop, destination and routing headers', { ...base6, ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }, { type: 'routing', segmentsLeft: 0 }] }],
-    ['IPv6 first fragment', { ...base6, proto: 'udp', fragment: { offset: 0, more: true } }],
-    ['IPv6 later fragment', { ...base6, proto: 'udp', fragment: { offset: 128, more: false } }],
-    ['IPv6 in a VLAN', { ...base6, vlan: 7 }],
-    ['IPv4 of another protocol (GRE)', { ...base4, proto: 47, payload: Buffer.alloc(8) }],
-  ];
-  for (const [what, spec] of marked) {
-    test(`marks ${what}`, () => {
-      const frame = buildPacket(spec);
-      const { retval, out } = run(egress, frame);
-      assert.equal(retval, PASS);
-      assertMarked(frame, out, EF, what);
+    before(async () => {
+      topo = await Topology.create({
+        hosts: ['itm', 'peer', 'peer2'],
+        links: [
+          { a: 'itm', b: 'peer' },
+          { a: 'itm', b: 'peer2' },
+        ],
+      });
+      cleanItmOnDestroy(topo, 'itm');
+      const dev = topo.dev('itm', 'peer');
+      const dev2 = variant === 'xdp' ? topo.dev('itm', 'peer2') : dev;
+      const [hookAll, hookSome] = variant === 'xdp' ? ['xdp', 'xdp'] : ['tc-egress', 'tc-ingress'];
+      const env = variant === 'slow' ? ['env', 'ITM_FORCE_SLOW_PARSE=1'] : [];
+      await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', hookAll, '--dscp', 'ef']);
+      await topo.exec('itm', [
+        ...env,
+        process.execPath,
+        ITMCTL,
+        'load',
+        'mark',
+        '--dev',
+        dev2,
+        '--hook',
+        hookSome,
+        '--dscp',
+        'af41',
+        '--interest',
+        'proto=udp,dst=10.0.0.0/8,dst=fd00::/16,dport=5001,dport=6000-6010',
+      ]);
+      egress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'dispatch'));
+      ingress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev2), hookSome, 'dispatch'));
+      dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'itm_dstats'));
     });
-  }
+    after(async () => {
+      egress?.close();
+      ingress?.close();
+      dstats?.close();
+      await topo?.destroy();
+    });
 
-  test('passes what it cannot parse untouched, and counts it', () => {
-    const before = sum(dstats);
-    const cases: Array<[string, Buffer]> = [
-      ['ARP', buildArp({ senderMac: '02:00:00:00:00:01', senderIp: '10.1.0.1', targetIp: '10.1.0.2' })],
-      ['an unknown ethertype', Buffer.concat([Buffer.alloc(12, 0xaa), Buffer.from([0x88, 0xb5]), Buffer.alloc(46, 0x55)])],
-      ['IPv4 ethertype with a version-5 header', (() => { const f = buildPacket(base4); f[14] = 0x55; return f; })()],
-      ['IPv4 with a header length below 5', (() => { const f = buildPacket(base4); f[14] = 0x44; return f; })()],
-      ['IPv6 ethertype with a version-4 header', (() => { const f = buildPacket(base6); f[14] = 0x45; return f; })()],
-      ['TCP with a data offset below 5', (() => { const f = buildPacket({ ...base4, proto: 'tcp' }); f[14 + 20 + 12] = 0x40; return f; })()],
-      ['garbage', Buffer.from(Array.from({ length: 80 }, (_, i) => (i * 37 + 11) & 0xff))],
-    ];
-    for (const [what, frame] of cases) {
-      const { retval, out } = run(egress, frame);
-      assert.equal(retval, PASS, `${what}: passed`);
-      assert.deepEqual(out, frame, `${what}: untouched`);
+    function run(prog: BpfProgram, frame: Buffer) {
+      const r = prog.testRun({ data: frame, repeat: 1 });
+      return { retval: r.retval | 0, out: r.data.subarray(0, frame.length), len: r.data.length };
     }
-    const after = sum(dstats);
-    assert.ok(after.non_ip - before.non_ip >= 3n, 'non-IP frames counted');
-    assert.ok(after.malformed - before.malformed >= 4n, 'malformed headers counted');
-  });
 
-  test('a packet truncated at every length passes, untouched or correctly marked', () => {
-    const specs: PacketSpec[] = [
-      { ...base4, proto: 'tcp', ipOptions: Buffer.alloc(8, 1), vlan: 5 },
-      { ...base6, ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }] },
-      { ...base6, vlan: 9, proto: 'udp', ipv6ExtHeaders: [{ type: 'routing', segmentsLeft: 0 }, { type: 'frag', offset: 0, more: true }] },
-      { ...base4 },
+    /** The packet came out the same but for the DSCP, which is `dscp`, with ECN and checksums intact. */
+    function assertMarked(frame: Buffer, out: Buffer, dscp: number, what: string) {
+      const a = parsePacket(frame);
+      const b = parsePacket(out);
+      assert.equal(b.dscp, dscp, `${what}: dscp`);
+      assert.equal(b.ecn, a.ecn, `${what}: ecn kept`);
+      if (a.family === 4) assert.equal(b.ipChecksumOk, true, `${what}: IPv4 header checksum`);
+      if (a.l4ChecksumOk !== undefined) assert.equal(b.l4ChecksumOk, a.l4ChecksumOk, `${what}: L4 checksum`);
+      // nothing else changed: compare with the DSCP put back
+      const back = Buffer.from(out);
+      const l3 = a.l3Offset!;
+      if (a.family === 4) {
+        back[l3 + 1] = frame[l3 + 1]!;
+        back.writeUInt16BE(frame.readUInt16BE(l3 + 10), l3 + 10);
+      } else {
+        back[l3] = frame[l3]!;
+        back[l3 + 1] = frame[l3 + 1]!;
+      }
+      assert.deepEqual(back, frame, `${what}: only the DSCP (and the IPv4 checksum) changed`);
+    }
+
+    const base4: PacketSpec = {
+      family: 4,
+      src: '10.1.0.1',
+      dst: '10.2.0.2',
+      proto: 'udp',
+      sport: 1234,
+      dport: 5001,
+      ecn: 1,
+      payload: 'hello itm',
+    };
+    const base6: PacketSpec = {
+      family: 6,
+      src: 'fd01::1',
+      dst: 'fd02::2',
+      proto: 'tcp',
+      sport: 40000,
+      dport: 80,
+      ecn: 2,
+      flowLabel: 0xabcde,
+      tcp: { flags: 'S' },
+      payload: 'x',
+    };
+
+    const marked: Array<[string, PacketSpec]> = [
+      ['UDP over IPv4', base4],
+      ['TCP over IPv4', { ...base4, proto: 'tcp', tcp: { flags: 'SA' } }],
+      ['ICMP over IPv4', { ...base4, proto: 'icmp', icmp: { type: 8 } }],
+      ['IPv4 with options', { ...base4, ipOptions: Buffer.from([0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00]) }],
+      ['IPv4, 40 bytes of options', { ...base4, ipOptions: Buffer.alloc(40, 1) }],
+      ['IPv4 first fragment', { ...base4, fragment: { offset: 0, more: true } }],
+      ['IPv4 later fragment', { ...base4, fragment: { offset: 64, more: false } }],
+      ['IPv4 in a VLAN', { ...base4, vlan: 42 }],
+      ['IPv4 with DSCP already set and both ECN bits', { ...base4, dscp: 10, ecn: 3 }],
+      ['TCP over IPv6', base6],
+      ['UDP over IPv6', { ...base6, proto: 'udp' }],
+      ['ICMPv6', { ...base6, proto: 'icmp', icmp: { type: 128 } }],
+      [
+        'IPv6 with hop-by-hop, destination and routing headers',
+        { ...base6, ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }, { type: 'routing', segmentsLeft: 0 }] },
+      ],
+      ['IPv6 first fragment', { ...base6, proto: 'udp', fragment: { offset: 0, more: true } }],
+      ['IPv6 later fragment', { ...base6, proto: 'udp', fragment: { offset: 128, more: false } }],
+      ['IPv6 in a VLAN', { ...base6, vlan: 7 }],
+      ['IPv4 of another protocol (GRE)', { ...base4, proto: 47, payload: Buffer.alloc(8) }],
     ];
-    for (const spec of specs) {
-      const full = buildPacket(spec);
-      const p = parsePacket(full);
-      // headers end where the payload starts; a packet cut before that must pass untouched
-      const ipHeaderEnd = p.l3Offset! + (p.family === 4 ? 20 : 40);
-      for (let len = 14; len < full.length; len++) {
-        const frame = full.subarray(0, len);
-        let r;
-        try {
-          r = run(egress, Buffer.from(frame));
-        } catch (e) {
-          // this kernel's test_run itself refuses an untagged IP frame shorter than its IP
-          // header; the VLAN-tagged case above still covers those cuts
-          if ((e as { code?: string }).code === 'EINVAL' && !spec.vlan && len < ipHeaderEnd) continue;
-          throw e;
-        }
-        const { retval, out } = r;
-        assert.equal(retval, PASS, `cut at ${len}: passed`);
-        if (len < p.payloadOffset!) {
-          assert.deepEqual(out, frame, `cut at ${len} (inside the headers): untouched`);
-        } else {
-          const o = parsePacket(out);
-          assert.equal(o.dscp, EF, `cut at ${len} (headers complete): marked`);
-          if (o.family === 4) assert.equal(o.ipChecksumOk, true, `cut at ${len}: IPv4 checksum`);
+    for (const [what, spec] of marked) {
+      test(`marks ${what}`, () => {
+        const frame = buildPacket(spec);
+        const { retval, out } = run(egress, frame);
+        assert.equal(retval, PASS);
+        assertMarked(frame, out, EF, what);
+      });
+    }
+
+    test('passes what it cannot parse untouched, and counts it', () => {
+      const before = sum(dstats);
+      const cases: Array<[string, Buffer]> = [
+        ['ARP', buildArp({ senderMac: '02:00:00:00:00:01', senderIp: '10.1.0.1', targetIp: '10.1.0.2' })],
+        ['an unknown ethertype', Buffer.concat([Buffer.alloc(12, 0xaa), Buffer.from([0x88, 0xb5]), Buffer.alloc(46, 0x55)])],
+        [
+          'IPv4 ethertype with a version-5 header',
+          (() => {
+            const f = buildPacket(base4);
+            f[14] = 0x55;
+            return f;
+          })(),
+        ],
+        [
+          'IPv4 with a header length below 5',
+          (() => {
+            const f = buildPacket(base4);
+            f[14] = 0x44;
+            return f;
+          })(),
+        ],
+        [
+          'IPv6 ethertype with a version-4 header',
+          (() => {
+            const f = buildPacket(base6);
+            f[14] = 0x45;
+            return f;
+          })(),
+        ],
+        [
+          'TCP with a data offset below 5',
+          (() => {
+            const f = buildPacket({ ...base4, proto: 'tcp' });
+            f[14 + 20 + 12] = 0x40;
+            return f;
+          })(),
+        ],
+        ['garbage', Buffer.from(Array.from({ length: 80 }, (_, i) => (i * 37 + 11) & 0xff))],
+      ];
+      for (const [what, frame] of cases) {
+        const { retval, out } = run(egress, frame);
+        assert.equal(retval, PASS, `${what}: passed`);
+        assert.deepEqual(out, frame, `${what}: untouched`);
+      }
+      const after = sum(dstats);
+      assert.ok(after.non_ip - before.non_ip >= 3n, 'non-IP frames counted');
+      assert.ok(after.malformed - before.malformed >= 4n, 'malformed headers counted');
+    });
+
+    test('a packet truncated at every length passes, untouched or correctly marked', () => {
+      const specs: PacketSpec[] = [
+        { ...base4, proto: 'tcp', ipOptions: Buffer.alloc(8, 1), vlan: 5 },
+        { ...base6, ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }] },
+        {
+          ...base6,
+          vlan: 9,
+          proto: 'udp',
+          ipv6ExtHeaders: [
+            { type: 'routing', segmentsLeft: 0 },
+            { type: 'frag', offset: 0, more: true },
+          ],
+        },
+        { ...base4 },
+      ];
+      for (const spec of specs) {
+        const full = buildPacket(spec);
+        const p = parsePacket(full);
+        // headers end where the payload starts; a packet cut before that must pass untouched
+        const ipHeaderEnd = p.l3Offset! + (p.family === 4 ? 20 : 40);
+        for (let len = 14; len < full.length; len++) {
+          const frame = full.subarray(0, len);
+          let r;
+          try {
+            r = run(egress, Buffer.from(frame));
+          } catch (e) {
+            // this kernel's test_run itself refuses an untagged IP frame shorter than its IP
+            // header; the VLAN-tagged case above still covers those cuts
+            if ((e as { code?: string }).code === 'EINVAL' && !spec.vlan && len < ipHeaderEnd) continue;
+            throw e;
+          }
+          const { retval, out } = r;
+          assert.equal(retval, PASS, `cut at ${len}: passed`);
+          if (len < p.payloadOffset!) {
+            assert.deepEqual(out, frame, `cut at ${len} (inside the headers): untouched`);
+          } else {
+            const o = parsePacket(out);
+            assert.equal(o.dscp, EF, `cut at ${len} (headers complete): marked`);
+            if (o.family === 4) assert.equal(o.ipChecksumOk, true, `cut at ${len}: IPv4 checksum`);
+          }
         }
       }
-    }
-  });
+    });
 
-  test('the interest gates the module: protocol, destination prefixes (IPv4 and IPv6), ports and ranges', () => {
-    const AF41 = 34;
-    const cases: Array<[string, PacketSpec, boolean]> = [
-      ['UDP to 10.2.0.2:5001', { ...base4, dst: '10.2.0.2', dport: 5001 }, true],
-      ['UDP to 10.9.9.9:6005 (in the range)', { ...base4, dst: '10.9.9.9', dport: 6005 }, true],
-      ['UDP to fd00:1::1:5001', { ...base6, proto: 'udp', dst: 'fd00:1::1', dport: 5001 }, true],
-      ['UDP to 10.2.0.2:5002', { ...base4, dport: 5002 }, false],
-      ['UDP to 10.2.0.2:6011 (past the range)', { ...base4, dport: 6011 }, false],
-      ['UDP to 192.168.1.1:5001', { ...base4, dst: '192.168.1.1' }, false],
-      ['UDP to fd02::2:5001 (outside fd00::/16)', { ...base6, proto: 'udp', dport: 5001 }, false],
-      ['TCP to 10.2.0.2:5001', { ...base4, proto: 'tcp', tcp: { flags: 'S' } }, false],
-      ['a later UDP fragment (no ports to match)', { ...base4, fragment: { offset: 64, more: false } }, false],
-    ];
-    for (const [what, spec, hit] of cases) {
-      const frame = buildPacket(spec);
-      const { retval, out } = run(ingress, frame);
-      assert.equal(retval, PASS, what);
-      if (hit) assertMarked(frame, out, AF41, what);
-      else assert.deepEqual(out, frame, `${what}: not in the interest, untouched`);
-    }
+    test('the interest gates the module: protocol, destination prefixes (IPv4 and IPv6), ports and ranges', () => {
+      const AF41 = 34;
+      const cases: Array<[string, PacketSpec, boolean]> = [
+        ['UDP to 10.2.0.2:5001', { ...base4, dst: '10.2.0.2', dport: 5001 }, true],
+        ['UDP to 10.9.9.9:6005 (in the range)', { ...base4, dst: '10.9.9.9', dport: 6005 }, true],
+        ['UDP to fd00:1::1:5001', { ...base6, proto: 'udp', dst: 'fd00:1::1', dport: 5001 }, true],
+        ['UDP to 10.2.0.2:5002', { ...base4, dport: 5002 }, false],
+        ['UDP to 10.2.0.2:6011 (past the range)', { ...base4, dport: 6011 }, false],
+        ['UDP to 192.168.1.1:5001', { ...base4, dst: '192.168.1.1' }, false],
+        ['UDP to fd02::2:5001 (outside fd00::/16)', { ...base6, proto: 'udp', dport: 5001 }, false],
+        ['TCP to 10.2.0.2:5001', { ...base4, proto: 'tcp', tcp: { flags: 'S' } }, false],
+        ['a later UDP fragment (no ports to match)', { ...base4, fragment: { offset: 64, more: false } }, false],
+      ];
+      for (const [what, spec, hit] of cases) {
+        const frame = buildPacket(spec);
+        const { retval, out } = run(ingress, frame);
+        assert.equal(retval, PASS, what);
+        if (hit) assertMarked(frame, out, AF41, what);
+        else assert.deepEqual(out, frame, `${what}: not in the interest, untouched`);
+      }
+    });
   });
-});
 
 function sum(map: BpfMap): abi.ItmDstats {
   const raw = map.lookup(Buffer.alloc(4))!;

@@ -9,10 +9,33 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
-  ExecError, IPPROTO, TCP_FLAGS, Topology, buildArp, buildFragments, buildPacket, canonicalIp, capture, decodeFlowPayload,
-  describePacket, formatIp, ipToBuffer, namespaceSkipReason, netCounters, parsePacket, parsePcap, sendFrames,
-  startUdpFlow, tcpTransfer, udpFlow, verifyL4Checksum, withTopology, writePcap,
-  type PacketSpec, type ParsedPacket, type TopologyDecl,
+  ExecError,
+  IPPROTO,
+  TCP_FLAGS,
+  Topology,
+  buildArp,
+  buildFragments,
+  buildPacket,
+  canonicalIp,
+  capture,
+  decodeFlowPayload,
+  describePacket,
+  formatIp,
+  ipToBuffer,
+  namespaceSkipReason,
+  netCounters,
+  parsePacket,
+  parsePcap,
+  sendFrames,
+  startUdpFlow,
+  tcpTransfer,
+  udpFlow,
+  verifyL4Checksum,
+  withTopology,
+  writePcap,
+  type PacketSpec,
+  type ParsedPacket,
+  type TopologyDecl,
 } from './harness/index.js';
 import { clientItmServer } from './itm.js';
 
@@ -22,7 +45,13 @@ import { clientItmServer } from './itm.js';
 const DECL = { ...clientItmServer(), offloads: 'off' as const };
 
 /** Alive and not a zombie (an orphan waits for init to reap it). */
-const pidAlive = (pid: number) => { try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; } };
+const pidAlive = (pid: number) => {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
 const listNamespaces = () => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
 const hasTcpdump = spawnSync('tcpdump', ['--version']).status === 0;
 
@@ -36,10 +65,18 @@ function roundTrip(spec: PacketSpec): ParsedPacket {
   assert.equal(p.family, spec.family);
   assert.equal(p.src, canonicalIp(spec.src));
   assert.equal(p.dst, canonicalIp(spec.dst));
-  const proto = spec.proto === 'udp' ? IPPROTO.UDP : spec.proto === 'tcp' ? IPPROTO.TCP
-    : spec.proto === 'icmp' ? (spec.family === 4 ? IPPROTO.ICMP : IPPROTO.ICMPV6) : spec.proto;
+  const proto =
+    spec.proto === 'udp'
+      ? IPPROTO.UDP
+      : spec.proto === 'tcp'
+        ? IPPROTO.TCP
+        : spec.proto === 'icmp'
+          ? spec.family === 4
+            ? IPPROTO.ICMP
+            : IPPROTO.ICMPV6
+          : spec.proto;
   assert.equal(p.proto, proto);
-  const tos = spec.tos ?? spec.tclass ?? ((spec.dscp ?? 0) << 2 | (spec.ecn ?? 0));
+  const tos = spec.tos ?? spec.tclass ?? ((spec.dscp ?? 0) << 2) | (spec.ecn ?? 0);
   assert.equal(p.tos, tos);
   assert.equal(p.dscp, tos >> 2);
   assert.equal(p.ecn, tos & 3);
@@ -52,9 +89,13 @@ function roundTrip(spec: PacketSpec): ParsedPacket {
   } else {
     assert.equal(p.ipChecksumOk, undefined);
     assert.equal(p.flowLabel, spec.flowLabel ?? 0);
-    assert.deepEqual(p.extHeaders?.map((e) => e.type), [...(spec.ipv6ExtHeaders ?? []).map((e) => e.type), ...(spec.fragment ? ['frag'] : [])]);
+    assert.deepEqual(
+      p.extHeaders?.map((e) => e.type),
+      [...(spec.ipv6ExtHeaders ?? []).map((e) => e.type), ...(spec.fragment ? ['frag'] : [])],
+    );
   }
-  if (spec.vlan !== undefined) assert.equal(p.vlan?.id, typeof spec.vlan === 'number' ? spec.vlan : Array.isArray(spec.vlan) ? spec.vlan[0]?.id : spec.vlan.id);
+  if (spec.vlan !== undefined)
+    assert.equal(p.vlan?.id, typeof spec.vlan === 'number' ? spec.vlan : Array.isArray(spec.vlan) ? spec.vlan[0]?.id : spec.vlan.id);
   if (spec.proto === 'udp' || spec.proto === 'tcp') {
     assert.equal(p.sport, spec.sport);
     assert.equal(p.dport, spec.dport);
@@ -69,7 +110,7 @@ function roundTrip(spec: PacketSpec): ParsedPacket {
     assert.equal(p.icmp?.type, spec.icmp.type ?? (spec.family === 4 ? 8 : 128));
     assert.equal(p.icmp?.code, spec.icmp.code ?? 0);
   }
-  const payload = typeof spec.payload === 'string' ? Buffer.from(spec.payload) : spec.payload ?? Buffer.alloc(0);
+  const payload = typeof spec.payload === 'string' ? Buffer.from(spec.payload) : (spec.payload ?? Buffer.alloc(0));
   assert.equal(p.payloadLen, payload.length);
   assert.deepEqual(p.payload, payload);
   assert.equal(p.l4ChecksumOk, typeof spec.proto === 'number' && ![1, 6, 17, 58].includes(spec.proto) ? undefined : true, what);
@@ -80,27 +121,79 @@ const V4 = { family: 4 as const, src: '192.0.2.1', dst: '198.51.100.7' };
 const V6 = { family: 6 as const, src: '2001:db8::1', dst: '2001:db8:0:1::42' };
 
 const ROUND_TRIP_CASES: Array<[string, PacketSpec]> = [
-  ['IPv4 UDP with DSCP, ECN, DF and an odd-length payload', { ...V4, proto: 'udp', sport: 40000, dport: 53, dscp: 46, ecn: 2, df: true, id: 0xbeef, ttl: 17, payload: 'odd' }],
-  ['IPv4 TCP SYN with options, IP options and a VLAN tag', { ...V4, proto: 'tcp', sport: 1, dport: 443, vlan: { id: 42, pcp: 5 }, ipOptions: Buffer.from([0x94, 0x04, 0, 0, 0x01]), tcp: { seq: 0xfffffff0, ack: 7, flags: 'S', window: 1000, options: Buffer.from([2, 4, 5, 0xb4, 1, 3, 3, 7]) } }],
+  [
+    'IPv4 UDP with DSCP, ECN, DF and an odd-length payload',
+    { ...V4, proto: 'udp', sport: 40000, dport: 53, dscp: 46, ecn: 2, df: true, id: 0xbeef, ttl: 17, payload: 'odd' },
+  ],
+  [
+    'IPv4 TCP SYN with options, IP options and a VLAN tag',
+    {
+      ...V4,
+      proto: 'tcp',
+      sport: 1,
+      dport: 443,
+      vlan: { id: 42, pcp: 5 },
+      ipOptions: Buffer.from([0x94, 0x04, 0, 0, 0x01]),
+      tcp: { seq: 0xfffffff0, ack: 7, flags: 'S', window: 1000, options: Buffer.from([2, 4, 5, 0xb4, 1, 3, 3, 7]) },
+    },
+  ],
   ['IPv4 ICMP echo', { ...V4, proto: 'icmp', icmp: { id: 99, seq: 3 }, payload: Buffer.alloc(56, 0xab) }],
   ['IPv4 with an unknown protocol', { ...V4, proto: 132, payload: Buffer.from('sctp-ish') }],
-  ['IPv6 UDP with traffic class and flow label', { ...V6, proto: 'udp', sport: 5353, dport: 5353, tclass: 0xb9, flowLabel: 0xabcde, hopLimit: 3, payload: 'x'.repeat(1000) }],
-  ['IPv6 TCP behind hop-by-hop and destination options, in QinQ', { ...V6, proto: 'tcp', sport: 80, dport: 1024, vlan: [{ id: 100 }, { id: 200 }], ipv6ExtHeaders: [{ type: 'hop', options: Buffer.from([5, 2, 0, 0]) }, { type: 'dst' }], tcp: { flags: TCP_FLAGS.PSH | TCP_FLAGS.ACK, seq: 1, ack: 2 }, payload: 'GET /' }],
-  ['IPv6 UDP with a routing header (checksum against the final destination)', { ...V6, proto: 'udp', sport: 1, dport: 2, ipv6ExtHeaders: [{ type: 'routing', routingType: 0, segmentsLeft: 1, addresses: ['2001:db8::99'] }], payload: 'via' }],
-  ['IPv6 UDP with a segment routing header', { ...V6, proto: 'udp', sport: 1, dport: 2, ipv6ExtHeaders: [{ type: 'routing', routingType: 4, segmentsLeft: 1, addresses: ['2001:db8::77', V6.dst] }], payload: 'srh' }],
+  [
+    'IPv6 UDP with traffic class and flow label',
+    { ...V6, proto: 'udp', sport: 5353, dport: 5353, tclass: 0xb9, flowLabel: 0xabcde, hopLimit: 3, payload: 'x'.repeat(1000) },
+  ],
+  [
+    'IPv6 TCP behind hop-by-hop and destination options, in QinQ',
+    {
+      ...V6,
+      proto: 'tcp',
+      sport: 80,
+      dport: 1024,
+      vlan: [{ id: 100 }, { id: 200 }],
+      ipv6ExtHeaders: [{ type: 'hop', options: Buffer.from([5, 2, 0, 0]) }, { type: 'dst' }],
+      tcp: { flags: TCP_FLAGS.PSH | TCP_FLAGS.ACK, seq: 1, ack: 2 },
+      payload: 'GET /',
+    },
+  ],
+  [
+    'IPv6 UDP with a routing header (checksum against the final destination)',
+    {
+      ...V6,
+      proto: 'udp',
+      sport: 1,
+      dport: 2,
+      ipv6ExtHeaders: [{ type: 'routing', routingType: 0, segmentsLeft: 1, addresses: ['2001:db8::99'] }],
+      payload: 'via',
+    },
+  ],
+  [
+    'IPv6 UDP with a segment routing header',
+    {
+      ...V6,
+      proto: 'udp',
+      sport: 1,
+      dport: 2,
+      ipv6ExtHeaders: [{ type: 'routing', routingType: 4, segmentsLeft: 1, addresses: ['2001:db8::77', V6.dst] }],
+      payload: 'srh',
+    },
+  ],
   ['ICMPv6 echo', { ...V6, proto: 'icmp', icmp: { type: 128, id: 1, seq: 1 }, payload: 'ping' }],
   ['IPv6 atomic fragment', { ...V6, proto: 'udp', sport: 9, dport: 9, fragment: { offset: 0, more: false, id: 77 }, payload: 'whole' }],
 ];
 
 describe('packet builder and parser', () => {
-  for (const [name, spec] of ROUND_TRIP_CASES) it(`round-trips ${name}`, () => { roundTrip(spec); });
+  for (const [name, spec] of ROUND_TRIP_CASES)
+    it(`round-trips ${name}`, () => {
+      roundTrip(spec);
+    });
 
-  it('parses the routing header\'s final destination and the atomic fragment', () => {
+  it("parses the routing header's final destination and the atomic fragment", () => {
     assert.equal(roundTrip(ROUND_TRIP_CASES[6]![1]).finalDst, '2001:db8::99');
     assert.deepEqual(roundTrip(ROUND_TRIP_CASES[9]![1]).fragment, { offset: 0, more: false, id: 77 });
   });
 
-  it('cuts datagrams into fragments whose pieces carry the whole datagram\'s checksum', () => {
+  it("cuts datagrams into fragments whose pieces carry the whole datagram's checksum", () => {
     for (const base of [V4, V6]) {
       const payload = Buffer.from(Array.from({ length: 301 }, (_, i) => i & 0xff));
       const frames = buildFragments({ ...base, proto: 'udp', sport: 7, dport: 8, payload }, 100, 0x4242);
@@ -124,15 +217,36 @@ describe('packet builder and parser', () => {
   it('builds ARP requests and replies', () => {
     const req = parsePacket(buildArp({ senderMac: '02:aa:00:00:00:01', senderIp: '10.0.0.1', targetIp: '10.0.0.2' }));
     assert.equal(req.dstMac, 'ff:ff:ff:ff:ff:ff');
-    assert.deepEqual(req.arp, { op: 1, senderMac: '02:aa:00:00:00:01', senderIp: '10.0.0.1', targetMac: '00:00:00:00:00:00', targetIp: '10.0.0.2' });
-    const rep = parsePacket(buildArp({ op: 'reply', senderMac: '02:aa:00:00:00:02', senderIp: '10.0.0.2', targetMac: '02:aa:00:00:00:01', targetIp: '10.0.0.1', vlan: 5 }));
+    assert.deepEqual(req.arp, {
+      op: 1,
+      senderMac: '02:aa:00:00:00:01',
+      senderIp: '10.0.0.1',
+      targetMac: '00:00:00:00:00:00',
+      targetIp: '10.0.0.2',
+    });
+    const rep = parsePacket(
+      buildArp({
+        op: 'reply',
+        senderMac: '02:aa:00:00:00:02',
+        senderIp: '10.0.0.2',
+        targetMac: '02:aa:00:00:00:01',
+        targetIp: '10.0.0.1',
+        vlan: 5,
+      }),
+    );
     assert.equal(rep.dstMac, '02:aa:00:00:00:01');
     assert.equal(rep.vlan?.id, 5);
     assert.equal(rep.arp?.op, 2);
   });
 
   it('flags corrupted packets: payload, IPv4 header, forced checksum values', () => {
-    for (const spec of [ROUND_TRIP_CASES[0]![1], ROUND_TRIP_CASES[1]![1], ROUND_TRIP_CASES[2]![1], ROUND_TRIP_CASES[4]![1], ROUND_TRIP_CASES[8]![1]]) {
+    for (const spec of [
+      ROUND_TRIP_CASES[0]![1],
+      ROUND_TRIP_CASES[1]![1],
+      ROUND_TRIP_CASES[2]![1],
+      ROUND_TRIP_CASES[4]![1],
+      ROUND_TRIP_CASES[8]![1],
+    ]) {
       const frame = buildPacket(spec);
       const bad = Buffer.from(frame);
       bad[bad.length - 1]! ^= 0x01;
@@ -193,11 +307,18 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
   let topo: Topology;
   let udpCapture: ParsedPacket[] = [];
 
-  before(async () => { topo = await Topology.create(DECL); });
-  after(async () => { await topo?.destroy(); });
+  before(async () => {
+    topo = await Topology.create(DECL);
+  });
+  after(async () => {
+    await topo?.destroy();
+  });
 
   it('creates the namespaces, interfaces, addresses and sysctls declared', async () => {
-    assert.deepEqual(topo.namespaces, DECL.hosts.map((h) => topo.ns(h)));
+    assert.deepEqual(
+      topo.namespaces,
+      DECL.hosts.map((h) => topo.ns(h)),
+    );
     for (const ns of topo.namespaces) assert.match(ns, new RegExp(`^itmt-${process.pid}-`));
     assert.equal(topo.dev('itm', 'server'), 'eth-server');
     assert.equal(topo.dev('server', 'itm'), 'eth-itm');
@@ -217,7 +338,10 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
     const feat = await topo.exec('client', ['ethtool', '-k', topo.dev('client', 'itm')]);
     assert.match(feat.stdout, /^tx-checksumming: off/m);
     assert.match(feat.stdout, /^tcp-segmentation-offload: off/m);
-    const links = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', topo.dev('itm', 'client')])).stdout) as Array<{ ifindex: number; address: string }>;
+    const links = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', topo.dev('itm', 'client')])).stdout) as Array<{
+      ifindex: number;
+      address: string;
+    }>;
     assert.equal(links[0]?.ifindex, topo.ifindex('itm', topo.dev('itm', 'client')));
     assert.equal(links[0]?.address, topo.mac('itm', topo.dev('itm', 'client')));
     const failed = await topo.exec('itm', ['sh', '-c', 'echo oops >&2; exit 3'], { check: false });
@@ -233,14 +357,23 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
     ]);
     const packets = await cap.stop();
     for (const r of [r4, r6]) {
-      assert.deepEqual({ sent: r.sent, received: r.received, missing: r.missing, duplicates: r.duplicates }, { sent: 200, received: 200, missing: [], duplicates: 0 });
+      assert.deepEqual(
+        { sent: r.sent, received: r.received, missing: r.missing, duplicates: r.duplicates },
+        { sent: 200, received: 200, missing: [], duplicates: 0 },
+      );
       assert.ok(r.ms > 900 && r.ms < 3000, `200 packets at 200 pps took ${r.ms} ms`);
     }
     assert.equal(packets.length, 400, `captured ${packets.length} (${JSON.stringify(cap.stats)})`);
-    for (const [family, dport] of [[4, 5001], [6, 5002]] as const) {
+    for (const [family, dport] of [
+      [4, 5001],
+      [6, 5002],
+    ] as const) {
       const mine = packets.filter((p) => p.family === family && p.dport === dport);
       assert.equal(mine.length, 200);
-      assert.deepEqual(mine.map((p) => decodeFlowPayload(p.payload)?.seq), Array.from({ length: 200 }, (_, i) => i));
+      assert.deepEqual(
+        mine.map((p) => decodeFlowPayload(p.payload)?.seq),
+        Array.from({ length: 200 }, (_, i) => i),
+      );
       for (const p of mine) {
         const what = describePacket(p);
         assert.equal(p.src, topo.addr('client', family), what);
@@ -261,8 +394,20 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
       const p = udpCapture.find((x) => x.family === family);
       assert.ok(p, 'needs the UDP capture of the previous test');
       const rebuilt = buildPacket({
-        srcMac: p.srcMac, dstMac: p.dstMac, family, src: p.src!, dst: p.dst!, proto: 'udp', sport: p.sport, dport: p.dport,
-        tos: p.tos, ttl: p.ttl, id: p.ipId, df: p.df, flowLabel: p.flowLabel, payload: p.payload,
+        srcMac: p.srcMac,
+        dstMac: p.dstMac,
+        family,
+        src: p.src!,
+        dst: p.dst!,
+        proto: 'udp',
+        sport: p.sport,
+        dport: p.dport,
+        tos: p.tos,
+        ttl: p.ttl,
+        id: p.ipId,
+        df: p.df,
+        flowLabel: p.flowLabel,
+        payload: p.payload,
       });
       assert.deepEqual(rebuilt, p.raw);
     }
@@ -290,7 +435,14 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
 
   it('puts built frames on the wire: the receiving kernel accepts good checksums and rejects corrupted ones', async () => {
     const cdev = topo.dev('client', 'itm');
-    const base = { srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')), proto: 'udp' as const, sport: 9999, dport: 9 /* closed */, payload: 'built by hand' };
+    const base = {
+      srcMac: topo.mac('client', cdev),
+      dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+      proto: 'udp' as const,
+      sport: 9999,
+      dport: 9 /* closed */,
+      payload: 'built by hand',
+    };
     const frames: Buffer[] = [];
     for (const family of [4, 6] as const) {
       const spec: PacketSpec = { ...base, family, src: topo.addr('client', family), dst: topo.addr('server', family) };
@@ -318,8 +470,12 @@ describe('namespace topology with real traffic', { skip: namespaceSkipReason() }
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(sleeper.running);
     const order: string[] = [];
-    topo.onDestroy(() => { order.push(`first ns-exists=${existsSync(`/run/netns/${topo.ns('itm')}`)}`); });
-    topo.onDestroy(async () => { order.push('second'); });
+    topo.onDestroy(() => {
+      order.push(`first ns-exists=${existsSync(`/run/netns/${topo.ns('itm')}`)}`);
+    });
+    topo.onDestroy(async () => {
+      order.push('second');
+    });
     const dir = topo.tmpdir;
     await topo.destroy();
     await topo.destroy();
@@ -347,7 +503,13 @@ describe('teardown when things go wrong', { skip: namespaceSkipReason() }, () =>
 
   it('withTopology tears down when the callback throws', async () => {
     let names: string[] = [];
-    await assert.rejects(withTopology(small, async (t) => { names = t.namespaces; throw new Error('test failed'); }), /test failed/);
+    await assert.rejects(
+      withTopology(small, async (t) => {
+        names = t.namespaces;
+        throw new Error('test failed');
+      }),
+      /test failed/,
+    );
     assert.equal(names.length, 2);
     const left = listNamespaces();
     for (const ns of names) assert.ok(!left.includes(ns), `${ns} left behind`);
@@ -358,7 +520,10 @@ describe('teardown when things go wrong', { skip: namespaceSkipReason() }, () =>
     await assert.rejects(Topology.create({ ...small, routes: { a: ['default via 10.99.0.1'] } }), /Nexthop|unreachable|route/i);
     assert.equal(listNamespaces(), before);
     await assert.rejects(Topology.create({ hosts: ['a'], links: [{ a: 'a', b: 'zz' }] }), /unknown host zz/);
-    await assert.rejects(Topology.create({ hosts: ['a', 'b'], links: [{ a: 'a', b: 'b', devs: { a: 'much-too-long-name' } }] }), /bad interface name/);
+    await assert.rejects(
+      Topology.create({ hosts: ['a', 'b'], links: [{ a: 'a', b: 'b', devs: { a: 'much-too-long-name' } }] }),
+      /bad interface name/,
+    );
   });
 
   for (const [how, script] of [
@@ -376,7 +541,9 @@ describe('teardown when things go wrong', { skip: namespaceSkipReason() }, () =>
         ${script}`;
       const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
-      child.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
+      child.stdout.setEncoding('utf8').on('data', (s: string) => {
+        out += s;
+      });
       const [exitCode, signal] = await new Promise<[number | null, string | null]>((r) => child.on('close', (c, s) => r([c, s])));
       const info = JSON.parse(out.trim().split('\n')[0] ?? '{}') as { ns: string[]; pid: number };
       assert.equal(info.ns.length, 2, `child output: ${out}`);

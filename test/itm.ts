@@ -43,7 +43,11 @@ export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
       rmSync(join(RUN_DIR, 'bpf', ino), { recursive: true, force: true });
       rmSync(join(RUN_DIR, 'state', ino), { recursive: true, force: true });
       let locks: string[] = [];
-      try { locks = readdirSync(join(RUN_DIR, 'lock')); } catch { /* none taken */ }
+      try {
+        locks = readdirSync(join(RUN_DIR, 'lock'));
+      } catch {
+        /* none taken */
+      }
       for (const f of locks) {
         if (f === `${ino}.lock` || f.startsWith(`${ino}-`)) rmSync(join(RUN_DIR, 'lock', f), { force: true });
       }
@@ -55,15 +59,30 @@ export function cleanItmOnDestroy(topo: Topology, ...hosts: string[]): void {
 export async function stopAgent(ino: string): Promise<void> {
   const dir = join(RUN_DIR, 'agent');
   let pid = 0;
-  try { pid = Number(readFileSync(join(dir, `${ino}.pid`), 'utf8').trim()); } catch { /* none */ }
-  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  try {
+    pid = Number(readFileSync(join(dir, `${ino}.pid`), 'utf8').trim());
+  } catch {
+    /* none */
+  }
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   if (pid > 0 && alive()) {
     process.kill(pid, 'SIGTERM');
     for (let i = 0; i < 50 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
     if (alive()) process.kill(pid, 'SIGKILL');
   }
   let files: string[] = [];
-  try { files = readdirSync(dir); } catch { /* none */ }
+  try {
+    files = readdirSync(dir);
+  } catch {
+    /* none */
+  }
   for (const f of files) if (f.startsWith(`${ino}.`)) rmSync(join(dir, f), { force: true });
 }
 

@@ -8,12 +8,23 @@ import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { ROOT } from '../src/catalog.js';
 import type { DeviceView } from '../src/registry/index.js';
 import {
-  Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket, describePacket, l4ChecksumSound,
+  Topology,
+  capture,
+  namespaceSkipReason,
+  startUdpFlow,
+  tcpTransfer,
+  udpFlow,
+  type Family,
+  type ParsedPacket,
+  describePacket,
+  l4ChecksumSound,
 } from './harness/index.js';
 import { ITMCTL, RUN_DIR, cleanItmOnDestroy, clientItmServer, devicePins, itmctl, itmctlJson, pinDir } from './itm.js';
 
 const skip = namespaceSkipReason();
-const EF = 46, AF41 = 34, CS1 = 8;
+const EF = 46,
+  AF41 = 34,
+  CS1 = 8;
 
 describe('itmctl on real traffic', { skip }, () => {
   let topo: Topology;
@@ -50,7 +61,8 @@ describe('itmctl on real traffic', { skip }, () => {
       assert.equal(p.dscp, dscp, `${what}: dscp of ${p.src} > ${p.dst}:${p.dport}`);
       if (p.family === 4) assert.equal(p.ipChecksumOk, true, `${what}: IPv4 header checksum`);
       // with offloads on, the sender's checksum may still be left for offload: right as it is
-      if (p.l4ChecksumOk !== undefined) assert.equal(l4ChecksumSound(p), true, `${what}: ${p.proto === 6 ? 'TCP' : 'UDP'} checksum (${describePacket(p)})`);
+      if (p.l4ChecksumOk !== undefined)
+        assert.equal(l4ChecksumSound(p), true, `${what}: ${p.proto === 6 ? 'TCP' : 'UDP'} checksum (${describePacket(p)})`);
     }
   }
 
@@ -62,11 +74,24 @@ describe('itmctl on real traffic', { skip }, () => {
           await udpFlow(topo, { from: 'client', to: 'server', family, dport: 5001, count: 50, ratePps: 500 });
           await udpFlow(topo, { from: 'client', to: 'server', family, dport: 5003, count: 50, ratePps: 500 });
         });
-        assertAll(udp.filter((p) => p.dport === 5001), EF, `IPv${family} UDP in the interest`);
-        assertAll(udp.filter((p) => p.dport === 5003), 0, `IPv${family} UDP outside the interest`);
-        const tcp = await onTheWire('tcp dst port 5002', () => tcpTransfer(topo, { from: 'client', to: 'server', family, dport: 5002, bytes: 300_000 }));
+        assertAll(
+          udp.filter((p) => p.dport === 5001),
+          EF,
+          `IPv${family} UDP in the interest`,
+        );
+        assertAll(
+          udp.filter((p) => p.dport === 5003),
+          0,
+          `IPv${family} UDP outside the interest`,
+        );
+        const tcp = await onTheWire('tcp dst port 5002', () =>
+          tcpTransfer(topo, { from: 'client', to: 'server', family, dport: 5002, bytes: 300_000 }),
+        );
         assertAll(tcp, EF, `IPv${family} TCP in the interest`);
-        assert.ok(tcp.some((p) => (p.payloadLen ?? 0) > 1000), 'the TCP capture holds data segments');
+        assert.ok(
+          tcp.some((p) => (p.payloadLen ?? 0) > 1000),
+          'the TCP capture holds data segments',
+        );
       }
       const [d] = await list();
       const m = d!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!;
@@ -110,7 +135,7 @@ describe('itmctl on real traffic', { skip }, () => {
         await fa.stop();
         resB = await fb.stop();
       });
-      assert.deepEqual(resB!.missing, [], 'no packet of the other module\'s flow was lost');
+      assert.deepEqual(resB!.missing, [], "no packet of the other module's flow was lost");
       assert.ok(resB!.received > 100);
       assertAll(pkts, CS1, 'b kept marking');
     } finally {
@@ -138,11 +163,15 @@ describe('itmctl on real traffic', { skip }, () => {
   test('bad input gets one line, a non-zero exit, and changes nothing', async () => {
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
     try {
-      const snapshot = async () => JSON.stringify({
-        chain: (await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority, m.params])])),
-        pins: readdirSync(pinDir(topo, 'itm'), { recursive: true }).map(String).sort(),
-        filters: [(await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'ingress'])).stdout, (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout],
-      });
+      const snapshot = async () =>
+        JSON.stringify({
+          chain: (await list()).map((d) => d.hooks.map((h) => [h.hook, h.modules.map((m) => [m.name, m.interest, m.priority, m.params])])),
+          pins: readdirSync(pinDir(topo, 'itm'), { recursive: true }).map(String).sort(),
+          filters: [
+            (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'ingress'])).stdout,
+            (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout,
+          ],
+        });
       const before = await snapshot();
       const cases: Array<[string[], RegExp]> = [
         [['load', 'mark', '--dev', 'eth9', '--dscp', 'ef'], /cannot load mark on eth9: no such device/],
@@ -167,7 +196,9 @@ describe('itmctl on real traffic', { skip }, () => {
         assert.match(lines[0]!, re, args.join(' '));
       }
       // root with every capability dropped is as unprivileged as any user
-      const nobody = await topo.exec('itm', ['setpriv', '--bounding-set=-all', '--inh-caps=-all', process.execPath, ITMCTL, 'list'], { check: false });
+      const nobody = await topo.exec('itm', ['setpriv', '--bounding-set=-all', '--inh-caps=-all', process.execPath, ITMCTL, 'list'], {
+        check: false,
+      });
       assert.notEqual(nobody.code, 0);
       assert.match(nobody.stderr.trim(), /^itmctl: must run as root/);
       const after = await snapshot();
@@ -181,10 +212,16 @@ describe('itmctl on real traffic', { skip }, () => {
     // an out-of-tree module (found through ITM_MODULE_PATH) whose program the verifier refuses
     const dir = join(topo.tmpdir, 'modules', 'refused');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'module.js'), `export default ${JSON.stringify({
-      name: 'refused', description: 'refused by the verifier', hooks: ['tc-ingress', 'tc-egress'],
-      kernel: { object: join(ROOT, 'bpf', 'build', 'test', 'tc_refused_module.bpf.o'), program: 'itm_module_refused' }, params: {},
-    })};\n`);
+    writeFileSync(
+      join(dir, 'module.js'),
+      `export default ${JSON.stringify({
+        name: 'refused',
+        description: 'refused by the verifier',
+        hooks: ['tc-ingress', 'tc-egress'],
+        kernel: { object: join(ROOT, 'bpf', 'build', 'test', 'tc_refused_module.bpf.o'), program: 'itm_module_refused' },
+        params: {},
+      })};\n`,
+    );
     const env = ['env', `ITM_MODULE_PATH=${join(topo.tmpdir, 'modules')}`, process.execPath, ITMCTL];
     const pinsOf = () => (existsSync(pinDir(topo, 'itm')) ? readdirSync(pinDir(topo, 'itm'), { recursive: true }).map(String).sort() : []);
     const filters = async () => (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout;
@@ -195,7 +232,11 @@ describe('itmctl on real traffic', { skip }, () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr.trim(), /^itmctl: refused: the kernel refused its program: /);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    assert.deepEqual(pinsOf().filter((p) => p !== 'netns'), [], 'no pins left');
+    assert.deepEqual(
+      pinsOf().filter((p) => p !== 'netns'),
+      [],
+      'no pins left',
+    );
     assert.equal((await filters()).trim(), '', 'no filter left');
     assert.doesNotMatch((await topo.exec('itm', ['tc', 'qdisc', 'show', 'dev', dev])).stdout, /clsact/, 'the clsact itm added is gone too');
     assert.deepEqual(await list(), [], 'no record left');
@@ -203,13 +244,21 @@ describe('itmctl on real traffic', { skip }, () => {
     // 2. on a hook running another module: the chain, pins and marking stay as they were
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
     try {
-      const before = { pins: pinsOf(), filters: await filters(), chain: JSON.stringify((await list())[0]!.hooks.map((h) => h.modules.map((m) => m.name))) };
+      const before = {
+        pins: pinsOf(),
+        filters: await filters(),
+        chain: JSON.stringify((await list())[0]!.hooks.map((h) => h.modules.map((m) => m.name))),
+      };
       r = await topo.exec('itm', [...env, 'load', 'refused', '--dev', dev, '--priority', '10'], { check: false });
       assert.equal(r.code, 1);
       assert.deepEqual(pinsOf(), before.pins, 'pins as they were');
       assert.equal(await filters(), before.filters, 'filters as they were');
       assert.equal(JSON.stringify((await list())[0]!.hooks.map((h) => h.modules.map((m) => m.name))), before.chain);
-      assertAll(await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 })), EF, 'mark still marks');
+      assertAll(
+        await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 })),
+        EF,
+        'mark still marks',
+      );
     } finally {
       await ctl('down', '--dev', dev);
     }
@@ -219,14 +268,33 @@ describe('itmctl on real traffic', { skip }, () => {
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef', '--interest', 'proto=udp');
     const obj = join(ROOT, 'bpf', 'build', 'test', 'tc_drop_port.bpf.o');
     // tc keeps its own bpffs state: point it at a directory of the test's, not at itm's bpffs
-    await topo.exec('itm', ['env', `TC_BPF_MNT=${join(topo.tmpdir, 'tc-bpf')}`, 'tc', 'filter', 'add', 'dev', dev, 'egress', 'pref', '200', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
+    await topo.exec('itm', [
+      'env',
+      `TC_BPF_MNT=${join(topo.tmpdir, 'tc-bpf')}`,
+      'tc',
+      'filter',
+      'add',
+      'dev',
+      dev,
+      'egress',
+      'pref',
+      '200',
+      'bpf',
+      'da',
+      'obj',
+      obj,
+      'sec',
+      'tc',
+    ]);
     try {
       const seen = async () => (await list())[0]!.hooks.find((h) => h.hook === 'tc-egress')!.modules[0]!.counters.matched;
       const before = await seen();
       const dropped = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 20, ratePps: 200 });
       assert.ok((await seen()) - before >= 20, 'itm ran first on those packets');
       assert.equal(dropped.received, 0, 'the other filter saw the packets after itm and dropped them');
-      const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 }));
+      const pkts = await onTheWire('udp', () =>
+        udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 }),
+      );
       assertAll(pkts, EF, 'the rest went through both, marked');
       assert.equal(pkts.length, 20);
     } finally {
@@ -248,7 +316,9 @@ describe('itmctl on real traffic', { skip }, () => {
     // the device's filter still runs the orphaned dispatcher: up replaces it with a fresh one
     const up = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
     assert.deepEqual(up.hooks, { 'tc-egress': 'created' });
-    const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 10, ratePps: 200 }));
+    const pkts = await onTheWire('udp', () =>
+      udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 10, ratePps: 200 }),
+    );
     assertAll(pkts, 0, 'the fresh dispatcher runs no module');
     await ctl('down', '--dev', dev);
   });
@@ -263,10 +333,21 @@ describe('itmctl on real traffic', { skip }, () => {
     await Promise.all(runs);
     try {
       const all = await itmctlJson<DeviceView[]>(topo, 'itm', ['list']);
-      const names = (d: string) => all.find((x) => x.dev === d)!.hooks.flatMap((h) => h.modules.map((m) => m.name)).sort();
+      const names = (d: string) =>
+        all
+          .find((x) => x.dev === d)!
+          .hooks.flatMap((h) => h.modules.map((m) => m.name))
+          .sort();
       assert.deepEqual(names(dev), ['s0', 's1', 's2', 's3']);
       assert.deepEqual(names(other), ['c0', 'c1', 'c2', 'c3']);
-      const ids = all.flatMap((d) => d.hooks.map((h) => h.modules.map((m) => m.id).sort().join(',')));
+      const ids = all.flatMap((d) =>
+        d.hooks.map((h) =>
+          h.modules
+            .map((m) => m.id)
+            .sort()
+            .join(','),
+        ),
+      );
       assert.deepEqual(ids, ['0,1,2,3', '0,1,2,3'], 'each hook gave out distinct ids');
     } finally {
       await Promise.all([ctl('down', '--dev', dev), ctl('down', '--dev', other)]);
@@ -277,7 +358,9 @@ describe('itmctl on real traffic', { skip }, () => {
   test('at xdp: kernel modules mark packets as they come in; xdp is set up only when asked, taken off by down, and another XDP program is never replaced', async () => {
     const inDev = topo.dev('itm', 'client');
     const xdpOf = async () => {
-      const [l] = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', 'dev', inDev])).stdout) as Array<{ xdp?: { prog?: { name?: string } } }>;
+      const [l] = JSON.parse((await topo.exec('itm', ['ip', '-j', 'link', 'show', 'dev', inDev])).stdout) as Array<{
+        xdp?: { prog?: { name?: string } };
+      }>;
       return l?.xdp?.prog?.name;
     };
     const up0 = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', inDev]);
@@ -297,15 +380,24 @@ describe('itmctl on real traffic', { skip }, () => {
         assert.equal(q.length, 30, `IPv${family}: every qos packet arrived`);
         assertAll(q.slice(0, 10), EF, `IPv${family}: the first 10 packets of the flow`);
         assertAll(q.slice(10), 0, `IPv${family}: the rest of the flow`);
-        assertAll(udp.filter((p) => p.dport === 5002), AF41, `IPv${family}: mark at xdp`);
+        assertAll(
+          udp.filter((p) => p.dport === 5002),
+          AF41,
+          `IPv${family}: mark at xdp`,
+        );
       }
-      const tcp = await onTheWire('tcp dst port 5002', () => tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5002, bytes: 300_000 }));
+      const tcp = await onTheWire('tcp dst port 5002', () =>
+        tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5002, bytes: 300_000 }),
+      );
       assertAll(tcp, AF41, 'TCP marked at xdp');
       const [d] = await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', inDev]);
       const h = d!.hooks.find((x) => x.hook === 'xdp')!;
       assert.equal(h.attached, true);
       assert.equal(h.mode, 'native');
-      assert.deepEqual(h.modules.map((m) => m.name), ['qos', 'mark']);
+      assert.deepEqual(
+        h.modules.map((m) => m.name),
+        ['qos', 'mark'],
+      );
       assert.ok(h.modules.every((m) => m.counters.matched > 0 && m.counters.errors === 0));
     } finally {
       await ctl('unload', 'mark', '--dev', inDev);
@@ -336,7 +428,25 @@ describe('itmctl on real traffic', { skip }, () => {
     const again = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev]);
     assert.deepEqual(again.hooks, { 'tc-ingress': 'adopted', 'tc-egress': 'adopted' });
     // another tool's filter on the same device stays untouched throughout
-    await topo.exec('itm', ['tc', 'filter', 'add', 'dev', dev, 'ingress', 'pref', '100', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'flowid', '1:1']);
+    await topo.exec('itm', [
+      'tc',
+      'filter',
+      'add',
+      'dev',
+      dev,
+      'ingress',
+      'pref',
+      '100',
+      'protocol',
+      'all',
+      'u32',
+      'match',
+      'u32',
+      '0',
+      '0',
+      'flowid',
+      '1:1',
+    ]);
     // someone deletes our egress filter: up puts it back, without duplicating anything
     await topo.exec('itm', ['tc', 'filter', 'del', 'dev', dev, 'egress', 'pref', '1']);
     const rep = await itmctlJson<{ hooks: Record<string, string> }>(topo, 'itm', ['up', '--dev', dev]);
@@ -344,13 +454,17 @@ describe('itmctl on real traffic', { skip }, () => {
     await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef');
     const egressFilters = (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout;
     assert.equal(egressFilters.match(/handle 0x1717/g)?.length, 1, 'one dispatcher filter');
-    assertAll(await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 })), EF, 'after repair');
+    assertAll(
+      await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 })),
+      EF,
+      'after repair',
+    );
 
     const ids = (await list())[0]!.hooks.map((h) => h.progId!).filter(Boolean);
     await ctl('down', '--dev', dev);
     const ingress = (await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'ingress'])).stdout;
     assert.doesNotMatch(ingress, /itm_dispatch/);
-    assert.match(ingress, /u32/, 'the other tool\'s filter is still there');
+    assert.match(ingress, /u32/, "the other tool's filter is still there");
     assert.equal((await topo.exec('itm', ['tc', 'filter', 'show', 'dev', dev, 'egress'])).stdout.trim(), '');
     assert.equal(existsSync(pinDir(topo, 'itm')), false, 'no pins left');
     assert.equal(existsSync(join(RUN_DIR, 'state', String(topo.netnsInode('itm')))), false, 'no record left');
@@ -359,7 +473,14 @@ describe('itmctl on real traffic', { skip }, () => {
     const deadline = Date.now() + 5000;
     let left: number[] = ids;
     while (left.length && Date.now() < deadline) {
-      left = ids.filter((id) => { try { BpfProgram.fromId(id).close(); return true; } catch { return false; } });
+      left = ids.filter((id) => {
+        try {
+          BpfProgram.fromId(id).close();
+          return true;
+        } catch {
+          return false;
+        }
+      });
       if (left.length) await new Promise((r) => setTimeout(r, 100));
     }
     assert.deepEqual(left, [], 'the dispatcher programs are gone from the kernel');

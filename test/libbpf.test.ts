@@ -375,7 +375,10 @@ function linkSections(objPath: string): Record<string, () => void> {
       link.delete('la');
       assert.equal(byName('la'), undefined);
       assert.equal(byName('lb'), undefined);
-      assert.deepEqual(link.list().map((l) => l.name), ['lo']);
+      assert.deepEqual(
+        link.list().map((l) => l.name),
+        ['lo'],
+      );
     },
   };
 }
@@ -387,7 +390,7 @@ function runLinkChild(objPath: string): void {
       fn();
       report[name] = 'ok';
     } catch (err) {
-      report[name] = err instanceof Error ? err.stack ?? err.message : String(err);
+      report[name] = err instanceof Error ? (err.stack ?? err.message) : String(err);
     }
   }
   process.stdout.write(`REPORT ${JSON.stringify(report)}\n`);
@@ -420,10 +423,7 @@ function registerTests(): void {
     writeFileSync(join(work, 'vmlinux.h'), vmlinux);
     const compile = (name: string): string => {
       const out = join(work, `${name}.bpf.o`);
-      execFileSync('clang', [
-        '-O2', '-g', '-target', 'bpf', '-I', work, '-c',
-        join(ROOT, 'test', 'fixtures', `${name}.bpf.c`), '-o', out,
-      ]);
+      execFileSync('clang', ['-O2', '-g', '-target', 'bpf', '-I', work, '-c', join(ROOT, 'test', 'fixtures', `${name}.bpf.c`), '-o', out]);
       return out;
     };
     fixture = compile('libbpf_fixture');
@@ -462,7 +462,10 @@ function registerTests(): void {
       const maps = obj.mapNames();
       for (const m of ['fx_hash', 'fx_percpu', 'fx_lpm']) assert.ok(maps.includes(m), `${m} in ${maps.join()}`);
       for (const sec of ['.rodata', '.data', '.bss']) {
-        assert.ok(maps.some((m) => m.endsWith(sec)), `internal map for ${sec} in ${maps.join()}`);
+        assert.ok(
+          maps.some((m) => m.endsWith(sec)),
+          `internal map for ${sec} in ${maps.join()}`,
+        );
       }
       assert.deepEqual(obj.globalInfo('ret_value'), { section: '.rodata', offset: 0, size: 4 });
       assert.equal(obj.globalInfo('data_counter')?.section, '.data');
@@ -648,7 +651,10 @@ function registerTests(): void {
       assert.deepEqual(map.lookup(u32(7)), u64(701));
       assert.equal(map.delete(u32(3)), true);
       assert.equal(map.delete(u32(3)), false);
-      const keys = map.keys().map((k) => k.readUInt32LE(0)).sort((a, b) => a - b);
+      const keys = map
+        .keys()
+        .map((k) => k.readUInt32LE(0))
+        .sort((a, b) => a - b);
       assert.deepEqual(keys, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
       const entries = new Map(map.entries().map(([k, v]) => [k.readUInt32LE(0), Number(v.readBigUInt64LE(0))]));
       assert.equal(entries.size, 9);
@@ -783,11 +789,7 @@ function registerTests(): void {
       big.close();
       pcpu.close();
     }
-    expectBpfError(
-      () => BpfMap.create({ type: BPF_MAP_TYPE.HASH, keySize: 0, valueSize: 4, maxEntries: 4 }),
-      'EINVAL',
-      'bpf_map_create',
-    );
+    expectBpfError(() => BpfMap.create({ type: BPF_MAP_TYPE.HASH, keySize: 0, valueSize: 4, maxEntries: 4 }), 'EINVAL', 'bpf_map_create');
   });
 
   test('reuseMap and setMaxEntries shape the maps an object creates', () => {

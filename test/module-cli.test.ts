@@ -13,7 +13,10 @@ import { ITMCTL } from './itm.js';
 describe('a module contributes its own itmctl commands', () => {
   let dir: string;
   const run = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [ITMCTL, ...args], { encoding: 'utf8', env: { ...process.env, ITM_MODULE_PATH: dir, COLUMNS: '200' } });
+    const r = spawnSync(process.execPath, [ITMCTL, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, ITM_MODULE_PATH: dir, COLUMNS: '200' },
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const oneLine = (r: { stderr: string }, re: RegExp) => {
@@ -27,18 +30,27 @@ describe('a module contributes its own itmctl commands', () => {
     dir = mkdtempSync(join(tmpdir(), 'itm-module-cli-'));
     const module = (name: string, cli: string) => {
       mkdirSync(join(dir, name));
-      writeFileSync(join(dir, name, 'module.js'), `export default ${JSON.stringify({
-        name, description: `${name}, a test module`, hooks: ['tc-egress'],
-        kernel: { object: join(ROOT, 'bpf', 'build', 'modules', 'mark.bpf.o'), program: 'itm_module_mark' }, params: {},
-      })};\n`);
+      writeFileSync(
+        join(dir, name, 'module.js'),
+        `export default ${JSON.stringify({
+          name,
+          description: `${name}, a test module`,
+          hooks: ['tc-egress'],
+          kernel: { object: join(ROOT, 'bpf', 'build', 'modules', 'mark.bpf.o'), program: 'itm_module_mark' },
+          params: {},
+        })};\n`,
+      );
       writeFileSync(join(dir, name, 'cli.js'), cli);
     };
-    module('greet', `export default {
+    module(
+      'greet',
+      `export default {
   command: 'greet <who>',
   describe: 'greets someone (a test module command)',
   builder: (y) => y.positional('who', { type: 'string' }).option('twice', { type: 'boolean', describe: 'greet again' }),
   handler: (a) => { console.log(a.json ? JSON.stringify({ hello: a.who }) : 'hello ' + a.who + (a.twice ? ', hello again' : '')); },
-};\n`);
+};\n`,
+    );
     module('broken', `throw new Error('broken on purpose');\n`);
     module('misnamed', `export default [{ command: 'other', describe: 'not named after its module', handler: () => {} }];\n`);
   });
@@ -48,7 +60,7 @@ describe('a module contributes its own itmctl commands', () => {
     const help = run('--help');
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /itmctl greet <who>\s+greets someone/);
-    assert.match(help.stdout, /itmctl route <action>/, 'the shipped modules\' commands too');
+    assert.match(help.stdout, /itmctl route <action>/, "the shipped modules' commands too");
     assert.doesNotMatch(help.stdout, /itmctl (broken|other)\b/, 'those that do not load are left out');
     const own = run('greet', '--help');
     assert.equal(own.code, 0);

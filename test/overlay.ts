@@ -39,7 +39,12 @@ export function overlayDecl(o: { gateway?: boolean } = {}): TopologyDecl {
       { a: 'b', b: 's', addrs: { b: ['10.50.1.1/24'], s: [`${GW_SERVER}/24`] } },
     ],
     // the plain routes between C's and S's networks go over A — B, as the ones of A's client do
-    routes: { c: ['default via 10.40.1.1'], s: ['default via 10.50.1.1'], a: ['10.50.1.0/24 via 10.31.5.2'], b: ['10.40.1.0/24 via 10.31.5.1'] },
+    routes: {
+      c: ['default via 10.40.1.1'],
+      s: ['default via 10.50.1.1'],
+      a: ['10.50.1.0/24 via 10.31.5.2'],
+      b: ['10.40.1.0/24 via 10.31.5.1'],
+    },
     forwarding: ['a', 'b'],
   };
 }
@@ -97,7 +102,13 @@ ${gw}${probe}`,
 
 /** Writes the files into `dir` (names starting with `prefix`) and loads route (with `args`, per
  * host if a function) on every device of every node the overlay uses. */
-export async function loadOverlay(topo: Topology, dir: string, o: OverlayOptions = {}, args: string[] | ((host: string) => string[]) = [], prefix = ''): Promise<Record<string, string>> {
+export async function loadOverlay(
+  topo: Topology,
+  dir: string,
+  o: OverlayOptions = {},
+  args: string[] | ((host: string) => string[]) = [],
+  prefix = '',
+): Promise<Record<string, string>> {
   const files = overlayFiles(o);
   const hosts = OVERLAY_HOSTS.filter((h) => !h.startsWith('n') || (o.through ?? ['n1', 'n2']).includes(h as 'n1' | 'n2'));
   const out: Record<string, string> = {};

@@ -7,12 +7,24 @@ import { appendFileSync, closeSync, mkdtempSync, openSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BLOCK_EPB, BLOCK_IDB, BLOCK_ISB, BLOCK_SHB, EPB_INBOUND, EPB_OUTBOUND, PcapngWriter, readPcapng, scanPcapng,
+  BLOCK_EPB,
+  BLOCK_IDB,
+  BLOCK_ISB,
+  BLOCK_SHB,
+  EPB_INBOUND,
+  EPB_OUTBOUND,
+  PcapngWriter,
+  readPcapng,
+  scanPcapng,
 } from '../src/user/pcapng.js';
 import { buildPacket } from './harness/packet.js';
 
 /** a writer whose output is collected, in the chunks the sink got */
-function collect(flushAt?: number): { w: (s?: ConstructorParameters<typeof PcapngWriter>[1]) => PcapngWriter; chunks: Buffer[]; bytes: () => Buffer } {
+function collect(flushAt?: number): {
+  w: (s?: ConstructorParameters<typeof PcapngWriter>[1]) => PcapngWriter;
+  chunks: Buffer[];
+  bytes: () => Buffer;
+} {
   const chunks: Buffer[] = [];
   return {
     chunks,
@@ -24,8 +36,9 @@ function collect(flushAt?: number): { w: (s?: ConstructorParameters<typeof Pcapn
 /** the blocks of a file as [type, total, body] by walking the length fields, checking both */
 function blocksOf(b: Buffer): Array<{ type: number; total: number; at: number }> {
   const out = [];
-  for (let at = 0; at < b.length;) {
-    const type = b.readUInt32LE(at), total = b.readUInt32LE(at + 4);
+  for (let at = 0; at < b.length; ) {
+    const type = b.readUInt32LE(at),
+      total = b.readUInt32LE(at + 4);
     assert.equal(total % 4, 0, `block at ${at}: length ${total} is a multiple of 4`);
     assert.equal(b.readUInt32LE(at + total - 4), total, `block at ${at}: trailing length`);
     out.push({ type, total, at });
@@ -45,15 +58,45 @@ describe('pcapng writer', () => {
     w.packet(0, 0x0000000100000002n, Buffer.from([0xaa, 0xbb, 0xcc]));
     w.flush();
     const hex = c.bytes().toString('hex');
-    const le = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b.toString('hex'); };
+    const le = (n: number) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(n);
+      return b.toString('hex');
+    };
     const expected = [
       // SHB: type, length 28, byte-order magic, version 1.0, section length -1, length again
-      '0a0d0d0a', le(28), '4d3c2b1a', '0100', '0000', 'ffffffffffffffff', le(28),
+      '0a0d0d0a',
+      le(28),
+      '4d3c2b1a',
+      '0100',
+      '0000',
+      'ffffffffffffffff',
+      le(28),
       // IDB: type 1, length 20 + options, Ethernet, reserved, snaplen 0, if_name "e" (padded),
       // if_tsresol 9 (padded), opt_endofopt, length again
-      le(1), le(40), '0100', '0000', le(0), '0200', '0100', '65000000', '0900', '0100', '09000000', '00000000', le(40),
+      le(1),
+      le(40),
+      '0100',
+      '0000',
+      le(0),
+      '0200',
+      '0100',
+      '65000000',
+      '0900',
+      '0100',
+      '09000000',
+      '00000000',
+      le(40),
       // EPB: type 6, length 28 + 4 (3 bytes padded) + 4, interface 0, ts high 1, low 2, caplen 3, origlen 3
-      le(6), le(36), le(0), le(1), le(2), le(3), le(3), 'aabbcc00', le(36),
+      le(6),
+      le(36),
+      le(0),
+      le(1),
+      le(2),
+      le(3),
+      le(3),
+      'aabbcc00',
+      le(36),
     ].join('');
     assert.equal(hex, expected);
   });
@@ -67,16 +110,27 @@ describe('pcapng writer', () => {
     for (let len = 0; len < 9; len++) {
       const data = Buffer.alloc(len, len + 1);
       const iface = len % 2 ? eg : ig;
-      const p = { iface, data, ...(len % 3 ? { comment: `itm class=${len} hook=x`.slice(0, 10 + len) } : {}), ...(len % 4 ? { flags: iface === eg ? EPB_OUTBOUND : EPB_INBOUND } : {}) };
+      const p = {
+        iface,
+        data,
+        ...(len % 3 ? { comment: `itm class=${len} hook=x`.slice(0, 10 + len) } : {}),
+        ...(len % 4 ? { flags: iface === eg ? EPB_OUTBOUND : EPB_INBOUND } : {}),
+      };
       sent.push(p);
-      w.packet(iface, 1_700_000_000_123_456_789n + BigInt(len), data, { ...(p.comment ? { comment: len % 2 ? p.comment : Buffer.from(p.comment) } : {}), ...(p.flags ? { flags: p.flags } : {}) });
+      w.packet(iface, 1_700_000_000_123_456_789n + BigInt(len), data, {
+        ...(p.comment ? { comment: len % 2 ? p.comment : Buffer.from(p.comment) } : {}),
+        ...(p.flags ? { flags: p.flags } : {}),
+      });
     }
     w.statistics(eg, { tsNs: 5n, startNs: 1n, endNs: 4n, received: 10n, delivered: 7n, comments: ['3 over the budget'] });
     w.flush();
     const buf = c.bytes();
 
     const blocks = blocksOf(buf);
-    assert.deepEqual(blocks.map((b) => b.type), [BLOCK_SHB, BLOCK_IDB, BLOCK_IDB, ...sent.map(() => BLOCK_EPB), BLOCK_ISB]);
+    assert.deepEqual(
+      blocks.map((b) => b.type),
+      [BLOCK_SHB, BLOCK_IDB, BLOCK_IDB, ...sent.map(() => BLOCK_EPB), BLOCK_ISB],
+    );
     // padding after the packet data is zero
     for (const [i, b] of blocks.filter((x) => x.type === BLOCK_EPB).entries()) {
       const cap = buf.readUInt32LE(b.at + 20);
@@ -87,8 +141,13 @@ describe('pcapng writer', () => {
     assert.equal(r.sections.length, 1);
     assert.equal(r.sections[0]!.application, 'itm test');
     assert.deepEqual(r.sections[0]!.comments, ['first', 'second ü']);
-    assert.deepEqual(r.interfaces.map((i) => [i.name, i.description, i.snaplen, i.linkType, i.tsresol]),
-      [['eth-server', 'itm tc-egress (capture)', 5, 1, 9], ['eth-client', undefined, 65535, 1, 9]]);
+    assert.deepEqual(
+      r.interfaces.map((i) => [i.name, i.description, i.snaplen, i.linkType, i.tsresol]),
+      [
+        ['eth-server', 'itm tc-egress (capture)', 5, 1, 9],
+        ['eth-client', undefined, 65535, 1, 9],
+      ],
+    );
     assert.equal(r.packets.length, sent.length);
     r.packets.forEach((p, i) => {
       const s = sent[i]!;
@@ -117,7 +176,10 @@ describe('pcapng writer', () => {
     const frame = Buffer.alloc(200, 7);
     for (let i = 0; i < 20; i++) w.packet(0, BigInt(i), frame);
     assert.ok(c.chunks.length >= 3, `written in chunks as it went (${c.chunks.length})`);
-    assert.ok(c.chunks.every((k) => k.length >= 1024 && k.length < 2048 + 300), `chunk sizes ${c.chunks.map((k) => k.length)}`);
+    assert.ok(
+      c.chunks.every((k) => k.length >= 1024 && k.length < 2048 + 300),
+      `chunk sizes ${c.chunks.map((k) => k.length)}`,
+    );
     assert.ok(w.buffered < 1024);
     // a packet larger than the buffer goes through too
     w.packet(0, 99n, Buffer.alloc(5000, 1));
@@ -179,7 +241,10 @@ describe('pcapng writer', () => {
           const s = scanPcapng(fd);
           assert.equal(s.end, whole.length, `cut after ${cut} bytes`);
           assert.equal(s.packets, 50);
-          assert.equal(s.bytes, Array.from({ length: 50 }, (_, i) => Math.min(100, 60 + i)).reduce((a, b) => a + b));
+          assert.equal(
+            s.bytes,
+            Array.from({ length: 50 }, (_, i) => Math.min(100, 60 + i)).reduce((a, b) => a + b),
+          );
           assert.deepEqual(s.firstComments, ['itm-load x']);
         } finally {
           closeSync(fd);
@@ -200,7 +265,9 @@ describe('pcapng writer', () => {
   });
 
   const tcpdump = spawnSync('tcpdump', ['--version']).status === 0;
-  test('tcpdump reads it: every packet, two sections, nanosecond timestamps', { skip: tcpdump ? undefined : 'tcpdump is not installed (npm run setup installs it)' }, () => {
+  test('tcpdump reads it: every packet, two sections, nanosecond timestamps', {
+    skip: tcpdump ? undefined : 'tcpdump is not installed (npm run setup installs it)',
+  }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'itm-pcapng-'));
     try {
       const c = collect(4096);
@@ -210,7 +277,11 @@ describe('pcapng writer', () => {
         return w;
       };
       const w1 = section();
-      for (let i = 0; i < 30; i++) w1.packet(0, 1_700_000_000_000_000_001n + BigInt(i) * 1000n, udp(i % 3 ? 5001 : 5002, `p${i}`), { comment: 'itm class=1 hook=tc-egress', flags: EPB_OUTBOUND });
+      for (let i = 0; i < 30; i++)
+        w1.packet(0, 1_700_000_000_000_000_001n + BigInt(i) * 1000n, udp(i % 3 ? 5001 : 5002, `p${i}`), {
+          comment: 'itm class=1 hook=tc-egress',
+          flags: EPB_OUTBOUND,
+        });
       w1.flush();
       // a second section, as a restarted capture appends
       const w2 = section();

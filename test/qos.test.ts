@@ -5,7 +5,17 @@ import { BpfMap } from '../src/libbpf/index.js';
 import { decode, itm_flow, type ItmFlow } from '../src/abi.js';
 import { qos_flow_state, type QosFlowState } from '../modules/qos/qos.abi.js';
 import type { DeviceView } from '../src/registry/index.js';
-import { Topology, buildPacket, capture, namespaceSkipReason, sendFrames, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
+import {
+  Topology,
+  buildPacket,
+  capture,
+  namespaceSkipReason,
+  sendFrames,
+  tcpTransfer,
+  udpFlow,
+  type Family,
+  type ParsedPacket,
+} from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, itmctl, modulePin } from './itm.js';
 import { parseLevels, EVERY } from '../modules/qos/levels.js';
 import { FlowSizes, thresholdForBytes, thresholdForFlows } from '../modules/qos/controller.js';
@@ -17,7 +27,9 @@ const MTU = 1500;
 describe('qos levels', () => {
   test('parses levels and refuses what makes no sense', () => {
     assert.deepEqual(parseLevels('100:af41,1000:af21,*:cs1'), [
-      { threshold: 100n, dscp: 34 }, { threshold: 1000n, dscp: 18 }, { threshold: EVERY, dscp: 8 },
+      { threshold: 100n, dscp: 34 },
+      { threshold: 1000n, dscp: 18 },
+      { threshold: EVERY, dscp: 8 },
     ]);
     assert.deepEqual(parseLevels('*:ef'), [{ threshold: EVERY, dscp: 46 }]);
     for (const [bad, re] of [
@@ -66,11 +78,24 @@ describe('qos controller arithmetic', () => {
   });
   test('flow sizes: a flow gone from the table is kept at its largest size', () => {
     const f = new FlowSizes(3);
-    f.observe(new Map([['a', 5], ['b', 7]]));
+    f.observe(
+      new Map([
+        ['a', 5],
+        ['b', 7],
+      ]),
+    );
     f.observe(new Map([['a', 9]]));
-    assert.deepEqual(f.sizes().sort((x, y) => x - y), [7, 9]);
+    assert.deepEqual(
+      f.sizes().sort((x, y) => x - y),
+      [7, 9],
+    );
     f.observe(new Map());
-    f.observe(new Map([['c', 1], ['d', 2]]));
+    f.observe(
+      new Map([
+        ['c', 1],
+        ['d', 2],
+      ]),
+    );
     f.observe(new Map());
     assert.deepEqual(f.sizes(), [9, 1, 2], 'the most recent three');
   });
@@ -109,13 +134,24 @@ describe('qos on real traffic', { skip }, () => {
       const cap = await capture(topo, 'server', { dev: srvDev, filter: 'tcp dst port 5201', snaplen: 128, direction: 'in' });
       try {
         // both ends on one CPU: the packets reach itm, and the server, in the order they were sent
-        await tcpTransfer(topo, { from, to: 'server', family, dport: 5201, bytes, cpu: 0, ...(from === 'itm' ? { srcAddr: topo.addr('itm', family, 'server') } : {}) });
+        await tcpTransfer(topo, {
+          from,
+          to: 'server',
+          family,
+          dport: 5201,
+          bytes,
+          cpu: 0,
+          ...(from === 'itm' ? { srcAddr: topo.addr('itm', family, 'server') } : {}),
+        });
       } finally {
         await cap.stop(300);
       }
       const pkts = await cap.stop();
       assert.equal(cap.stats?.droppedByKernel, 0, 'the capture kept every packet');
-      assert.ok(pkts.some((p) => segsOf(p) > 1), `super-packets came by (the largest ${Math.max(...pkts.map(segsOf))} segments)`);
+      assert.ok(
+        pkts.some((p) => segsOf(p) > 1),
+        `super-packets came by (the largest ${Math.max(...pkts.map(segsOf))} segments)`,
+      );
       return pkts;
     } finally {
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
@@ -140,7 +176,11 @@ describe('qos on real traffic', { skip }, () => {
       total += size(p);
       const fin = (p.tcpFlags! & FIN) !== 0;
       const want = fin ? levels[0]![1] : levels.find(([t]) => first <= t)![1];
-      assert.equal(p.dscp, want, `packet ${i + 1} (${segsOf(p)} segments, the flow's size at its first ${first}, flags ${p.tcpFlags}): dscp`);
+      assert.equal(
+        p.dscp,
+        want,
+        `packet ${i + 1} (${segsOf(p)} segments, the flow's size at its first ${first}, flags ${p.tcpFlags}): dscp`,
+      );
       assert.equal(p.ipChecksumOk ?? true, true);
       if (fin) total = 0n;
     });
@@ -149,7 +189,10 @@ describe('qos on real traffic', { skip }, () => {
   /** What went in the first level before the FIN, in `size` units, and the last packet there:
    * a level ends within one super-packet past its threshold. */
   function assertBound(pkts: ParsedPacket[], size: (p: ParsedPacket) => bigint, threshold: bigint, dscp: number, what: string): string {
-    const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
+    const beforeFin = pkts.slice(
+      0,
+      pkts.findIndex((p) => p.tcpFlags! & FIN),
+    );
     const first = beforeFin.filter((p) => p.dscp === dscp);
     const sum = first.reduce((a, p) => a + size(p), 0n);
     const last = size(first[first.length - 1]!);
@@ -162,28 +205,44 @@ describe('qos on real traffic', { skip }, () => {
   for (const from of PLACES) {
     test(`--threshold 100, ${placed(from)}: 100 segments and at most one super-packet more are EF, the rest best effort, FIN short (IPv4)`, async (t) => {
       const pkts = await transfer(['--threshold', '100'], 4, 1_000_000, from);
-      assertLevels(pkts, segs, [[100n, 46], [EVERY, 0]]);
+      assertLevels(pkts, segs, [
+        [100n, 46],
+        [EVERY, 0],
+      ]);
       t.diagnostic(`${placed(from)}: ${assertBound(pkts, segs, 100n, 46, 'segments EF')}`);
-      assert.ok(pkts.some((p) => (p.tcpFlags! & FIN) && p.dscp === 46), 'the FIN was marked short');
+      assert.ok(
+        pkts.some((p) => p.tcpFlags! & FIN && p.dscp === 46),
+        'the FIN was marked short',
+      );
     });
 
     test(`--by bytes, ${placed(from)}: the switch comes where the flow passes the byte threshold, on the wire`, async (t) => {
       const pkts = await transfer(['--threshold', '150000', '--by', 'bytes'], 4, 1_000_000, from);
       // the kernel counts IP bytes as the segments carry them: each with its own headers
-      assertLevels(pkts, ipBytesOf, [[150_000n, 46], [EVERY, 0]]);
+      assertLevels(pkts, ipBytesOf, [
+        [150_000n, 46],
+        [EVERY, 0],
+      ]);
       t.diagnostic(`${placed(from)}: ${assertBound(pkts, ipBytesOf, 150_000n, 46, 'bytes EF')}`);
     });
 
     test(`three levels, ${placed(from)}`, async () => {
       const pkts = await transfer(['--levels', '100:af41,300:af21,*:cs1'], 4, 1_000_000, from);
-      assertLevels(pkts, segs, [[100n, 34], [300n, 18], [EVERY, 8]]);
+      assertLevels(pkts, segs, [
+        [100n, 34],
+        [300n, 18],
+        [EVERY, 8],
+      ]);
       assertBound(pkts, segs, 100n, 34, 'the first level');
     });
 
     test(`IPv6, ${placed(from)}`, async () => {
       const pkts = await transfer(['--threshold', '100'], 6, 1_000_000, from);
       assert.equal(pkts[0]!.family, 6);
-      assertLevels(pkts, segs, [[100n, 46], [EVERY, 0]]);
+      assertLevels(pkts, segs, [
+        [100n, 46],
+        [EVERY, 0],
+      ]);
       assertBound(pkts, segs, 100n, 46, 'segments');
     });
   }
@@ -192,15 +251,26 @@ describe('qos on real traffic', { skip }, () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
     const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
     try {
-      const to = (port: number) => flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
-        .filter(([k]) => k.dport === port);
+      const to = (port: number) =>
+        flows
+          .entries()
+          .map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
+          .filter(([k]) => k.dport === port);
       // hand-made segments, so that the timing is the test's: a SYN, some data, a FIN, its last ACK
       const cdev = topo.dev('client', 'itm');
-      const frame = (flags: string, dport = 5602, len = 0) => buildPacket({
-        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
-        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 43001, dport, tcp: { flags },
-        payload: Buffer.alloc(len, 0x61),
-      });
+      const frame = (flags: string, dport = 5602, len = 0) =>
+        buildPacket({
+          srcMac: topo.mac('client', cdev),
+          dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+          family: 4,
+          src: topo.addr('client', 4),
+          dst: topo.addr('server', 4),
+          proto: 'tcp',
+          sport: 43001,
+          dport,
+          tcp: { flags },
+          payload: Buffer.alloc(len, 0x61),
+        });
       await sendFrames(topo, 'client', cdev, [frame('S', 5601), frame('PA', 5601, 500), frame('FA', 5601), frame('A', 5601)]);
       const closing = to(5601);
       assert.equal(closing.length, 1, 'right after its FIN the flow is still there, for its last ACKs');
@@ -226,13 +296,21 @@ describe('qos on real traffic', { skip }, () => {
     }
   });
 
-  test('--tcp-seq: a retransmission adds nothing to the flow\'s bytes', async () => {
+  test("--tcp-seq: a retransmission adds nothing to the flow's bytes", async () => {
     const cdev = topo.dev('client', 'itm');
-    const seg = (flags: string, seq: number, len: number) => buildPacket({
-      srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
-      family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'tcp', sport: 44001, dport: 5701,
-      tcp: { flags, seq }, payload: Buffer.alloc(len, 0x5a),
-    });
+    const seg = (flags: string, seq: number, len: number) =>
+      buildPacket({
+        srcMac: topo.mac('client', cdev),
+        dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+        family: 4,
+        src: topo.addr('client', 4),
+        dst: topo.addr('server', 4),
+        proto: 'tcp',
+        sport: 44001,
+        dport: 5701,
+        tcp: { flags, seq },
+        payload: Buffer.alloc(len, 0x5a),
+      });
     // SYN, 1000 bytes, the same 1000 again (a retransmission), the next 1000
     const frames = [seg('S', 1000, 0), seg('PA', 1001, 1000), seg('PA', 1001, 1000), seg('PA', 2001, 1000)];
     const bytesWith = async (args: string[]) => {
@@ -240,7 +318,9 @@ describe('qos on real traffic', { skip }, () => {
       const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
       try {
         await sendFrames(topo, 'client', cdev, frames);
-        const hit = flows.entries().map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
+        const hit = flows
+          .entries()
+          .map(([k, v]) => [decode<ItmFlow>(itm_flow, k), decode<QosFlowState>(qos_flow_state, v)] as const)
           .find(([k]) => k.dport === 5701);
         return Number(hit![1].bytes);
       } finally {
@@ -256,11 +336,20 @@ describe('qos on real traffic', { skip }, () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '2', '--table-size', '64']);
     try {
       const cdev = topo.dev('client', 'itm');
-      const frames = (round: number) => Array.from({ length: 1000 }, (_, i) => buildPacket({
-        srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
-        family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'udp',
-        sport: 20000 + i, dport: 5301, payload: `flow ${i} round ${round}`,
-      }));
+      const frames = (round: number) =>
+        Array.from({ length: 1000 }, (_, i) =>
+          buildPacket({
+            srcMac: topo.mac('client', cdev),
+            dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+            family: 4,
+            src: topo.addr('client', 4),
+            dst: topo.addr('server', 4),
+            proto: 'udp',
+            sport: 20000 + i,
+            dport: 5301,
+            payload: `flow ${i} round ${round}`,
+          }),
+        );
       const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5301', snaplen: 96, direction: 'in' });
       const flows = BpfMap.fromPin(modulePin(topo, 'itm', dev, 'tc-egress', 0, 'qos_flows'));
       let most = 0;
@@ -289,13 +378,27 @@ describe('qos on real traffic', { skip }, () => {
   test('itmctl flows qos: the flows with their size and level, largest first', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
     try {
-      for (const [sport, count] of [[41001, 5], [41002, 50], [41003, 20]] as const) {
+      for (const [sport, count] of [
+        [41001, 5],
+        [41002, 50],
+        [41003, 20],
+      ] as const) {
         await udpFlow(topo, { from: 'client', to: 'server', family: 4, sport, dport: 5401, count, ratePps: 500 });
       }
-      type Flows = { total: number; flows: Array<{ sport: number; dport: number; packets: number; level: number; dscp: string; size: number }> };
+      type Flows = {
+        total: number;
+        flows: Array<{ sport: number; dport: number; packets: number; level: number; dscp: string; size: number }>;
+      };
       const all = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json', '--top', '0'])).stdout) as Flows;
       const ours = all.flows.filter((f) => f.dport === 5401);
-      assert.deepEqual(ours.map((f) => [f.sport, f.packets, f.level]), [[41002, 50, 2], [41003, 20, 2], [41001, 5, 1]]);
+      assert.deepEqual(
+        ours.map((f) => [f.sport, f.packets, f.level]),
+        [
+          [41002, 50, 2],
+          [41003, 20, 2],
+          [41001, 5, 1],
+        ],
+      );
       assert.equal(ours[0]!.dscp, 'be (0)');
       assert.equal(ours[2]!.dscp, 'ef (46)');
       const top = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json', '--top', '1'])).stdout) as Flows;
@@ -311,17 +414,23 @@ describe('qos on real traffic', { skip }, () => {
   test('a flow idle past --idle-timeout has ended: its next packets start a new, short, flow', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '5', '--idle-timeout', '1']);
     try {
-      const send = (count: number) => udpFlow(topo, { from: 'client', to: 'server', family: 4, sport: 42001, dport: 5501, count, ratePps: 200 });
+      const send = (count: number) =>
+        udpFlow(topo, { from: 'client', to: 'server', family: 4, sport: 42001, dport: 5501, count, ratePps: 200 });
       const pkts = await (async () => {
         const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5501', snaplen: 96, direction: 'in' });
         await send(10);
         await new Promise((r) => setTimeout(r, 1600));
-        const listed = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json'])).stdout) as { flows: Array<{ sport: number }> };
+        const listed = JSON.parse((await itmctl(topo, 'itm', ['flows', 'qos', '--dev', dev, '--json'])).stdout) as {
+          flows: Array<{ sport: number }>;
+        };
         assert.ok(!listed.flows.some((f) => f.sport === 42001), 'an aged-out flow is not listed');
         await send(3);
         return cap.stop(300);
       })();
-      assert.deepEqual(pkts.map((p) => p.dscp), [46, 46, 46, 46, 46, 0, 0, 0, 0, 0, 46, 46, 46]);
+      assert.deepEqual(
+        pkts.map((p) => p.dscp),
+        [46, 46, 46, 46, 46, 0, 0, 0, 0, 0, 46, 46, 46],
+      );
     } finally {
       await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
     }
@@ -329,15 +438,35 @@ describe('qos on real traffic', { skip }, () => {
 
   test('--adaptive: controller-update moves the threshold to the flow mix, in place, both ways', async () => {
     const cdev = topo.dev('client', 'itm');
-    const frame = (sport: number, n: number) => buildPacket({
-      srcMac: topo.mac('client', cdev), dstMac: topo.mac('itm', topo.dev('itm', 'client')),
-      family: 4, src: topo.addr('client', 4), dst: topo.addr('server', 4), proto: 'udp', sport, dport: 5801, payload: `p${n}`,
-    });
+    const frame = (sport: number, n: number) =>
+      buildPacket({
+        srcMac: topo.mac('client', cdev),
+        dstMac: topo.mac('itm', topo.dev('itm', 'client')),
+        family: 4,
+        src: topo.addr('client', 4),
+        dst: topo.addr('server', 4),
+        proto: 'udp',
+        sport,
+        dport: 5801,
+        payload: `p${n}`,
+      });
     // the mix: 20 flows of 5 packets and 20 of 50; half the flows are 5 packets or fewer
     const mix: Buffer[] = [];
     for (let i = 0; i < 40; i++) for (let n = 0; n < (i < 20 ? 5 : 50); n++) mix.push(frame(45000 + i, n));
     for (const start of [1000, 2]) {
-      await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', String(start), '--adaptive', '--target-short', '0.5', '--target-of', 'flows']);
+      await itmctl(topo, 'itm', [
+        'load',
+        'qos',
+        '--dev',
+        dev,
+        '--threshold',
+        String(start),
+        '--adaptive',
+        '--target-short',
+        '0.5',
+        '--target-of',
+        'flows',
+      ]);
       try {
         await sendFrames(topo, 'client', cdev, mix);
         const w = await itmctl(topo, 'itm', ['watch', 'qos', '--dev', dev, '--count', '1', '--interval', '50', '--json']);
@@ -345,9 +474,22 @@ describe('qos on real traffic', { skip }, () => {
         assert.match(period.changed ?? '', new RegExp(`threshold ${start} → 5 `), `from ${start}: ${period.changed}`);
         assert.ok(period.classes && Object.keys(period.classes).length === 2, 'class-update reports both levels');
         // the data path uses it at once: a new flow of 8 packets is short for 5
-        const cap = await capture(topo, 'server', { dev: srvDev, filter: 'udp dst port 5801 and src port 46000', snaplen: 96, direction: 'in' });
-        await sendFrames(topo, 'client', cdev, Array.from({ length: 8 }, (_, n) => frame(46000, n)));
-        assert.deepEqual((await cap.stop(300)).map((p) => p.dscp), [46, 46, 46, 46, 46, 0, 0, 0]);
+        const cap = await capture(topo, 'server', {
+          dev: srvDev,
+          filter: 'udp dst port 5801 and src port 46000',
+          snaplen: 96,
+          direction: 'in',
+        });
+        await sendFrames(
+          topo,
+          'client',
+          cdev,
+          Array.from({ length: 8 }, (_, n) => frame(46000, n)),
+        );
+        assert.deepEqual(
+          (await cap.stop(300)).map((p) => p.dscp),
+          [46, 46, 46, 46, 46, 0, 0, 0],
+        );
       } finally {
         await itmctl(topo, 'itm', ['unload', 'qos', '--dev', dev]);
       }
@@ -372,7 +514,10 @@ describe('qos on real traffic', { skip }, () => {
       const cap = await capture(topo, 'server', { dev: srvDev, filter: 'tcp dst port 5202', snaplen: 96, direction: 'in' });
       await tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5202, bytes: 400_000, cpu: 0 });
       const pkts = await cap.stop(300);
-      const beforeFin = pkts.slice(0, pkts.findIndex((p) => p.tcpFlags! & FIN));
+      const beforeFin = pkts.slice(
+        0,
+        pkts.findIndex((p) => p.tcpFlags! & FIN),
+      );
       const short = beforeFin.filter((p) => p.dscp === 46).length;
       const shortSegs = beforeFin.filter((p) => p.dscp === 46).reduce((a, p) => a + segsOf(p), 0);
       // the server's ACKs, counted at ingress, bring the flow to 100 packets before the client

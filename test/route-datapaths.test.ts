@@ -23,7 +23,8 @@ import { CLIENT, SERVER, loadOverlay, overlayDecl, overlayKey, plainRoutes, path
 
 registerLayouts(abi.layouts);
 const skip = namespaceSkipReason();
-const PORT = 7946, OVERHEAD = abi.ROUTE_OVERHEAD;
+const PORT = 7946,
+  OVERHEAD = abi.ROUTE_OVERHEAD;
 type Node = 'a' | 'n1';
 type Hook = 'tc-egress' | 'tc-ingress';
 /** what became of the packet: sent on by the module (encapsulated, relayed; the kernel's
@@ -53,10 +54,15 @@ describe('route: one table, both data paths', { skip }, () => {
     // beside the table's packets
     for (const h of ['a', 'n1', 'n2', 'b']) {
       await itmctl(topo, h, ['agent', 'stop']);
-      for (let i = 0; i < 100 && !/no itmd runs/.test((await itmctl(topo, h, ['agent', 'status'])).stdout); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && !/no itmd runs/.test((await itmctl(topo, h, ['agent', 'status'])).stdout); i++)
+        await new Promise((r) => setTimeout(r, 50));
     }
-    for (const [node, dev] of [['a', topo.dev('a', 'b')], ['n1', topo.dev('n1', 'a')]] as Array<[Node, string]>) {
-      for (const hook of ['tc-egress', 'tc-ingress'] as Hook[]) progs.set(`${node}/${hook}`, BpfProgram.fromPin(join(devicePins(topo, node, dev), hook, 'dispatch')));
+    for (const [node, dev] of [
+      ['a', topo.dev('a', 'b')],
+      ['n1', topo.dev('n1', 'a')],
+    ] as Array<[Node, string]>) {
+      for (const hook of ['tc-egress', 'tc-ingress'] as Hook[])
+        progs.set(`${node}/${hook}`, BpfProgram.fromPin(join(devicePins(topo, node, dev), hook, 'dispatch')));
       const [d] = await itmctlJson<DeviceView[]>(topo, node, ['list', '--dev', dev]);
       const id = d!.hooks.find((h) => h.hook === 'tc-ingress')!.modules.find((m) => m.name === 'route')!.id;
       const opened = new Map<string, BpfMap>();
@@ -82,16 +88,45 @@ describe('route: one table, both data paths', { skip }, () => {
 
   /** A's device towards N1 and N1's towards A, as frames on that link carry them */
   const macs = () => ({ srcMac: topo.mac('n1', topo.dev('n1', 'a')), dstMac: topo.mac('a', topo.dev('a', 'n1')) });
-  const inner = (o: Partial<PacketSpec> = {}) => buildPacket({ family: 4, src: SERVER, dst: CLIENT, proto: 'tcp', sport: 5201, dport: 40000, tcp: { flags: 'PA', seq: 7 }, payload: Buffer.alloc(600, 0x5a), ...o } as PacketSpec);
+  const inner = (o: Partial<PacketSpec> = {}) =>
+    buildPacket({
+      family: 4,
+      src: SERVER,
+      dst: CLIENT,
+      proto: 'tcp',
+      sport: 5201,
+      dport: 40000,
+      tcp: { flags: 'PA', seq: 7 },
+      payload: Buffer.alloc(600, 0x5a),
+      ...o,
+    } as PacketSpec);
   /** a tunnel frame: `innerFrame`'s IP packet behind outer IPv4 + UDP + an overlay header sealed
    * under `k` */
-  function tunnel(innerFrame: Buffer, h: { from: string; origin: string; to: string; keyId?: number; type?: number; seq?: bigint }, k: TagKey, outer: { src: string; dst: string }): Buffer {
+  function tunnel(
+    innerFrame: Buffer,
+    h: { from: string; origin: string; to: string; keyId?: number; type?: number; seq?: bigint },
+    k: TagKey,
+    outer: { src: string; dst: string },
+  ): Buffer {
     const ip = innerFrame.subarray(14);
     const pkt = Buffer.alloc(HDR_LEN + ip.length);
     ip.copy(pkt, HDR_LEN);
     const ihl = (ip[0]! & 0xf) * 4;
     const csum = ip[9] === 6 ? HDR_LEN + ihl + 16 : ip[9] === 17 ? HDR_LEN + ihl + 6 : undefined;
-    seal(pkt, { type: (h.type ?? Type.Data) as never, flags: 0, keyId: h.keyId ?? 0, from: wireId(h.from), origin: wireId(h.origin), to: wireId(h.to), seq: h.seq ?? ++seq }, k, csum);
+    seal(
+      pkt,
+      {
+        type: (h.type ?? Type.Data) as never,
+        flags: 0,
+        keyId: h.keyId ?? 0,
+        from: wireId(h.from),
+        origin: wireId(h.origin),
+        to: wireId(h.to),
+        seq: h.seq ?? ++seq,
+      },
+      k,
+      csum,
+    );
     return buildPacket({ ...macs(), family: 4, src: outer.src, dst: outer.dst, proto: 'udp', sport: 49152, dport: PORT, payload: pkt });
   }
 
@@ -146,24 +181,53 @@ describe('route: one table, both data paths', { skip }, () => {
 
   const rows: Row[] = [
     {
-      what: 'egress: TCP to the overlay\'s destination: encapsulated for N1, tagged under A–N1\'s key',
-      node: 'a', hook: 'tc-egress', outcome: 'sent', counter: 'encapsulated',
-      frame: () => buildPacket({ family: 4, src: CLIENT, dst: SERVER, proto: 'tcp', sport: 40000, dport: 5201, dscp: 46, tcp: { flags: 'PA', seq: 9 }, payload: Buffer.alloc(800, 0x33) }),
+      what: "egress: TCP to the overlay's destination: encapsulated for N1, tagged under A–N1's key",
+      node: 'a',
+      hook: 'tc-egress',
+      outcome: 'sent',
+      counter: 'encapsulated',
+      frame: () =>
+        buildPacket({
+          family: 4,
+          src: CLIENT,
+          dst: SERVER,
+          proto: 'tcp',
+          sport: 40000,
+          dport: 5201,
+          dscp: 46,
+          tcp: { flags: 'PA', seq: 9 },
+          payload: Buffer.alloc(800, 0x33),
+        }),
       check: (out, input) => {
         const { p, pkt, h } = tunnelOut(out);
         assert.deepEqual([p.src, p.dst, p.proto, p.dport], ['10.31.1.1', '10.31.1.2', 17, PORT], 'outer: A to N1, UDP to the overlay port');
         assert.equal(p.dscp, 46, 'the inner DSCP on the outer header');
         assert.equal(p.ipChecksumOk, true);
         assert.equal(out.length, input.length + OVERHEAD);
-        assert.deepEqual([h.type, h.from, h.origin, h.to, pkt[FIELD.version]], [Type.Data, wireId('a'), wireId('a'), wireId('b'), abi.ROUTE_VERSION]);
+        assert.deepEqual(
+          [h.type, h.from, h.origin, h.to, pkt[FIELD.version]],
+          [Type.Data, wireId('a'), wireId('a'), wireId('b'), abi.ROUTE_VERSION],
+        );
         assert.equal(tagOk(pkt, key.an1, HDR_LEN + 20 + 16), true, 'the tag, as TypeScript computes it');
         sameInner(out, input, 14 + OVERHEAD);
       },
     },
     {
       what: 'egress: a TCP SYN: its MSS lowered to what the tunnel leaves of the MTU, then encapsulated',
-      node: 'a', hook: 'tc-egress', outcome: 'sent', counter: ['mss_clamped', 'encapsulated'],
-      frame: () => buildPacket({ family: 4, src: CLIENT, dst: SERVER, proto: 'tcp', sport: 40001, dport: 5201, tcp: { flags: 'S', options: Buffer.from([2, 4, 0x05, 0xb4]) } }),
+      node: 'a',
+      hook: 'tc-egress',
+      outcome: 'sent',
+      counter: ['mss_clamped', 'encapsulated'],
+      frame: () =>
+        buildPacket({
+          family: 4,
+          src: CLIENT,
+          dst: SERVER,
+          proto: 'tcp',
+          sport: 40001,
+          dport: 5201,
+          tcp: { flags: 'S', options: Buffer.from([2, 4, 0x05, 0xb4]) },
+        }),
       check: (out) => {
         const q = parsePacket(Buffer.concat([out.subarray(0, 14), out.subarray(14 + OVERHEAD)]));
         assert.equal(q.tcp!.options.readUInt16BE(2), 1500 - OVERHEAD - 40, 'MSS 1400');
@@ -172,12 +236,19 @@ describe('route: one table, both data paths', { skip }, () => {
     },
     {
       what: 'egress: UDP too big for the tunnel: dropped',
-      node: 'a', hook: 'tc-egress', outcome: 'drop', counter: 'too_big',
-      frame: () => buildPacket({ family: 4, src: CLIENT, dst: SERVER, proto: 'udp', sport: 40002, dport: 5201, payload: Buffer.alloc(1460) }),
+      node: 'a',
+      hook: 'tc-egress',
+      outcome: 'drop',
+      counter: 'too_big',
+      frame: () =>
+        buildPacket({ family: 4, src: CLIENT, dst: SERVER, proto: 'udp', sport: 40002, dport: 5201, payload: Buffer.alloc(1460) }),
     },
     {
       what: 'ingress: a data packet for A from N1, tagged right: decapsulated',
-      node: 'a', hook: 'tc-ingress', outcome: { kernel: 'sent', user: 'on' }, counter: 'decapsulated',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: { kernel: 'sent', user: 'on' },
+      counter: 'decapsulated',
       frame: () => tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' }),
       check: (out, input) => {
         assert.equal(out.length, input.length - OVERHEAD);
@@ -186,12 +257,18 @@ describe('route: one table, both data paths', { skip }, () => {
     },
     {
       what: 'ingress: the same sequence number twice: the second is dropped as replayed',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'replayed',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'replayed',
       frame: () => tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' }),
     },
     {
       what: 'ingress: a byte of the inner payload altered: dropped for its tag',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'bad_tag',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'bad_tag',
       frame: () => {
         const f = tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' });
         f[f.length - 3]! ^= 0x40;
@@ -199,23 +276,35 @@ describe('route: one table, both data paths', { skip }, () => {
       },
     },
     {
-      what: 'ingress: tagged under another pair\'s key: dropped for its tag',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'bad_tag',
+      what: "ingress: tagged under another pair's key: dropped for its tag",
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'bad_tag',
       frame: () => tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.n1b, { src: '10.31.1.2', dst: '10.31.1.1' }),
     },
     {
       what: 'ingress: from an address that is not the peer the header names: dropped',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'not_peer',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'not_peer',
       frame: () => tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.9', dst: '10.31.1.1' }),
     },
     {
       what: 'ingress: a key id the pair does not have: dropped',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'bad_key',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'bad_key',
       frame: () => tunnel(inner(), { from: 'n1', origin: 'b', to: 'a', keyId: 3 }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' }),
     },
     {
       what: 'ingress: another version of the header: dropped',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'bad_version',
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'bad_version',
       frame: () => {
         const f = tunnel(inner(), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' });
         f[14 + 28 + FIELD.version] = 1;
@@ -224,26 +313,50 @@ describe('route: one table, both data paths', { skip }, () => {
     },
     {
       what: 'ingress: shorter than the overlay header: dropped',
-      node: 'a', hook: 'tc-ingress', outcome: 'drop', counter: 'truncated',
-      frame: () => buildPacket({ ...macs(), family: 4, src: '10.31.1.2', dst: '10.31.1.1', proto: 'udp', sport: 49152, dport: PORT, payload: Buffer.alloc(20, 2) }),
+      node: 'a',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'truncated',
+      frame: () =>
+        buildPacket({
+          ...macs(),
+          family: 4,
+          src: '10.31.1.2',
+          dst: '10.31.1.1',
+          proto: 'udp',
+          sport: 49152,
+          dport: PORT,
+          payload: Buffer.alloc(20, 2),
+        }),
     },
     {
-      what: 'ingress at the relay: a packet from A for B: checked, then sent on to B with N1\'s header and a tag under N1–B\'s key',
-      node: 'n1', hook: 'tc-ingress', outcome: 'sent', counter: 'relayed',
-      frame: () => tunnel(inner({ src: CLIENT, dst: SERVER, sport: 40000, dport: 5201 }), { from: 'a', origin: 'a', to: 'b' }, key.an1, { src: '10.31.1.1', dst: '10.31.1.2' }),
+      what: "ingress at the relay: a packet from A for B: checked, then sent on to B with N1's header and a tag under N1–B's key",
+      node: 'n1',
+      hook: 'tc-ingress',
+      outcome: 'sent',
+      counter: 'relayed',
+      frame: () =>
+        tunnel(inner({ src: CLIENT, dst: SERVER, sport: 40000, dport: 5201 }), { from: 'a', origin: 'a', to: 'b' }, key.an1, {
+          src: '10.31.1.1',
+          dst: '10.31.1.2',
+        }),
       check: (out, input) => {
         const { p, pkt, h } = tunnelOut(out);
         assert.deepEqual([p.src, p.dst], ['10.31.3.1', '10.31.3.2'], 'outer: N1 to B');
         assert.deepEqual([h.from, h.origin, h.to], [wireId('n1'), wireId('a'), wireId('b')]);
-        assert.notEqual(h.seq, readHeader(input.subarray(14 + 28))!.seq, 'N1\'s own sequence number');
-        assert.equal(tagOk(pkt, key.n1b, HDR_LEN + 20 + 16), true, 'the tag under N1–B\'s key');
+        assert.notEqual(h.seq, readHeader(input.subarray(14 + 28))!.seq, "N1's own sequence number");
+        assert.equal(tagOk(pkt, key.n1b, HDR_LEN + 20 + 16), true, "the tag under N1–B's key");
         assert.deepEqual(out.subarray(14 + OVERHEAD), input.subarray(14 + OVERHEAD), 'the inner packet as it came');
       },
     },
     {
       what: 'ingress at the relay: relayed once already (from is not its origin): dropped',
-      node: 'n1', hook: 'tc-ingress', outcome: 'drop', counter: 'bad_hops',
-      frame: () => tunnel(inner({ src: CLIENT, dst: SERVER }), { from: 'a', origin: 'n2', to: 'b' }, key.an1, { src: '10.31.1.1', dst: '10.31.1.2' }),
+      node: 'n1',
+      hook: 'tc-ingress',
+      outcome: 'drop',
+      counter: 'bad_hops',
+      frame: () =>
+        tunnel(inner({ src: CLIENT, dst: SERVER }), { from: 'a', origin: 'n2', to: 'b' }, key.an1, { src: '10.31.1.1', dst: '10.31.1.2' }),
     },
   ];
 

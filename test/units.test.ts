@@ -49,7 +49,11 @@ describe('parseInterest', () => {
     assert.deepEqual(parseInterest('proto=tcp,proto=udp,proto=tcp').protos, [6, 17]);
     const it = parseInterest(['proto=tcp', 'dport=80,dport=443', 'dport=8000-8080', 'origin=local,origin=local']);
     assert.deepEqual(it.protos, [6]);
-    assert.deepEqual(it.dport, [{ lo: 80, hi: 80 }, { lo: 443, hi: 443 }, { lo: 8000, hi: 8080 }]);
+    assert.deepEqual(it.dport, [
+      { lo: 80, hi: 80 },
+      { lo: 443, hi: 443 },
+      { lo: 8000, hi: 8080 },
+    ]);
     assert.deepEqual(it.origin, ['local']);
   });
 
@@ -102,11 +106,10 @@ describe('parseInterest', () => {
     throwsItm(() => parseInterest('family=5'), /family=5: use 4 or 6/);
     throwsItm(() => parseInterest('indev=eth0,indev=eth1'), /one indev only \(got eth0 and eth1\)/);
   });
-  test('proto names that are Object.prototype properties are rejected',
-    () => {
-      throwsItm(() => parseInterest('proto=constructor'), /proto=constructor/);
-      throwsItm(() => parseInterest('proto=__proto__'), /proto=__proto__/);
-    });
+  test('proto names that are Object.prototype properties are rejected', () => {
+    throwsItm(() => parseInterest('proto=constructor'), /proto=constructor/);
+    throwsItm(() => parseInterest('proto=__proto__'), /proto=__proto__/);
+  });
 });
 
 describe('formatInterest', () => {
@@ -115,18 +118,19 @@ describe('formatInterest', () => {
     assert.equal(formatInterest(parseInterest([])), 'all');
   });
   test('parse → format → parse is the same interest', () => {
-    const spec = ['family=6,family=4,proto=tcp,proto=200,src=fd00:1::5/32,src=192.168.1.0/24',
-      'dst=::/0,sport=1-1024,dport=443,dport=8000-8080,indev=eth0,outdev=eth1,origin=forwarded'];
+    const spec = [
+      'family=6,family=4,proto=tcp,proto=200,src=fd00:1::5/32,src=192.168.1.0/24',
+      'dst=::/0,sport=1-1024,dport=443,dport=8000-8080,indev=eth0,outdev=eth1,origin=forwarded',
+    ];
     const a = parseInterest(spec);
     const text = formatInterest(a);
     assert.match(text, /src=fd00:1::\/32/);
     assert.deepEqual(parseInterest(text), a);
   });
-  test('round trip of an IPv4-mapped IPv6 prefix',
-    () => {
-      const a = parseInterest('src=::ffff:10.0.0.0/104');
-      assert.deepEqual(parseInterest(formatInterest(a)), a);
-    });
+  test('round trip of an IPv4-mapped IPv6 prefix', () => {
+    const a = parseInterest('src=::ffff:10.0.0.0/104');
+    assert.deepEqual(parseInterest(formatInterest(a)), a);
+  });
 });
 
 describe('encodeSlot', () => {
@@ -145,9 +149,21 @@ describe('encodeSlot', () => {
     assert.deepEqual(s.protos, [(1n << 6n) | (1n << 63n), 0n, 1n << 4n, 1n << 63n]);
   });
   test('devices, origins, families and source ports set their flags', () => {
-    const s = encodeSlot(2, parseInterest('sport=1-2,src=fd00::/8,origin=local,origin=forwarded,family=4,family=6'), { indev: 7, outdev: 9 });
-    assert.equal(s.flags, abi.ITM_I_SRC | abi.ITM_I_SPORT | abi.ITM_I_INDEV | abi.ITM_I_OUTDEV | abi.ITM_I_LOCAL
-      | abi.ITM_I_FORWARDED | abi.ITM_I_IPV4 | abi.ITM_I_IPV6);
+    const s = encodeSlot(2, parseInterest('sport=1-2,src=fd00::/8,origin=local,origin=forwarded,family=4,family=6'), {
+      indev: 7,
+      outdev: 9,
+    });
+    assert.equal(
+      s.flags,
+      abi.ITM_I_SRC |
+        abi.ITM_I_SPORT |
+        abi.ITM_I_INDEV |
+        abi.ITM_I_OUTDEV |
+        abi.ITM_I_LOCAL |
+        abi.ITM_I_FORWARDED |
+        abi.ITM_I_IPV4 |
+        abi.ITM_I_IPV6,
+    );
     assert.equal(s.indev, 7);
     assert.equal(s.outdev, 9);
     assert.equal(s.n_sport, 1);
@@ -178,10 +194,20 @@ describe('lpmKey', () => {
 
 describe('mismatch', () => {
   const flow = (o: Partial<FlowQuery> = {}): FlowQuery => ({
-    family: 4, proto: 17, src: mapped('0a000001'), dst: mapped('0a000002'), sport: 1234, dport: 5001, ...o,
+    family: 4,
+    proto: 17,
+    src: mapped('0a000001'),
+    dst: mapped('0a000002'),
+    sport: 1234,
+    dport: 5001,
+    ...o,
   });
-  const ctx = (inTrie = true, extra: { hookIfindex?: number; egress?: boolean } = {}) =>
-    ({ hookIfindex: 4, egress: false, inTrie: () => inTrie, ...extra });
+  const ctx = (inTrie = true, extra: { hookIfindex?: number; egress?: boolean } = {}) => ({
+    hookIfindex: 4,
+    egress: false,
+    inTrie: () => inTrie,
+    ...extra,
+  });
   const slot = encodeSlot(5, parseInterest('proto=udp,dport=5001,dport=6000-6010,dst=10.0.0.0/8'), {});
 
   test('a matching flow has no reason', () => {
@@ -193,12 +219,16 @@ describe('mismatch', () => {
     assert.equal(mismatch(slot, flow({ proto: 6 }), ctx()), 'proto tcp is not in its interest');
     assert.equal(mismatch(slot, flow(), ctx(false)), 'dst is not in its prefixes');
   });
-  test('the trie is asked about the flow\'s dst for this slot', () => {
+  test("the trie is asked about the flow's dst for this slot", () => {
     const calls: Array<[string, number, string]> = [];
-    mismatch(slot, flow(), { hookIfindex: 4, egress: false, inTrie: (w, id, a) => {
-      calls.push([w, id, hex(a)]);
-      return true;
-    } });
+    mismatch(slot, flow(), {
+      hookIfindex: 4,
+      egress: false,
+      inTrie: (w, id, a) => {
+        calls.push([w, id, hex(a)]);
+        return true;
+      },
+    });
     assert.deepEqual(calls, [['dst', 5, hex(mapped('0a000002'))]]);
   });
   test('family, portless protocol, device and origin reasons', () => {
@@ -249,7 +279,7 @@ describe('netaddr', () => {
     assert.equal(p.len, 128);
     assert.equal(p.text, 'fd00::1/128');
   });
-  test('parsePrefix: lengths out of the family\'s range', () => {
+  test("parsePrefix: lengths out of the family's range", () => {
     assert.equal(parsePrefix('10.0.0.0/33'), 'prefix length /33 is out of range for IPv4 (0-32)');
     assert.equal(parsePrefix('fd00::/129'), 'prefix length /129 is out of range for IPv6 (0-128)');
     assert.equal(parsePrefix('10.0.0.0/64'), 'prefix length /64 is out of range for IPv4 (0-32)');
@@ -261,10 +291,9 @@ describe('netaddr', () => {
     assert.equal(parsePrefix('10.0.0.0/8/9'), "'10.0.0.0/8/9' is not an address or prefix");
     assert.equal(parsePrefix('/8'), "'/8' is not an address or prefix");
   });
-  test('parsePrefix rejects a scoped address instead of dropping the zone',
-    () => {
-      assert.equal(typeof parsePrefix('fe80::1%eth0'), 'string');
-    });
+  test('parsePrefix rejects a scoped address instead of dropping the zone', () => {
+    assert.equal(typeof parsePrefix('fe80::1%eth0'), 'string');
+  });
 });
 
 describe('dscp', () => {
@@ -285,11 +314,10 @@ describe('dscp', () => {
     throwsItm(() => parseDscp('foo', '--mark'), /invalid --mark 'foo'/);
     for (const v of ['', '1.5', 'af44', 'cs8', '0x40']) throwsItm(() => parseDscp(v), new RegExp(`invalid dscp '${v}'`));
   });
-  test('Object.prototype property names are not DSCP names',
-    () => {
-      throwsItm(() => parseDscp('constructor'), /constructor/);
-      throwsItm(() => parseDscp('__proto__'), /__proto__/);
-    });
+  test('Object.prototype property names are not DSCP names', () => {
+    throwsItm(() => parseDscp('constructor'), /constructor/);
+    throwsItm(() => parseDscp('__proto__'), /__proto__/);
+  });
   test('dscpName', () => {
     assert.equal(dscpName(46), 'ef (46)');
     assert.equal(dscpName(34), 'af41 (34)');
@@ -315,11 +343,18 @@ describe('module parameters', () => {
 
   test('defaults fill in; an optional parameter without default is left out', () => {
     assert.deepEqual(validateParams(def, { dscp: 'ef' }), { dscp: 46, rate: 10, strict: false });
-    assert.deepEqual(validateParams(def, { dscp: 8, rate: '1000', strict: 'true', label: 'x', extra: undefined }),
-      { dscp: 8, rate: 1000, strict: true, label: 'x' });
+    assert.deepEqual(validateParams(def, { dscp: 8, rate: '1000', strict: 'true', label: 'x', extra: undefined }), {
+      dscp: 8,
+      rate: 1000,
+      strict: true,
+      label: 'x',
+    });
   });
   test('an unknown parameter is named, with the known ones', () =>
-    throwsItm(() => validateParams(def, { dscp: 'ef', burst: 5 }), /testmod: unknown parameter --burst \(its parameters: --dscp, --rate, --strict, --label\)/));
+    throwsItm(
+      () => validateParams(def, { dscp: 'ef', burst: 5 }),
+      /testmod: unknown parameter --burst \(its parameters: --dscp, --rate, --strict, --label\)/,
+    ));
   test('a missing required parameter is named', () =>
     throwsItm(() => validateParams(def, { rate: 5 }), /testmod: --dscp is required \(the code point\)/));
   test('int: min, max and non-integers', () => {
@@ -346,9 +381,18 @@ describe('module parameters', () => {
   test('the two kinds: a kernel module keeps its TypeScript data path in kernel.userDatapath', () => {
     // what a plain JavaScript module file could declare, past the type checker
     const bad = (d: object) => checkDefinition({ name: 'k', hooks: ['tc-egress'], params: {}, ...d });
-    assert.match(bad({ kernel: { object: 'k.bpf.o' }, process: () => 'accept' }) ?? '', /per-packet functions are in its C object .*kernel\.userDatapath/);
-    assert.match(bad({ kernel: { object: 'k.bpf.o', userDatapath: { process: () => 'accept' } } }) ?? '', /userDatapath\.when must be a function/);
-    assert.match(bad({ kernel: { object: 'k.bpf.o', userDatapath: { when: () => true } } }) ?? '', /userDatapath needs at least one of classify, log, process/);
+    assert.match(
+      bad({ kernel: { object: 'k.bpf.o' }, process: () => 'accept' }) ?? '',
+      /per-packet functions are in its C object .*kernel\.userDatapath/,
+    );
+    assert.match(
+      bad({ kernel: { object: 'k.bpf.o', userDatapath: { process: () => 'accept' } } }) ?? '',
+      /userDatapath\.when must be a function/,
+    );
+    assert.match(
+      bad({ kernel: { object: 'k.bpf.o', userDatapath: { when: () => true } } }) ?? '',
+      /userDatapath needs at least one of classify, log, process/,
+    );
     assert.match(bad({ kernel: {} }) ?? '', /kernel\.object must name its BPF object/);
     assert.match(bad({}) ?? '', /a user-space module needs at least one of classify, log, process/);
     assert.match(bad({ process: () => 'accept', periodic: {} }) ?? '', /periodic needs an intervalMs/);
@@ -363,8 +407,16 @@ describe('module parameters', () => {
 
 describe('abi codec', () => {
   const fullSlot = (id: number): abi.ItmSlot => ({
-    id, flags: abi.ITM_I_PROTO | abi.ITM_I_SPORT | abi.ITM_I_IPV6, protos: [1n << 63n, 2n, 0n, 0xffffffffffffffffn],
-    indev: 0xffffffff, outdev: 2, n_sport: 8, n_dport: 0, user: 1, segments: 1, pad: Buffer.alloc(4),
+    id,
+    flags: abi.ITM_I_PROTO | abi.ITM_I_SPORT | abi.ITM_I_IPV6,
+    protos: [1n << 63n, 2n, 0n, 0xffffffffffffffffn],
+    indev: 0xffffffff,
+    outdev: 2,
+    n_sport: 8,
+    n_dport: 0,
+    user: 1,
+    segments: 1,
+    pad: Buffer.alloc(4),
     sport: Array.from({ length: 8 }, (_, i) => ({ lo: i, hi: 65535 - i })),
     dport: Array.from({ length: 8 }, () => ({ lo: 0, hi: 0 })),
   });
@@ -395,7 +447,10 @@ describe('abi codec', () => {
     const d = abi.decode<abi.ItmSlot>(abi.itm_slot, abi.encode(abi.itm_slot, s));
     assert.equal(d.flags, s.flags);
     assert.deepEqual(d.protos, s.protos);
-    assert.deepEqual(d.dport.slice(0, d.n_dport), [{ lo: 53, hi: 53 }, { lo: 5000, hi: 6000 }]);
+    assert.deepEqual(d.dport.slice(0, d.n_dport), [
+      { lo: 53, hi: 53 },
+      { lo: 5000, hi: 6000 },
+    ]);
     assert.deepEqual(d.dport[2], { lo: 0, hi: 0 });
   });
   test('itm_chain round trip: nested struct array, unused slots zero', () => {
@@ -413,8 +468,10 @@ describe('abi codec', () => {
   test('more array elements than room throws', () => {
     const s = { ...fullSlot(1), sport: Array.from({ length: 9 }, () => ({ lo: 1, hi: 2 })) };
     assert.throws(() => abi.encode(abi.itm_slot, s), /itm_slot\.sport: 9 elements, room for 8/);
-    assert.throws(() => abi.encode(abi.itm_chain, { n: 17, slots: Array.from({ length: 17 }, (_, i) => fullSlot(i)) }),
-      /itm_chain\.slots: 17 elements, room for 16/);
+    assert.throws(
+      () => abi.encode(abi.itm_chain, { n: 17, slots: Array.from({ length: 17 }, (_, i) => fullSlot(i)) }),
+      /itm_chain\.slots: 17 elements, room for 16/,
+    );
     assert.throws(() => abi.encode(abi.itm_mstats, { classes: Array(9).fill(0n) }), /room for 8/);
   });
 });
@@ -468,8 +525,7 @@ describe('parseFlow (explain)', () => {
     throwsItm(() => parseFlow('proto=udp,src=10.0.0.1,dst=10.0.0.2,origin=remote', noDev), /origin=remote/);
     throwsItm(() => parseFlow('udp,src=10.0.0.1,dst=10.0.0.2', noDev), /invalid flow 'udp': expected key=value/);
   });
-  test('proto=constructor is rejected',
-    () => {
-      throwsItm(() => parseFlow('proto=constructor,src=10.0.0.1,dst=10.0.0.2', noDev), /proto=constructor/);
-    });
+  test('proto=constructor is rejected', () => {
+    throwsItm(() => parseFlow('proto=constructor,src=10.0.0.1,dst=10.0.0.2', noDev), /proto=constructor/);
+  });
 });

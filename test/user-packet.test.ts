@@ -13,17 +13,51 @@ const view = (frame: Buffer): PacketView => {
 describe('PacketView', () => {
   const specs: Array<[string, PacketSpec]> = [
     ['UDP/IPv4', { family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 1234, dport: 5001, ecn: 1, payload: 'hello' }],
-    ['TCP/IPv4 with options in a VLAN', { family: 4, src: '192.0.2.1', dst: '198.51.100.7', proto: 'tcp', sport: 40000, dport: 443, tcp: { flags: 'SA' }, ipOptions: Buffer.alloc(8, 1), vlan: 9, payload: 'x'.repeat(33) }],
-    ['TCP/IPv6 with extension headers', { family: 6, src: 'fd01::1', dst: 'fd02::2', proto: 'tcp', sport: 1, dport: 2, ecn: 3, flowLabel: 0x12345, ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }], tcp: { flags: 'PA' }, payload: 'abc' }],
-    ['UDP/IPv6', { family: 6, src: '2001:db8::1', dst: '2001:db8::2', proto: 'udp', sport: 53, dport: 5353, payload: Buffer.alloc(101, 7) }],
+    [
+      'TCP/IPv4 with options in a VLAN',
+      {
+        family: 4,
+        src: '192.0.2.1',
+        dst: '198.51.100.7',
+        proto: 'tcp',
+        sport: 40000,
+        dport: 443,
+        tcp: { flags: 'SA' },
+        ipOptions: Buffer.alloc(8, 1),
+        vlan: 9,
+        payload: 'x'.repeat(33),
+      },
+    ],
+    [
+      'TCP/IPv6 with extension headers',
+      {
+        family: 6,
+        src: 'fd01::1',
+        dst: 'fd02::2',
+        proto: 'tcp',
+        sport: 1,
+        dport: 2,
+        ecn: 3,
+        flowLabel: 0x12345,
+        ipv6ExtHeaders: [{ type: 'hop' }, { type: 'dst' }],
+        tcp: { flags: 'PA' },
+        payload: 'abc',
+      },
+    ],
+    [
+      'UDP/IPv6',
+      { family: 6, src: '2001:db8::1', dst: '2001:db8::2', proto: 'udp', sport: 53, dport: 5353, payload: Buffer.alloc(101, 7) },
+    ],
   ];
   for (const [what, spec] of specs) {
     test(`reads ${what} in place`, () => {
       const frame = buildPacket(spec);
       const v = view(frame);
       const p = parsePacket(frame);
-      assert.deepEqual([v.family, v.proto, v.src, v.dst, v.sport, v.dport, v.dscp, v.ecn, v.tcpFlags],
-        [p.family, p.proto, p.src, p.dst, p.sport, p.dport, p.dscp, p.ecn, p.tcpFlags ?? 0]);
+      assert.deepEqual(
+        [v.family, v.proto, v.src, v.dst, v.sport, v.dport, v.dscp, v.ecn, v.tcpFlags],
+        [p.family, p.proto, p.src, p.dst, p.sport, p.dport, p.dscp, p.ecn, p.tcpFlags ?? 0],
+      );
       assert.equal(v.validate(), undefined);
     });
     test(`sets the DSCP of ${what}, keeping ECN and valid checksums`, () => {
@@ -50,7 +84,10 @@ describe('PacketView', () => {
 
   test('refuses what it cannot parse, saying why', () => {
     assert.match(PacketView.parse(Buffer.alloc(10)) as string, /shorter than an Ethernet header/);
-    assert.match(PacketView.parse(buildArp({ senderMac: '02:00:00:00:00:01', senderIp: '10.0.0.1', targetIp: '10.0.0.2' })) as string, /not IP/);
+    assert.match(
+      PacketView.parse(buildArp({ senderMac: '02:00:00:00:00:01', senderIp: '10.0.0.1', targetIp: '10.0.0.2' })) as string,
+      /not IP/,
+    );
     const full = buildPacket(specs[0]![1]);
     assert.match(PacketView.parse(full.subarray(0, 30)) as string, /truncated IPv4 header/);
     const bad = Buffer.from(full);
@@ -96,7 +133,10 @@ describe('PacketView', () => {
     assert.equal(v.proto, 6);
     assert.throws(() => v.remove(10, 4), /not within the packet/);
     assert.throws(() => view(buildPacket(specs[0]![1])).insert(14, outer), /no room for 28 more bytes/);
-    assert.throws(() => (PacketView.parse(buf.subarray(256, 256 + inner.length), { buf, start: 250 }) as PacketView).insert(l3, outer), /no room/);
+    assert.throws(
+      () => (PacketView.parse(buf.subarray(256, 256 + inner.length), { buf, start: 250 }) as PacketView).insert(l3, outer),
+      /no room/,
+    );
     assert.throws(() => v.insert(l3, Buffer.alloc(20)), /no longer one itm can send on/, 'a zeroed IPv4 header is no IP packet');
     assert.throws(() => v.redirect(0), /no device index/);
   });
@@ -108,7 +148,13 @@ describe('PacketView', () => {
     frame.copy(buf, 256);
     const v = PacketView.parse(buf.subarray(256, 256 + frame.length), { buf, start: 0 }) as PacketView;
     v.modified = true; // as a module that rewrote it
-    v.insert(14, buildPacket({ family: 4, src: '10.9.0.1', dst: '10.9.0.2', proto: 'udp', sport: 7, dport: 8, payload: frame.subarray(14) }).subarray(14, 42));
+    v.insert(
+      14,
+      buildPacket({ family: 4, src: '10.9.0.1', dst: '10.9.0.2', proto: 'udp', sport: 7, dport: 8, payload: frame.subarray(14) }).subarray(
+        14,
+        42,
+      ),
+    );
     assert.equal(parsePacket(Buffer.concat([v.data.subarray(0, 14), v.data.subarray(42)])).l4ChecksumOk, true);
   });
 });

@@ -8,11 +8,22 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT } from '../src/catalog.js';
 import type { AgentStatus } from '../src/agent/protocol.js';
 import type { DeviceView, ModuleView } from '../src/registry/index.js';
-import { Topology, capture, namespaceSkipReason, startUdpFlow, tcpTransfer, udpFlow, type Family, type ParsedPacket } from './harness/index.js';
+import {
+  Topology,
+  capture,
+  namespaceSkipReason,
+  startUdpFlow,
+  tcpTransfer,
+  udpFlow,
+  type Family,
+  type ParsedPacket,
+} from './harness/index.js';
 import { RUN_DIR, cleanItmOnDestroy, clientItmServer, itmctl, itmctlJson } from './itm.js';
 
 const skip = namespaceSkipReason();
-const EF = 46, AF11 = 10, CS1 = 8;
+const EF = 46,
+  AF11 = 10,
+  CS1 = 8;
 const fixture = (name: string) => join(ROOT, 'dist', 'test', 'fixtures', 'user', `${name}.js`);
 
 describe('user-space modules over AF_XDP', { skip }, () => {
@@ -60,11 +71,58 @@ describe('user-space modules over AF_XDP', { skip }, () => {
   for (const hook of ['tc-egress', 'tc-ingress', 'xdp'] as const) {
     test(`a TypeScript module at ${hook}, between two kernel modules: each runs, in order, and checksums hold`, async () => {
       const dev = hook === 'tc-egress' ? topo.dev('itm', 'server') : topo.dev('itm', 'client');
-      await ctl('load', 'mark', '--name', 'before', '--dev', dev, '--hook', hook, '--dscp', 'cs1', '--priority', '10', '--interest', 'dport=5001-5003');
-      await ctl('load', fixture('tag'), '--dev', dev, '--hook', hook, '--dscp', String(AF11), '--expect', String(CS1), '--priority', '50', '--interest', 'dport=5001-5003');
-      await ctl('load', 'mark', '--name', 'after', '--dev', dev, '--hook', hook, '--dscp', 'ef', '--priority', '90', '--interest', 'dport=5002');
+      await ctl(
+        'load',
+        'mark',
+        '--name',
+        'before',
+        '--dev',
+        dev,
+        '--hook',
+        hook,
+        '--dscp',
+        'cs1',
+        '--priority',
+        '10',
+        '--interest',
+        'dport=5001-5003',
+      );
+      await ctl(
+        'load',
+        fixture('tag'),
+        '--dev',
+        dev,
+        '--hook',
+        hook,
+        '--dscp',
+        String(AF11),
+        '--expect',
+        String(CS1),
+        '--priority',
+        '50',
+        '--interest',
+        'dport=5001-5003',
+      );
+      await ctl(
+        'load',
+        'mark',
+        '--name',
+        'after',
+        '--dev',
+        dev,
+        '--hook',
+        hook,
+        '--dscp',
+        'ef',
+        '--priority',
+        '90',
+        '--interest',
+        'dport=5002',
+      );
       try {
-        const order = (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks.find((h) => h.hook === hook)!.modules.map((m) => m.name);
+        const order = (await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', dev]))[0]!.hooks
+          .find((h) => h.hook === hook)!
+          .modules.map((m) => m.name);
         assert.deepEqual(order, ['before', 'tag', 'after']);
         for (const family of [4, 6] as Family[]) {
           const udp = await onTheWire('udp', async () => {
@@ -72,12 +130,27 @@ describe('user-space modules over AF_XDP', { skip }, () => {
             await udpFlow(topo, { from: 'client', to: 'server', family, dport: 5002, count: 40, ratePps: 400 });
           });
           // 'U': the module saw the DSCP the one before it set; its own DSCP, or the one after's
-          checkAll(udp.filter((p) => p.dport === 5001), AF11, 'U', `IPv${family} UDP, tag last to set DSCP`);
-          checkAll(udp.filter((p) => p.dport === 5002), EF, 'U', `IPv${family} UDP, the kernel module after it wins`);
+          checkAll(
+            udp.filter((p) => p.dport === 5001),
+            AF11,
+            'U',
+            `IPv${family} UDP, tag last to set DSCP`,
+          );
+          checkAll(
+            udp.filter((p) => p.dport === 5002),
+            EF,
+            'U',
+            `IPv${family} UDP, the kernel module after it wins`,
+          );
         }
-        const tcp = await onTheWire('tcp dst port 5003', () => tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5003, bytes: 200_000 }));
+        const tcp = await onTheWire('tcp dst port 5003', () =>
+          tcpTransfer(topo, { from: 'client', to: 'server', family: 4, dport: 5003, bytes: 200_000 }),
+        );
         checkAll(tcp, AF11, undefined, 'TCP through the module');
-        assert.ok(tcp.some((p) => (p.payloadLen ?? 0) > 1000), 'TCP data segments went through');
+        assert.ok(
+          tcp.some((p) => (p.payloadLen ?? 0) > 1000),
+          'TCP data segments went through',
+        );
         const tag = await moduleView(dev, hook, 'tag');
         assert.equal(tag.kind, 'user');
         assert.ok(tag.user!.received >= 160, `the module received the packets (${tag.user!.received})`);
@@ -99,11 +172,24 @@ describe('user-space modules over AF_XDP', { skip }, () => {
         await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 30, ratePps: 300 });
         await tcpTransfer(topo, { from: 'client', to: 'server', family: 6, dport: 5001, bytes: 100_000 });
       });
-      checkAll(pkts.filter((p) => p.proto === 17), AF11, 'U', 'local UDP');
+      checkAll(
+        pkts.filter((p) => p.proto === 17),
+        AF11,
+        'U',
+        'local UDP',
+      );
       // TCP sent by the host reaches tc as GSO super-packets (TSO): each is cut into its segments,
       // and every one goes through the module, its checksum completed
-      checkAll(pkts.filter((p) => p.proto === 6), AF11, undefined, 'local TCP over IPv6');
-      assert.ok(pkts.filter((p) => p.proto === 6).every((p) => p.origLen <= 1514), 'as segments of the MTU');
+      checkAll(
+        pkts.filter((p) => p.proto === 6),
+        AF11,
+        undefined,
+        'local TCP over IPv6',
+      );
+      assert.ok(
+        pkts.filter((p) => p.proto === 6).every((p) => p.origLen <= 1514),
+        'as segments of the MTU',
+      );
       const m = await moduleView(dev, 'tc-egress', 'tag', 'client');
       assert.deepEqual(m.user!.bypassed, { down: 0, behind: 0, size: 0 }, 'none went past it');
     } finally {
@@ -140,46 +226,51 @@ describe('user-space modules over AF_XDP', { skip }, () => {
   // tc-egress on the way out to the server; xdp on the way in from the client
   const devOf = (hook: 'tc-egress' | 'xdp') => (hook === 'xdp' ? topo.dev('itm', 'client') : topo.dev('itm', 'server'));
 
-  for (const hook of ['tc-egress', 'xdp'] as const) test(`a module that drops every third packet at ${hook}: exactly those are lost`, async () => {
-    const dev = devOf(hook);
-    await ctl('load', fixture('third'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001');
-    try {
-      const r = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 300, ratePps: 600 });
-      const expected = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 === 2);
-      assert.deepEqual([...r.missing].sort((a, b) => a - b), expected);
-      const other = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 60, ratePps: 600 });
-      assert.equal(other.missing.length, 0, 'outside its interest nothing is lost');
-      assert.equal((await moduleView(dev, hook, 'third')).counters.dropped, 100);
-    } finally {
-      await ctl('unload', 'third', '--dev', dev, '--hook', hook);
-    }
-  });
+  for (const hook of ['tc-egress', 'xdp'] as const)
+    test(`a module that drops every third packet at ${hook}: exactly those are lost`, async () => {
+      const dev = devOf(hook);
+      await ctl('load', fixture('third'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001');
+      try {
+        const r = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 300, ratePps: 600 });
+        const expected = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 === 2);
+        assert.deepEqual(
+          [...r.missing].sort((a, b) => a - b),
+          expected,
+        );
+        const other = await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5009, count: 60, ratePps: 600 });
+        assert.equal(other.missing.length, 0, 'outside its interest nothing is lost');
+        assert.equal((await moduleView(dev, hook, 'third')).counters.dropped, 100);
+      } finally {
+        await ctl('unload', 'third', '--dev', dev, '--hook', hook);
+      }
+    });
 
-  for (const hook of ['tc-egress', 'xdp'] as const) test(`killing a module's host at ${hook} while traffic flows: packets bypass it, counted, and it is restarted`, async () => {
-    const dev = devOf(hook);
-    await ctl('load', fixture('tag'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001', '--marker', 'false');
-    try {
-      const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, durationMs: 3000, ratePps: 500 });
-      await sleep(700);
-      const st = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
-      const host = st.hosts.find((h) => h.name === 'tag');
-      assert.ok(host?.pid, 'the agent reports the host\'s PID');
-      process.kill(host.pid, 'SIGKILL');
-      await flow.done;
-      const r = await flow.stop();
-      // at most the packets in the module's hands at the kill are lost
-      assert.ok(r.received >= r.sent - 64, `traffic kept flowing: ${r.received} of ${r.sent}`);
-      const m = await moduleView(dev, hook, 'tag');
-      assert.ok(m.user!.bypassed.down > 0, `the bypass was counted (${JSON.stringify(m.user)})`);
-      const again = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
-      const h2 = again.hosts.find((h) => h.name === 'tag')!;
-      assert.ok(h2.restarts >= 1 && h2.pid !== host.pid, `restarted (${JSON.stringify(h2)})`);
-    } finally {
-      await ctl('unload', 'tag', '--dev', dev, '--hook', hook);
-    }
-  });
+  for (const hook of ['tc-egress', 'xdp'] as const)
+    test(`killing a module's host at ${hook} while traffic flows: packets bypass it, counted, and it is restarted`, async () => {
+      const dev = devOf(hook);
+      await ctl('load', fixture('tag'), '--dev', dev, '--hook', hook, '--interest', 'proto=udp,dport=5001', '--marker', 'false');
+      try {
+        const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, durationMs: 3000, ratePps: 500 });
+        await sleep(700);
+        const st = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
+        const host = st.hosts.find((h) => h.name === 'tag');
+        assert.ok(host?.pid, "the agent reports the host's PID");
+        process.kill(host.pid, 'SIGKILL');
+        await flow.done;
+        const r = await flow.stop();
+        // at most the packets in the module's hands at the kill are lost
+        assert.ok(r.received >= r.sent - 64, `traffic kept flowing: ${r.received} of ${r.sent}`);
+        const m = await moduleView(dev, hook, 'tag');
+        assert.ok(m.user!.bypassed.down > 0, `the bypass was counted (${JSON.stringify(m.user)})`);
+        const again = await itmctlJson<AgentStatus>(topo, 'itm', ['agent', 'status']);
+        const h2 = again.hosts.find((h) => h.name === 'tag')!;
+        assert.ok(h2.restarts >= 1 && h2.pid !== host.pid, `restarted (${JSON.stringify(h2)})`);
+      } finally {
+        await ctl('unload', 'tag', '--dev', dev, '--hook', hook);
+      }
+    });
 
-  test('a user module\'s periodic functions run in its host, see its per-packet state, and show in agent status', async () => {
+  test("a user module's periodic functions run in its host, see its per-packet state, and show in agent status", async () => {
     const dev = topo.dev('itm', 'server');
     await ctl('load', fixture('count'), '--dev', dev, '--interest', 'proto=udp,dport=5001', '--report', '25');
     try {
@@ -195,7 +286,7 @@ describe('user-space modules over AF_XDP', { skip }, () => {
       assert.equal(p?.last?.classes?.packets, 30, `class-update saw what process counted (${JSON.stringify(p)})`);
       assert.ok((p?.runs ?? 0) >= 1);
       const log = readFileSync(join(RUN_DIR, 'agent', `${topo.netnsInode('itm')}.log`), 'utf8');
-      assert.match(log, /count on .*: passed 25 packets/, 'controller-update\'s change is in the agent\'s log');
+      assert.match(log, /count on .*: passed 25 packets/, "controller-update's change is in the agent's log");
     } finally {
       await ctl('unload', 'count', '--dev', dev);
     }
@@ -205,7 +296,9 @@ describe('user-space modules over AF_XDP', { skip }, () => {
     const dev = topo.dev('itm', 'server');
     await ctl('load', fixture('throws'), '--dev', dev, '--interest', 'proto=udp,dport=5001');
     try {
-      const pkts = await onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 30, ratePps: 300 }));
+      const pkts = await onTheWire('udp', () =>
+        udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 30, ratePps: 300 }),
+      );
       assert.equal(pkts.length, 30);
       checkAll(pkts, 0, undefined, 'after a throw');
       assert.equal((await moduleView(dev, 'tc-egress', 'throws')).counters.errors, 30);

@@ -256,7 +256,10 @@ async function runChild(objPath: string): Promise<Report> {
       const seen = new Map<number, number>();
       let other = 0;
       let batches = 0;
-      const sending = send(u, Array.from({ length: N }, (_, i) => i));
+      const sending = send(
+        u,
+        Array.from({ length: N }, (_, i) => i),
+      );
       const deadline = Date.now() + 5000;
       while (seen.size < N && Date.now() < deadline) {
         if (!(await sock.wait(50))) continue;
@@ -294,7 +297,10 @@ async function runChild(objPath: string): Promise<Report> {
       const N = 200;
       let reflected = 0;
       let other = 0;
-      const sending = send(u, Array.from({ length: N }, (_, i) => i));
+      const sending = send(
+        u,
+        Array.from({ length: N }, (_, i) => i),
+      );
       const deadline = Date.now() + 5000;
       while (u.replies.size < N && Date.now() < deadline) {
         sock.reclaim();
@@ -360,7 +366,10 @@ async function runChild(objPath: string): Promise<Report> {
       const t0 = process.hrtime.bigint();
       for (let base = 0; base < N; base += BURST) {
         const want = Math.min(BURST, N - base);
-        const sending = send(u, Array.from({ length: want }, (_, i) => base + i));
+        const sending = send(
+          u,
+          Array.from({ length: want }, (_, i) => base + i),
+        );
         let got = 0;
         const deadline = Date.now() + 3000;
         while (got < want && Date.now() < deadline) {
@@ -427,8 +436,18 @@ async function runChild(objPath: string): Promise<Report> {
       const loopNsPerPkt = Math.round(Number(nativeNs) / Math.max(1, xskRx));
       const txNsPerPkt = Math.round(Number(txNs) / Math.max(1, xskRx));
       Object.assign(info, {
-        xskRx, inPlace, fresh, noFrame, other, replies: u.replies.size, badReplies: u.bad,
-        endToEndPps: pps, xskLoopNsPerPacket: loopNsPerPkt, ofWhichTransmitNs: txNsPerPkt, stats, counts: c,
+        xskRx,
+        inPlace,
+        fresh,
+        noFrame,
+        other,
+        replies: u.replies.size,
+        badReplies: u.bad,
+        endToEndPps: pps,
+        xskLoopNsPerPacket: loopNsPerPkt,
+        ofWhichTransmitNs: txNsPerPkt,
+        stats,
+        counts: c,
       });
       assert.equal(xskRx - other, N, 'every datagram reached the socket');
       assert.equal(stats.rxDropped + stats.rxRingFull, 0, JSON.stringify(stats));
@@ -458,9 +477,7 @@ async function runChild(objPath: string): Promise<Report> {
     const noDev = expectError(() => XskSocket.create({ ifindex: 999999 }), BpfError, ['ENXIO', 'ENODEV']);
     assert.match(noDev.message, /999999/);
 
-    const zc = expectError(() => XskSocket.create({ ifindex: ifA, mode: 'zerocopy' }), NotSupportedError, [
-      'EOPNOTSUPP', 'ENOTSUPP',
-    ]);
+    const zc = expectError(() => XskSocket.create({ ifindex: ifA, mode: 'zerocopy' }), NotSupportedError, ['EOPNOTSUPP', 'ENOTSUPP']);
     assert.match(zc.message, /copy/);
     assert.match(zc.message, /xa/);
     info.zerocopyMessage = zc.message;
@@ -556,8 +573,16 @@ function registerTests(): void {
     writeFileSync(join(work, 'vmlinux.h'), vmlinux);
     const obj = join(work, 'xsk_redirect.bpf.o');
     execFileSync('clang', [
-      '-O2', '-g', '-target', 'bpf', '-I', work, '-c',
-      join(ROOT, 'test', 'fixtures', 'xsk_redirect.bpf.c'), '-o', obj,
+      '-O2',
+      '-g',
+      '-target',
+      'bpf',
+      '-I',
+      work,
+      '-c',
+      join(ROOT, 'test', 'fixtures', 'xsk_redirect.bpf.c'),
+      '-o',
+      obj,
     ]);
 
     execFileSync('ip', ['netns', 'add', ns]);

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH 64
+#define BATCH		 64
 #define PORTS_PER_SOCKET 50000
 
 static double now(void)
@@ -33,7 +33,7 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in dst = { .sin_family = AF_INET };
+	struct sockaddr_in dst = {.sin_family = AF_INET};
 	struct sockaddr_in names[BATCH];
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
@@ -64,7 +64,8 @@ int main(int argc, char **argv)
 	nsock = (flows + PORTS_PER_SOCKET - 1) / PORTS_PER_SOCKET;
 	ports = (flows + nsock - 1) / nsock;
 	if (ports * nsock != flows) {
-		fprintf(stderr, "flood: %u flows do not split evenly over %u sockets (use %u)\n", flows, nsock, ports * nsock);
+		fprintf(stderr, "flood: %u flows do not split evenly over %u sockets (use %u)\n", flows,
+			nsock, ports * nsock);
 		return 2;
 	}
 	if (port < 1 || port + ports - 1 > 65535) {
@@ -83,8 +84,11 @@ int main(int argc, char **argv)
 		fds[i] = socket(AF_INET, SOCK_DGRAM, 0);
 		/* one flow: connected, the cheapest send; several: a bound source port, the
 		 * destination port in each message */
-		if (fds[i] < 0 || (flows == 1 ? connect(fds[i], (struct sockaddr *)&dst, sizeof(dst))
-					       : bind(fds[i], (struct sockaddr *)&(struct sockaddr_in){ .sin_family = AF_INET }, sizeof(dst)))) {
+		if (fds[i] < 0 ||
+		    (flows == 1
+			     ? connect(fds[i], (struct sockaddr *)&dst, sizeof(dst))
+			     : bind(fds[i], (struct sockaddr *)&(struct sockaddr_in){.sin_family = AF_INET},
+				    sizeof(dst)))) {
 			perror("flood: socket");
 			return 1;
 		}
@@ -123,6 +127,7 @@ int main(int argc, char **argv)
 		}
 		t = now();
 	} while (t < end && (!count || sent < count));
-	printf("sent=%llu seconds=%.3f pps=%.0f failed_calls=%llu\n", sent, t - start, sent / (t - start), failed);
+	printf("sent=%llu seconds=%.3f pps=%.0f failed_calls=%llu\n", sent, t - start, sent / (t - start),
+	       failed);
 	return 0;
 }

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 	fd = nfq_fd(h);
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));
 	{
-		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };	/* to see the end come */
+		struct timeval tv = {.tv_sec = 0, .tv_usec = 200000}; /* to see the end come */
 
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
@@ -95,10 +95,10 @@ int main(int argc, char **argv)
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				flush();	/* nothing more to read: the batch goes now */
+				flush(); /* nothing more to read: the batch goes now */
 				continue;
 			}
-			if (errno == ENOBUFS)	/* the kernel dropped messages: go on */
+			if (errno == ENOBUFS) /* the kernel dropped messages: go on */
 				continue;
 			perror("nfq: recv");
 			break;

@@ -26,13 +26,17 @@
 #include <xdp/xsk.h>
 #include "itm/abi.h"
 
-#define FRAMES 4096
+#define FRAMES	   4096
 #define FRAME_SIZE 4096
-#define RING 2048
-#define BATCH 256
+#define RING	   2048
+#define BATCH	   256
 
 static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
 
 static __u64 mono_ns(void)
 {
@@ -62,9 +66,12 @@ int main(int argc, char **argv)
 	struct xsk_ring_cons comp, rx;
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
-	struct xsk_umem_config ucfg = { .fill_size = RING, .comp_size = RING, .frame_size = FRAME_SIZE, .frame_headroom = 0 };
-	struct xsk_socket_config cfg = { .rx_size = RING, .tx_size = RING,
-		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD, .bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP };
+	struct xsk_umem_config ucfg = {
+		.fill_size = RING, .comp_size = RING, .frame_size = FRAME_SIZE, .frame_headroom = 0};
+	struct xsk_socket_config cfg = {.rx_size = RING,
+					.tx_size = RING,
+					.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+					.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP};
 	__u64 free_frames[FRAMES];
 	unsigned n_free = 0;
 	unsigned long long received = 0;
@@ -92,7 +99,8 @@ int main(int argc, char **argv)
 	snprintf(xsks_name, sizeof(xsks_name), "mod-%u/xsks", id);
 	xsks_fd = open_pin(argv[2], xsks_name);
 
-	mem = mmap(NULL, (size_t)FRAMES * FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mem = mmap(NULL, (size_t)FRAMES * FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		   0);
 	if (mem == MAP_FAILED) {
 		perror("xsk_floor: mmap");
 		return 1;
@@ -103,7 +111,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* the module's host may still be letting go of the queue */
-	for (int i = 0; (ret = xsk_socket__create(&xsk, argv[1], 0, umem, &rx, &tx, &cfg)) == -EBUSY && i < 40; i++)
+	for (int i = 0;
+	     (ret = xsk_socket__create(&xsk, argv[1], 0, umem, &rx, &tx, &cfg)) == -EBUSY && i < 40; i++)
 		usleep(50000);
 	if (ret) {
 		fprintf(stderr, "xsk_floor: xsk_socket__create on %s: %s\n", argv[1], strerror(-ret));
@@ -181,7 +190,8 @@ int main(int argc, char **argv)
 		/* copy mode sends only inside sendto(), up to 32 frames a call: kick until the ring
 		 * is empty */
 		for (int budget = RING / 32 + 8; budget > 0 && *tx.consumer != *tx.producer; budget--)
-			if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN && errno != EBUSY && errno != EINTR)
+			if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN &&
+			    errno != EBUSY && errno != EINTR)
 				break;
 	}
 	/* bypassed from now on; the socket leaves the map */

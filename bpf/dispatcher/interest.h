@@ -19,7 +19,7 @@ static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, _
 
 static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const __u8 *addr)
 {
-	struct itm_lpm_key k = { .prefixlen = 32 + 8 + 128, .id = id, .family = family };
+	struct itm_lpm_key k = {.prefixlen = 32 + 8 + 128, .id = id, .family = family};
 
 	__builtin_memcpy(k.addr, addr, 16);
 	return bpf_map_lookup_elem(trie, &k) != NULL;
@@ -56,14 +56,12 @@ static __always_inline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
 	return p->local;
 }
 
-static __always_inline int interest_match(itm_ctx_t *ctx, const struct itm_slot *sl,
-					  struct itm_pkt *p)
+static __always_inline int interest_match(itm_ctx_t *ctx, const struct itm_slot *sl, struct itm_pkt *p)
 {
 	__u32 f = sl->flags;
 	__u8 proto = p->flow.proto;
 
-	if ((f & (ITM_I_IPV4 | ITM_I_IPV6)) &&
-	    !(f & (p->flow.family == 4 ? ITM_I_IPV4 : ITM_I_IPV6)))
+	if ((f & (ITM_I_IPV4 | ITM_I_IPV6)) && !(f & (p->flow.family == 4 ? ITM_I_IPV4 : ITM_I_IPV6)))
 		return 0;
 	if ((f & ITM_I_PROTO) && !(sl->protos[proto >> 6] & (1ULL << (proto & 63))))
 		return 0;

@@ -8,13 +8,13 @@
 
 enum parse_result { PARSED, NON_IP, TRUNCATED, MALFORMED, UNSUPPORTED, SLOW };
 
-#define IPPROTO_HOPOPTS_ 0
-#define IPPROTO_ROUTING_ 43
+#define IPPROTO_HOPOPTS_  0
+#define IPPROTO_ROUTING_  43
 #define IPPROTO_FRAGMENT_ 44
-#define IPPROTO_AH_ 51
-#define IPPROTO_DSTOPTS_ 60
-#define IPPROTO_ICMPV6_ 58
-#define IPPROTO_SCTP_ 132
+#define IPPROTO_AH_	  51
+#define IPPROTO_DSTOPTS_  60
+#define IPPROTO_ICMPV6_	  58
+#define IPPROTO_SCTP_	  132
 
 /* headers must start within the first MAX_HDR_OFF bytes; later ones are passed as unsupported */
 #define MAX_HDR_OFF 512
@@ -39,7 +39,7 @@ struct cursor {
 	itm_ctx_t *ctx;
 	void *data;
 	void *end;
-	__u32 len;	/* skb->len: tells a truncated packet from one that is merely not linear */
+	__u32 len; /* skb->len: tells a truncated packet from one that is merely not linear */
 };
 
 /* `size` bytes at `off`: in place (fast) or copied into `buf` (slow); `slow` is a constant */
@@ -97,7 +97,10 @@ static __always_inline int parse_l4(const struct cursor *c, struct itm_pkt *p, _
 		p->flags |= ITM_PKT_PORTS;
 	} else if (proto == IPPROTO_SCTP_) {
 		/* the common header: ports, verification tag, checksum */
-		struct { __be16 source, dest; __u32 vtag, csum; } sb, *sh;
+		struct {
+			__be16 source, dest;
+			__u32 vtag, csum;
+		} sb, *sh;
 
 		if ((r = need(c, off, sizeof(sb), &sb, (void **)&sh, slow)))
 			return r;

@@ -60,7 +60,6 @@ static __always_inline int cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, 
 #endif
 }
 
-
 #ifndef ITM_XDP
 /*
  * A segment back from the segmentation pair: when its mark names a live entry of the ring, put

@@ -100,7 +100,6 @@ no_room:
 	return (uc->flags & ITM_U_FAIL_CLOSED) ? ITM_SHOT : 0;
 }
 
-
 /*
  * A packet back from a user module: when its trailer is ours, take the trailer off and restore
  * what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid return).

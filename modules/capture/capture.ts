@@ -36,12 +36,21 @@ function openLocked(file: string): number {
   } catch (e) {
     const code = e instanceof BpfError ? e.code : (e as NodeJS.ErrnoException).code;
     switch (code) {
-      case 'ENOENT': throw new Error(`cannot create ${file}: directory ${dirname(file)} does not exist`);
-      case 'ENOTDIR': throw new Error(`cannot create ${file}: ${dirname(file)} is not a directory`);
-      case 'EACCES': case 'EPERM': case 'EROFS': throw new Error(`cannot create ${file}: ${dirname(file)} is not writable (${code})`);
-      case 'EISDIR': throw new Error(`cannot write to ${file}: it is a directory`);
-      case 'EWOULDBLOCK': case 'EAGAIN': throw new Error(`${file} is being written by another capture (it holds its lock)`);
-      default: throw new Error(`cannot create ${file}: ${e instanceof Error ? e.message : String(e)}`);
+      case 'ENOENT':
+        throw new Error(`cannot create ${file}: directory ${dirname(file)} does not exist`);
+      case 'ENOTDIR':
+        throw new Error(`cannot create ${file}: ${dirname(file)} is not a directory`);
+      case 'EACCES':
+      case 'EPERM':
+      case 'EROFS':
+        throw new Error(`cannot create ${file}: ${dirname(file)} is not writable (${code})`);
+      case 'EISDIR':
+        throw new Error(`cannot write to ${file}: it is a directory`);
+      case 'EWOULDBLOCK':
+      case 'EAGAIN':
+        throw new Error(`${file} is being written by another capture (it holds its lock)`);
+      default:
+        throw new Error(`cannot create ${file}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 }
@@ -67,7 +76,12 @@ export class Capture {
   private readonly clockBase: bigint;
   private pos: number;
 
-  private constructor(readonly opts: CaptureOptions, private readonly fd: number, at: number, earlier: { packets: number; bytes: number }) {
+  private constructor(
+    readonly opts: CaptureOptions,
+    private readonly fd: number,
+    at: number,
+    earlier: { packets: number; bytes: number },
+  ) {
     this.pos = at;
     this.earlier = earlier;
     this.clockBase = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
@@ -78,8 +92,13 @@ export class Capture {
         `max-packets ${opts.maxPackets || 'no limit'}, max-bytes ${opts.maxBytes || 'no limit'}`,
     ];
     if (opts.loadMark) comments.push(opts.loadMark);
-    if (at > 0) comments.push(`this section goes on after its host was restarted: the ones before hold ${earlier.packets} packets of the same load`);
-    this.writer = new PcapngWriter((chunk) => this.write(chunk), { application: 'itm capture', os: `${osType()} ${osRelease()}`, comments }, opts.flushAt);
+    if (at > 0)
+      comments.push(`this section goes on after its host was restarted: the ones before hold ${earlier.packets} packets of the same load`);
+    this.writer = new PcapngWriter(
+      (chunk) => this.write(chunk),
+      { application: 'itm capture', os: `${osType()} ${osRelease()}`, comments },
+      opts.flushAt,
+    );
     this.iface = this.writer.addInterface({ name: opts.dev, description: `itm ${opts.hook} (${opts.name})`, snaplen: opts.snaplen });
     this.writer.flush();
   }
@@ -91,7 +110,8 @@ export class Capture {
   static open(opts: CaptureOptions): Capture {
     const fd = openLocked(opts.file);
     try {
-      let at = 0, earlier = { packets: 0, bytes: 0 };
+      let at = 0,
+        earlier = { packets: 0, bytes: 0 };
       const scan = scanPcapng(fd);
       if (opts.loadMark && scan.firstComments?.includes(opts.loadMark)) {
         at = scan.end;
@@ -110,7 +130,7 @@ export class Capture {
   }
 
   private write(chunk: Buffer): void {
-    for (let off = 0; off < chunk.length;) {
+    for (let off = 0; off < chunk.length; ) {
       const n = writeSync(this.fd, chunk, off, chunk.length - off, this.pos);
       off += n;
       this.pos += n;
@@ -119,7 +139,9 @@ export class Capture {
 
   private fail(e: unknown): void {
     this.failed = e instanceof Error ? e.message : String(e);
-    say(`${this.opts.name} on ${this.opts.dev} ${this.opts.hook}: writing ${this.opts.file} failed, no more packets are written: ${this.failed}`);
+    say(
+      `${this.opts.name} on ${this.opts.dev} ${this.opts.hook}: writing ${this.opts.file} failed, no more packets are written: ${this.failed}`,
+    );
   }
 
   /** One packet, with the class it was given. Never throws. */
@@ -128,10 +150,13 @@ export class Capture {
     const o = this.opts;
     const cap = o.snaplen && data.length > o.snaplen ? o.snaplen : data.length;
     if (!this.full && !this.failed) {
-      const packets = this.earlier.packets + this.written, bytes = this.earlier.bytes + this.writtenBytes;
+      const packets = this.earlier.packets + this.written,
+        bytes = this.earlier.bytes + this.writtenBytes;
       if ((o.maxPackets && packets + 1 > o.maxPackets) || (o.maxBytes && bytes + cap > o.maxBytes)) {
         this.full = true;
-        say(`${o.name} on ${o.dev} ${o.hook}: budget reached (${packets} packets, ${bytes} bytes): no more packets are written to ${o.file}`);
+        say(
+          `${o.name} on ${o.dev} ${o.hook}: budget reached (${packets} packets, ${bytes} bytes): no more packets are written to ${o.file}`,
+        );
       }
     }
     if (this.full || this.failed || this.closed) {
@@ -171,9 +196,15 @@ export class Capture {
     if (this.closed) return this.summary();
     if (!this.failed) {
       try {
-        const skipped = this.skipped ? `${this.skipped} packets (${this.skippedBytes} bytes) were not written: the budget was reached` : 'every packet seen was written';
+        const skipped = this.skipped
+          ? `${this.skipped} packets (${this.skippedBytes} bytes) were not written: the budget was reached`
+          : 'every packet seen was written';
         this.writer.statistics(this.iface, {
-          tsNs: this.now(), startNs: this.startNs, endNs: this.now(), received: BigInt(this.seen), delivered: BigInt(this.written),
+          tsNs: this.now(),
+          startNs: this.startNs,
+          endNs: this.now(),
+          received: BigInt(this.seen),
+          delivered: BigInt(this.written),
           comments: [`itm capture: ${this.seen} packets seen, ${this.written} written; ${skipped}`],
         });
         this.writer.flush();
@@ -193,7 +224,9 @@ export class Capture {
   summary(): string {
     const o = this.opts;
     const earlier = this.earlier.packets ? ` (and ${this.earlier.packets} before its host was restarted)` : '';
-    const skipped = this.skipped ? `; ${this.skipped} packets (${this.skippedBytes} bytes) not written: ${this.failed ? `the file failed (${this.failed})` : 'over the budget'}` : '';
+    const skipped = this.skipped
+      ? `; ${this.skipped} packets (${this.skippedBytes} bytes) not written: ${this.failed ? `the file failed (${this.failed})` : 'over the budget'}`
+      : '';
     return `${o.name} on ${o.dev} ${o.hook}: ${this.written} packets (${this.writtenBytes} bytes) written to ${o.file}${earlier}${skipped}`;
   }
 }

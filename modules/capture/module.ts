@@ -14,7 +14,12 @@ export default defineModule({
   params: {
     file: { type: 'path', required: true, describe: 'the pcapng file to write (created, or emptied); relative to where itmctl runs' },
     snaplen: { type: 'int', default: 65535, min: 1, max: 65535, describe: 'the most bytes of a packet written' },
-    'max-packets': { type: 'int', default: 0, min: 0, describe: 'packets to write at most (0: no limit); past it, packets go on unwritten' },
+    'max-packets': {
+      type: 'int',
+      default: 0,
+      min: 0,
+      describe: 'packets to write at most (0: no limit); past it, packets go on unwritten',
+    },
     'max-bytes': { type: 'int', default: 0, min: 0, describe: 'packet bytes (after snaplen) to write at most (0: no limit)' },
   },
 
@@ -23,8 +28,13 @@ export default defineModule({
     const { Capture } = await import('./capture.js');
     const p = ctx.params;
     const cap = Capture.open({
-      file: p.file as string, name: ctx.name, dev: ctx.dev, hook: ctx.hook,
-      snaplen: p.snaplen as number, maxPackets: p['max-packets'] as number, maxBytes: p['max-bytes'] as number,
+      file: p.file as string,
+      name: ctx.name,
+      dev: ctx.dev,
+      hook: ctx.hook,
+      snaplen: p.snaplen as number,
+      maxPackets: p['max-packets'] as number,
+      maxBytes: p['max-bytes'] as number,
       loadMark: ctx.load,
     });
     ctx.state.capture = cap;

@@ -32,13 +32,16 @@ export function parseLevels(spec: string): Level[] {
       levels.push({ threshold: EVERY, dscp });
       return;
     }
-    if (!/^\d+$/.test(t) || BigInt(t) === 0n) throw new ItmError(`invalid --levels '${spec}': threshold '${t}' must be a positive whole number`);
+    if (!/^\d+$/.test(t) || BigInt(t) === 0n)
+      throw new ItmError(`invalid --levels '${spec}': threshold '${t}' must be a positive whole number`);
     const threshold = BigInt(t);
     const prev = levels[levels.length - 1];
-    if (prev && threshold <= prev.threshold) throw new ItmError(`invalid --levels '${spec}': thresholds must increase (${prev.threshold} then ${threshold})`);
+    if (prev && threshold <= prev.threshold)
+      throw new ItmError(`invalid --levels '${spec}': thresholds must increase (${prev.threshold} then ${threshold})`);
     levels.push({ threshold, dscp });
   });
-  if (levels[levels.length - 1]!.threshold !== EVERY) throw new ItmError(`invalid --levels '${spec}': the last level must be '*' (e.g. ...,*:cs1), the level of every larger flow`);
+  if (levels[levels.length - 1]!.threshold !== EVERY)
+    throw new ItmError(`invalid --levels '${spec}': the last level must be '*' (e.g. ...,*:cs1), the level of every larger flow`);
   return levels;
 }
 

@@ -1,4 +1,17 @@
-import { bytesToAddr, decode, defineModule, dscpName, encode, itm_flow, ItmError, protoName, registerLayouts, type BpfMap, type ItmFlow, type ParamValue } from '../../src/sdk.js';
+import {
+  bytesToAddr,
+  decode,
+  defineModule,
+  dscpName,
+  encode,
+  itm_flow,
+  ItmError,
+  protoName,
+  registerLayouts,
+  type BpfMap,
+  type ItmFlow,
+  type ParamValue,
+} from '../../src/sdk.js';
 import * as abi from './qos.abi.js';
 import { EVERY, MAX_LEVELS, parseLevels, type Level } from './levels.js';
 import { FlowSizes, thresholdForBytes, thresholdForFlows } from './controller.js';
@@ -16,11 +29,20 @@ export function levelsOf(params: Record<string, unknown>): Level[] {
   const { threshold, levels } = params;
   if (threshold !== undefined && levels !== undefined) throw new ItmError('qos: give --threshold or --levels, not both');
   if (levels !== undefined) return parseLevels(String(levels));
-  if (threshold === undefined) throw new ItmError('qos: give --threshold N (packets, or bytes with --by bytes) or --levels T1:DSCP,...,*:DSCP');
-  return [{ threshold: BigInt(threshold as number), dscp: 46 }, { threshold: EVERY, dscp: 0 }];
+  if (threshold === undefined)
+    throw new ItmError('qos: give --threshold N (packets, or bytes with --by bytes) or --levels T1:DSCP,...,*:DSCP');
+  return [
+    { threshold: BigInt(threshold as number), dscp: 46 },
+    { threshold: EVERY, dscp: 0 },
+  ];
 }
 
-interface LiveFlow { key: string; flow: ItmFlow; state: abi.QosFlowState; size: number }
+interface LiveFlow {
+  key: string;
+  flow: ItmFlow;
+  state: abi.QosFlowState;
+  size: number;
+}
 
 /** The flows in the table that are still flows (not finished, not idle past the timeout). */
 function liveFlows(table: BpfMap, params: Record<string, ParamValue>): LiveFlow[] {
@@ -39,16 +61,48 @@ export default defineModule({
   description: 'size-aware DSCP marking: a flow starts in the first level and moves down as it grows past each threshold',
   hooks: ['xdp', 'tc-ingress', 'tc-egress'],
   params: {
-    threshold: { type: 'int', min: 1, describe: 'two classes: flows up to N packets (or bytes) are short (EF), larger ones long (best effort)' },
-    levels: { type: 'string', describe: `up to ${MAX_LEVELS} levels, THRESHOLD:DSCP,...,*:DSCP, thresholds increasing, e.g. 100:af41,1000:af21,*:cs1` },
-    by: { type: 'string', default: 'packets', describe: 'what a flow\'s size counts: packets or bytes' },
-    'table-size': { type: 'int', min: 64, max: 16_777_216, default: 262_144, describe: 'flows kept at once; a full table evicts the least recently used' },
-    bidir: { type: 'bool', default: false, describe: 'count both directions of a connection as one flow (load it at tc-ingress and tc-egress of the device, both with --bidir: they share one table)' },
-    'tcp-seq': { type: 'bool', default: false, describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger' },
-    adaptive: { type: 'bool', default: false, describe: 'move the threshold (with --threshold) so that --target-short of the bytes or flows stay short; run by itmctl watch' },
+    threshold: {
+      type: 'int',
+      min: 1,
+      describe: 'two classes: flows up to N packets (or bytes) are short (EF), larger ones long (best effort)',
+    },
+    levels: {
+      type: 'string',
+      describe: `up to ${MAX_LEVELS} levels, THRESHOLD:DSCP,...,*:DSCP, thresholds increasing, e.g. 100:af41,1000:af21,*:cs1`,
+    },
+    by: { type: 'string', default: 'packets', describe: "what a flow's size counts: packets or bytes" },
+    'table-size': {
+      type: 'int',
+      min: 64,
+      max: 16_777_216,
+      default: 262_144,
+      describe: 'flows kept at once; a full table evicts the least recently used',
+    },
+    bidir: {
+      type: 'bool',
+      default: false,
+      describe:
+        'count both directions of a connection as one flow (load it at tc-ingress and tc-egress of the device, both with --bidir: they share one table)',
+    },
+    'tcp-seq': {
+      type: 'bool',
+      default: false,
+      describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger',
+    },
+    adaptive: {
+      type: 'bool',
+      default: false,
+      describe: 'move the threshold (with --threshold) so that --target-short of the bytes or flows stay short; run by itmctl watch',
+    },
     'target-short': { type: 'number', min: 0.001, max: 1, default: 0.1, describe: 'with --adaptive: the fraction to keep short' },
     'target-of': { type: 'string', default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
-    'idle-timeout': { type: 'int', min: 0, max: 86_400, default: 30, describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)' },
+    'idle-timeout': {
+      type: 'int',
+      min: 0,
+      max: 86_400,
+      default: 30,
+      describe: 'seconds: a flow idle this long has ended, and its next packet starts a new flow (0: never)',
+    },
   },
   periodic: {
     intervalMs: 1000,
@@ -59,7 +113,8 @@ export default defineModule({
       const flows = liveFlows(ctx.open('qos_flows'), ctx.params);
       levels.forEach((l, i) => {
         const mine = flows.filter((f) => Math.min(f.state.level, levels.length - 1) === i);
-        out[`level ${i + 1} (${dscpName(l.dscp)})`] = `${mine.length} flows, ${mine.reduce((a, f) => a + Number(f.state.packets), 0)} packets, ${mine.reduce((a, f) => a + Number(f.state.bytes), 0)} bytes`;
+        out[`level ${i + 1} (${dscpName(l.dscp)})`] =
+          `${mine.length} flows, ${mine.reduce((a, f) => a + Number(f.state.packets), 0)} packets, ${mine.reduce((a, f) => a + Number(f.state.bytes), 0)} bytes`;
       });
       return out;
     },
@@ -94,20 +149,33 @@ export default defineModule({
       return liveFlows(open('qos_flows'), params).map(({ flow: f, state: s, size }) => {
         const level = Math.min(s.level, levels.length - 1);
         return {
-          proto: protoName(f.proto), src: bytesToAddr(f.saddr, f.family as 4 | 6), dst: bytesToAddr(f.daddr, f.family as 4 | 6),
-          sport: f.sport, dport: f.dport, size,
-          packets: Number(s.packets), bytes: Number(s.bytes), level: level + 1, dscp: dscpName(levels[level]!.dscp),
+          proto: protoName(f.proto),
+          src: bytesToAddr(f.saddr, f.family as 4 | 6),
+          dst: bytesToAddr(f.daddr, f.family as 4 | 6),
+          sport: f.sport,
+          dport: f.dport,
+          size,
+          packets: Number(s.packets),
+          bytes: Number(s.bytes),
+          level: level + 1,
+          dscp: dscpName(levels[level]!.dscp),
           idle_s: Number((now - s.last_ns) / 1_000_000n) / 1000,
         };
       });
     },
     configure: (p) => {
       if (p.by !== 'packets' && p.by !== 'bytes') throw new ItmError(`qos: invalid --by '${String(p.by)}': packets or bytes`);
-      if (p['target-of'] !== 'bytes' && p['target-of'] !== 'flows') throw new ItmError(`qos: invalid --target-of '${String(p['target-of'])}': bytes or flows`);
-      if (p.adaptive && p.threshold === undefined) throw new ItmError('qos: --adaptive moves the one threshold of --threshold N; it does not work with --levels');
+      if (p['target-of'] !== 'bytes' && p['target-of'] !== 'flows')
+        throw new ItmError(`qos: invalid --target-of '${String(p['target-of'])}': bytes or flows`);
+      if (p.adaptive && p.threshold === undefined)
+        throw new ItmError('qos: --adaptive moves the one threshold of --threshold N; it does not work with --levels');
       const levels = levelsOf(p);
       const cfg: abi.QosConfig = {
-        n_levels: levels.length, by_bytes: p.by === 'bytes' ? 1 : 0, bidir: p.bidir ? 1 : 0, tcp_seq: p['tcp-seq'] ? 1 : 0, pad: 0,
+        n_levels: levels.length,
+        by_bytes: p.by === 'bytes' ? 1 : 0,
+        bidir: p.bidir ? 1 : 0,
+        tcp_seq: p['tcp-seq'] ? 1 : 0,
+        pad: 0,
         idle_ns: BigInt(p['idle-timeout'] as number) * 1_000_000_000n,
         levels: levels.map((l) => ({ threshold: l.threshold, dscp: l.dscp, pad: Buffer.alloc(7) })),
       };
@@ -116,4 +184,5 @@ export default defineModule({
   },
 });
 
-export const describeLevels = (levels: Level[]) => levels.map((l) => `${l.threshold === EVERY ? '*' : `≤${l.threshold}`}:${dscpName(l.dscp)}`).join(' ');
+export const describeLevels = (levels: Level[]) =>
+  levels.map((l) => `${l.threshold === EVERY ? '*' : `≤${l.threshold}`}:${dscpName(l.dscp)}`).join(' ');

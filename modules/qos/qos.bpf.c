@@ -21,7 +21,7 @@ enum qos_limits {
 #define TCP_RST 0x04
 
 struct qos_level {
-	__u64 threshold;	/* the largest size still in this level; ~0 for the last ('*') */
+	__u64 threshold; /* the largest size still in this level; ~0 for the last ('*') */
 	__u8 dscp;
 	__u8 pad[7];
 };
@@ -30,22 +30,22 @@ struct qos_level {
  * .bss map, without reloading anything. */
 struct qos_config {
 	__u32 n_levels;
-	__u8 by_bytes;		/* size in bytes (IP bytes on the wire) rather than packets */
-	__u8 bidir;		/* both directions of a connection are one flow */
-	__u8 tcp_seq;		/* TCP bytes by sequence progress: retransmissions add nothing */
+	__u8 by_bytes; /* size in bytes (IP bytes on the wire) rather than packets */
+	__u8 bidir;    /* both directions of a connection are one flow */
+	__u8 tcp_seq;  /* TCP bytes by sequence progress: retransmissions add nothing */
 	__u8 pad;
-	__u64 idle_ns;		/* a flow idle this long has ended: its next packet starts a new one */
+	__u64 idle_ns; /* a flow idle this long has ended: its next packet starts a new one */
 	struct qos_level levels[QOS_MAX_LEVELS];
 };
 
 struct qos_flow_state {
-	__u64 packets;		/* as they go on the wire: a super-packet's segments */
-	__u64 bytes;		/* IP bytes on the wire (or, with tcp_seq, sequence progress) */
+	__u64 packets; /* as they go on the wire: a super-packet's segments */
+	__u64 bytes;   /* IP bytes on the wire (or, with tcp_seq, sequence progress) */
 	__u64 first_ns;
 	__u64 last_ns;
-	__u32 seq_end;		/* with tcp_seq: the highest sequence number seen, past its data */
-	__u8 level;		/* 0-based: the level of the flow's last packet */
-	__u8 closing;		/* a FIN was seen: the state goes when `expiry` fires */
+	__u32 seq_end; /* with tcp_seq: the highest sequence number seen, past its data */
+	__u8 level;    /* 0-based: the level of the flow's last packet */
+	__u8 closing;  /* a FIN was seen: the state goes when `expiry` fires */
 	__u8 pad[2];
 	struct bpf_timer expiry;
 };
@@ -63,7 +63,11 @@ struct {
 } qos_flows SEC(".maps");
 
 /* anchors the structs in BTF for the TypeScript generator */
-const volatile struct qos_abi { struct qos_config c; struct qos_flow_state s; enum qos_limits l; } qos_abi_anchor;
+const volatile struct qos_abi {
+	struct qos_config c;
+	struct qos_flow_state s;
+	enum qos_limits l;
+} qos_abi_anchor;
 
 static int qos_expire(void *map, struct itm_flow *key, struct qos_flow_state *st)
 {
@@ -116,7 +120,7 @@ static __always_inline __u64 added_bytes(struct itm_ctx *c, struct qos_flow_stat
 		return ip_len;
 	}
 	if ((__s32)(end - st->seq_end) <= 0)
-		return 0;	/* nothing new: a retransmission */
+		return 0; /* nothing new: a retransmission */
 	{
 		__u32 progress = end - st->seq_end;
 
@@ -144,12 +148,12 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 		bpf_map_update_elem(&qos_flows, &key, &fresh_st, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&qos_flows, &key);
 		if (!st)
-			return 1;	/* no state to be had: a new flow is short */
+			return 1; /* no state to be had: a new flow is short */
 		fresh = 1;
 	}
 	if (st->closing) {
 		if (!(p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02))
-			return 1;	/* the last packets of a finished flow: short, and not counted */
+			return 1; /* the last packets of a finished flow: short, and not counted */
 		/* a SYN reusing the 5-tuple: a new connection, not the end of the old one */
 		bpf_timer_cancel(&st->expiry);
 		st->closing = 0;

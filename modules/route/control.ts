@@ -49,7 +49,10 @@ export interface PathState {
   alive: boolean;
 }
 
-interface Pending { path: PathState; deadline: number }
+interface Pending {
+  path: PathState;
+  deadline: number;
+}
 
 const nowNs = (): bigint => process.hrtime.bigint();
 
@@ -93,14 +96,21 @@ export class Controller {
     this.sock = dgram.createSocket({ type: 'udp4' });
     this.sock.on('message', (m) => this.safely(() => this.receive(m)));
     this.sock.on('error', (e: NodeJS.ErrnoException) => {
-      this.error = e.code === 'EADDRINUSE' ? `UDP port ${t.port} is taken (another controller of this overlay, or another overlay on its port?)` : e.message;
+      this.error =
+        e.code === 'EADDRINUSE'
+          ? `UDP port ${t.port} is taken (another controller of this overlay, or another overlay on its port?)`
+          : e.message;
     });
-    this.sock.bind(t.port, () => { this.ready = true; });
+    this.sock.bind(t.port, () => {
+      this.ready = true;
+    });
     this.timer = setInterval(() => this.safely(() => this.cycle()), t.probe.intervalMs);
     // the kernel tells of link, address and route changes: the underlay is reread at once (a
     // link without carrier is a dead path before any probe misses)
     this.monitor = spawn('ip', ['monitor', 'link', 'address', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    this.monitor.on('error', () => { /* the periodic reread remains */ });
+    this.monitor.on('error', () => {
+      /* the periodic reread remains */
+    });
     this.monitor.stdout?.on('data', () => {
       this.soonTimer ??= setTimeout(() => {
         this.soonTimer = undefined;
@@ -149,7 +159,11 @@ export class Controller {
     clearInterval(this.timer);
     clearTimeout(this.soonTimer);
     this.monitor.kill();
-    try { this.sock.close(); } catch { /* closed already after an error */ }
+    try {
+      this.sock.close();
+    } catch {
+      /* closed already after an error */
+    }
     return false;
   }
 
@@ -189,7 +203,11 @@ export class Controller {
     pkt.writeUInt32BE(id, HDR_LEN);
     pkt.writeUInt32BE(path.via, HDR_LEN + 4);
     pkt.writeBigUInt64BE(nowNs(), HDR_LEN + 8);
-    seal(pkt, { type: Type.Probe, flags: F_CTL, keyId: hop.keyId, from: this.t.wire, origin: this.t.wire, to: path.dest, seq: ++this.seq }, hop.tag);
+    seal(
+      pkt,
+      { type: Type.Probe, flags: F_CTL, keyId: hop.keyId, from: this.t.wire, origin: this.t.wire, to: path.dest, seq: ++this.seq },
+      hop.tag,
+    );
     path.sent++;
     this.pending.set(id, { path, deadline: performance.now() + this.t.probe.timeoutMs });
     // an error (no route) shows as the probe's timeout
@@ -204,13 +222,23 @@ export class Controller {
     }
     // the kernel checked it on the way in (where route is loaded); so does this
     const from = this.byWire.get(h.from);
-    if (!from) { this.rejected.unknown++; return; }
-    if (from.keyId !== h.keyId || !tagOk(pkt, from.tag)) { this.rejected.badTag++; return; }
+    if (!from) {
+      this.rejected.unknown++;
+      return;
+    }
+    if (from.keyId !== h.keyId || !tagOk(pkt, from.tag)) {
+      this.rejected.badTag++;
+      return;
+    }
     if (h.type === Type.Probe) {
       // the answer goes back through the hop the probe came from
       const ack = Buffer.alloc(HDR_LEN + PAYLOAD);
       pkt.copy(ack, HDR_LEN, HDR_LEN, HDR_LEN + PAYLOAD);
-      seal(ack, { type: Type.Ack, flags: F_CTL, keyId: from.keyId, from: this.t.wire, origin: this.t.wire, to: h.origin, seq: ++this.seq }, from.tag);
+      seal(
+        ack,
+        { type: Type.Ack, flags: F_CTL, keyId: from.keyId, from: this.t.wire, origin: this.t.wire, to: h.origin, seq: ++this.seq },
+        from.tag,
+      );
       this.sock.send(ack, this.t.port, from.address, () => {});
       return;
     }
@@ -280,8 +308,9 @@ export class Controller {
     // the best score; without a live current path, the first path (in the topology's order) that
     // is not clearly worse than it, so that equal paths give the same choice every time
     const min = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
-    const clearlyBetter = (a: PathState, b: PathState) => this.score(a) < this.score(b) * SWITCH_RATIO && this.score(b) - this.score(a) > SWITCH_US;
-    const top = cur?.alive ? min : live.find((p) => !clearlyBetter(min, p)) ?? min;
+    const clearlyBetter = (a: PathState, b: PathState) =>
+      this.score(a) < this.score(b) * SWITCH_RATIO && this.score(b) - this.score(a) > SWITCH_US;
+    const top = cur?.alive ? min : (live.find((p) => !clearlyBetter(min, p)) ?? min);
     if (cur === top) return;
     if (cur?.alive) {
       const held = performance.now() - (this.switchedAt.get(dest) ?? -Infinity) < HOLD_INTERVALS * this.t.probe.intervalMs;
@@ -291,17 +320,28 @@ export class Controller {
     this.best.set(dest, top.hop);
     this.map('route_best')?.update(u32(dest), u32(top.hop));
     const fmt = (p: PathState) => `${(this.score(p) / 1000).toFixed(2)} ms`;
-    this.changes.push(`${this.name(dest)}: now ${this.way(top)} (${fmt(top)}${cur ? `; was ${this.way(cur)}, ${cur.alive ? fmt(cur) : 'dead'}` : ''})`);
+    this.changes.push(
+      `${this.name(dest)}: now ${this.way(top)} (${fmt(top)}${cur ? `; was ${this.way(cur)}, ${cur.alive ? fmt(cur) : 'dead'}` : ''})`,
+    );
   }
 
   private writePaths(): void {
     const m = this.map('route_paths');
     if (!m) return;
     for (const p of this.paths) {
-      m.update(encode(abi.route_path_key, { dest: p.dest, via: p.via }), encode(abi.route_path, {
-        rtt_us: Math.round(p.srttUs ?? 0), loss_pm: Math.round(p.loss * 1000), sent: p.sent >>> 0, answered: p.answered >>> 0,
-        last_answer_ns: p.lastAnswerNs, alive: p.alive ? 1 : 0, in_use: this.best.get(p.dest) === p.hop ? 1 : 0, pad: Buffer.alloc(6),
-      }));
+      m.update(
+        encode(abi.route_path_key, { dest: p.dest, via: p.via }),
+        encode(abi.route_path, {
+          rtt_us: Math.round(p.srttUs ?? 0),
+          loss_pm: Math.round(p.loss * 1000),
+          sent: p.sent >>> 0,
+          answered: p.answered >>> 0,
+          last_answer_ns: p.lastAnswerNs,
+          alive: p.alive ? 1 : 0,
+          in_use: this.best.get(p.dest) === p.hop ? 1 : 0,
+          pad: Buffer.alloc(6),
+        }),
+      );
     }
   }
 
@@ -328,7 +368,12 @@ export class Controller {
         peers.update(u32(n.wire), peerEntry(n, u));
         if (was === undefined) return; // the first look: init wrote the same
         this.changes.push(u ? `${n.id}: underlay now through ${u.dev} from ${u.src}` : `${n.id}: no underlay route to ${n.address}`);
-        if (!u) for (const p of this.paths) if (p.hop === n.wire) { this.missed(p, `no underlay route to ${n.id}`); lost.add(p.dest); }
+        if (!u)
+          for (const p of this.paths)
+            if (p.hop === n.wire) {
+              this.missed(p, `no underlay route to ${n.id}`);
+              lost.add(p.dest);
+            }
       });
       // the kernel would drop what goes to a hop without a route: choose again now
       for (const d of lost) this.choose(d);

@@ -21,9 +21,19 @@ const OVERHEAD = abi.ROUTE_OVERHEAD;
 const MAX_TAGGED = abi.ROUTE_MAX_BYTES;
 const WINDOW = abi.ROUTE_WINDOW;
 const WINDOW_BYTES = abi.route_window.size;
-const UDP = 17, TCP = 6;
+const UDP = 17,
+  TCP = 6;
 
-interface Peer { wire: number; slot: number; key: TagKey; keyId: number; addr: number; ifindex: number; src: number; mtu: number }
+interface Peer {
+  wire: number;
+  slot: number;
+  key: TagKey;
+  keyId: number;
+  addr: number;
+  ifindex: number;
+  src: number;
+  mtu: number;
+}
 
 type Counter = keyof abi.RouteStats;
 const statOff = new Map(abi.route_stats.fields.map((f) => [f.name as Counter, f.offset]));
@@ -56,17 +66,32 @@ export class UserDatapath {
   private readonly outer = Buffer.alloc(OVERHEAD);
   private refreshed = 0;
 
-  constructor(t: Topology, private readonly open: (map: string) => BpfMap) {
+  constructor(
+    t: Topology,
+    private readonly open: (map: string) => BpfMap,
+  ) {
     this.me = t.wire;
     this.port = t.port;
     for (const n of t.neighbours) {
-      this.byWire.set(n.wire, { wire: n.wire, slot: n.slot, key: n.tag, keyId: n.keyId, addr: addrOf(n.address), ifindex: 0, src: 0, mtu: 0 });
+      this.byWire.set(n.wire, {
+        wire: n.wire,
+        slot: n.slot,
+        key: n.tag,
+        keyId: n.keyId,
+        addr: addrOf(n.address),
+        ifindex: 0,
+        src: 0,
+        mtu: 0,
+      });
       for (const a of [n.address, ...n.also]) this.owners.set(addrOf(a), n.wire);
     }
-    this.dests = t.destinations.filter((d) => d.prefix.family === 4).map((d) => {
-      const mask = d.prefix.len === 0 ? 0 : (~0 << (32 - d.prefix.len)) >>> 0;
-      return { net: (d.prefix.addr.readUInt32BE(12) & mask) >>> 0, mask, wire: d.wire };
-    }).sort((a, b) => b.mask - a.mask);
+    this.dests = t.destinations
+      .filter((d) => d.prefix.family === 4)
+      .map((d) => {
+        const mask = d.prefix.len === 0 ? 0 : (~0 << (32 - d.prefix.len)) >>> 0;
+        return { net: (d.prefix.addr.readUInt32BE(12) & mask) >>> 0, mask, wire: d.wire };
+      })
+      .sort((a, b) => b.mask - a.mask);
     this.tx = open('route_tx').mmap().mem;
     this.rx = open('route_rx').mmap().mem;
     this.counts = open('route_ustats').mmap().mem;
@@ -75,7 +100,8 @@ export class UserDatapath {
 
   /** The peers' underlay routes and the next hops, as the control plane last wrote them. */
   private refresh(): void {
-    const peers = this.open('route_peers'), best = this.open('route_best');
+    const peers = this.open('route_peers'),
+      best = this.open('route_best');
     for (const p of this.byWire.values()) {
       const v = peers.lookup(u32(p.wire));
       if (!v) continue;
@@ -86,7 +112,8 @@ export class UserDatapath {
     }
     for (const d of this.dests) {
       const v = best.lookup(u32(d.wire));
-      if (v) this.best.set(d.wire, v.readUInt32LE(0)); else this.best.delete(d.wire);
+      if (v) this.best.set(d.wire, v.readUInt32LE(0));
+      else this.best.delete(d.wire);
     }
     this.refreshed = Date.now();
   }
@@ -106,12 +133,13 @@ export class UserDatapath {
   }
 
   private destOf(addr: number): number | undefined {
-    for (const d of this.dests) if (((addr & d.mask) >>> 0) === d.net) return d.wire;
+    for (const d of this.dests) if ((addr & d.mask) >>> 0 === d.net) return d.wire;
     return undefined;
   }
 
   private encapsulate(v: PacketView): 'drop' | undefined {
-    const b = v.data, l3 = v.l3;
+    const b = v.data,
+      l3 = v.l3;
     if (v.family !== 4) return undefined;
     if (v.proto === UDP && v.dport === this.port) return undefined; // a tunnel packet already
     const dest = this.destOf(addrAt(b, l3 + 16));
@@ -126,7 +154,7 @@ export class UserDatapath {
       this.count('no_route');
       return 'drop';
     }
-    if (v.proto === TCP && (v.tcpFlags & 0x02) && peer.mtu > OVERHEAD + 40) this.clampMss(v, peer.mtu - OVERHEAD - 40);
+    if (v.proto === TCP && v.tcpFlags & 0x02 && peer.mtu > OVERHEAD + 40) this.clampMss(v, peer.mtu - OVERHEAD - 40);
     const len = b.length - l3;
     if (len + OVERHEAD > peer.mtu) {
       this.count('too_big');
@@ -134,7 +162,7 @@ export class UserDatapath {
     }
     if (len + HDR_LEN > MAX_TAGGED) return this.drop('errors'); // the kernel cannot tag it either
     // the flow's UDP source port, so the underlay can spread flows (ECMP) as the kernel's does
-    const hash = (b.readUInt32BE(l3 + 12) ^ b.readUInt32BE(l3 + 16) ^ (v.sport << 16 | v.dport) ^ v.proto) >>> 0;
+    const hash = (b.readUInt32BE(l3 + 12) ^ b.readUInt32BE(l3 + 16) ^ ((v.sport << 16) | v.dport) ^ v.proto) >>> 0;
     const tos = b[l3 + 1]!;
     // what seal() does not write: enough IPv4 for the packet to parse as one, and the overlay
     // header's fixed fields
@@ -156,7 +184,8 @@ export class UserDatapath {
   /** Writes the outer IPv4 and UDP headers at `l3` and this hop's fields of the overlay header
    * after them (from, key id, a new sequence number), then tags the packet (send_tunnel). */
   private seal(b: Buffer, l3: number, peer: Peer, tos: number, sport: number): void {
-    const len = b.length - l3, h = l3 + 28;
+    const len = b.length - l3,
+      h = l3 + 28;
     b[l3] = 0x45;
     b[l3 + 1] = tos;
     b.writeUInt16BE(len, l3 + 2);
@@ -181,13 +210,17 @@ export class UserDatapath {
 
   /** Lowers the MSS option of a TCP SYN to `mss` if it is above (clamp_mss). */
   private clampMss(v: PacketView, mss: number): void {
-    const b = v.data, l4 = v.l4;
+    const b = v.data,
+      l4 = v.l4;
     if (l4 < 0 || b.length < l4 + 20) return;
     const end = Math.min(l4 + (b[l4 + 12]! >> 4) * 4, b.length);
-    for (let off = l4 + 20; off < end;) {
+    for (let off = l4 + 20; off < end; ) {
       const kind = b[off]!;
       if (kind === 0) return;
-      if (kind === 1) { off++; continue; }
+      if (kind === 1) {
+        off++;
+        continue;
+      }
       const olen = b[off + 1] ?? 0;
       if (olen < 2 || off + olen > end) return;
       if (kind === 2 && olen === 4) {
@@ -203,7 +236,8 @@ export class UserDatapath {
   }
 
   private decapsulate(v: PacketView): 'drop' | undefined {
-    const b = v.data, l3 = v.l3;
+    const b = v.data,
+      l3 = v.l3;
     if (v.family !== 4 || v.proto !== UDP || v.l4 < 0 || v.dport !== this.port) return undefined;
     const hoff = v.l4 + 8;
     if (b.length < hoff + HDR_LEN) return this.drop('truncated');
@@ -220,7 +254,8 @@ export class UserDatapath {
     const pkt = b.subarray(hoff);
     tagInto(pkt, peer.key, type === Type.Data ? innerCsum(b, hoff) : undefined);
     if (!tagMatches(pkt)) return this.drop('bad_tag');
-    const flags = b[hoff + FIELD.flags]!, seq = b.readBigUInt64BE(hoff + FIELD.seq);
+    const flags = b[hoff + FIELD.flags]!,
+      seq = b.readBigUInt64BE(hoff + FIELD.seq);
     const w = (peer.slot * 2 + (flags & F_CTL ? 1 : 0)) * WINDOW_BYTES + Number(seq & BigInt(WINDOW - 1)) * 8;
     if (seq === 0n || !atomicRaiseU64(this.rx, w, seq)) return this.drop('replayed');
 

@@ -1,5 +1,14 @@
 import { statSync } from 'node:fs';
-import { decode, defineModule, ItmError, registerLayouts, sumPerCpu, type BpfMap, type ParamValue, type PeriodicContext } from '../../src/sdk.js';
+import {
+  decode,
+  defineModule,
+  ItmError,
+  registerLayouts,
+  sumPerCpu,
+  type BpfMap,
+  type ParamValue,
+  type PeriodicContext,
+} from '../../src/sdk.js';
 import { datapathOf, type UserDatapath } from './datapath.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
@@ -9,7 +18,18 @@ import { loadTopology, type Topology } from './topology.js';
 
 registerLayouts(abi.layouts);
 
-const MAPS = ['route_peers', 'route_keys', 'route_addrs', 'route_dests', 'route_best', 'route_tx', 'route_rx', 'route_paths', 'route_stats', 'route_ustats'];
+const MAPS = [
+  'route_peers',
+  'route_keys',
+  'route_addrs',
+  'route_dests',
+  'route_best',
+  'route_tx',
+  'route_rx',
+  'route_paths',
+  'route_stats',
+  'route_ustats',
+];
 const DATAPATHS = ['kernel', 'user'];
 
 /** the topology of a load's parameters, read again when the file changes */
@@ -17,7 +37,11 @@ const cache = new Map<string, { mtimeMs: number; t: Topology }>();
 export function topologyOf(params: Record<string, ParamValue>): Topology {
   const file = String(params.topology);
   let mtimeMs = -1;
-  try { mtimeMs = statSync(file).mtimeMs; } catch { /* loadTopology says what is wrong */ }
+  try {
+    mtimeMs = statSync(file).mtimeMs;
+  } catch {
+    /* loadTopology says what is wrong */
+  }
   const hit = cache.get(file);
   if (hit && hit.mtimeMs === mtimeMs) return hit.t;
   const t = loadTopology(file);
@@ -67,11 +91,17 @@ export function writeTopology(ctx: PeriodicContext): void {
 
 export default defineModule({
   name: 'route',
-  description: 'overlay routing (itmRoute): packets for the topology\'s destinations go through an authenticated UDP tunnel, via the neighbour the probes find best',
+  description:
+    "overlay routing (itmRoute): packets for the topology's destinations go through an authenticated UDP tunnel, via the neighbour the probes find best",
   hooks: ['tc-ingress', 'tc-egress'],
   params: {
     topology: { type: 'path', required: true, describe: 'the overlay topology file (YAML or JSON; see modules/route/README.md)' },
-    datapath: { type: 'string', default: 'kernel', describe: "where packets are encapsulated, checked and decapsulated: 'kernel' (eBPF at tc) or 'user' (TypeScript, in itmd, over AF_XDP)" },
+    datapath: {
+      type: 'string',
+      default: 'kernel',
+      describe:
+        "where packets are encapsulated, checked and decapsulated: 'kernel' (eBPF at tc) or 'user' (TypeScript, in itmd, over AF_XDP)",
+    },
   },
   interestFor: (params, hook, given) => {
     const t = topologyOf(params);
@@ -106,7 +136,8 @@ export default defineModule({
     object: 'route/route.bpf.o',
     hookSet: ['tc-ingress', 'tc-egress'],
     configure: (params) => {
-      if (!DATAPATHS.includes(String(params.datapath))) throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
+      if (!DATAPATHS.includes(String(params.datapath)))
+        throw new ItmError(`route: invalid --datapath '${String(params.datapath)}': use kernel or user`);
       const t = topologyOf(params);
       return { globals: { route_me: t.wire, route_port: t.port } };
     },
@@ -125,7 +156,9 @@ export default defineModule({
       // a packet for the overlay that cannot reach the user data path (its host restarting, behind)
       // is dropped: past it, it would leave unencapsulated, outside the overlay
       failClosed: true,
-      start: (ctx) => { datapathOf(ctx, topologyOf(ctx.params)); },
+      start: (ctx) => {
+        datapathOf(ctx, topologyOf(ctx.params));
+      },
       process: (pkt, _cls, ctx) => (ctx.state.datapath as UserDatapath).process(pkt, ctx.hook === 'tc-egress'),
     },
   },

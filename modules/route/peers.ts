@@ -6,14 +6,33 @@ import { encode } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import type { Neighbour } from './topology.js';
 
-export const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; };
+export const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+};
 /** an IPv4 address as the 4 bytes of network order */
 export const ipv4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
 
-export interface Underlay { ifindex: number; dev: string; src: string; mtu: number }
+export interface Underlay {
+  ifindex: number;
+  dev: string;
+  src: string;
+  mtu: number;
+}
 
-interface RouteJson { dev?: string; prefsrc?: string; type?: string; flags?: string[] }
-interface LinkJson { ifindex: number; ifname: string; mtu: number; flags?: string[] }
+interface RouteJson {
+  dev?: string;
+  prefsrc?: string;
+  type?: string;
+  flags?: string[];
+}
+interface LinkJson {
+  ifindex: number;
+  ifname: string;
+  mtu: number;
+  flags?: string[];
+}
 
 /** The underlay from `ip -j route get` and `ip -j link show` output: none for a route that is not
  * unicast, or over a device without carrier (no LOWER_UP: the other end is gone). */
@@ -42,20 +61,26 @@ const execAsync = promisify(execFile);
 /** The same, without blocking the event loop (the control plane's). */
 export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | undefined>> {
   const links = JSON.parse((await execAsync('ip', ['-j', 'link', 'show'])).stdout) as LinkJson[];
-  return Promise.all(addrs.map(async (a) => {
-    try {
-      return underlayOf((await execAsync('ip', ['-j', 'route', 'get', a])).stdout, links);
-    } catch {
-      return undefined;
-    }
-  }));
+  return Promise.all(
+    addrs.map(async (a) => {
+      try {
+        return underlayOf((await execAsync('ip', ['-j', 'route', 'get', a])).stdout, links);
+      } catch {
+        return undefined;
+      }
+    }),
+  );
 }
 
 /** A peer's entry: its address, key id and slot, and the underlay route to it (its keys are in
  * route_keys, at its slot). */
 export function peerEntry(n: Neighbour, via: Underlay | undefined): Buffer {
   return encode(abi.route_peer, {
-    addr: ipv4(n.address).readUInt32LE(0), key_id: n.keyId,
-    ifindex: via?.ifindex ?? 0, src: via ? ipv4(via.src).readUInt32LE(0) : 0, mtu: via?.mtu ?? 0, slot: n.slot,
+    addr: ipv4(n.address).readUInt32LE(0),
+    key_id: n.keyId,
+    ifindex: via?.ifindex ?? 0,
+    src: via ? ipv4(via.src).readUInt32LE(0) : 0,
+    mtu: via?.mtu ?? 0,
+    slot: n.slot,
   });
 }

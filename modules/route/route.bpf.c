@@ -24,12 +24,12 @@
 
 /* what the TypeScript side shares (enums, not #defines, so that they reach BTF and route.abi.ts) */
 enum route_limits {
-	ROUTE_VERSION = 2,		/* 2: the NH-SipHash tag; 1 had SipHash over the whole packet */
-	ROUTE_HDR_LEN = 32,		/* sizeof(struct route_hdr) */
-	ROUTE_OVERHEAD = 20 + 8 + 32,	/* outer IPv4, UDP, struct route_hdr */
-	ROUTE_MAX_BYTES = 2048,		/* the most the tag covers: the overlay header and 2,016 bytes */
+	ROUTE_VERSION = 2,	      /* 2: the NH-SipHash tag; 1 had SipHash over the whole packet */
+	ROUTE_HDR_LEN = 32,	      /* sizeof(struct route_hdr) */
+	ROUTE_OVERHEAD = 20 + 8 + 32, /* outer IPv4, UDP, struct route_hdr */
+	ROUTE_MAX_BYTES = 2048,	      /* the most the tag covers: the overlay header and 2,016 bytes */
 	ROUTE_MAX_INNER = 2048 - 32,
-	ROUTE_NH_WORDS = (2048 - 32) / 4 + 4,	/* NH's key: a word per word, and the Toeplitz shift */
+	ROUTE_NH_WORDS = (2048 - 32) / 4 + 4, /* NH's key: a word per word, and the Toeplitz shift */
 	/* replay slots per stream (see replay_ok): how far out of order a packet may come. Segments
 	 * of super-packets come in bursts of up to 44, taken on two CPUs at once: 64 were too few */
 	ROUTE_WINDOW = 1024,
@@ -44,28 +44,28 @@ enum route_type {
 };
 
 enum route_flags {
-	ROUTE_F_CTL = 1,	/* the sequence number is the control plane's, not the kernel's */
+	ROUTE_F_CTL = 1, /* the sequence number is the control plane's, not the kernel's */
 };
 
 /* on the wire after outer IPv4 + UDP; integers big-endian */
 struct route_hdr {
 	__u8 version;
-	__u8 type;		/* enum route_type */
-	__u8 flags;		/* enum route_flags */
-	__u8 key_id;		/* which key of the pair tags it */
-	__u32 from;		/* the node that sent this hop (its key with the receiver tags it) */
-	__u32 origin;		/* the node that first sent it */
-	__u32 to;		/* the node it is for */
-	__u64 seq;		/* per (from, receiver, flags & CTL), never repeated */
-	__u8 tag[8];		/* see route_tag */
+	__u8 type;    /* enum route_type */
+	__u8 flags;   /* enum route_flags */
+	__u8 key_id;  /* which key of the pair tags it */
+	__u32 from;   /* the node that sent this hop (its key with the receiver tags it) */
+	__u32 origin; /* the node that first sent it */
+	__u32 to;     /* the node it is for */
+	__u64 seq;    /* per (from, receiver, flags & CTL), never repeated */
+	__u8 tag[8];  /* see route_tag */
 };
 
 _Static_assert(sizeof(struct route_hdr) == ROUTE_HDR_LEN, "ROUTE_HDR_LEN is the header's size");
 
 /* a pair's tag keys, derived from its 16-byte key (modules/route/tag.ts), at its slot */
 struct route_key {
-	__u8 prf[16];		/* SipHash-2-4's, for the last step */
-	__u32 nh[ROUTE_NH_WORDS];	/* NH's */
+	__u8 prf[16];		  /* SipHash-2-4's, for the last step */
+	__u32 nh[ROUTE_NH_WORDS]; /* NH's */
 };
 
 /* where route_tag copies the inner packet, zero-padded */
@@ -75,14 +75,14 @@ struct route_scratch {
 
 /* a neighbour (any node this one shares a key with), by its wire id; its keys are in route_keys */
 struct route_peer {
-	__u32 addr;		/* where tunnel packets to it go (network order) */
+	__u32 addr; /* where tunnel packets to it go (network order) */
 	__u32 key_id;
 	/* the underlay route to addr, kept up to date by the control plane (0: none): the kernel's
 	 * FIB helper refuses devices that do not forward, and a host need not forward to tunnel */
 	__u32 ifindex;
-	__u32 src;		/* the source address that route uses (network order) */
-	__u32 mtu;		/* of that device */
-	__u32 slot;		/* its index in route_tx and route_keys, and (x 2) in route_rx */
+	__u32 src;  /* the source address that route uses (network order) */
+	__u32 mtu;  /* of that device */
+	__u32 slot; /* its index in route_tx and route_keys, and (x 2) in route_rx */
 };
 
 /* The replay state of what one peer sends (one sequence space): the highest sequence number
@@ -94,7 +94,7 @@ struct route_window {
 };
 
 struct route_lpm {
-	__u32 prefixlen;	/* 96 + len for IPv4 (stored IPv4-mapped) */
+	__u32 prefixlen; /* 96 + len for IPv4 (stored IPv4-mapped) */
 	__u8 addr[16];
 };
 
@@ -106,11 +106,11 @@ struct route_path_key {
 };
 
 struct route_path {
-	__u32 rtt_us;		/* smoothed round-trip time of its probes */
-	__u32 loss_pm;		/* probes lost, per mille, smoothed */
+	__u32 rtt_us;  /* smoothed round-trip time of its probes */
+	__u32 loss_pm; /* probes lost, per mille, smoothed */
 	__u32 sent;
 	__u32 answered;
-	__u64 last_answer_ns;	/* CLOCK_MONOTONIC */
+	__u64 last_answer_ns; /* CLOCK_MONOTONIC */
 	__u8 alive;
 	__u8 in_use;
 	__u8 pad[6];
@@ -121,25 +121,25 @@ struct route_stats {
 	__u64 encapsulated;
 	__u64 decapsulated;
 	__u64 relayed;
-	__u64 to_control;	/* probes and answers for this node, handed to the control plane */
+	__u64 to_control; /* probes and answers for this node, handed to the control plane */
 	__u64 mss_clamped;
-	__u64 no_path;		/* a destination without a next hop yet: the packet went on unchanged */
-	__u64 no_route;		/* no underlay route to the next hop: dropped */
-	__u64 too_big;		/* would not fit the tunnel's MTU: dropped */
-	__u64 gso;		/* a GSO packet cannot be tagged per segment: dropped */
-	__u64 not_peer;		/* outer source is not the address of the peer the header names */
-	__u64 bad_key;		/* unknown key id */
+	__u64 no_path;	/* a destination without a next hop yet: the packet went on unchanged */
+	__u64 no_route; /* no underlay route to the next hop: dropped */
+	__u64 too_big;	/* would not fit the tunnel's MTU: dropped */
+	__u64 gso;	/* a GSO packet cannot be tagged per segment: dropped */
+	__u64 not_peer; /* outer source is not the address of the peer the header names */
+	__u64 bad_key;	/* unknown key id */
 	__u64 bad_tag;
 	__u64 replayed;
 	__u64 truncated;
 	__u64 bad_version;
-	__u64 bad_hops;		/* relayed already, or for a node that is not a neighbour */
-	__u64 errors;		/* a helper failed */
+	__u64 bad_hops; /* relayed already, or for a node that is not a neighbour */
+	__u64 errors;	/* a helper failed */
 };
 
 /* set by itmctl from the topology */
-const volatile __u32 route_me = 0;	/* this node's wire id */
-const volatile __u16 route_port = 0;	/* the overlay's UDP port */
+const volatile __u32 route_me = 0;   /* this node's wire id */
+const volatile __u16 route_port = 0; /* the overlay's UDP port */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -246,12 +246,12 @@ const volatile struct route_abi {
 	enum route_flags flags;
 } route_abi_anchor;
 
-#define COUNT(field)                                                         \
-	do {                                                                 \
-		__u32 z = 0;                                                 \
-		struct route_stats *st = bpf_map_lookup_elem(&route_stats, &z); \
-		if (st)                                                      \
-			st->field++;                                         \
+#define COUNT(field)                                                                                         \
+	do {                                                                                                 \
+		__u32 z = 0;                                                                                 \
+		struct route_stats *st = bpf_map_lookup_elem(&route_stats, &z);                              \
+		if (st)                                                                                      \
+			st->field++;                                                                         \
 	} while (0)
 
 /* ---- the tag -------------------------------------------------------------------------------
@@ -269,23 +269,34 @@ const volatile struct route_abi {
  */
 
 #define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                              \
-	do {                                                                  \
-		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);     \
-		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                        \
-		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                        \
-		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);     \
+#define SIPROUND                                                                                             \
+	do {                                                                                                 \
+		v0 += v1;                                                                                    \
+		v1 = ROTL(v1, 13);                                                                           \
+		v1 ^= v0;                                                                                    \
+		v0 = ROTL(v0, 32);                                                                           \
+		v2 += v3;                                                                                    \
+		v3 = ROTL(v3, 16);                                                                           \
+		v3 ^= v2;                                                                                    \
+		v0 += v3;                                                                                    \
+		v3 = ROTL(v3, 21);                                                                           \
+		v3 ^= v0;                                                                                    \
+		v2 += v1;                                                                                    \
+		v1 = ROTL(v1, 17);                                                                           \
+		v1 ^= v2;                                                                                    \
+		v2 = ROTL(v2, 32);                                                                           \
 	} while (0)
-#define SIP_WORD(m)                                                           \
-	do {                                                                  \
-		v3 ^= (m);                                                    \
-		SIPROUND;                                                     \
-		SIPROUND;                                                     \
-		v0 ^= (m);                                                    \
+#define SIP_WORD(m)                                                                                          \
+	do {                                                                                                 \
+		v3 ^= (m);                                                                                   \
+		SIPROUND;                                                                                    \
+		SIPROUND;                                                                                    \
+		v0 ^= (m);                                                                                   \
 	} while (0)
 
 /* one NH step of 8 bytes: (m0 + k0) * (m1 + k1), the additions mod 2^32, the product in 64 bits */
-#define NH_STEP(w, k) ((__u64)(__u32)((__u32)(w) + (__u32)(k)) * (__u32)((__u32)((w) >> 32) + (__u32)((k) >> 32)))
+#define NH_STEP(w, k)                                                                                        \
+	((__u64)(__u32)((__u32)(w) + (__u32)(k)) * (__u32)((__u32)((w) >> 32) + (__u32)((k) >> 32)))
 
 /* NH's two sums of the inner packet under one key, and its length */
 struct route_nh {
@@ -300,7 +311,8 @@ struct route_nh {
  * checks a packet under one key and tags it under another). 0 on success.
  */
 static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csum, const struct route_key *ka,
-				    const struct route_key *kb, struct route_nh *a, struct route_nh *b, __u32 *len, const int two)
+				    const struct route_key *kb, struct route_nh *a, struct route_nh *b,
+				    __u32 *len, const int two)
 {
 	__u32 zero = 0, n, end, off = 0;
 	struct route_scratch *sc = bpf_map_lookup_elem(&route_scratch, &zero);
@@ -329,10 +341,13 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csu
 		w0 = *(const __u64 *)(buf + off);
 		w1 = *(const __u64 *)(buf + off + 8);
 		a1 += NH_STEP(w0, *(const __u64 *)(pa + off)) + NH_STEP(w1, *(const __u64 *)(pa + off + 8));
-		a2 += NH_STEP(w0, *(const __u64 *)(pa + off + 16)) + NH_STEP(w1, *(const __u64 *)(pa + off + 24));
+		a2 += NH_STEP(w0, *(const __u64 *)(pa + off + 16)) +
+		      NH_STEP(w1, *(const __u64 *)(pa + off + 24));
 		if (two) {
-			b1 += NH_STEP(w0, *(const __u64 *)(pb + off)) + NH_STEP(w1, *(const __u64 *)(pb + off + 8));
-			b2 += NH_STEP(w0, *(const __u64 *)(pb + off + 16)) + NH_STEP(w1, *(const __u64 *)(pb + off + 24));
+			b1 += NH_STEP(w0, *(const __u64 *)(pb + off)) +
+			      NH_STEP(w1, *(const __u64 *)(pb + off + 8));
+			b2 += NH_STEP(w0, *(const __u64 *)(pb + off + 16)) +
+			      NH_STEP(w1, *(const __u64 *)(pb + off + 24));
 		}
 		off += 16;
 	}
@@ -358,7 +373,8 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csu
 
 /* the tag: SipHash-2-4 under `key` of the header's first 24 bytes (`hw`, as on the wire), the inner
  * length and its NH sums, 48 bytes as little-endian words */
-static __always_inline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n, const struct route_nh *nh)
+static __always_inline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
+				       const struct route_nh *nh)
 {
 	__u64 k0 = *(const __u64 *)key->prf, k1 = *(const __u64 *)(key->prf + 8);
 	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
@@ -509,8 +525,8 @@ static __always_inline int encapsulate(struct itm_ctx *c)
 {
 	struct __sk_buff *skb = c->ctx;
 	struct itm_pkt *p = c->pkt;
-	struct route_lpm k = { .prefixlen = 128 };
-	struct route_hdr h = { .version = ROUTE_VERSION, .type = ROUTE_DATA };
+	struct route_lpm k = {.prefixlen = 128};
+	struct route_hdr h = {.version = ROUTE_VERSION, .type = ROUTE_DATA};
 	struct route_peer *peer;
 	__u32 *dest, *next, d, n;
 
@@ -563,7 +579,8 @@ static __always_inline int encapsulate(struct itm_ctx *c)
 	h.origin = bpf_htonl(route_me);
 	h.to = bpf_htonl(d);
 	/* the inner DSCP and ECN go on the outer header, so marking survives the overlay */
-	if (send_tunnel(skb, p->l3_off, peer, &h, (p->dscp << 2) | p->ecn, (__u16)(bpf_get_hash_recalc(skb) & 0x3fff), NULL) != TC_ACT_REDIRECT) {
+	if (send_tunnel(skb, p->l3_off, peer, &h, (p->dscp << 2) | p->ecn,
+			(__u16)(bpf_get_hash_recalc(skb) & 0x3fff), NULL) != TC_ACT_REDIRECT) {
 		COUNT(errors);
 		return ITM_DROP;
 	}

@@ -24,7 +24,10 @@ const PRF_DOMAIN = 0x7072660000000000n; // "prf"
 if (new Uint8Array(Uint32Array.of(1).buffer)[0] !== 1) throw new Error('route: the tag reads little-endian words; this host is big-endian');
 
 /** A pair's tag keys. */
-export interface TagKey { prf: SipKey; nh: Uint32Array }
+export interface TagKey {
+  prf: SipKey;
+  nh: Uint32Array;
+}
 
 export function tagKey(key: Uint8Array): TagKey {
   const k = sipKey(key);
@@ -36,7 +39,8 @@ export function tagKey(key: Uint8Array): TagKey {
   };
   const nh = new Uint32Array(NH_WORDS);
   for (let j = 0; j < NH_WORDS / 2; j++) [nh[2 * j], nh[2 * j + 1]] = word(NH_DOMAIN | BigInt(j));
-  const [a, b] = word(PRF_DOMAIN), [c, d] = word(PRF_DOMAIN | 1n);
+  const [a, b] = word(PRF_DOMAIN),
+    [c, d] = word(PRF_DOMAIN | 1n);
   return { prf: Uint32Array.of(a, b, c, d), nh };
 }
 
@@ -45,8 +49,12 @@ export function keyEntry(t: TagKey): Buffer {
   const b = Buffer.alloc(abi.route_key.size);
   const prfAt = abi.route_key.fields.find((f) => f.name === 'prf')!.offset;
   const nhAt = abi.route_key.fields.find((f) => f.name === 'nh')!.offset;
-  t.prf.forEach((w, i) => { b.writeUInt32LE(w, prfAt + 4 * i); });
-  t.nh.forEach((w, i) => { b.writeUInt32LE(w, nhAt + 4 * i); });
+  t.prf.forEach((w, i) => {
+    b.writeUInt32LE(w, prfAt + 4 * i);
+  });
+  t.nh.forEach((w, i) => {
+    b.writeUInt32LE(w, nhAt + 4 * i);
+  });
   return b;
 }
 
@@ -60,13 +68,19 @@ const TWO32 = 4294967296;
 
 /** NH's two passes over words [0, words) of `inner` with `k`, into nhOut. */
 function nh(k: Uint32Array, words: number): void {
-  let l1 = 0, h1 = 0, l2 = 0, h2 = 0;
+  let l1 = 0,
+    h1 = 0,
+    l2 = 0,
+    h2 = 0;
   for (let i = 0; i < words; i += 2) {
-    const m0 = inner[i]!, m1 = inner[i + 1]!;
+    const m0 = inner[i]!,
+      m1 = inner[i + 1]!;
     // (a * b) mod 2^64 for 32-bit a and b, as a * low16(b) + a * high16(b) * 2^16: both exact
     // in a double; their halves summed apart, the carries settled once at the end
-    let a = (m0 + k[i]!) >>> 0, b = (m1 + k[i + 1]!) >>> 0;
-    let p = a * (b & 0xffff), q = a * (b >>> 16);
+    let a = (m0 + k[i]!) >>> 0,
+      b = (m1 + k[i + 1]!) >>> 0;
+    let p = a * (b & 0xffff),
+      q = a * (b >>> 16);
     l1 += (p >>> 0) + (q & 0xffff) * 65536;
     h1 += Math.floor(p / TWO32) + Math.floor(q / 65536);
     a = (m0 + k[i + 4]!) >>> 0;

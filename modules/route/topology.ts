@@ -25,7 +25,11 @@ export interface Neighbour {
   slot: number;
 }
 
-export interface Destination { prefix: Prefix; node: string; wire: number }
+export interface Destination {
+  prefix: Prefix;
+  node: string;
+  wire: number;
+}
 
 export interface Topology {
   file: string;
@@ -64,7 +68,9 @@ export function loadTopology(file: string): Topology {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ItmError(`route: cannot read topology ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new ItmError(
+      `route: cannot read topology ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+    );
   }
   return parseTopology(text, file);
 }
@@ -73,10 +79,17 @@ export function parseTopology(text: string, file = 'topology'): Topology {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
   const at = (n: Node | Pair | null | undefined): string => {
-    const off = (n && 'range' in n && n.range ? n.range[0] : (n as Pair | undefined)?.key && isScalar((n as Pair).key) ? ((n as Pair).key as Node).range?.[0] : undefined);
+    const off =
+      n && 'range' in n && n.range
+        ? n.range[0]
+        : (n as Pair | undefined)?.key && isScalar((n as Pair).key)
+          ? ((n as Pair).key as Node).range?.[0]
+          : undefined;
     return off === undefined ? file : `${file}:${lines.linePos(off).line}`;
   };
-  const fail = (n: Node | Pair | null | undefined, msg: string): never => { throw new ItmError(`route: ${at(n)}: ${msg}`); };
+  const fail = (n: Node | Pair | null | undefined, msg: string): never => {
+    throw new ItmError(`route: ${at(n)}: ${msg}`);
+  };
   if (doc.errors.length) {
     const e = doc.errors[0]!;
     throw new ItmError(`route: ${file}:${lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
@@ -89,7 +102,8 @@ export function parseTopology(text: string, file = 'topology'): Topology {
     const out = new Map<string, Pair>();
     for (const p of m.items) {
       const k = isScalar(p.key) ? String(p.key.value) : undefined;
-      if (k === undefined || !allowed.includes(k)) fail(p.key as Node, `unknown key '${k ?? '?'}' in ${what} (keys: ${allowed.join(', ')})`);
+      if (k === undefined || !allowed.includes(k))
+        fail(p.key as Node, `unknown key '${k ?? '?'}' in ${what} (keys: ${allowed.join(', ')})`);
       out.set(k!, p);
     }
     return out;
@@ -97,19 +111,20 @@ export function parseTopology(text: string, file = 'topology'): Topology {
   const scalar = (f: Map<string, Pair>, key: string, parent: Node, what: string): { v: unknown; node: Node } => {
     const p = f.get(key);
     if (!p) return fail(parent, `${what} has no '${key}'`);
-    if (!isScalar(p.value)) return fail(p.value as Node ?? p, `'${key}' must be a single value`);
+    if (!isScalar(p.value)) return fail((p.value as Node) ?? p, `'${key}' must be a single value`);
     return { v: p.value.value, node: p.value };
   };
   const str = (f: Map<string, Pair>, key: string, parent: Node, what: string): { v: string; node: Node } => {
     const { v, node } = scalar(f, key, parent, what);
     if (typeof v !== 'string' && typeof v !== 'number') return fail(node, `'${key}' must be text`);
     // as written: a key of hex digits only would otherwise read as a number
-    return { v: typeof v === 'number' ? (node as { source?: string }).source ?? String(v) : v, node };
+    return { v: typeof v === 'number' ? ((node as { source?: string }).source ?? String(v)) : v, node };
   };
   const int = (f: Map<string, Pair>, key: string, parent: Node, lo: number, hi: number, dflt: number): number => {
     if (!f.has(key)) return dflt;
     const { v, node } = scalar(f, key, parent, key);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) return fail(node, `'${key}' must be an integer from ${lo} to ${hi}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)
+      return fail(node, `'${key}' must be an integer from ${lo} to ${hi}`);
     return v;
   };
   const ipv4 = (s: string, node: Node, key: string): string => {
@@ -139,7 +154,11 @@ export function parseTopology(text: string, file = 'topology'): Topology {
     const id = nodeName(idF.v, idF.node);
     if (id === me) fail(idF.node, `neighbour '${id}' is this node`);
     const wire = wireId(id);
-    if (seen.has(wire)) fail(idF.node, seen.get(wire) === id ? `duplicate neighbour id '${id}'` : `ids '${id}' and '${seen.get(wire)}' collide on the wire: rename one`);
+    if (seen.has(wire))
+      fail(
+        idF.node,
+        seen.get(wire) === id ? `duplicate neighbour id '${id}'` : `ids '${id}' and '${seen.get(wire)}' collide on the wire: rename one`,
+      );
     seen.set(wire, id);
     const aF = str(f, 'address', item, `neighbour '${id}'`);
     const also: string[] = [];
@@ -151,10 +170,22 @@ export function parseTopology(text: string, file = 'topology'): Topology {
         also.push(ipv4(String((a as { value: unknown }).value), a as Node, 'also'));
       }
     }
-    const kF = f.has('key') ? str(f, 'key', item, `neighbour '${id}'`) : fail(item, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
-    if (!/^[0-9a-fA-F]{32}$/.test(kF.v)) fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
+    const kF = f.has('key')
+      ? str(f, 'key', item, `neighbour '${id}'`)
+      : fail(item, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
+    if (!/^[0-9a-fA-F]{32}$/.test(kF.v))
+      fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
     if (neighbours.length >= MAX_NEIGHBOURS) fail(item, `more than ${MAX_NEIGHBOURS} neighbours: the most one node has`);
-    neighbours.push({ id, wire, address: ipv4(aF.v, aF.node, 'address'), also, key: Buffer.from(kF.v, 'hex'), tag: tagKey(Buffer.from(kF.v, 'hex')), keyId: int(f, 'key_id', item, 0, 255, 0), slot: neighbours.length });
+    neighbours.push({
+      id,
+      wire,
+      address: ipv4(aF.v, aF.node, 'address'),
+      also,
+      key: Buffer.from(kF.v, 'hex'),
+      tag: tagKey(Buffer.from(kF.v, 'hex')),
+      keyId: int(f, 'key_id', item, 0, 255, 0),
+      slot: neighbours.length,
+    });
   }
   if (!neighbours.length) fail(nbSeq, 'the topology lists no neighbours');
   const byAddr = new Map<string, string>([[address, me]]);

@@ -15,7 +15,17 @@ export const F_CTL = ROUTE_F_CTL;
 
 const off = (f: string) => route_hdr.fields.find((x) => x.name === f)!.offset;
 /** where the header's fields are */
-export const FIELD = { version: off('version'), type: off('type'), flags: off('flags'), keyId: off('key_id'), from: off('from'), origin: off('origin'), to: off('to'), seq: off('seq'), tag: off('tag') };
+export const FIELD = {
+  version: off('version'),
+  type: off('type'),
+  flags: off('flags'),
+  keyId: off('key_id'),
+  from: off('from'),
+  origin: off('origin'),
+  to: off('to'),
+  seq: off('seq'),
+  tag: off('tag'),
+};
 
 export interface Header {
   type: Type;
@@ -32,8 +42,13 @@ export interface Header {
 export function readHeader(pkt: Buffer): Header | undefined {
   if (pkt.length < HDR_LEN || pkt[FIELD.version] !== VERSION) return undefined;
   return {
-    type: pkt[FIELD.type] as Type, flags: pkt[FIELD.flags]!, keyId: pkt[FIELD.keyId]!,
-    from: pkt.readUInt32BE(FIELD.from), origin: pkt.readUInt32BE(FIELD.origin), to: pkt.readUInt32BE(FIELD.to), seq: pkt.readBigUInt64BE(FIELD.seq),
+    type: pkt[FIELD.type] as Type,
+    flags: pkt[FIELD.flags]!,
+    keyId: pkt[FIELD.keyId]!,
+    from: pkt.readUInt32BE(FIELD.from),
+    origin: pkt.readUInt32BE(FIELD.origin),
+    to: pkt.readUInt32BE(FIELD.to),
+    seq: pkt.readBigUInt64BE(FIELD.seq),
   };
 }
 

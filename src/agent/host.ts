@@ -12,7 +12,16 @@ import { ItmError } from '../errors.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
 import { ModuleInstance, instanceDir } from '../instance.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
-import { hostFunctions, isUserModule, type Hook, type ParamValue, type Periodic, type PeriodicContext, type UserContext, type UserFunctions } from '../module-def.js';
+import {
+  hostFunctions,
+  isUserModule,
+  type Hook,
+  type ParamValue,
+  type Periodic,
+  type PeriodicContext,
+  type UserContext,
+  type UserFunctions,
+} from '../module-def.js';
 import { PacketView, type Room } from '../user/packet.js';
 
 export interface HostSpec {
@@ -31,7 +40,11 @@ export interface HostSpec {
 }
 
 /** what a module's periodic functions did last (see PeriodicView) */
-export interface PeriodicResult { classes?: Record<string, number | string>; changed?: string; error?: string }
+export interface PeriodicResult {
+  classes?: Record<string, number | string>;
+  changed?: string;
+  error?: string;
+}
 
 /** messages to the agent */
 export type HostMessage =
@@ -77,7 +90,15 @@ class RateLimitedLog {
 
 export class ModuleHost {
   private running = true;
-  private readonly stats = { received: 0n, accepted: 0n, modified: 0n, dropped: 0n, errors: 0n, malformed: 0n, classes: new Array<bigint>(abi.ITM_CLASS_BUCKETS).fill(0n) };
+  private readonly stats = {
+    received: 0n,
+    accepted: 0n,
+    modified: 0n,
+    dropped: 0n,
+    errors: 0n,
+    malformed: 0n,
+    classes: new Array<bigint>(abi.ITM_CLASS_BUCKETS).fill(0n),
+  };
   private gone = 0n;
   private uctlVal!: Buffer;
   private readonly errs: RateLimitedLog;
@@ -160,15 +181,23 @@ export class ModuleHost {
 
   /** The receive loop; resolves when stop() was called and the packets in flight came back. */
   async run(): Promise<void> {
-    const addrs = new Uint32Array(BATCH), lens = new Uint32Array(BATCH);
-    const txA = new Uint32Array(BATCH), txL = new Uint32Array(BATCH), rel = new Uint32Array(BATCH);
-    const scratch = Buffer.alloc(FRAME_SIZE), trailer = Buffer.alloc(TRAILER_SIZE);
+    const addrs = new Uint32Array(BATCH),
+      lens = new Uint32Array(BATCH);
+    const txA = new Uint32Array(BATCH),
+      txL = new Uint32Array(BATCH),
+      rel = new Uint32Array(BATCH);
+    const scratch = Buffer.alloc(FRAME_SIZE),
+      trailer = Buffer.alloc(TRAILER_SIZE);
     const umem = this.sock.umem;
     // at xdp the trailer comes as metadata, just before the packet (see divert() in
     // bpf/dispatcher.bpf.c); at tc it is behind the packet. It goes back behind the packet, which
     // the module may have grown or shrunk at its front (insert, remove): its end stays put.
     const trailerInFront = this.spec.hook === 'xdp';
-    let lastRenew = 0, lastStats = 0, lastRx = Date.now(), lastSent = -1n, lastPeriodic = Date.now();
+    let lastRenew = 0,
+      lastStats = 0,
+      lastRx = Date.now(),
+      lastSent = -1n,
+      lastPeriodic = Date.now();
     const every = this.periodicFns;
     let drainUntil = 0;
     for (;;) {
@@ -206,15 +235,18 @@ export class ModuleHost {
         continue;
       }
       lastRx = t;
-      let nt = 0, nr = 0;
+      let nt = 0,
+        nr = 0;
       for (let i = 0; i < n; i++) {
-        const addr = addrs[i]!, len = lens[i]!;
+        const addr = addrs[i]!,
+          len = lens[i]!;
         const plen = trailerInFront ? len : len - TRAILER_SIZE;
         const at = trailerInFront ? addr - TRAILER_SIZE : addr + plen;
         umem.copy(trailer, 0, at, at + TRAILER_SIZE);
         const out = this.handle(umem.subarray(addr, addr + plen), { buf: umem, start: addr - (addr % FRAME_SIZE) }, scratch);
         if (out) {
-          const start = out.data.byteOffset - umem.byteOffset, end = start + out.data.length;
+          const start = out.data.byteOffset - umem.byteOffset,
+            end = start + out.data.length;
           if (out.out) {
             trailer[T_FLAGS] = trailer[T_FLAGS]! | abi.ITM_T_REDIRECT;
             trailer.writeUInt32LE(out.out, T_OUT);
@@ -247,7 +279,9 @@ export class ModuleHost {
   /** One packet, `frame` in `room`: what to send back (the packet where it now stands, and the
    * device to send it out of, if the module redirected it), or undefined when it is dropped. */
   private handle(frame: Buffer, room: Room, scratch: Buffer): { data: Buffer; out: number } | undefined {
-    const s = this.stats, def = this.fns, ctx = this.ctx;
+    const s = this.stats,
+      def = this.fns,
+      ctx = this.ctx;
     s.received++;
     let view = PacketView.parse(frame, room);
     if (typeof view === 'string') {
@@ -296,7 +330,11 @@ export class ModuleHost {
       }
     }
     if (changed) {
-      const bad = view.validate() ?? (view.out && this.spec.hook === 'xdp' ? 'redirect() is for the tc hooks: at xdp the packet cannot leave by the neighbour table' : undefined);
+      const bad =
+        view.validate() ??
+        (view.out && this.spec.hook === 'xdp'
+          ? 'redirect() is for the tc hooks: at xdp the packet cannot leave by the neighbour table'
+          : undefined);
       if (bad) {
         s.malformed++;
         this.errs.error('dropped a packet it cannot send', bad);
@@ -312,8 +350,18 @@ export class ModuleHost {
   /** class-update and controller-update, in this process: they see the `state` the per-packet
    * functions keep. A user module has no pinned maps or globals of its own. */
   private periodicContext(): PeriodicContext {
-    const none = (what: string) => () => { throw new Error(`a user-space module has no ${what}: keep what the periodic functions need in ctx.state`); };
-    return { name: this.ctx.name, dev: this.ctx.dev, hook: this.ctx.hook, open: none('pinned maps'), global: none('BPF globals'), params: this.ctx.params, state: this.ctx.state };
+    const none = (what: string) => () => {
+      throw new Error(`a user-space module has no ${what}: keep what the periodic functions need in ctx.state`);
+    };
+    return {
+      name: this.ctx.name,
+      dev: this.ctx.dev,
+      hook: this.ctx.hook,
+      open: none('pinned maps'),
+      global: none('BPF globals'),
+      params: this.ctx.params,
+      state: this.ctx.state,
+    };
   }
 
   private periodic(every: Periodic): void {
@@ -365,7 +413,9 @@ async function main(): Promise<void> {
   process.on('SIGINT', stop);
   // the agent went away (killed): stop too, so the packets bypass until a new agent adopts us
   process.on('disconnect', stop);
-  process.on('message', (m: { type?: string }) => { if (m?.type === 'stop') stop(); });
+  process.on('message', (m: { type?: string }) => {
+    if (m?.type === 'stop') stop();
+  });
   tellAgent({ type: 'ready' });
   await host.run();
   await host.close();

@@ -27,7 +27,16 @@ import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry/index.js';
 import { hasMaps, listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
-import { AGENT_DIR, agentPaths, type AgentStatus, type HostedView, type PeriodicView, type Request, type Response, type UnloadResult } from './protocol.js';
+import {
+  AGENT_DIR,
+  agentPaths,
+  type AgentStatus,
+  type HostedView,
+  type PeriodicView,
+  type Request,
+  type Response,
+  type UnloadResult,
+} from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';
 
 const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
@@ -43,7 +52,14 @@ const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}
 /** What a host needs to serve a recorded user module. */
 function hostSpec(ns: string, dev: string, ifindex: number, hook: Hook, m: ModuleRecord): HostSpec {
   return {
-    name: m.name, dev, ifindex, hook, id: m.id, hookDir: hookPinDir(ifindex, hook, ns), source: m.source!, params: m.params,
+    name: m.name,
+    dev,
+    ifindex,
+    hook,
+    id: m.id,
+    hookDir: hookPinDir(ifindex, hook, ns),
+    source: m.source!,
+    params: m.params,
     load: `itm-load ${ns}/${ifindex}/${hook}/${m.id}/${m.loadedAt}`,
   };
 }
@@ -79,7 +95,10 @@ class HostProcess {
   /** what its periodic functions last reported */
   private periodic?: Omit<PeriodicView, 'name' | 'dev' | 'hook' | 'module'>;
 
-  constructor(readonly spec: HostSpec, readonly module: string) {}
+  constructor(
+    readonly spec: HostSpec,
+    readonly module: string,
+  ) {}
 
   /** Starts the process; resolves when it serves, rejects with why it could not. */
   start(): Promise<void> {
@@ -165,8 +184,14 @@ class HostProcess {
 
   view(): HostedView {
     return {
-      name: this.spec.name, dev: this.spec.dev, hook: this.spec.hook, module: this.module, state: this.state,
-      ...(this.child?.pid ? { pid: this.child.pid } : {}), restarts: this.restarts, ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      name: this.spec.name,
+      dev: this.spec.dev,
+      hook: this.spec.hook,
+      module: this.module,
+      state: this.state,
+      ...(this.child?.pid ? { pid: this.child.pid } : {}),
+      restarts: this.restarts,
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
     };
   }
 }
@@ -177,7 +202,11 @@ class PeriodicTimer {
   runs = 0;
   last?: PeriodicView['last'];
   private timer?: NodeJS.Timeout;
-  constructor(readonly run: registry.PeriodicInstance, readonly name: string, readonly dev: string) {
+  constructor(
+    readonly run: registry.PeriodicInstance,
+    readonly name: string,
+    readonly dev: string,
+  ) {
     this.timer = setInterval(() => this.tick(), run.intervalMs);
   }
   private tick(): void {
@@ -194,7 +223,15 @@ class PeriodicTimer {
     this.run.close();
   }
   view(): PeriodicView {
-    return { name: this.name, dev: this.dev, hook: this.run.hook, module: this.run.module, intervalMs: this.run.intervalMs, runs: this.runs, ...(this.last ? { last: this.last } : {}) };
+    return {
+      name: this.name,
+      dev: this.dev,
+      hook: this.run.hook,
+      module: this.run.module,
+      intervalMs: this.run.intervalMs,
+      runs: this.runs,
+      ...(this.last ? { last: this.last } : {}),
+    };
   }
 }
 
@@ -210,7 +247,10 @@ export class Agent {
   readonly startedAt = new Date().toISOString();
   readonly metrics = new Registry();
 
-  constructor(readonly ns: string, readonly metricsAddr?: string) {
+  constructor(
+    readonly ns: string,
+    readonly metricsAddr?: string,
+  ) {
     this.defineMetrics();
   }
 
@@ -242,7 +282,10 @@ export class Agent {
   /** One change at a time: loads, unloads and following the records never interleave. */
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.busy.then(fn, fn);
-    this.busy = p.then(() => undefined, () => undefined);
+    this.busy = p.then(
+      () => undefined,
+      () => undefined,
+    );
     return p;
   }
 
@@ -334,7 +377,9 @@ export class Agent {
         try {
           if (name) registry.unload(name, opts.dev, r.hook);
           if (r.broughtUp) registry.down(opts.dev, [r.hook]);
-        } catch { /* the host's error is the one to report */ }
+        } catch {
+          /* the host's error is the one to report */
+        }
       }
       throw e;
     }
@@ -361,7 +406,10 @@ export class Agent {
 
   status(): AgentStatus {
     return {
-      pid: process.pid, netns: this.ns, startedAt: this.startedAt, ...(this.metricsAddr ? { metrics: `http://${this.metricsAddr}/metrics` } : {}),
+      pid: process.pid,
+      netns: this.ns,
+      startedAt: this.startedAt,
+      ...(this.metricsAddr ? { metrics: `http://${this.metricsAddr}/metrics` } : {}),
       hosts: [...this.hosts.values()].map((h) => h.view()),
       // a user module's periodic functions run in its host, which reports them
       periodic: [...this.periodic.values()].map((p) => p.view()).concat([...this.hosts.values()].flatMap((h) => h.periodicView() ?? [])),
@@ -405,9 +453,10 @@ export class Agent {
       this.handle(req).then(
         (r) => c.end(`${JSON.stringify(r)}\n`),
         (e: unknown) => {
-          const r: Response = e instanceof ItmError
-            ? { ok: false, error: e.message, ...(e.hint ? { hint: e.hint } : {}) }
-            : { ok: false, error: e instanceof Error ? e.message : String(e) };
+          const r: Response =
+            e instanceof ItmError
+              ? { ok: false, error: e.message, ...(e.hint ? { hint: e.hint } : {}) }
+              : { ok: false, error: e instanceof Error ? e.message : String(e) };
           if (!(e instanceof ItmError)) logLine(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
           c.end(`${JSON.stringify(r)}\n`);
         },
@@ -439,56 +488,89 @@ export class Agent {
     const reg = this.metrics;
     const labels = ['dev', 'hook', 'name', 'module'] as const;
     let snapshot: registry.DeviceView[] = [];
-    const rows = () => snapshot.flatMap((d) => d.hooks.flatMap((h) => h.modules.map((m) => ({ d, h, m, l: { dev: d.dev, hook: h.hook, name: m.name, module: m.module } }))));
+    const rows = () =>
+      snapshot.flatMap((d) =>
+        d.hooks.flatMap((h) => h.modules.map((m) => ({ d, h, m, l: { dev: d.dev, hook: h.hook, name: m.name, module: m.module } }))),
+      );
     const counter = (name: string, help: string, extra: string[], fill: (set: (l: Record<string, string>, v: number) => void) => void) =>
       new Counter({
-        name, help, labelNames: [...labels, ...extra], registers: [reg],
+        name,
+        help,
+        labelNames: [...labels, ...extra],
+        registers: [reg],
         collect() {
           this.reset();
           fill((l, v) => this.inc(l, v));
         },
       });
     new Gauge({
-      name: 'itm_agent_up', help: 'itmd runs (1), with the time it started as a label', labelNames: ['started'], registers: [reg],
+      name: 'itm_agent_up',
+      help: 'itmd runs (1), with the time it started as a label',
+      labelNames: ['started'],
+      registers: [reg],
       collect: () => {
         // the one collector that refreshes the snapshot the others read (registry order)
-        try { snapshot = registry.list(); } catch { snapshot = []; }
+        try {
+          snapshot = registry.list();
+        } catch {
+          snapshot = [];
+        }
       },
     }).set({ started: this.startedAt }, 1);
-    counter('itm_module_seen_total', 'packets that reached the module\'s slot', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.seen); });
-    counter('itm_module_matched_total', 'packets that matched the module\'s interest', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.matched); });
-    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.dropped); });
-    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => { for (const { m, l } of rows()) set(l, m.counters.errors); });
+    counter('itm_module_seen_total', "packets that reached the module's slot", [], (set) => {
+      for (const { m, l } of rows()) set(l, m.counters.seen);
+    });
+    counter('itm_module_matched_total', "packets that matched the module's interest", [], (set) => {
+      for (const { m, l } of rows()) set(l, m.counters.matched);
+    });
+    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => {
+      for (const { m, l } of rows()) set(l, m.counters.dropped);
+    });
+    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => {
+      for (const { m, l } of rows()) set(l, m.counters.errors);
+    });
     counter('itm_module_class_packets_total', 'packets by the class the module gave them', ['class'], (set) => {
       for (const { m, l } of rows()) for (const [c, v] of Object.entries(m.counters.classes)) set({ ...l, class: c }, v);
     });
-    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => { for (const { m, l } of rows()) if (m.user) set(l, m.user.diverted); });
+    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => {
+      for (const { m, l } of rows()) if (m.user) set(l, m.user.diverted);
+    });
     counter('itm_user_bypassed_total', 'packets that went past a user-space module, by reason', ['reason'], (set) => {
       for (const { m, l } of rows()) for (const [r, v] of Object.entries(m.user?.bypassed ?? {})) set({ ...l, reason: r }, v);
     });
     new Gauge({
-      name: 'itm_user_in_flight', help: 'packets diverted to a user-space module and not back yet', labelNames: [...labels], registers: [reg],
+      name: 'itm_user_in_flight',
+      help: 'packets diverted to a user-space module and not back yet',
+      labelNames: [...labels],
+      registers: [reg],
       collect() {
         this.reset();
         for (const { m, l } of rows()) if (m.user) this.set(l, m.user.inFlight);
       },
     });
     new Gauge({
-      name: 'itm_user_serving', help: '1 while a user-space module\'s host takes packets', labelNames: [...labels], registers: [reg],
+      name: 'itm_user_serving',
+      help: "1 while a user-space module's host takes packets",
+      labelNames: [...labels],
+      registers: [reg],
       collect() {
         this.reset();
         for (const { m, l } of rows()) if (m.user) this.set(l, m.user.serving ? 1 : 0);
       },
     });
     const hosts = this.hosts;
-    counter('itm_user_restarts_total', 'times a user-space module\'s host was restarted after it died', [], (set) => {
+    counter('itm_user_restarts_total', "times a user-space module's host was restarted after it died", [], (set) => {
       for (const h of hosts.values()) set({ dev: h.spec.dev, hook: h.spec.hook, name: h.spec.name, module: h.module }, h.restarts);
     });
     new Counter({
-      name: 'itm_dispatcher_packets_total', help: 'packets a dispatcher saw, by what became of its parse', labelNames: ['dev', 'hook', 'outcome'], registers: [reg],
+      name: 'itm_dispatcher_packets_total',
+      help: 'packets a dispatcher saw, by what became of its parse',
+      labelNames: ['dev', 'hook', 'outcome'],
+      registers: [reg],
       collect() {
         this.reset();
-        for (const d of snapshot) for (const h of d.hooks) for (const [k, v] of Object.entries(h.packets)) this.inc({ dev: d.dev, hook: h.hook, outcome: k }, v);
+        for (const d of snapshot)
+          for (const h of d.hooks) for (const [k, v] of Object.entries(h.packets)) this.inc({ dev: d.dev, hook: h.hook, outcome: k }, v);
       },
     });
   }
@@ -517,7 +599,9 @@ async function main(): Promise<void> {
     else if (a.startsWith('--metrics=')) metricsAddr = a.slice('--metrics='.length);
     else if (a === '--no-metrics') metricsAddr = undefined;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: itmd [--metrics host:port | --no-metrics]\n  the itm agent of this network namespace (itmctl starts it when needed)\n');
+      process.stdout.write(
+        'usage: itmd [--metrics host:port | --no-metrics]\n  the itm agent of this network namespace (itmctl starts it when needed)\n',
+      );
       return;
     } else {
       process.stderr.write(`itmd: unknown argument ${a}\n`);

@@ -46,7 +46,11 @@ export interface AgentStatus {
 
 /** what an unload took off: the hook, and the other hooks when one load had put the module at
  * several (hookSet) */
-export interface UnloadResult { hook: Hook; id: number; others?: Array<{ hook: Hook; id: number }> }
+export interface UnloadResult {
+  hook: Hook;
+  id: number;
+  others?: Array<{ hook: Hook; id: number }>;
+}
 
 export type Request =
   | { op: 'status' }
@@ -97,7 +101,13 @@ export function request(req: Request, timeoutMs = 30_000, ns = netnsId()): Promi
       clearTimeout(timer);
       if (answered) return;
       if (!sent) resolve(undefined);
-      else reject(new ItmError(`itmd went away while handling '${req.op}', without an answer`, `itmctl list shows what was done; see its log, ${agentPaths(ns).log}`));
+      else
+        reject(
+          new ItmError(
+            `itmd went away while handling '${req.op}', without an answer`,
+            `itmctl list shows what was done; see its log, ${agentPaths(ns).log}`,
+          ),
+        );
     });
   });
 }

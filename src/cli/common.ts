@@ -4,7 +4,10 @@ import type { Argv } from 'yargs';
 import { ItmError } from '../errors.js';
 import { HOOKS, type Hook } from '../module-def.js';
 
-export interface GlobalArgs { json?: boolean; verbose?: boolean }
+export interface GlobalArgs {
+  json?: boolean;
+  verbose?: boolean;
+}
 
 export function devOption<T>(y: Argv<T>, required = true) {
   return y.option('dev', { type: 'string', describe: 'network device', demandOption: required ? 'give the device with --dev' : false });
@@ -23,9 +26,13 @@ export function requireRoot(): void {
   try {
     const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
     eff = m ? BigInt(`0x${m[1]}`) : 0n;
-  } catch { /* no /proc: treat as unprivileged */ }
+  } catch {
+    /* no /proc: treat as unprivileged */
+  }
   const has = (bit: number) => ((eff >> BigInt(bit)) & 1n) === 1n;
-  const CAP_NET_ADMIN = 12, CAP_SYS_ADMIN = 21, CAP_BPF = 39;
+  const CAP_NET_ADMIN = 12,
+    CAP_SYS_ADMIN = 21,
+    CAP_BPF = 39;
   if (!has(CAP_NET_ADMIN) || !(has(CAP_BPF) || has(CAP_SYS_ADMIN))) {
     throw new ItmError('must run as root: itmctl loads eBPF programs and changes tc filters (needs CAP_BPF and CAP_NET_ADMIN)');
   }
@@ -38,6 +45,9 @@ export function printJson(v: unknown): void {
 /** A plain text table: columns padded to their widest cell. */
 export function table(rows: string[][], indent = ''): string {
   const w: number[] = [];
-  for (const r of rows) r.forEach((c, i) => { w[i] = Math.max(w[i] ?? 0, c.length); });
+  for (const r of rows)
+    r.forEach((c, i) => {
+      w[i] = Math.max(w[i] ?? 0, c.length);
+    });
   return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
 }

@@ -14,7 +14,8 @@ export function parseFlow(spec: string, resolveDev: (name: string) => number): F
     if (!['proto', 'src', 'dst', 'sport', 'dport', 'indev', 'origin'].includes(k)) throw new ItmError(`invalid flow key '${k}'`);
     kv[k] = part.slice(eq + 1);
   }
-  for (const k of ['proto', 'src', 'dst']) if (!kv[k]) throw new ItmError(`the flow needs ${k}= (e.g. proto=udp,src=10.0.0.1,dst=10.0.0.2,sport=1234,dport=5001)`);
+  for (const k of ['proto', 'src', 'dst'])
+    if (!kv[k]) throw new ItmError(`the flow needs ${k}= (e.g. proto=udp,src=10.0.0.1,dst=10.0.0.2,sport=1234,dport=5001)`);
   const proto = protoNumber(kv.proto!);
   if (proto === undefined) throw new ItmError(`invalid flow proto=${kv.proto}`);
   const src = addrToBytes(kv.src!);
@@ -28,9 +29,15 @@ export function parseFlow(spec: string, resolveDev: (name: string) => number): F
     if (!/^\d+$/.test(kv[k]!) || n > 65535) throw new ItmError(`invalid flow ${k}=${kv[k]}: ports are 0-65535`);
     return n;
   };
-  if (kv.origin !== undefined && kv.origin !== 'local' && kv.origin !== 'forwarded') throw new ItmError(`invalid flow origin=${kv.origin}: local or forwarded`);
+  if (kv.origin !== undefined && kv.origin !== 'local' && kv.origin !== 'forwarded')
+    throw new ItmError(`invalid flow origin=${kv.origin}: local or forwarded`);
   return {
-    family: src.family, proto, src: src.addr, dst: dst.addr, sport: port('sport'), dport: port('dport'),
+    family: src.family,
+    proto,
+    src: src.addr,
+    dst: dst.addr,
+    sport: port('sport'),
+    dport: port('dport'),
     ...(kv.indev !== undefined ? { indev: resolveDev(kv.indev) } : {}),
     ...(kv.origin !== undefined ? { local: kv.origin === 'local' } : {}),
   };

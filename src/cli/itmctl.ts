@@ -48,9 +48,12 @@ try {
   // module whose declaration does not load must not stop the other commands: load says why
   const wantsDefs = word === 'load' || helps;
   const catalog = wantsDefs || (word !== undefined && !CORE_NAMES.has(word)) ? await import('../catalog.js') : undefined;
-  const defs = wantsDefs && catalog
-    ? (await Promise.allSettled(catalog.moduleNames().map((n) => catalog.findModule(n)))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
-    : [];
+  const defs =
+    wantsDefs && catalog
+      ? (await Promise.allSettled(catalog.moduleNames().map((n) => catalog.findModule(n)))).flatMap((r) =>
+          r.status === 'fulfilled' ? [r.value] : [],
+        )
+      : [];
   // a module's own commands: those of the module the command line names (what goes wrong with
   // them is that command's error), or for help every module's that loads
   const moduleCmds: ModuleCommand[] = [];
@@ -58,9 +61,10 @@ try {
     const { moduleCommands } = await import('./module-commands.js');
     const files = [...catalog.moduleCliFiles()].filter(([name]) => !CORE_NAMES.has(name));
     const named = files.find(([name]) => name === word);
-    if (named && !helps) moduleCmds.push(...await moduleCommands(...named));
+    if (named && !helps) moduleCmds.push(...(await moduleCommands(...named)));
     else if (helps) {
-      for (const r of await Promise.allSettled(files.map((f) => moduleCommands(...f)))) if (r.status === 'fulfilled') moduleCmds.push(...r.value);
+      for (const r of await Promise.allSettled(files.map((f) => moduleCommands(...f))))
+        if (r.status === 'fulfilled') moduleCmds.push(...r.value);
     }
   }
   let y = yargs(argv)

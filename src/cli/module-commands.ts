@@ -34,7 +34,9 @@ export async function moduleCommands(module: string, file: string): Promise<Modu
     }
     const names = commandNames(c);
     if (!names.length || names.some((n) => n !== module)) {
-      throw new ItmError(`${what}: command '${names.join(' ') || String(c.command)}' must be named after the module ('${module} <action>')`);
+      throw new ItmError(
+        `${what}: command '${names.join(' ') || String(c.command)}' must be named after the module ('${module} <action>')`,
+      );
     }
   }
   return list as ModuleCommand[];

@@ -72,8 +72,7 @@ export function summarizeLog(log: string): string[] {
     const end = lines.findIndex((l, i) => i > begin && l.includes('-- END PROG LOAD LOG --'));
     body = lines.slice(begin + 1, end < 0 ? undefined : end);
     body = body.filter(
-      (l) => l.trim() !== '' && !/^processed \d+ insns/.test(l) && !/^verification time/.test(l) &&
-        !/^stack depth/.test(l),
+      (l) => l.trim() !== '' && !/^processed \d+ insns/.test(l) && !/^verification time/.test(l) && !/^stack depth/.test(l),
     );
   } else {
     // Generic trailers like "failed to load object" repeat the step, not the reason.

@@ -42,8 +42,14 @@ export interface VethEnd {
 
 function toLinkInfo(r: NativeLinkRow): LinkInfo {
   return {
-    ifindex: r.ifindex, name: r.name, kind: r.kind, type: r.type, flags: r.flags, up: (r.flags & IFF_UP) !== 0,
-    mtu: r.mtu, link: r.link,
+    ifindex: r.ifindex,
+    name: r.name,
+    kind: r.kind,
+    type: r.type,
+    flags: r.flags,
+    up: (r.flags & IFF_UP) !== 0,
+    mtu: r.mtu,
+    link: r.link,
   };
 }
 
@@ -102,8 +108,16 @@ export function linkType(dev: LinkRef): number {
 /** `ip link`'s name for an ARPHRD_* type ('ether', 'loopback', 'none', ...), else `ARPHRD n`. */
 export function linkTypeName(type: number): string {
   const names: Record<number, string> = {
-    1: 'ether', 512: 'ppp', 768: 'ipip', 769: 'tunnel6', 772: 'loopback', 776: 'sit', 778: 'gre', 823: 'ip6gre',
-    65534: 'none', 65535: 'void',
+    1: 'ether',
+    512: 'ppp',
+    768: 'ipip',
+    769: 'tunnel6',
+    772: 'loopback',
+    776: 'sit',
+    778: 'gre',
+    823: 'ip6gre',
+    65534: 'none',
+    65535: 'void',
   };
   return names[type] ?? `ARPHRD ${type}`;
 }
@@ -192,12 +206,19 @@ export const ethtool = {
   setFeatures(dev: string, wanted: Record<string, boolean>): void {
     const names = Object.keys(wanted);
     if (names.length === 0) return;
-    const flags = native.ethtoolSetFeatures(dev, names, names.map((n) => wanted[n]!));
+    const flags = native.ethtoolSetFeatures(
+      dev,
+      names,
+      names.map((n) => wanted[n]!),
+    );
     const now = new Map(native.ethtoolFeatures(dev).map((f) => [f.name, f]));
     const left = names.filter((n) => now.get(n)?.active !== wanted[n]);
     if (left.length === 0) return;
     const what = left.map((n) => `${n} ${now.get(n)?.active === true ? 'on' : 'off'}${now.get(n)?.fixed === true ? ' [fixed]' : ''}`);
-    const why = (flags & ETHTOOL_F_UNSUPPORTED) !== 0 ? 'the device does not let them change' : 'the kernel kept them (fixed, or held by features they depend on)';
+    const why =
+      (flags & ETHTOOL_F_UNSUPPORTED) !== 0
+        ? 'the device does not let them change'
+        : 'the kernel kept them (fixed, or held by features they depend on)';
     throw unsupported(`ethtool set features of ${dev}: ${what.join(', ')} left as they were: ${why}`, 'ETHTOOL_SFEATURES');
   },
 };

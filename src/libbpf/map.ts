@@ -139,7 +139,11 @@ export class BpfMap extends FdHandle {
    */
   mmap(): { mem: Buffer; stride: number } {
     if (this.type !== BPF_MAP_TYPE.ARRAY || !(this.flags & BPF_MAP_FLAG.MMAPABLE)) {
-      throw new BpfError(`${this.describe()}: only an array map made with BPF_F_MMAPABLE can be mapped`, { code: 'EINVAL', errno: 22, step: 'mmap' });
+      throw new BpfError(`${this.describe()}: only an array map made with BPF_F_MMAPABLE can be mapped`, {
+        code: 'EINVAL',
+        errno: 22,
+        step: 'mmap',
+      });
     }
     const stride = Math.ceil(this.valueSize / 8) * 8;
     return { mem: native.mapMmap(this.describe(), this.liveFd('mmap'), stride * this.maxEntries), stride };

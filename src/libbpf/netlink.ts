@@ -107,4 +107,3 @@ export function ifNameToIndex(name: string): number {
 export function ifIndexToName(index: number): string | undefined {
   return native.ifIndexToName(index);
 }
-

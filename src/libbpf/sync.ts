@@ -12,7 +12,14 @@ let pair: { outer: BpfMap; inner: BpfMap } | undefined;
 export function waitForRunningPrograms(): void {
   if (!pair) {
     const inner = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY, name: 'sync_inner', keySize: 4, valueSize: 4, maxEntries: 1 });
-    const outer = BpfMap.create({ type: BPF_MAP_TYPE.ARRAY_OF_MAPS, name: 'sync_outer', keySize: 4, valueSize: 4, maxEntries: 1, innerMap: inner });
+    const outer = BpfMap.create({
+      type: BPF_MAP_TYPE.ARRAY_OF_MAPS,
+      name: 'sync_outer',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 1,
+      innerMap: inner,
+    });
     pair = { outer, inner };
   }
   const v = Buffer.alloc(4);

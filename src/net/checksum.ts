@@ -6,7 +6,7 @@ export function onesSum(buf: Uint8Array, acc = 0, from = 0, to = buf.length): nu
   for (let i = from; i < end; i += 2) acc += (buf[i]! << 8) | buf[i + 1]!;
   if ((to - from) & 1) acc += buf[to - 1]! << 8;
   // keep the accumulator well inside the safe integer range for very long inputs
-  return acc > 0xffffffff ? (acc % 0xffff) || 0xffff : acc;
+  return acc > 0xffffffff ? acc % 0xffff || 0xffff : acc;
 }
 
 export function foldSum(acc: number): number {

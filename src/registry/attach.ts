@@ -50,7 +50,9 @@ export function attachment(ifindex: number, hook: Hook): Attachment {
   return {
     current: () => tc.query(ifindex, point, FILTER)?.progId,
     prepare: () => tc.hookCreate(ifindex, point).created,
-    attach: (fd, replace) => { tc.attach(ifindex, point, fd, { ...FILTER, replace }); },
+    attach: (fd, replace) => {
+      tc.attach(ifindex, point, fd, { ...FILTER, replace });
+    },
     detach: () => tc.detach(ifindex, point, FILTER),
     taken: () => `another filter holds tc handle 0x${TC_HANDLE.toString(16)} pref ${TC_PRIORITY}`,
     mode: () => undefined,

@@ -11,8 +11,28 @@ import { createDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter } from '../segment.js';
 import { instanceDir } from '../instance.js';
 import { encodeSlot, formatInterest, lpmKey, parseInterest, type Interest } from '../interest.js';
-import { HOOKS, hostFunctions, isIngress, isUserModule, kernelConfig, validateParams, type Hook, type KernelConfig, type ModuleDef, type ParamValue } from '../module-def.js';
-import { hookPinDir, readDevice, removeDevice, withNamespaceLock, writeDevice, type DeviceRecord, type HookRecord, type ModuleRecord } from '../state.js';
+import {
+  HOOKS,
+  hostFunctions,
+  isIngress,
+  isUserModule,
+  kernelConfig,
+  validateParams,
+  type Hook,
+  type KernelConfig,
+  type ModuleDef,
+  type ParamValue,
+} from '../module-def.js';
+import {
+  hookPinDir,
+  readDevice,
+  removeDevice,
+  withNamespaceLock,
+  writeDevice,
+  type DeviceRecord,
+  type HookRecord,
+  type ModuleRecord,
+} from '../state.js';
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { down, reconcileRecord, upLocked } from './hooks.js';
@@ -33,7 +53,11 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
-  id: number; hook: Hook; priority: number; position: number; broughtUp: boolean;
+  id: number;
+  hook: Hook;
+  priority: number;
+  position: number;
+  broughtUp: boolean;
   /** the instances at the module's other hooks, when one load put it at several (hookSet) */
   others?: LoadResult[];
 }
@@ -46,7 +70,11 @@ function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live:
     const kept = live.find((s) => s.id === m.id);
     if (kept) return kept;
     const it = parseInterest(m.interest === 'all' ? [] : m.interest);
-    return { ...encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex)), user: m.kind === 'user' ? 1 : 0, segments: m.segments ? 1 : 0 };
+    return {
+      ...encodeSlot(m.id, it, resolveInterestDevices(it, dev, hook, ifindex)),
+      user: m.kind === 'user' ? 1 : 0,
+      segments: m.segments ? 1 : 0,
+    };
   });
 }
 
@@ -69,13 +97,23 @@ function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: 
 }
 
 function checkPriority(priority: number, given: unknown = priority): void {
-  if (!Number.isInteger(priority) || priority < 0 || priority > 1000) throw new ItmError(`invalid --priority ${given}: use 0-1000 (lower runs first)`);
+  if (!Number.isInteger(priority) || priority < 0 || priority > 1000)
+    throw new ItmError(`invalid --priority ${given}: use 0-1000 (lower runs first)`);
 }
 
 /** A load, checked and resolved before anything is touched. */
 interface LoadPlan {
-  def: ModuleDef; file: string; name: string; dev: string; ifindex: number; hook: Hook; priority: number;
-  params: Record<string, ParamValue>; cfg: KernelConfig; interest: Interest; objPath: string;
+  def: ModuleDef;
+  file: string;
+  name: string;
+  dev: string;
+  ifindex: number;
+  hook: Hook;
+  priority: number;
+  params: Record<string, ParamValue>;
+  cfg: KernelConfig;
+  interest: Interest;
+  objPath: string;
   /** its packets go to a host in user space: a user-space module, or a kernel module whose
    * per-packet work this load runs in TypeScript (userDatapath) */
   user: boolean;
@@ -92,13 +130,28 @@ async function planLoad(opts: LoadOptions, def: ModuleDef, file: string, hook: H
   // the module's own checks (levels, combinations) run before anything is touched
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name)) throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name))
+    throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
   const given = opts.interest === undefined ? undefined : [opts.interest].flat();
-  const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : given ?? def.interest);
+  const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : (given ?? def.interest));
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = def.kernel ? kernelObjectPath(def, hook) : '';
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
-  return { def, file, name, dev: opts.dev, ifindex, hook, priority, params, cfg, interest, objPath, user, segments: user || def.kernel?.perSegment === true };
+  return {
+    def,
+    file,
+    name,
+    dev: opts.dev,
+    ifindex,
+    hook,
+    priority,
+    params,
+    cfg,
+    interest,
+    objPath,
+    user,
+    segments: user || def.kernel?.perSegment === true,
+  };
 }
 
 /** A module loaded at each hook of its `hookSet`, all or none: a failure unloads the instances
@@ -113,7 +166,9 @@ async function loadSet(opts: LoadOptions, def: ModuleDef, hooks: readonly Hook[]
       try {
         unload(name, opts.dev, r.hook);
         if (r.broughtUp) down(opts.dev, [r.hook]);
-      } catch { /* the first error is the one to report */ }
+      } catch {
+        /* the first error is the one to report */
+      }
     }
     throw e;
   }
@@ -136,7 +191,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       if (!hadRecord) {
         undo.add(`restore the record of ${dev}`, () => {
           delete rec.hooks[hook];
-          if (Object.keys(rec.hooks).length) writeDevice(rec); else removeDevice(ifindex);
+          if (Object.keys(rec.hooks).length) writeDevice(rec);
+          else removeDevice(ifindex);
         });
       }
       pins = HookPins.open(hookPinDir(ifindex, hook))!;
@@ -161,12 +217,20 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
  * earlier holder left (a crash mid-unload). */
 function freeSlot(p: LoadPlan, hp: HookPins, hr: HookRecord): number {
   if (hr.modules.some((m) => m.name === p.name)) {
-    throw new ItmError(`${p.name} is already loaded on ${p.dev} ${p.hook} (unload it first, reorder it, or load another instance with --name)`);
+    throw new ItmError(
+      `${p.name} is already loaded on ${p.dev} ${p.hook} (unload it first, reorder it, or load another instance with --name)`,
+    );
   }
-  const used = new Set(hp.chain().map((s) => s.id).concat(hr.modules.map((m) => m.id)));
+  const used = new Set(
+    hp
+      .chain()
+      .map((s) => s.id)
+      .concat(hr.modules.map((m) => m.id)),
+  );
   let id = 0;
   while (used.has(id)) id++;
-  if (id >= abi.ITM_MAX_SLOTS) throw new ItmError(`${p.dev} ${p.hook} already runs ${abi.ITM_MAX_SLOTS} modules, the most one hook can chain`);
+  if (id >= abi.ITM_MAX_SLOTS)
+    throw new ItmError(`${p.dev} ${p.hook} already runs ${abi.ITM_MAX_SLOTS} modules, the most one hook can chain`);
   purgeModule(hp, id);
   return id;
 }
@@ -191,7 +255,10 @@ function arm(p: LoadPlan, id: number, hp: HookPins, undo: Undo): void {
   hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
   if (p.user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
   undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
-  for (const [which, list] of [['itm_src', p.interest.src], ['itm_dst', p.interest.dst]] as const) {
+  for (const [which, list] of [
+    ['itm_src', p.interest.src],
+    ['itm_dst', p.interest.dst],
+  ] as const) {
     for (const x of list) hp.maps[which].update(lpmKey(id, x.addr, x.len, x.family), Buffer.from([1]));
   }
   if (p.user) return;
@@ -207,8 +274,14 @@ function arm(p: LoadPlan, id: number, hp: HookPins, undo: Undo): void {
 function enter(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): Omit<LoadResult, 'broughtUp'> {
   const hr = rec.hooks[p.hook]!;
   const mrec: ModuleRecord = {
-    id, name: p.name, module: p.def.name, priority: p.priority, seq: hr.nextSeq, params: p.params,
-    interest: formatInterest(p.interest), loadedAt: new Date().toISOString(),
+    id,
+    name: p.name,
+    module: p.def.name,
+    priority: p.priority,
+    seq: hr.nextSeq,
+    params: p.params,
+    interest: formatInterest(p.interest),
+    loadedAt: new Date().toISOString(),
     ...(p.user ? { kind: 'user' as const, source: p.file, ...(p.def.kernel ? { maps: true as const } : {}) } : {}),
     ...(p.segments ? { segments: true as const } : {}),
   };
@@ -221,7 +294,14 @@ function enter(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: U
   return { id, hook: p.hook, priority: p.priority, position: chainOrder(next.modules).findIndex((m) => m.id === id) };
 }
 
-interface Loaded { ifindex: number; rec: DeviceRecord; hook: Hook; hr: HookRecord; m: ModuleRecord; pins: HookPins }
+interface Loaded {
+  ifindex: number;
+  rec: DeviceRecord;
+  hook: Hook;
+  hr: HookRecord;
+  m: ModuleRecord;
+  pins: HookPins;
+}
 
 /** Runs `fn` on a loaded module, under the namespace lock, with its hook's record reconciled with
  * the kernel first (a crash between a chain switch and the record's write is repaired here). */
@@ -280,14 +360,20 @@ export async function unloadSet(name: string, dev: string): Promise<Array<{ hook
     enterNamespace(false);
     return readDevice(ifindex);
   });
-  const at = HOOKS.flatMap((hook) => (rec?.hooks[hook]?.modules ?? []).filter((m) => m.name === name).map((m) => ({ hook, module: m.module })));
+  const at = HOOKS.flatMap((hook) =>
+    (rec?.hooks[hook]?.modules ?? []).filter((m) => m.name === name).map((m) => ({ hook, module: m.module })),
+  );
   if (at.length < 2 || !at.every((x) => x.module === at[0]!.module) || !(await findModule(at[0]!.module)).kernel?.hookSet) return undefined;
   return at.map((x) => unload(name, dev, x.hook));
 }
 
 /** An instance off its hook, or, without a hook, off every hook one load put it at (its
  * hookSet): the last hook's result, with the others. */
-export async function unloadInstance(name: string, dev: string, hook?: Hook): Promise<{ hook: Hook; id: number; others?: Array<{ hook: Hook; id: number }> }> {
+export async function unloadInstance(
+  name: string,
+  dev: string,
+  hook?: Hook,
+): Promise<{ hook: Hook; id: number; others?: Array<{ hook: Hook; id: number }> }> {
   const all = hook ? undefined : await unloadSet(name, dev);
   return all ? { ...all[all.length - 1]!, others: all.slice(0, -1) } : unload(name, dev, hook);
 }

@@ -56,9 +56,19 @@ export function purgeModule(pins: HookPins, id: number): void {
 /** Removes the directories of a device and of the namespace once nothing of itm is left in them
  * (the namespace's marker aside). */
 export function tidy(ifindex: number): void {
-  try { rmdirSync(devicePinDir(ifindex)); } catch { /* gone already, or hooks are set up */ }
+  try {
+    rmdirSync(devicePinDir(ifindex));
+  } catch {
+    /* gone already, or hooks are set up */
+  }
   try {
     if (readdirSync(nsPinDir()).every((e) => e === 'netns')) rmSync(nsPinDir(), { recursive: true, force: true });
-  } catch { /* no tree */ }
-  try { rmdirSync(join(STATE_DIR, netnsId())); } catch { /* other devices are set up */ }
+  } catch {
+    /* no tree */
+  }
+  try {
+    rmdirSync(join(STATE_DIR, netnsId()));
+  } catch {
+    /* other devices are set up */
+  }
 }

@@ -16,9 +16,15 @@ export function resolveDevice(dev: string, action: string): number {
  * would have its packets misread. */
 export function requireEthernet(dev: string): void {
   let type: number | undefined;
-  try { type = linkType(dev); } catch { /* said below as unknown */ }
+  try {
+    type = linkType(dev);
+  } catch {
+    /* said below as unknown */
+  }
   if (type !== ARPHRD.ETHER) {
-    throw new ItmError(`cannot set up ${dev}: it is not an Ethernet device (link type ${type === undefined ? 'unknown' : linkTypeName(type)}); itm parses Ethernet frames`);
+    throw new ItmError(
+      `cannot set up ${dev}: it is not an Ethernet device (link type ${type === undefined ? 'unknown' : linkTypeName(type)}); itm parses Ethernet frames`,
+    );
   }
 }
 

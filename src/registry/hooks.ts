@@ -11,7 +11,16 @@ import { removeDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter, segmenterIntact } from '../segment.js';
 import { instanceDir } from '../instance.js';
 import { DEFAULT_HOOKS, HOOKS, type Hook } from '../module-def.js';
-import { hookPinDir, netnsId, readDevice, removeDevice, withNamespaceLock, writeDevice, type DeviceRecord, type HookRecord } from '../state.js';
+import {
+  hookPinDir,
+  netnsId,
+  readDevice,
+  removeDevice,
+  withNamespaceLock,
+  writeDevice,
+  type DeviceRecord,
+  type HookRecord,
+} from '../state.js';
 import { log } from '../log.js';
 import { attachment } from './attach.js';
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
@@ -57,7 +66,10 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     resume.pin(join(tmp, 'resume'));
     // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c); tc: on the far
     // end of the hook's segmentation pair (src/segment.ts)
-    const extra = hook === 'xdp' ? [['itm_return', 'return']] : [['itm_from_seg', 'from_seg'], ...(hook === 'tc-ingress' ? [['itm_from_gro', 'from_gro']] : [])];
+    const extra =
+      hook === 'xdp'
+        ? [['itm_return', 'return']]
+        : [['itm_from_seg', 'from_seg'], ...(hook === 'tc-ingress' ? [['itm_from_gro', 'from_gro']] : [])];
     for (const [prog, pin] of extra) {
       const ep = obj.program(prog!);
       ep.pin(join(tmp, pin!));
@@ -98,7 +110,11 @@ function attachDispatcher(rec: DeviceRecord, dev: string, hook: Hook, pins: Hook
     const old = BpfProgram.fromId(attached);
     at.attach(pins.dispatch.fd, true);
     undo.add(`put the earlier dispatcher back on ${dev} ${hook}`, () => {
-      try { at.attach(old.fd, true); } finally { old.close(); }
+      try {
+        at.attach(old.fd, true);
+      } finally {
+        old.close();
+      }
     });
   }
   return true;
@@ -163,9 +179,20 @@ export function reconcileRecord(hr: HookRecord, pins: HookPins): void {
       const p = BpfProgram.fromPin(join(instanceDir(pins.dir, s.id), 'prog'));
       module = p.name.replace(/^itm_module_/, '') || module;
       p.close();
-    } catch { /* keep the placeholder */ }
+    } catch {
+      /* keep the placeholder */
+    }
     const name = `${module}-${s.id}`;
-    hr.modules.push({ id: s.id, name, module, priority: DEFAULT_PRIORITY, seq: hr.nextSeq + i, params: {}, interest: ADOPTED, loadedAt: '' });
+    hr.modules.push({
+      id: s.id,
+      name,
+      module,
+      priority: DEFAULT_PRIORITY,
+      seq: hr.nextSeq + i,
+      params: {},
+      interest: ADOPTED,
+      loadedAt: '',
+    });
   });
   hr.nextSeq += chain.length;
   for (let id = 0; id < abi.ITM_MAX_SLOTS; id++) if (!live.has(id)) purgeModule(pins, id);
@@ -185,7 +212,11 @@ export function up(dev: string, hooks: readonly Hook[] = DEFAULT_HOOKS): Record<
   });
 }
 
-export interface DownResult { hooks: Hook[]; unloaded: string[]; clsactRemoved: boolean }
+export interface DownResult {
+  hooks: Hook[];
+  unloaded: string[];
+  clsactRemoved: boolean;
+}
 
 export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
   const ifindex = resolveDevice(dev, 'take down');

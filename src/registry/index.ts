@@ -19,4 +19,13 @@ export { up, down, type DownResult, type UpOutcome } from './hooks.js';
 export { DEFAULT_PRIORITY } from './records.js';
 export { load, unload, unloadSet, unloadInstance, reorder, type LoadOptions, type LoadResult } from './chain.js';
 export { openPeriodic, nodeInstance, flows, type PeriodicInstance } from './instances.js';
-export { list, explain, type DeviceView, type HookView, type ModuleView, type UserView, type ExplainStep, type ExplainView } from './views.js';
+export {
+  list,
+  explain,
+  type DeviceView,
+  type HookView,
+  type ModuleView,
+  type UserView,
+  type ExplainStep,
+  type ExplainView,
+} from './views.js';

@@ -33,12 +33,18 @@ export async function openPeriodic(name: string, dev: string, hook?: Hook): Prom
   const every = def.periodic;
   const inst = ModuleInstance.of(ifindex, h, m.id, kernelObjectPath(def, h));
   const ctx: PeriodicContext = {
-    name, dev, hook: h, params: m.params, state: {} as Record<string, unknown>,
+    name,
+    dev,
+    hook: h,
+    params: m.params,
+    state: {} as Record<string, unknown>,
     open: (map) => inst.open(map),
     global: (g) => inst.global(g),
   };
   return {
-    module: m.module, hook: h, intervalMs: every.intervalMs,
+    module: m.module,
+    hook: h,
+    intervalMs: every.intervalMs,
     tick: () => {
       const classes = every.classUpdate?.(ctx);
       const changed = every.controllerUpdate?.(ctx);
@@ -57,7 +63,13 @@ export async function openPeriodic(name: string, dev: string, hook?: Hook): Prom
 /** The pinned maps of a kernel module instance loaded under `name` anywhere in the namespace
  * (its first, when it is on several devices and hooks), for one with `nodeMaps`, whose maps are
  * the same on all. */
-export function nodeInstance(name: string): { dev: string; hook: Hook; module: string; params: Record<string, ParamValue>; instance: ModuleInstance } {
+export function nodeInstance(name: string): {
+  dev: string;
+  hook: Hook;
+  module: string;
+  params: Record<string, ParamValue>;
+  instance: ModuleInstance;
+} {
   const hit = withNamespaceLock(() => {
     enterNamespace(false);
     for (const x of namedInstances(name)) if (hasMaps(x.m)) return x;
@@ -65,7 +77,10 @@ export function nodeInstance(name: string): { dev: string; hook: Hook; module: s
   });
   if (!hit) throw new ItmError(`${name} is not loaded in this network namespace`);
   return {
-    dev: ifIndexToName(hit.r.ifindex) ?? `ifindex ${hit.r.ifindex}`, hook: hit.h, module: hit.m.module, params: hit.m.params,
+    dev: ifIndexToName(hit.r.ifindex) ?? `ifindex ${hit.r.ifindex}`,
+    hook: hit.h,
+    module: hit.m.module,
+    params: hit.m.params,
     instance: ModuleInstance.of(hit.r.ifindex, hit.h, hit.m.id),
   };
 }

@@ -37,8 +37,15 @@ function writeGlobals(obj: BpfObject, def: KernelModuleDef, cfg: KernelConfig, i
 /** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and those
  * of `reuse`, map → the pin directory of the instance that has it), and pins its maps and program
  * in `modDir`. */
-export function loadModuleObject(def: KernelModuleDef, objPath: string, cfg: KernelConfig, id: number,
-  hp: HookPins, modDir: string, reuse: Map<string, string>): void {
+export function loadModuleObject(
+  def: KernelModuleDef,
+  objPath: string,
+  cfg: KernelConfig,
+  id: number,
+  hp: HookPins,
+  modDir: string,
+  reuse: Map<string, string>,
+): void {
   const obj = BpfObject.open(objPath);
   try {
     writeGlobals(obj, def, cfg, id);
@@ -54,7 +61,10 @@ export function loadModuleObject(def: KernelModuleDef, objPath: string, cfg: Ker
     try {
       obj.load();
     } catch (e) {
-      if (e instanceof BpfError) throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', { cause: e });
+      if (e instanceof BpfError)
+        throw new ItmError(`${def.name}: the kernel refused its program: ${e.message}`, 'pass --verbose for the verifier log', {
+          cause: e,
+        });
       throw e;
     }
     for (const m of obj.mapNames()) {
@@ -77,7 +87,13 @@ export function loadModuleObject(def: KernelModuleDef, objPath: string, cfg: Ker
 /** The maps a new instance takes from instances already loaded: its `sharedMaps` from its sibling
  * on the device's other hook, its `nodeMaps` from any instance of its name in the namespace (which
  * must have its parameters: they are one instance, on several devices). */
-export function reusedMaps(def: KernelModuleDef, name: string, params: Record<string, ParamValue>, rec: DeviceRecord, hook: Hook): Map<string, string> {
+export function reusedMaps(
+  def: KernelModuleDef,
+  name: string,
+  params: Record<string, ParamValue>,
+  rec: DeviceRecord,
+  hook: Hook,
+): Map<string, string> {
   const reuse = new Map<string, string>();
   const other: Hook | undefined = hook === 'tc-ingress' ? 'tc-egress' : hook === 'tc-egress' ? 'tc-ingress' : undefined;
   const sibling = other && rec.hooks[other]?.modules.find((x) => x.name === name && x.module === def.name);
@@ -90,20 +106,35 @@ export function reusedMaps(def: KernelModuleDef, name: string, params: Record<st
   const where = `${ifIndexToName(r.ifindex) ?? `ifindex ${r.ifindex}`} ${h}`;
   if (m.module !== def.name) throw new ItmError(`${name} is another module (${m.module}) on ${where}: load this one with another --name`);
   if (JSON.stringify(m.params) !== JSON.stringify(params)) {
-    throw new ItmError(`${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`);
+    throw new ItmError(
+      `${name} is loaded on ${where} with other parameters (${JSON.stringify(m.params)}): its instances on this node share their maps, so they take the same ones (or load another with --name)`,
+    );
   }
   for (const map of node) if (!reuse.has(map)) reuse.set(map, modPinDir(r.ifindex, h, m.id));
   return reuse;
 }
 
 /** Runs a kernel module's `init` on its freshly pinned maps. */
-export function initModule(def: KernelModuleDef, name: string, params: Record<string, ParamValue>, modDir: string, dev: string, hook: Hook): void {
+export function initModule(
+  def: KernelModuleDef,
+  name: string,
+  params: Record<string, ParamValue>,
+  modDir: string,
+  dev: string,
+  hook: Hook,
+): void {
   const inst = new ModuleInstance(modDir);
   try {
     def.kernel.init!({
-      name, params, state: {}, dev, hook,
+      name,
+      params,
+      state: {},
+      dev,
+      hook,
       open: (map) => inst.open(map),
-      global: () => { throw new Error('init cannot change globals: configure sets them'); },
+      global: () => {
+        throw new Error('init cannot change globals: configure sets them');
+      },
     });
   } catch (e) {
     if (e instanceof ItmError) throw e;

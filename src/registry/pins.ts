@@ -8,14 +8,28 @@ import { BpfError, BpfMap, BpfProgram, waitForRunningPrograms } from '../libbpf/
 
 /** the dispatcher's maps a module's object shares (reuses) when it loads */
 export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats', 'itm_segctl'] as const;
-export const DISPATCHER_MAPS = [...SHARED_MAPS, 'itm_chain', 'itm_ctl', 'itm_src', 'itm_dst', 'itm_dstats', 'itm_uctl', 'itm_uflight', 'itm_segs'] as const;
+export const DISPATCHER_MAPS = [
+  ...SHARED_MAPS,
+  'itm_chain',
+  'itm_ctl',
+  'itm_src',
+  'itm_dst',
+  'itm_dstats',
+  'itm_uctl',
+  'itm_uflight',
+  'itm_segs',
+] as const;
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
 export const u32 = abi.u32;
 
 /** A hook's pinned dispatcher: its programs and maps, opened from bpffs. */
 export class HookPins {
-  private constructor(readonly dir: string, readonly dispatch: BpfProgram, readonly maps: Record<DispatcherMap, BpfMap>) {}
+  private constructor(
+    readonly dir: string,
+    readonly dispatch: BpfProgram,
+    readonly maps: Record<DispatcherMap, BpfMap>,
+  ) {}
 
   static open(dir: string): HookPins | undefined {
     if (!existsSync(join(dir, 'dispatch')) || !existsSync(join(dir, 'resume'))) return undefined;

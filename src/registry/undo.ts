@@ -23,7 +23,10 @@ export class Undo {
     this.steps = [];
     if (!failed.length) return e;
     const msg = e instanceof Error ? e.message : String(e);
-    return new ItmError(`${msg}; and undoing it failed (${failed.join('; ')}): run itmctl up, or down, on the device to repair`, undefined, { cause: e });
+    return new ItmError(
+      `${msg}; and undoing it failed (${failed.join('; ')}): run itmctl up, or down, on the device to repair`,
+      undefined,
+      { cause: e },
+    );
   }
 }
-

@@ -24,22 +24,38 @@ export interface UserView {
   /** packets that went past it, by why */
   bypassed: { down: number; behind: number; size: number };
   /** what its host counted */
-  received: number; accepted: number; modified: number; malformed: number;
+  received: number;
+  accepted: number;
+  modified: number;
+  malformed: number;
 }
 export interface ModuleView {
-  position: number; id: number; name: string; module: string; kind: 'kernel' | 'user'; priority: number; interest: string;
-  params: Record<string, ParamValue>; loadedAt: string;
+  position: number;
+  id: number;
+  name: string;
+  module: string;
+  kind: 'kernel' | 'user';
+  priority: number;
+  interest: string;
+  params: Record<string, ParamValue>;
+  loadedAt: string;
   counters: { seen: number; matched: number; dropped: number; errors: number; classes: Record<string, number> };
   user?: UserView;
 }
 export interface HookView {
-  hook: Hook; attached: boolean; progId?: number;
+  hook: Hook;
+  attached: boolean;
+  progId?: number;
   /** at xdp: how the dispatcher is attached (native, generic) */
   mode?: string;
   packets: Record<string, number>;
   modules: ModuleView[];
 }
-export interface DeviceView { dev: string; ifindex: number; hooks: HookView[] }
+export interface DeviceView {
+  dev: string;
+  ifindex: number;
+  hooks: HookView[];
+}
 
 const num = (x: bigint | undefined) => Number(x ?? 0n);
 
@@ -80,13 +96,28 @@ function listLocked(dev?: string): DeviceView[] {
           const counters = { seen: num(st.seen), matched: num(st.matched), dropped: num(st.dropped), errors: num(st.errors), classes };
           const user = s.user ? userView(pins, s.id, st, counters) : undefined;
           return {
-            position, id: s.id, name: m?.name ?? `module-${s.id}`, module: m?.module ?? '?', kind: s.user ? 'user' : 'kernel',
-            priority: m?.priority ?? DEFAULT_PRIORITY, interest: m?.interest ?? '?', params: m?.params ?? {}, loadedAt: m?.loadedAt ?? '',
-            counters, ...(user ? { user } : {}),
+            position,
+            id: s.id,
+            name: m?.name ?? `module-${s.id}`,
+            module: m?.module ?? '?',
+            kind: s.user ? 'user' : 'kernel',
+            priority: m?.priority ?? DEFAULT_PRIORITY,
+            interest: m?.interest ?? '?',
+            params: m?.params ?? {},
+            loadedAt: m?.loadedAt ?? '',
+            counters,
+            ...(user ? { user } : {}),
           };
         });
         const mode = at.mode();
-        hooks.push({ hook, attached: progId === pins.dispatch.id, ...(progId !== undefined ? { progId } : {}), ...(mode ? { mode } : {}), packets, modules });
+        hooks.push({
+          hook,
+          attached: progId === pins.dispatch.id,
+          ...(progId !== undefined ? { progId } : {}),
+          ...(mode ? { mode } : {}),
+          packets,
+          modules,
+        });
       } finally {
         pins.close();
       }
@@ -103,8 +134,14 @@ function userView(pins: HookPins, id: number, st: abi.ItmMstats, counters: Modul
   let us: abi.ItmUstats | undefined;
   try {
     const m = BpfMap.fromPin(join(instanceDir(pins.dir, id), 'ustats'));
-    try { us = abi.decode<abi.ItmUstats>(abi.itm_ustats, m.lookup(u32(0))!); } finally { m.close(); }
-  } catch { /* not made yet */ }
+    try {
+      us = abi.decode<abi.ItmUstats>(abi.itm_ustats, m.lookup(u32(0))!);
+    } finally {
+      m.close();
+    }
+  } catch {
+    /* not made yet */
+  }
   if (us) {
     counters.dropped += num(us.dropped) + num(us.malformed);
     counters.errors += num(us.errors);
@@ -117,14 +154,27 @@ function userView(pins: HookPins, id: number, st: abi.ItmMstats, counters: Modul
   return {
     serving: uc.deadline_ns > process.hrtime.bigint(),
     failClosed: (uc.flags & abi.ITM_U_FAIL_CLOSED) !== 0,
-    diverted: num(st.diverted), inFlight: Math.max(0, inFlight),
+    diverted: num(st.diverted),
+    inFlight: Math.max(0, inFlight),
     bypassed: { down: num(st.bypass_down), behind: num(st.bypass_behind), size: num(st.bypass_size) },
-    received: num(us?.received), accepted: num(us?.accepted), modified: num(us?.modified), malformed: num(us?.malformed),
+    received: num(us?.received),
+    accepted: num(us?.accepted),
+    modified: num(us?.modified),
+    malformed: num(us?.malformed),
   };
 }
 
-export interface ExplainStep { position: number; name: string; sees: boolean; why?: string }
-export interface ExplainView { dev: string; hook: Hook; steps: ExplainStep[] }
+export interface ExplainStep {
+  position: number;
+  name: string;
+  sees: boolean;
+  why?: string;
+}
+export interface ExplainView {
+  dev: string;
+  hook: Hook;
+  steps: ExplainStep[];
+}
 
 export function explain(dev: string, flow: FlowQuery, hooks: readonly Hook[] = HOOKS): ExplainView[] {
   const ifindex = resolveDevice(dev, 'explain a flow on');
@@ -144,7 +194,8 @@ function explainLocked(dev: string, ifindex: number, flow: FlowQuery, hooks: rea
     try {
       const names = new Map(hr.modules.map((m) => [m.id, m.name]));
       const inTrie = (which: 'src' | 'dst', id: number, addr: Buffer) =>
-        pins.maps[which === 'src' ? 'itm_src' : 'itm_dst'].lookup(lpmKey(id, addr, flow.family === 4 ? 32 : 128, flow.family)) !== undefined;
+        pins.maps[which === 'src' ? 'itm_src' : 'itm_dst'].lookup(lpmKey(id, addr, flow.family === 4 ? 32 : 128, flow.family)) !==
+        undefined;
       const steps = pins.chain().map((s, position): ExplainStep => {
         const why = mismatch(s, flow, { hookIfindex: ifindex, egress: hook === 'tc-egress', inTrie });
         return { position, name: names.get(s.id) ?? `module-${s.id}`, sees: why === undefined, ...(why ? { why } : {}) };

@@ -4,8 +4,14 @@
 import { foldSum, onesSum } from '../net/checksum.js';
 import { bytesToAddr } from '../netaddr.js';
 
-const ETH_P_IP = 0x0800, ETH_P_IPV6 = 0x86dd, ETH_P_8021Q = 0x8100, ETH_P_8021AD = 0x88a8;
-const TCP = 6, UDP = 17, ICMP = 1, ICMPV6 = 58;
+const ETH_P_IP = 0x0800,
+  ETH_P_IPV6 = 0x86dd,
+  ETH_P_8021Q = 0x8100,
+  ETH_P_8021AD = 0x88a8;
+const TCP = 6,
+  UDP = 17,
+  ICMP = 1,
+  ICMPV6 = 58;
 const IPV6_EXT = new Set([0, 43, 60, 51, 44]);
 
 /** Where a packet may grow: the bytes of `buf` from `start` (its frame's first byte) that lie in
@@ -20,14 +26,26 @@ type Csum = 'ok' | 'partial' | 'bad' | 'none';
 
 export class PacketView {
   /** the frame, from its Ethernet header to the end of the packet */
-  get data(): Buffer { return this.buf; }
+  get data(): Buffer {
+    return this.buf;
+  }
   /** offset of the IP header */
-  get l3(): number { return this.at.l3; }
+  get l3(): number {
+    return this.at.l3;
+  }
   /** offset of the TCP/UDP/ICMP header (its payload, for other protocols); -1 for a later fragment */
-  get l4(): number { return this.at.l4; }
-  get family(): 4 | 6 { return this.at.family; }
-  get proto(): number { return this.at.proto; }
-  get fragment(): boolean { return this.at.fragment; }
+  get l4(): number {
+    return this.at.l4;
+  }
+  get family(): 4 | 6 {
+    return this.at.family;
+  }
+  get proto(): number {
+    return this.at.proto;
+  }
+  get fragment(): boolean {
+    return this.at.fragment;
+  }
   /** Set by the rewrites here; set it yourself after writing `data`: the host then checks the
    * packet and recomputes its checksums before sending it on. */
   modified = false;
@@ -36,7 +54,11 @@ export class PacketView {
   /** the state of the checksum the packet came with (see noteChecksums) */
   private csum: Csum = 'none';
 
-  private constructor(private buf: Buffer, private at: Layout, private readonly room?: Room) {}
+  private constructor(
+    private buf: Buffer,
+    private at: Layout,
+    private readonly room?: Room,
+  ) {}
 
   /** Parses an Ethernet frame; a string says why it is not an IP packet this view can handle.
    * With `room`, insert() may move the packet's start into it. */
@@ -71,7 +93,8 @@ export class PacketView {
    */
   insert(at: number, bytes: Uint8Array): void {
     const n = bytes.length;
-    if (!Number.isInteger(at) || at < 14 || at > this.buf.length) throw new RangeError(`insert at ${at}: use an offset from 14 (after the Ethernet header) to the packet's length`);
+    if (!Number.isInteger(at) || at < 14 || at > this.buf.length)
+      throw new RangeError(`insert at ${at}: use an offset from 14 (after the Ethernet header) to the packet's length`);
     const start = this.room ? this.buf.byteOffset - this.room.buf.byteOffset : 0;
     if (!this.room || start - n < this.room.start) throw new RangeError(`no room for ${n} more bytes in front of the packet`);
     this.finish();
@@ -88,7 +111,8 @@ export class PacketView {
    * left is parsed again (a result that is no IP packet throws), and its own checksum state noted.
    */
   remove(at: number, n: number): void {
-    if (!Number.isInteger(at) || !Number.isInteger(n) || at < 14 || n < 0 || at + n > this.buf.length) throw new RangeError(`remove ${n} bytes at ${at}: not within the packet (${this.buf.length} bytes, Ethernet header kept)`);
+    if (!Number.isInteger(at) || !Number.isInteger(n) || at < 14 || n < 0 || at + n > this.buf.length)
+      throw new RangeError(`remove ${n} bytes at ${at}: not within the packet (${this.buf.length} bytes, Ethernet header kept)`);
     this.finish();
     this.buf.copyWithin(n, 0, at);
     this.reparse(this.buf.subarray(n));
@@ -115,21 +139,33 @@ export class PacketView {
     return this.family === 4 ? bytesToAddr(mapped(this.data, this.l3 + 12)) : bytesToAddr(this.data.subarray(this.l3 + 8, this.l3 + 24), 6);
   }
   get dst(): string {
-    return this.family === 4 ? bytesToAddr(mapped(this.data, this.l3 + 16)) : bytesToAddr(this.data.subarray(this.l3 + 24, this.l3 + 40), 6);
+    return this.family === 4
+      ? bytesToAddr(mapped(this.data, this.l3 + 16))
+      : bytesToAddr(this.data.subarray(this.l3 + 24, this.l3 + 40), 6);
   }
   private get hasPorts(): boolean {
     return this.l4 >= 0 && (this.proto === TCP || this.proto === UDP) && this.data.length >= this.l4 + 4;
   }
-  get sport(): number { return this.hasPorts ? this.data.readUInt16BE(this.l4) : 0; }
-  get dport(): number { return this.hasPorts ? this.data.readUInt16BE(this.l4 + 2) : 0; }
-  get tcpFlags(): number { return this.proto === TCP && this.l4 >= 0 && this.data.length > this.l4 + 13 ? this.data[this.l4 + 13]! : 0; }
+  get sport(): number {
+    return this.hasPorts ? this.data.readUInt16BE(this.l4) : 0;
+  }
+  get dport(): number {
+    return this.hasPorts ? this.data.readUInt16BE(this.l4 + 2) : 0;
+  }
+  get tcpFlags(): number {
+    return this.proto === TCP && this.l4 >= 0 && this.data.length > this.l4 + 13 ? this.data[this.l4 + 13]! : 0;
+  }
 
   /** the traffic-class byte (IPv4 TOS) */
   private get tclass(): number {
-    return this.family === 4 ? this.data[this.l3 + 1]! : ((this.data.readUInt16BE(this.l3) >> 4) & 0xff);
+    return this.family === 4 ? this.data[this.l3 + 1]! : (this.data.readUInt16BE(this.l3) >> 4) & 0xff;
   }
-  get dscp(): number { return this.tclass >> 2; }
-  get ecn(): number { return this.tclass & 3; }
+  get dscp(): number {
+    return this.tclass >> 2;
+  }
+  get ecn(): number {
+    return this.tclass & 3;
+  }
 
   /** Sets the DSCP, keeping ECN; the IPv4 header checksum follows. */
   setDscp(dscp: number): void {
@@ -162,7 +198,8 @@ export class PacketView {
     } else if (this.data[this.l3]! >> 4 !== 6) {
       return 'the IPv6 version field is broken';
     }
-    if (this.l3 + this.ipLength > this.data.length) return `the IP length (${this.ipLength}) runs past the frame (${this.data.length - this.l3} bytes after the Ethernet header)`;
+    if (this.l3 + this.ipLength > this.data.length)
+      return `the IP length (${this.ipLength}) runs past the frame (${this.data.length - this.l3} bytes after the Ethernet header)`;
     return undefined;
   }
 

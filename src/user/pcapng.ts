@@ -16,13 +16,21 @@ export const LINKTYPE_ETHERNET = 1;
 /** option codes; 0 and 1 are common to every block, the others are per block type */
 export const OPT_ENDOFOPT = 0;
 export const OPT_COMMENT = 1;
-export const SHB_HARDWARE = 2, SHB_OS = 3, SHB_USERAPPL = 4;
-export const IF_NAME = 2, IF_DESCRIPTION = 3, IF_TSRESOL = 9;
+export const SHB_HARDWARE = 2,
+  SHB_OS = 3,
+  SHB_USERAPPL = 4;
+export const IF_NAME = 2,
+  IF_DESCRIPTION = 3,
+  IF_TSRESOL = 9;
 export const EPB_FLAGS = 2;
-export const ISB_STARTTIME = 2, ISB_ENDTIME = 3, ISB_IFRECV = 4, ISB_USRDELIV = 7;
+export const ISB_STARTTIME = 2,
+  ISB_ENDTIME = 3,
+  ISB_IFRECV = 4,
+  ISB_USRDELIV = 7;
 
 /** epb_flags bits 0-1: the packet's direction */
-export const EPB_INBOUND = 1, EPB_OUTBOUND = 2;
+export const EPB_INBOUND = 1,
+  EPB_OUTBOUND = 2;
 
 const pad4 = (n: number) => (n + 3) & ~3;
 
@@ -116,7 +124,11 @@ export class PcapngWriter {
   /** bytes handed to the sink */
   flushed = 0;
 
-  constructor(private readonly sink: (chunk: Buffer) => void, section: SectionInfo = {}, private readonly flushAt = 64 * 1024) {
+  constructor(
+    private readonly sink: (chunk: Buffer) => void,
+    section: SectionInfo = {},
+    private readonly flushAt = 64 * 1024,
+  ) {
     this.buf = Buffer.allocUnsafe(2 * flushAt);
     const opts: Option[] = [];
     if (section.hardware) opts.push(textOpt(SHB_HARDWARE, section.hardware));
@@ -124,7 +136,8 @@ export class PcapngWriter {
     if (section.application) opts.push(textOpt(SHB_USERAPPL, section.application));
     for (const c of section.comments ?? []) opts.push(textOpt(OPT_COMMENT, c));
     const total = 28 + optionsLength(opts);
-    const b = this.reserve(total), p = this.pos;
+    const b = this.reserve(total),
+      p = this.pos;
     b.writeUInt32LE(BLOCK_SHB, p);
     b.writeUInt32LE(total, p + 4);
     b.writeUInt32LE(BYTE_ORDER_MAGIC, p + 8);
@@ -145,7 +158,8 @@ export class PcapngWriter {
     if (i.description) opts.push(textOpt(IF_DESCRIPTION, i.description));
     opts.push({ code: IF_TSRESOL, value: Buffer.from([9]) });
     const total = 20 + optionsLength(opts);
-    const b = this.reserve(total), p = this.pos;
+    const b = this.reserve(total),
+      p = this.pos;
     b.writeUInt32LE(BLOCK_IDB, p);
     b.writeUInt32LE(total, p + 4);
     b.writeUInt16LE(i.linkType ?? LINKTYPE_ETHERNET, p + 8);
@@ -210,7 +224,8 @@ export class PcapngWriter {
     if (s.received !== undefined) opts.push(u64Opt(ISB_IFRECV, s.received));
     if (s.delivered !== undefined) opts.push(u64Opt(ISB_USRDELIV, s.delivered));
     const total = 24 + optionsLength(opts);
-    const b = this.reserve(total), p = this.pos;
+    const b = this.reserve(total),
+      p = this.pos;
     b.writeUInt32LE(BLOCK_ISB, p);
     b.writeUInt32LE(total, p + 4);
     b.writeUInt32LE(iface, p + 8);
@@ -248,8 +263,16 @@ export class PcapngWriter {
 // -------------------------------------------------------------------------------------------------
 // Reading
 
-export interface PcapngOption { code: number; value: Buffer }
-export interface PcapngSection { offset: number; options: PcapngOption[]; comments: string[]; application?: string }
+export interface PcapngOption {
+  code: number;
+  value: Buffer;
+}
+export interface PcapngSection {
+  offset: number;
+  options: PcapngOption[];
+  comments: string[];
+  application?: string;
+}
 export interface PcapngInterface {
   section: number;
   linkType: number;
@@ -271,14 +294,28 @@ export interface PcapngPacket {
   comments: string[];
   flags?: number;
 }
-export interface PcapngStatistics { section: number; iface: number; ts: bigint; options: PcapngOption[]; comments: string[]; received?: bigint; delivered?: bigint }
-export interface Pcapng { sections: PcapngSection[]; interfaces: PcapngInterface[]; packets: PcapngPacket[]; statistics: PcapngStatistics[] }
+export interface PcapngStatistics {
+  section: number;
+  iface: number;
+  ts: bigint;
+  options: PcapngOption[];
+  comments: string[];
+  received?: bigint;
+  delivered?: bigint;
+}
+export interface Pcapng {
+  sections: PcapngSection[];
+  interfaces: PcapngInterface[];
+  packets: PcapngPacket[];
+  statistics: PcapngStatistics[];
+}
 
 function readOptions(b: Buffer, at: number, end: number, where: string): PcapngOption[] {
   const out: PcapngOption[] = [];
   while (at < end) {
     if (at + 4 > end) throw new Error(`pcapng: ${where}: an option header runs past the block`);
-    const code = b.readUInt16LE(at), len = b.readUInt16LE(at + 2);
+    const code = b.readUInt16LE(at),
+      len = b.readUInt16LE(at + 2);
     if (code === OPT_ENDOFOPT) {
       if (len !== 0) throw new Error(`pcapng: ${where}: opt_endofopt with length ${len}`);
       at += 4;
@@ -304,23 +341,31 @@ const u64 = (o: PcapngOption | undefined) => (o && o.value.length === 8 ? o.valu
 export function readPcapng(b: Buffer): Pcapng {
   const out: Pcapng = { sections: [], interfaces: [], packets: [], statistics: [] };
   let ifBase = 0;
-  for (let off = 0; off < b.length;) {
+  for (let off = 0; off < b.length; ) {
     if (off + 12 > b.length) throw new Error(`pcapng: at ${off}: ${b.length - off} bytes left, too few for a block`);
-    const type = b.readUInt32LE(off), total = b.readUInt32LE(off + 4);
+    const type = b.readUInt32LE(off),
+      total = b.readUInt32LE(off + 4);
     if (off === 0 && type !== BLOCK_SHB) throw new Error(`pcapng: the file does not start with a section header (0x${type.toString(16)})`);
     if (total < 12 || total % 4) throw new Error(`pcapng: at ${off}: block length ${total} is not a multiple of 4 of at least 12`);
     if (off + total > b.length) throw new Error(`pcapng: at ${off}: block of ${total} bytes runs past the end of the file (${b.length})`);
-    if (b.readUInt32LE(off + total - 4) !== total) throw new Error(`pcapng: at ${off}: trailing length ${b.readUInt32LE(off + total - 4)} differs from ${total}`);
+    if (b.readUInt32LE(off + total - 4) !== total)
+      throw new Error(`pcapng: at ${off}: trailing length ${b.readUInt32LE(off + total - 4)} differs from ${total}`);
     const end = off + total - 4;
     const where = `block 0x${type.toString(16)} at ${off}`;
     const section = out.sections.length - 1;
     switch (type) {
       case BLOCK_SHB: {
-        if (b.readUInt32LE(off + 8) !== BYTE_ORDER_MAGIC) throw new Error(`pcapng: at ${off}: not a little-endian section (byte-order magic 0x${b.readUInt32LE(off + 8).toString(16)})`);
+        if (b.readUInt32LE(off + 8) !== BYTE_ORDER_MAGIC)
+          throw new Error(`pcapng: at ${off}: not a little-endian section (byte-order magic 0x${b.readUInt32LE(off + 8).toString(16)})`);
         if (b.readUInt16LE(off + 12) !== 1) throw new Error(`pcapng: at ${off}: major version ${b.readUInt16LE(off + 12)}`);
         const options = readOptions(b, off + 24, end, where);
         const appl = options.find((o) => o.code === SHB_USERAPPL);
-        out.sections.push({ offset: off, options, comments: comments(options), ...(appl ? { application: appl.value.toString('utf8') } : {}) });
+        out.sections.push({
+          offset: off,
+          options,
+          comments: comments(options),
+          ...(appl ? { application: appl.value.toString('utf8') } : {}),
+        });
         ifBase = out.interfaces.length;
         break;
       }
@@ -328,33 +373,51 @@ export function readPcapng(b: Buffer): Pcapng {
         const options = readOptions(b, off + 16, end, where);
         const text = (c: number) => options.find((o) => o.code === c)?.value.toString('utf8');
         const res = options.find((o) => o.code === IF_TSRESOL);
-        const name = text(IF_NAME), description = text(IF_DESCRIPTION);
+        const name = text(IF_NAME),
+          description = text(IF_DESCRIPTION);
         out.interfaces.push({
-          section, linkType: b.readUInt16LE(off + 8), snaplen: b.readUInt32LE(off + 12), tsresol: res ? res.value[0]! : 6,
-          ...(name !== undefined ? { name } : {}), ...(description !== undefined ? { description } : {}),
+          section,
+          linkType: b.readUInt16LE(off + 8),
+          snaplen: b.readUInt32LE(off + 12),
+          tsresol: res ? res.value[0]! : 6,
+          ...(name !== undefined ? { name } : {}),
+          ...(description !== undefined ? { description } : {}),
         });
         break;
       }
       case BLOCK_EPB: {
         const iface = b.readUInt32LE(off + 8);
-        if (ifBase + iface >= out.interfaces.length) throw new Error(`pcapng: at ${off}: packet on interface ${iface}, which its section does not describe`);
-        const capLen = b.readUInt32LE(off + 20), origLen = b.readUInt32LE(off + 24);
+        if (ifBase + iface >= out.interfaces.length)
+          throw new Error(`pcapng: at ${off}: packet on interface ${iface}, which its section does not describe`);
+        const capLen = b.readUInt32LE(off + 20),
+          origLen = b.readUInt32LE(off + 24);
         if (off + 28 + pad4(capLen) > end) throw new Error(`pcapng: at ${off}: captured length ${capLen} runs past the block`);
         const options = readOptions(b, off + 28 + pad4(capLen), end, where);
         const flags = options.find((o) => o.code === EPB_FLAGS);
         out.packets.push({
-          section, iface, ts: (BigInt(b.readUInt32LE(off + 12)) << 32n) | BigInt(b.readUInt32LE(off + 16)),
-          capLen, origLen, data: Buffer.from(b.subarray(off + 28, off + 28 + capLen)), comments: comments(options),
+          section,
+          iface,
+          ts: (BigInt(b.readUInt32LE(off + 12)) << 32n) | BigInt(b.readUInt32LE(off + 16)),
+          capLen,
+          origLen,
+          data: Buffer.from(b.subarray(off + 28, off + 28 + capLen)),
+          comments: comments(options),
           ...(flags ? { flags: flags.value.readUInt32LE() } : {}),
         });
         break;
       }
       case BLOCK_ISB: {
         const options = readOptions(b, off + 20, end, where);
-        const received = u64(options.find((o) => o.code === ISB_IFRECV)), delivered = u64(options.find((o) => o.code === ISB_USRDELIV));
+        const received = u64(options.find((o) => o.code === ISB_IFRECV)),
+          delivered = u64(options.find((o) => o.code === ISB_USRDELIV));
         out.statistics.push({
-          section, iface: b.readUInt32LE(off + 8), ts: (BigInt(b.readUInt32LE(off + 12)) << 32n) | BigInt(b.readUInt32LE(off + 16)),
-          options, comments: comments(options), ...(received !== undefined ? { received } : {}), ...(delivered !== undefined ? { delivered } : {}),
+          section,
+          iface: b.readUInt32LE(off + 8),
+          ts: (BigInt(b.readUInt32LE(off + 12)) << 32n) | BigInt(b.readUInt32LE(off + 16)),
+          options,
+          comments: comments(options),
+          ...(received !== undefined ? { received } : {}),
+          ...(delivered !== undefined ? { delivered } : {}),
         });
         break;
       }
@@ -385,7 +448,8 @@ export function scanPcapng(fd: number): PcapngScan {
   const size = fstatSync(fd).size;
   const CHUNK = 1 << 20;
   const chunk = Buffer.alloc(CHUNK);
-  let chunkAt = 0, chunkLen = 0;
+  let chunkAt = 0,
+    chunkLen = 0;
   /** the bytes [at, at + n) of the file, n <= 64 KB, or undefined past its end */
   const bytes = (at: number, n: number): Buffer | undefined => {
     if (at + n > size) return undefined;
@@ -399,10 +463,11 @@ export function scanPcapng(fd: number): PcapngScan {
   const out: PcapngScan = { end: 0, packets: 0, bytes: 0 };
   const head = bytes(0, 28);
   if (!head || head.readUInt32LE(0) !== BLOCK_SHB || head.readUInt32LE(8) !== BYTE_ORDER_MAGIC) return out;
-  for (let off = 0; ;) {
+  for (let off = 0; ; ) {
     const h = bytes(off, 28) ?? bytes(off, 12);
     if (!h) break;
-    const type = h.readUInt32LE(0), total = h.readUInt32LE(4);
+    const type = h.readUInt32LE(0),
+      total = h.readUInt32LE(4);
     if (total < 12 || total % 4 || off + total > size) break;
     if (type === BLOCK_SHB && h.readUInt32LE(8) !== BYTE_ORDER_MAGIC) break;
     const tail = bytes(off + total - 4, 4);

@@ -22,15 +22,29 @@ function commands(onCommand: (c: Record<string, unknown>) => void): void {
   });
 }
 
-interface UdpRecvConfig { family: 4 | 6; addr: string; port: number; flowId: number }
+interface UdpRecvConfig {
+  family: 4 | 6;
+  addr: string;
+  port: number;
+  flowId: number;
+}
 
 function udpRecv(cfg: UdpRecvConfig): void {
   const sock = dgram.createSocket({ type: cfg.family === 4 ? 'udp4' : 'udp6', recvBufferSize: 8 << 20 });
   let counts = new Uint8Array(1024);
-  let received = 0, duplicates = 0, reordered = 0, foreign = 0, bytes = 0, maxSeq = -1;
-  let firstUs = 0, lastUs = 0;
+  let received = 0,
+    duplicates = 0,
+    reordered = 0,
+    foreign = 0,
+    bytes = 0,
+    maxSeq = -1;
+  let firstUs = 0,
+    lastUs = 0;
   sock.on('message', (msg) => {
-    if (msg.length < FLOW_HEADER || msg.readUInt32BE(0) !== FLOW_MAGIC || msg.readUInt32BE(4) !== cfg.flowId) { foreign++; return; }
+    if (msg.length < FLOW_HEADER || msg.readUInt32BE(0) !== FLOW_MAGIC || msg.readUInt32BE(4) !== cfg.flowId) {
+      foreign++;
+      return;
+    }
     const seq = msg.readUInt32BE(8);
     const now = Number(process.hrtime.bigint() / 1000n);
     if (!received) firstUs = now;
@@ -41,12 +55,18 @@ function udpRecv(cfg: UdpRecvConfig): void {
       counts = bigger;
     }
     if (counts[seq]) duplicates++;
-    else { received++; if (seq < maxSeq) reordered++; }
+    else {
+      received++;
+      if (seq < maxSeq) reordered++;
+    }
     counts[seq] = Math.min(255, counts[seq]! + 1);
     bytes += msg.length;
     maxSeq = Math.max(maxSeq, seq);
   });
-  sock.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });
+  sock.on('error', (e) => {
+    emit({ ev: 'error', message: e.message });
+    process.exit(1);
+  });
   sock.bind(cfg.port, cfg.addr, () => emit({ ev: 'ready' }));
   commands((c) => {
     if (c.cmd === 'stats') emit({ ev: 'stats', received, duplicates, maxSeq });
@@ -63,8 +83,16 @@ function udpRecv(cfg: UdpRecvConfig): void {
 }
 
 interface UdpSendConfig {
-  family: 4 | 6; src: string; dst: string; dport: number; sport: number;
-  count: number | null; durationMs: number | null; ratePps: number; payloadSize: number; flowId: number;
+  family: 4 | 6;
+  src: string;
+  dst: string;
+  dport: number;
+  sport: number;
+  count: number | null;
+  durationMs: number | null;
+  ratePps: number;
+  payloadSize: number;
+  flowId: number;
 }
 
 function udpSend(cfg: UdpSendConfig): void {
@@ -72,14 +100,22 @@ function udpSend(cfg: UdpSendConfig): void {
   const buf = Buffer.alloc(Math.max(FLOW_HEADER, cfg.payloadSize));
   buf.writeUInt32BE(FLOW_MAGIC, 0);
   buf.writeUInt32BE(cfg.flowId, 4);
-  let sent = 0, errors = 0, inFlight = 0, stopped = false, finished = false;
+  let sent = 0,
+    errors = 0,
+    inFlight = 0,
+    stopped = false,
+    finished = false;
   let start = 0n;
   const limit = cfg.count ?? Infinity;
   const finish = () => {
     if (finished) return;
     finished = true;
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
-    const done = () => { emit({ ev: 'done', sent, errors, ms }); sock.close(); process.exit(0); };
+    const done = () => {
+      emit({ ev: 'done', sent, errors, ms });
+      sock.close();
+      process.exit(0);
+    };
     // Wait for the sends already handed to libuv, so `sent` really went out.
     const drain = () => (inFlight ? setTimeout(drain, 1) : done());
     drain();
@@ -95,23 +131,41 @@ function udpSend(cfg: UdpSendConfig): void {
       const datagram = Buffer.from(buf);
       datagram.writeUInt32BE(sent, 8);
       inFlight++;
-      sock.send(datagram, cfg.dport, cfg.dst, (err) => { inFlight--; if (err) errors++; });
+      sock.send(datagram, cfg.dport, cfg.dst, (err) => {
+        inFlight--;
+        if (err) errors++;
+      });
       sent++;
     }
-    if (stopped || timeUp || sent >= limit) { finish(); return; }
-    const nextNs = ((sent) / cfg.ratePps) * 1e9 - Number(process.hrtime.bigint() - start);
+    if (stopped || timeUp || sent >= limit) {
+      finish();
+      return;
+    }
+    const nextNs = (sent / cfg.ratePps) * 1e9 - Number(process.hrtime.bigint() - start);
     setTimeout(tick, Math.max(0, Math.floor(nextNs / 1e6)));
   };
-  sock.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });
+  sock.on('error', (e) => {
+    emit({ ev: 'error', message: e.message });
+    process.exit(1);
+  });
   sock.bind(cfg.sport, cfg.src, () => {
     emit({ ev: 'started', sport: sock.address().port });
     start = process.hrtime.bigint();
     tick();
   });
-  commands((c) => { if (c.cmd === 'stop') { stopped = true; finish(); } });
+  commands((c) => {
+    if (c.cmd === 'stop') {
+      stopped = true;
+      finish();
+    }
+  });
 }
 
-interface TcpRecvConfig { family: 4 | 6; addr: string; port: number }
+interface TcpRecvConfig {
+  family: 4 | 6;
+  addr: string;
+  port: number;
+}
 
 function tcpRecv(cfg: TcpRecvConfig): void {
   const server = net.createServer({ allowHalfOpen: true }, (conn) => {
@@ -119,26 +173,41 @@ function tcpRecv(cfg: TcpRecvConfig): void {
     let bytes = 0;
     const t0 = process.hrtime.bigint();
     const digest = createHash('sha256');
-    conn.on('data', (d: Buffer) => { bytes += d.length; digest.update(d); });
+    conn.on('data', (d: Buffer) => {
+      bytes += d.length;
+      digest.update(d);
+    });
     conn.on('end', () => {
       conn.end(`${bytes}\n`, () => {
         emit({ ev: 'result', bytes, ms: Number(process.hrtime.bigint() - t0) / 1e6, sha256: digest.digest('hex') });
         process.exit(0);
       });
     });
-    conn.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });
+    conn.on('error', (e) => {
+      emit({ ev: 'error', message: e.message });
+      process.exit(1);
+    });
   });
-  server.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });
+  server.on('error', (e) => {
+    emit({ ev: 'error', message: e.message });
+    process.exit(1);
+  });
   server.listen({ port: cfg.port, host: cfg.addr, ipv6Only: cfg.family === 6 }, () => emit({ ev: 'ready' }));
 }
 
-interface TcpSendConfig { family: 4 | 6; src: string; dst: string; dport: number; bytes: number }
+interface TcpSendConfig {
+  family: 4 | 6;
+  src: string;
+  dst: string;
+  dport: number;
+  bytes: number;
+}
 
 function tcpSend(cfg: TcpSendConfig): void {
   const t0 = process.hrtime.bigint();
   // bytes that differ along the stream, so that the receiver's digest shows any one out of place
   const chunk = Buffer.alloc(64 * 1024);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 2654435761) >>> 24 ^ (i >>> 8);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = ((i * 2654435761) >>> 24) ^ (i >>> 8);
   const digest = createHash('sha256');
   let left = cfg.bytes;
   let reply = '';
@@ -149,20 +218,28 @@ function tcpSend(cfg: TcpSendConfig): void {
         left -= n;
         const part = n === chunk.length ? chunk : chunk.subarray(0, n);
         digest.update(part);
-        if (!sock.write(part)) { sock.once('drain', pump); return; }
+        if (!sock.write(part)) {
+          sock.once('drain', pump);
+          return;
+        }
       }
       sock.end();
     };
     pump();
   });
   sock.setEncoding('utf8');
-  sock.on('data', (s: string) => { reply += s; });
+  sock.on('data', (s: string) => {
+    reply += s;
+  });
   sock.on('end', () => {
     const confirmed = Number(reply.trim());
     emit({ ev: 'done', bytes: cfg.bytes, confirmed, ms: Number(process.hrtime.bigint() - t0) / 1e6, sha256: digest.digest('hex') });
     process.exit(confirmed === cfg.bytes ? 0 : 1);
   });
-  sock.on('error', (e) => { emit({ ev: 'error', message: e.message }); process.exit(1); });
+  sock.on('error', (e) => {
+    emit({ ev: 'error', message: e.message });
+    process.exit(1);
+  });
 }
 
 const roles: Record<string, (cfg: never) => void> = { 'udp-recv': udpRecv, 'udp-send': udpSend, 'tcp-recv': tcpRecv, 'tcp-send': tcpSend };

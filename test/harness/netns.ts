@@ -29,7 +29,13 @@ export interface LinkDecl {
 }
 
 /** A rate limit (TBF) at `host`'s egress towards `towards`. */
-export interface BottleneckDecl { host: string; towards: string; rate: string; burst?: string; latency?: string }
+export interface BottleneckDecl {
+  host: string;
+  towards: string;
+  rate: string;
+  burst?: string;
+  latency?: string;
+}
 
 export interface TopologyDecl {
   hosts: string[];
@@ -48,13 +54,27 @@ export interface TopologyDecl {
   bottlenecks?: BottleneckDecl[];
 }
 
-export interface DevInfo { host: string; dev: string; peer: string; peerDev: string; ifindex: number; mac: string; addrs: string[] }
+export interface DevInfo {
+  host: string;
+  dev: string;
+  peer: string;
+  peerDev: string;
+  ifindex: number;
+  mac: string;
+  addrs: string[];
+}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-export interface ExitInfo { code: number | null; signal: NodeJS.Signals | null }
-export interface ExecResult extends ExitInfo { stdout: string; stderr: string }
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+export interface ExecResult extends ExitInfo {
+  stdout: string;
+  stderr: string;
+}
 
 export interface ExecOptions {
   /** Throw an ExecError on a non-zero exit (default true). */
@@ -74,7 +94,11 @@ export interface SpawnOptions {
 }
 
 export class ExecError extends Error {
-  constructor(readonly argv: readonly string[], readonly result: ExecResult, why?: string) {
+  constructor(
+    readonly argv: readonly string[],
+    readonly result: ExecResult,
+    why?: string,
+  ) {
     const status = result.signal ? `signal ${result.signal}` : `exit code ${result.code}`;
     super(`${why ?? `command failed (${status})`}: ${argv.join(' ')}${result.stderr.trim() ? `\n${result.stderr.trim()}` : ''}`);
     this.name = 'ExecError';
@@ -87,10 +111,12 @@ const OUTPUT_CAP = 8 << 20;
  *  the timer is cleared at once, so it never keeps the process alive. */
 export async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T | Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<typeof TIMED_OUT>((r) => { timer = setTimeout(() => r(TIMED_OUT), ms); });
+  const expired = new Promise<typeof TIMED_OUT>((r) => {
+    timer = setTimeout(() => r(TIMED_OUT), ms);
+  });
   try {
     const v = await Promise.race([p, expired]);
-    return v === TIMED_OUT ? await onTimeout() : v as T;
+    return v === TIMED_OUT ? await onTimeout() : (v as T);
   } finally {
     clearTimeout(timer);
   }
@@ -111,15 +137,29 @@ export class NsProcess {
   private partial = '';
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly argv: readonly string[], opts: SpawnOptions & { stdin?: 'pipe' | 'ignore' } = {}) {
+  constructor(
+    readonly argv: readonly string[],
+    opts: SpawnOptions & { stdin?: 'pipe' | 'ignore' } = {},
+  ) {
     const [cmd, ...args] = argv;
     if (!cmd) throw new Error('empty argv');
-    this.child = spawn(cmd, args, { stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], detached: true, env: opts.env ?? process.env, cwd: opts.cwd });
+    this.child = spawn(cmd, args, {
+      stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+    });
     let spawnError: Error | undefined;
     this.exited = new Promise<ExitInfo>((resolve) => {
-      this.child.on('error', (e) => { spawnError = e; this.stderr += `${e.message}\n`; });
+      this.child.on('error', (e) => {
+        spawnError = e;
+        this.stderr += `${e.message}\n`;
+      });
       this.child.on('close', (code, signal) => {
-        if (this.partial) { this.lines.push(this.partial); this.partial = ''; }
+        if (this.partial) {
+          this.lines.push(this.partial);
+          this.partial = '';
+        }
         this.exitInfo = { code: spawnError && code === null && !signal ? -1 : code, signal };
         this.notify();
         resolve(this.exitInfo);
@@ -137,31 +177,62 @@ export class NsProcess {
       if (this.stderr.length < OUTPUT_CAP) this.stderr += s;
       this.notify();
     });
-    this.child.stdin?.on('error', () => { /* the child went away; its exit tells the story */ });
+    this.child.stdin?.on('error', () => {
+      /* the child went away; its exit tells the story */
+    });
   }
 
-  get running(): boolean { return this.exitInfo === undefined && this.pid > 0; }
+  get running(): boolean {
+    return this.exitInfo === undefined && this.pid > 0;
+  }
 
   /** Complete stdout lines so far. */
-  get stdoutLines(): readonly string[] { return this.lines; }
+  get stdoutLines(): readonly string[] {
+    return this.lines;
+  }
 
-  write(data: string | Buffer): void { this.child.stdin?.write(data); }
+  write(data: string | Buffer): void {
+    this.child.stdin?.write(data);
+  }
 
-  private notify(): void { for (const w of [...this.waiters]) w(); }
+  private notify(): void {
+    for (const w of [...this.waiters]) w();
+  }
 
   /** Resolve when `test` returns a value (it is re-run on every output and at exit). */
   private until<T>(test: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const check = () => {
         let v: T | undefined;
-        try { v = test(); } catch (e) { finish(); reject(e as Error); return; }
-        if (v !== undefined) { finish(); resolve(v); return; }
-        if (this.exitInfo) { finish(); reject(new Error(`${what}: process exited first (${JSON.stringify(this.exitInfo)}): ${this.argv.join(' ')}\n${this.stderr.trim()}`)); }
+        try {
+          v = test();
+        } catch (e) {
+          finish();
+          reject(e as Error);
+          return;
+        }
+        if (v !== undefined) {
+          finish();
+          resolve(v);
+          return;
+        }
+        if (this.exitInfo) {
+          finish();
+          reject(
+            new Error(`${what}: process exited first (${JSON.stringify(this.exitInfo)}): ${this.argv.join(' ')}\n${this.stderr.trim()}`),
+          );
+        }
       };
       const timer = Number.isFinite(timeoutMs)
-        ? setTimeout(() => { finish(); reject(new Error(`${what}: timed out after ${timeoutMs} ms: ${this.argv.join(' ')}\n${this.stderr.trim()}`)); }, timeoutMs)
+        ? setTimeout(() => {
+            finish();
+            reject(new Error(`${what}: timed out after ${timeoutMs} ms: ${this.argv.join(' ')}\n${this.stderr.trim()}`));
+          }, timeoutMs)
         : undefined;
-      const finish = () => { clearTimeout(timer); this.waiters.delete(check); };
+      const finish = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
       this.waiters.add(check);
       check();
     });
@@ -172,25 +243,39 @@ export class NsProcess {
   waitFor(pattern: RegExp | string, opts: { stream?: 'stdout' | 'stderr' | 'both'; timeoutMs?: number } = {}): Promise<RegExpMatchArray> {
     const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern;
     const stream = opts.stream ?? 'both';
-    return this.until(() => {
-      const m = (stream !== 'stderr' ? this.stdout.match(re) : null) ?? (stream !== 'stdout' ? this.stderr.match(re) : null);
-      return m ?? undefined;
-    }, opts.timeoutMs ?? 10_000, `waiting for ${re}`);
+    return this.until(
+      () => {
+        const m = (stream !== 'stderr' ? this.stdout.match(re) : null) ?? (stream !== 'stdout' ? this.stderr.match(re) : null);
+        return m ?? undefined;
+      },
+      opts.timeoutMs ?? 10_000,
+      `waiting for ${re}`,
+    );
   }
 
   /** Wait for a stdout line (at index `from` or later) that satisfies `pred`; resolves with its index and text. */
   waitForLine(pred: (line: string) => boolean, opts: { from?: number; timeoutMs?: number } = {}): Promise<{ index: number; line: string }> {
-    return this.until(() => {
-      for (let i = opts.from ?? 0; i < this.lines.length; i++) if (pred(this.lines[i]!)) return { index: i, line: this.lines[i]! };
-      return undefined;
-    }, opts.timeoutMs ?? 10_000, 'waiting for an output line');
+    return this.until(
+      () => {
+        for (let i = opts.from ?? 0; i < this.lines.length; i++) if (pred(this.lines[i]!)) return { index: i, line: this.lines[i]! };
+        return undefined;
+      },
+      opts.timeoutMs ?? 10_000,
+      'waiting for an output line',
+    );
   }
 
   /** Signal the whole process group (by id). */
   signal(sig: NodeJS.Signals): void {
     if (this.pid <= 0) return;
-    try { process.kill(-this.pid, sig); } catch {
-      try { if (this.running) process.kill(this.pid, sig); } catch { /* already gone */ }
+    try {
+      process.kill(-this.pid, sig);
+    } catch {
+      try {
+        if (this.running) process.kill(this.pid, sig);
+      } catch {
+        /* already gone */
+      }
     }
   }
 
@@ -198,7 +283,10 @@ export class NsProcess {
   async stop(graceMs = 1000): Promise<ExitInfo> {
     if (this.running) {
       this.signal('SIGTERM');
-      await withTimeout(this.exited, graceMs, () => { this.signal('SIGKILL'); return this.exited; });
+      await withTimeout(this.exited, graceMs, () => {
+        this.signal('SIGKILL');
+        return this.exited;
+      });
     }
     this.signal('SIGKILL');
     return this.exited;
@@ -270,7 +358,12 @@ function uninstallHooks(): void {
 }
 
 function pidAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 let staleSwept = false;
@@ -284,7 +377,10 @@ export function removeStaleNamespaces(): string[] {
   };
   const names = existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR).filter(stale) : [];
   if (names.length) {
-    spawnSync('ip', ['-force', '-batch', '-'], { input: names.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
+    spawnSync('ip', ['-force', '-batch', '-'], {
+      input: names.map((n) => `netns del ${n}\n`).join(''),
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
     removed.push(...names);
   }
   for (const d of readdirSync(tmpdir()).filter(stale)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
@@ -307,7 +403,15 @@ let topoSeq = 0;
 
 const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-interface DevState { dev: string; peer: string; peerDev: string; addrs: string[]; mtu: number | undefined; ifindex: number; mac: string }
+interface DevState {
+  dev: string;
+  peer: string;
+  peerDev: string;
+  addrs: string[];
+  mtu: number | undefined;
+  ifindex: number;
+  mac: string;
+}
 
 export class Topology {
   readonly hosts: readonly string[];
@@ -334,11 +438,15 @@ export class Topology {
       this.nsNames.set(h, `${NS_PREFIX}${this.seq}-${h}`);
       this.devices.set(h, []);
     }
-    const known = (h: string, what: string) => { if (!this.nsNames.has(h)) throw new Error(`${what}: unknown host ${h}`); };
+    const known = (h: string, what: string) => {
+      if (!this.nsNames.has(h)) throw new Error(`${what}: unknown host ${h}`);
+    };
     for (const l of decl.links) {
-      known(l.a, 'link'); known(l.b, 'link');
+      known(l.a, 'link');
+      known(l.b, 'link');
       if (l.a === l.b) throw new Error(`link from ${l.a} to itself`);
-      for (const h of Object.keys(l.addrs ?? {})) if (h !== l.a && h !== l.b) throw new Error(`link ${l.a}–${l.b}: addresses for ${h}, which is not on it`);
+      for (const h of Object.keys(l.addrs ?? {}))
+        if (h !== l.a && h !== l.b) throw new Error(`link ${l.a}–${l.b}: addresses for ${h}, which is not on it`);
       for (const a of Object.values(l.addrs ?? {}).flat()) ipFamily(a.split('/')[0] ?? '');
       const devA = this.devName(l.a, l.b, l.devs?.[l.a]);
       const devB = this.devName(l.b, l.a, l.devs?.[l.b]);
@@ -346,8 +454,12 @@ export class Topology {
       this.devices.get(l.b)!.push({ dev: devB, peer: l.a, peerDev: devA, addrs: l.addrs?.[l.b] ?? [], mtu: l.mtu, ifindex: 0, mac: '' });
       this.linkDevs.push({ devA, devB });
     }
-    for (const h of [...Object.keys(decl.routes ?? {}), ...(decl.forwarding ?? []), ...Object.keys(decl.sysctls ?? {})]) known(h, 'routes/forwarding/sysctls');
-    for (const b of decl.bottlenecks ?? []) { known(b.host, 'bottleneck'); this.dev(b.host, b.towards); }
+    for (const h of [...Object.keys(decl.routes ?? {}), ...(decl.forwarding ?? []), ...Object.keys(decl.sysctls ?? {})])
+      known(h, 'routes/forwarding/sysctls');
+    for (const b of decl.bottlenecks ?? []) {
+      known(b.host, 'bottleneck');
+      this.dev(b.host, b.towards);
+    }
   }
 
   private devName(host: string, peer: string, wanted?: string): string {
@@ -367,14 +479,19 @@ export class Topology {
 
   /** Build the topology; on failure whatever was made is removed again. */
   static async create(decl: TopologyDecl): Promise<Topology> {
-    if (!staleSwept) { staleSwept = true; removeStaleNamespaces(); }
+    if (!staleSwept) {
+      staleSwept = true;
+      removeStaleNamespaces();
+    }
     const t = new Topology(decl);
     live.add(t);
     installHooks();
     try {
       await t.build();
     } catch (e) {
-      await t.destroy().catch(() => { /* the build error is the one to report */ });
+      await t.destroy().catch(() => {
+        /* the build error is the one to report */
+      });
       throw e;
     }
     return t;
@@ -393,8 +510,13 @@ export class Topology {
       // Distinct ifindexes on the two ends: the kernel treats a carrier change on a device whose
       // ifindex equals its peer's (which fresh namespaces make likely) as not urgent, and delays it
       // (and with it the qdisc activation) by up to a second.
-      const lines = this.decl.links.flatMap((l, i) => (l.a === h
-        ? [`link add ${this.linkDevs[i]!.devA} index ${10 + 2 * i} type veth peer name ${this.linkDevs[i]!.devB} index ${11 + 2 * i} netns ${this.ns(l.b)}\n`] : []));
+      const lines = this.decl.links.flatMap((l, i) =>
+        l.a === h
+          ? [
+              `link add ${this.linkDevs[i]!.devA} index ${10 + 2 * i} type veth peer name ${this.linkDevs[i]!.devB} index ${11 + 2 * i} netns ${this.ns(l.b)}\n`,
+            ]
+          : [],
+      );
       if (lines.length) await run(['ip', '-n', ns, '-batch', '-'], { input: lines.join('') });
     });
 
@@ -402,16 +524,25 @@ export class Topology {
     await this.hostsWith(async (h) => {
       const devs = this.devices.get(h)!;
       const ctl: Record<string, string | number> = {
-        'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0,
+        'net.ipv6.conf.all.accept_dad': 0,
+        'net.ipv6.conf.default.accept_dad': 0,
         'net.ipv6.conf.default.router_solicitations': 0,
       };
       for (const d of devs) {
         ctl[`net/ipv6/conf/${d.dev}/accept_dad`] = 0;
         ctl[`net/ipv6/conf/${d.dev}/router_solicitations`] = 0;
       }
-      if (this.decl.forwarding?.includes(h)) { ctl['net.ipv4.ip_forward'] = 1; ctl['net.ipv6.conf.all.forwarding'] = 1; }
+      if (this.decl.forwarding?.includes(h)) {
+        ctl['net.ipv4.ip_forward'] = 1;
+        ctl['net.ipv6.conf.all.forwarding'] = 1;
+      }
       Object.assign(ctl, this.decl.sysctls?.[h] ?? {});
-      const script = ['set -e', `sysctl -q -w ${Object.entries(ctl).map(([k, v]) => shq(`${k}=${v}`)).join(' ')}`];
+      const script = [
+        'set -e',
+        `sysctl -q -w ${Object.entries(ctl)
+          .map(([k, v]) => shq(`${k}=${v}`))
+          .join(' ')}`,
+      ];
       if (this.decl.offloads === 'off') {
         for (const d of devs) script.push(`ethtool -K ${shq(d.dev)} tx off tso off gso off gro off`);
       }
@@ -431,7 +562,11 @@ export class Topology {
     await this.hostsWith((h) => this.waitReady(h));
 
     await this.hostsWith(async (h, ns) => {
-      const byFamily = new Map<string, string[]>([['', []], ['-4', []], ['-6', []]]);
+      const byFamily = new Map<string, string[]>([
+        ['', []],
+        ['-4', []],
+        ['-6', []],
+      ]);
       for (const r of this.decl.routes?.[h] ?? []) {
         const m = /^\s*(-[46])\s+(.*)$/.exec(r);
         byFamily.get(m?.[1] ?? '')!.push(`route add ${m ? m[2] : r.trim()}\n`);
@@ -439,8 +574,12 @@ export class Topology {
       for (const [fam, lines] of byFamily) {
         if (lines.length) await run(['ip', ...(fam ? [fam] : []), '-n', ns, '-batch', '-'], { input: lines.join('') });
       }
-      const tcLines = (this.decl.bottlenecks ?? []).filter((b) => b.host === h).map((b) =>
-        `qdisc replace dev ${this.dev(h, b.towards)} root tbf rate ${b.rate} burst ${b.burst ?? '32kb'} latency ${b.latency ?? '100ms'}\n`);
+      const tcLines = (this.decl.bottlenecks ?? [])
+        .filter((b) => b.host === h)
+        .map(
+          (b) =>
+            `qdisc replace dev ${this.dev(h, b.towards)} root tbf rate ${b.rate} burst ${b.burst ?? '32kb'} latency ${b.latency ?? '100ms'}\n`,
+        );
       if (tcLines.length) await run(['tc', '-n', ns, '-batch', '-'], { input: tcLines.join('') });
     });
 
@@ -453,12 +592,19 @@ export class Topology {
     const deadline = Date.now() + 10_000;
     for (;;) {
       const r = await run(['ip', '-n', this.ns(h), '-j', 'address', 'show']);
-      const links = JSON.parse(r.stdout) as Array<{ ifindex: number; ifname: string; operstate: string; address: string; addr_info?: Array<{ tentative?: boolean }> }>;
+      const links = JSON.parse(r.stdout) as Array<{
+        ifindex: number;
+        ifname: string;
+        operstate: string;
+        address: string;
+        addr_info?: Array<{ tentative?: boolean }>;
+      }>;
       let ready = true;
       for (const d of devs) {
         const l = links.find((x) => x.ifname === d.dev);
         if (!l) throw new Error(`${h}: interface ${d.dev} is missing`);
-        d.ifindex = l.ifindex; d.mac = l.address;
+        d.ifindex = l.ifindex;
+        d.mac = l.address;
         if (l.operstate !== 'UP' || l.addr_info?.some((a) => a.tentative)) ready = false;
       }
       if (ready) return;
@@ -477,7 +623,9 @@ export class Topology {
   }
 
   /** The namespace names, in host order. */
-  get namespaces(): string[] { return this.hosts.map((h) => this.ns(h)); }
+  get namespaces(): string[] {
+    return this.hosts.map((h) => this.ns(h));
+  }
 
   /** `host`'s interface on its `nth` link towards `peer`. */
   dev(host: string, peer: string, nth = 0): string {
@@ -495,7 +643,9 @@ export class Topology {
   /** Every interface of `host` (declaration order), with ifindex and MAC once built. */
   devs(host: string): DevInfo[] {
     this.ns(host);
-    return this.devices.get(host)!.map((d) => ({ host, dev: d.dev, peer: d.peer, peerDev: d.peerDev, ifindex: d.ifindex, mac: d.mac, addrs: [...d.addrs] }));
+    return this.devices
+      .get(host)!
+      .map((d) => ({ host, dev: d.dev, peer: d.peer, peerDev: d.peerDev, ifindex: d.ifindex, mac: d.mac, addrs: [...d.addrs] }));
   }
 
   ifindex(host: string, dev: string): number {
@@ -513,8 +663,11 @@ export class Topology {
   /** Every address of `host` (without prefix length), optionally of one family or on the link towards `peer`. */
   addrs(host: string, family?: Family, peer?: string): string[] {
     this.ns(host);
-    return this.devices.get(host)!.filter((d) => peer === undefined || d.peer === peer)
-      .flatMap((d) => d.addrs).map((a) => a.split('/')[0]!)
+    return this.devices
+      .get(host)!
+      .filter((d) => peer === undefined || d.peer === peer)
+      .flatMap((d) => d.addrs)
+      .map((a) => a.split('/')[0]!)
       .filter((a) => family === undefined || ipFamily(a) === family);
   }
 
@@ -562,7 +715,9 @@ export class Topology {
     this.cleanups.push(fn);
   }
 
-  get destroyed(): boolean { return this.gone; }
+  get destroyed(): boolean {
+    return this.gone;
+  }
 
   /** Stop processes, run clean-up steps, delete the namespaces and the temp dir. Idempotent. */
   destroy(): Promise<void> {
@@ -574,7 +729,11 @@ export class Topology {
     const errors: unknown[] = [];
     await Promise.all([...this.procs].map((p) => p.stop(1000)));
     for (const fn of this.cleanups.splice(0).reverse()) {
-      try { await fn(); } catch (e) { errors.push(e); }
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+      }
     }
     await Promise.all([...this.procs].map((p) => p.stop(1000))); // started by clean-up steps
     this.gone = true;
@@ -582,7 +741,9 @@ export class Topology {
     if (existing.length) {
       try {
         await run(['ip', '-force', '-batch', '-'], { input: existing.map((n) => `netns del ${n}\n`).join('') });
-      } catch (e) { errors.push(e); }
+      } catch (e) {
+        errors.push(e);
+      }
     }
     if (this.tmpdir) await rm(this.tmpdir, { recursive: true, force: true }).catch((e: unknown) => errors.push(e));
     live.delete(this);
@@ -597,12 +758,21 @@ export class Topology {
     for (const fn of this.cleanups.splice(0).reverse()) {
       try {
         const r = fn();
-        if (r instanceof Promise) r.catch(() => { /* cannot be awaited at exit */ });
-      } catch { /* keep going */ }
+        if (r instanceof Promise)
+          r.catch(() => {
+            /* cannot be awaited at exit */
+          });
+      } catch {
+        /* keep going */
+      }
     }
     this.gone = true;
     const existing = this.namespaces.filter((n) => existsSync(join(NETNS_DIR, n)));
-    if (existing.length) spawnSync('ip', ['-force', '-batch', '-'], { input: existing.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
+    if (existing.length)
+      spawnSync('ip', ['-force', '-batch', '-'], {
+        input: existing.map((n) => `netns del ${n}\n`).join(''),
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
     if (this.tmpdir) rmSync(this.tmpdir, { recursive: true, force: true });
     live.delete(this);
   }
@@ -615,7 +785,9 @@ export async function withTopology<T>(decl: TopologyDecl, fn: (topo: Topology) =
   try {
     result = await fn(topo);
   } catch (e) {
-    await topo.destroy().catch(() => { /* report fn's error */ });
+    await topo.destroy().catch(() => {
+      /* report fn's error */
+    });
     throw e;
   }
   await topo.destroy();

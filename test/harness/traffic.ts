@@ -19,12 +19,17 @@ function startAgent(topo: Topology, host: string, role: string, cfg: object, cpu
 
 /** The next event named one of `names` from an agent (scanning its stdout from line `from`). */
 async function agentEvent(p: NsProcess, names: string[], timeoutMs: number, from = 0): Promise<AgentEvent> {
-  const { line } = await p.waitForLine((l) => {
-    try {
-      const ev = (JSON.parse(l) as AgentEvent).ev;
-      return names.includes(ev) || ev === 'error';
-    } catch { return false; }
-  }, { timeoutMs, from });
+  const { line } = await p.waitForLine(
+    (l) => {
+      try {
+        const ev = (JSON.parse(l) as AgentEvent).ev;
+        return names.includes(ev) || ev === 'error';
+      } catch {
+        return false;
+      }
+    },
+    { timeoutMs, from },
+  );
   const ev = JSON.parse(line) as AgentEvent;
   if (ev.ev === 'error') throw new Error(`traffic agent failed: ${String(ev.message)} (${p.argv.slice(-2).join(' ')})`);
   return ev;
@@ -72,10 +77,17 @@ export class UdpFlow {
   /** Resolves when the sender has sent everything it was asked to (count or duration). */
   readonly done: Promise<AgentEvent>;
 
-  constructor(readonly opts: UdpFlowOptions, readonly flowId: number, readonly sport: number,
-    private readonly sender: NsProcess, private readonly receiver: NsProcess) {
+  constructor(
+    readonly opts: UdpFlowOptions,
+    readonly flowId: number,
+    readonly sport: number,
+    private readonly sender: NsProcess,
+    private readonly receiver: NsProcess,
+  ) {
     this.done = agentEvent(sender, ['done'], Infinity);
-    this.done.catch(() => { /* reported by stop() */ });
+    this.done.catch(() => {
+      /* reported by stop() */
+    });
   }
 
   /** What the receiver has seen so far. */
@@ -95,14 +107,21 @@ export class UdpFlow {
   private async finish(): Promise<UdpFlowResult> {
     try {
       if (this.sender.running) this.sender.write('{"cmd":"stop"}\n');
-      const done = await withTimeout(this.done, 10_000, () => { throw new Error('UDP sender did not finish'); });
+      const done = await withTimeout(this.done, 10_000, () => {
+        throw new Error('UDP sender did not finish');
+      });
       await sleep(this.opts.graceMs ?? 300);
       const from = this.receiver.stdoutLines.length;
       this.receiver.write(`${JSON.stringify({ cmd: 'stop', sent: done.sent })}\n`);
       const r = await agentEvent(this.receiver, ['result'], 10_000, from);
       return {
-        sent: Number(done.sent), received: Number(r.received), missing: r.missing as number[],
-        duplicates: Number(r.duplicates), reordered: Number(r.reordered), sendErrors: Number(done.errors), ms: Number(done.ms),
+        sent: Number(done.sent),
+        received: Number(r.received),
+        missing: r.missing as number[],
+        duplicates: Number(r.duplicates),
+        reordered: Number(r.reordered),
+        sendErrors: Number(done.errors),
+        ms: Number(done.ms),
       };
     } finally {
       await Promise.all([this.sender.stop(500), this.receiver.stop(500)]);
@@ -123,8 +142,16 @@ export async function startUdpFlow(topo: Topology, opts: UdpFlowOptions): Promis
   try {
     await agentEvent(receiver, ['ready'], 10_000);
     sender = startAgent(topo, opts.from, 'udp-send', {
-      family: opts.family, src, dst, dport: opts.dport, sport: opts.sport ?? 0, count: opts.count ?? null,
-      durationMs: opts.durationMs ?? null, ratePps: opts.ratePps, payloadSize, flowId,
+      family: opts.family,
+      src,
+      dst,
+      dport: opts.dport,
+      sport: opts.sport ?? 0,
+      count: opts.count ?? null,
+      durationMs: opts.durationMs ?? null,
+      ratePps: opts.ratePps,
+      payloadSize,
+      flowId,
     });
     const started = await agentEvent(sender, ['started'], 10_000);
     return new UdpFlow(opts, flowId, Number(started.sport), sender, receiver);
@@ -139,9 +166,13 @@ export async function udpFlow(topo: Topology, opts: UdpFlowOptions & ({ count: n
   const f = await startUdpFlow(topo, opts);
   const expectMs = opts.durationMs ?? ((opts.count ?? 0) / opts.ratePps) * 1000;
   try {
-    await withTimeout(f.done, expectMs + 10_000, () => { throw new Error(`UDP flow did not finish in ${expectMs + 10_000} ms`); });
+    await withTimeout(f.done, expectMs + 10_000, () => {
+      throw new Error(`UDP flow did not finish in ${expectMs + 10_000} ms`);
+    });
   } catch (e) {
-    await f.stop().catch(() => { /* report the first error */ });
+    await f.stop().catch(() => {
+      /* report the first error */
+    });
     throw e;
   }
   return f.stop();
@@ -157,7 +188,14 @@ export function decodeFlowPayload(payload: Buffer | undefined): { flowId: number
 // TCP
 
 export interface TcpTransferOptions {
-  from: string; to: string; family: Family; dport: number; bytes: number; timeoutMs?: number; srcAddr?: string; dstAddr?: string;
+  from: string;
+  to: string;
+  family: Family;
+  dport: number;
+  bytes: number;
+  timeoutMs?: number;
+  srcAddr?: string;
+  dstAddr?: string;
   /** run both ends on this CPU: then every packet of the transfer is handled on it, in order (no
    *  reordering between CPUs on the way) */
   cpu?: number;
@@ -180,7 +218,10 @@ export async function tcpTransfer(topo: Topology, opts: TcpTransferOptions): Pro
     if (Number(done.confirmed) !== opts.bytes || Number(got.bytes) !== opts.bytes) {
       throw new Error(`TCP transfer: sent ${opts.bytes}, server counted ${String(got.bytes)}, confirmed ${String(done.confirmed)}`);
     }
-    if (done.sha256 !== got.sha256) throw new Error(`TCP transfer: the server got other bytes than were sent (SHA-256 ${String(got.sha256)}, sent ${String(done.sha256)})`);
+    if (done.sha256 !== got.sha256)
+      throw new Error(
+        `TCP transfer: the server got other bytes than were sent (SHA-256 ${String(got.sha256)}, sent ${String(done.sha256)})`,
+      );
     return { bytes: opts.bytes, ms: Number(done.ms), sha256: String(done.sha256) };
   } finally {
     await Promise.all([server.stop(500), client?.stop(500)]);
@@ -208,8 +249,16 @@ print(n)
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 /** Transmit complete Ethernet frames (e.g. from buildPacket) out of `dev` in `host`, as they are. */
-export async function sendFrames(topo: Topology, host: string, dev: string, frames: Buffer[], opts: { gapMs?: number } = {}): Promise<number> {
-  const r = await topo.exec(host, [PYTHON, '-c', SEND_FRAMES_PY, dev, String(opts.gapMs ?? 0)], { input: `${frames.map((f) => f.toString('hex')).join('\n')}\n` });
+export async function sendFrames(
+  topo: Topology,
+  host: string,
+  dev: string,
+  frames: Buffer[],
+  opts: { gapMs?: number } = {},
+): Promise<number> {
+  const r = await topo.exec(host, [PYTHON, '-c', SEND_FRAMES_PY, dev, String(opts.gapMs ?? 0)], {
+    input: `${frames.map((f) => f.toString('hex')).join('\n')}\n`,
+  });
   return Number(r.stdout.trim());
 }
 
@@ -223,11 +272,15 @@ export async function netCounters(topo: Topology, host: string): Promise<Record<
   const lines = r.stdout.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const head = /^(\w+): (.*)$/.exec(lines[i]!);
-    if (head) { // "Udp: Name Name …" followed by "Udp: 1 2 …"
+    if (head) {
+      // "Udp: Name Name …" followed by "Udp: 1 2 …"
       const vals = /^(\w+): (.*)$/.exec(lines[i + 1] ?? '');
       if (vals && vals[1] === head[1]) {
-        const names = head[2]!.trim().split(/\s+/), nums = vals[2]!.trim().split(/\s+/);
-        names.forEach((n, k) => { out[`${head[1]}.${n}`] = Number(nums[k]); });
+        const names = head[2]!.trim().split(/\s+/),
+          nums = vals[2]!.trim().split(/\s+/);
+        names.forEach((n, k) => {
+          out[`${head[1]}.${n}`] = Number(nums[k]);
+        });
         i++;
       }
       continue;
@@ -252,7 +305,11 @@ export interface CaptureOptions {
   direction?: 'in' | 'out' | 'inout';
 }
 
-export interface CaptureStats { captured: number; receivedByFilter: number; droppedByKernel: number }
+export interface CaptureStats {
+  captured: number;
+  receivedByFilter: number;
+  droppedByKernel: number;
+}
 
 let captureSeq = 0;
 
@@ -260,7 +317,10 @@ export class Capture {
   stats: CaptureStats | undefined;
   private stopping: Promise<ParsedPacket[]> | undefined;
 
-  constructor(readonly file: string, private readonly proc: NsProcess) {}
+  constructor(
+    readonly file: string,
+    private readonly proc: NsProcess,
+  ) {}
 
   /** Stop capturing (after a short settle so packets in flight are written) and parse the file. */
   stop(settleMs = 100): Promise<ParsedPacket[]> {
@@ -283,7 +343,8 @@ export class Capture {
     await this.proc.exited;
     const num = (re: RegExp) => Number(re.exec(this.proc.stderr)?.[1] ?? NaN);
     this.stats = {
-      captured: num(/(\d+) packets? captured/), receivedByFilter: num(/(\d+) packets? received by filter/),
+      captured: num(/(\d+) packets? captured/),
+      receivedByFilter: num(/(\d+) packets? received by filter/),
       droppedByKernel: num(/(\d+) packets? dropped by kernel/),
     };
     if (!existsSync(this.file)) throw new Error(`tcpdump wrote no file:\n${this.proc.stderr}`);

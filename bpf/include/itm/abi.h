@@ -50,9 +50,9 @@ enum itm_interest_flags {
 	ITM_I_DPORT = 1 << 4,
 	ITM_I_INDEV = 1 << 5,
 	ITM_I_OUTDEV = 1 << 6,
-	ITM_I_LOCAL = 1 << 7,     /* egress: sent by this host; ingress: addressed to this host */
+	ITM_I_LOCAL = 1 << 7,	  /* egress: sent by this host; ingress: addressed to this host */
 	ITM_I_FORWARDED = 1 << 8, /* the opposite of local; both bits set means either */
-	ITM_I_IPV4 = 1 << 9,      /* family filter; neither bit means both families */
+	ITM_I_IPV4 = 1 << 9,	  /* family filter; neither bit means both families */
 	ITM_I_IPV6 = 1 << 10,
 };
 
@@ -71,14 +71,14 @@ struct itm_port_range {
 
 /* one module's place in a hook's chain, with its interest (prefixes live in the LPM tries) */
 struct itm_slot {
-	__u32 id;		/* module instance: its index in the prog array and in the stats map */
-	__u32 flags;		/* enum itm_interest_flags */
-	__u64 protos[4];	/* bitmap of IP protocol numbers */
-	__u32 indev;		/* ifindex, when ITM_I_INDEV */
-	__u32 outdev;		/* ifindex, when ITM_I_OUTDEV */
+	__u32 id;	 /* module instance: its index in the prog array and in the stats map */
+	__u32 flags;	 /* enum itm_interest_flags */
+	__u64 protos[4]; /* bitmap of IP protocol numbers */
+	__u32 indev;	 /* ifindex, when ITM_I_INDEV */
+	__u32 outdev;	 /* ifindex, when ITM_I_OUTDEV */
 	__u8 n_sport;
 	__u8 n_dport;
-	__u8 user;		/* 1: a user-space module, reached over AF_XDP (see struct itm_uctl) */
+	__u8 user; /* 1: a user-space module, reached over AF_XDP (see struct itm_uctl) */
 	/* 1: the module must see each packet as it goes on the wire: a GSO super-packet is cut into
 	 * its segments before it reaches the module (see struct itm_seg); user modules always are */
 	__u8 segments;
@@ -115,41 +115,41 @@ struct itm_lpm_key {
 struct itm_flow {
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u16 sport;		/* host byte order; 0 where the protocol has no ports */
+	__u16 sport; /* host byte order; 0 where the protocol has no ports */
 	__u16 dport;
 	__u8 proto;
-	__u8 family;		/* 4 or 6 */
+	__u8 family; /* 4 or 6 */
 	__u16 pad;
 };
 
 enum itm_pkt_flags {
-	ITM_PKT_FRAGMENT = 1 << 0,	/* a non-first fragment: no L4 header, ports are 0 */
-	ITM_PKT_L4 = 1 << 1,		/* the L4 header (TCP/UDP/ICMP) was parsed */
+	ITM_PKT_FRAGMENT = 1 << 0, /* a non-first fragment: no L4 header, ports are 0 */
+	ITM_PKT_L4 = 1 << 1,	   /* the L4 header (TCP/UDP/ICMP) was parsed */
 	ITM_PKT_VLAN = 1 << 2,
 	ITM_PKT_IP_OPTIONS = 1 << 3,
 	ITM_PKT_IPV6_EXT = 1 << 4,
-	ITM_PKT_PORTS = 1 << 5,		/* sport and dport are set (TCP, UDP, SCTP) */
-	ITM_PKT_SEGMENT = 1 << 6,	/* a segment the dispatcher cut from a super-packet (struct itm_seg) */
+	ITM_PKT_PORTS = 1 << 5,	  /* sport and dport are set (TCP, UDP, SCTP) */
+	ITM_PKT_SEGMENT = 1 << 6, /* a segment the dispatcher cut from a super-packet (struct itm_seg) */
 };
 
 /* the packet as the dispatcher parsed it, once, for every module of the chain */
 struct itm_pkt {
 	struct itm_flow flow;
-	__u16 l3_off;		/* from the start of the packet (the Ethernet header) */
+	__u16 l3_off; /* from the start of the packet (the Ethernet header) */
 	__u16 l4_off;
 	__u16 payload_off;
 	__u16 vlan_id;
-	__u32 len;		/* skb->len */
-	__u32 ifindex;		/* the device the hook is on */
-	__u32 ingress_ifindex;	/* where it came in; 0 for packets sent by this host */
-	__u8 hook;		/* enum itm_hook */
+	__u32 len;	       /* skb->len */
+	__u32 ifindex;	       /* the device the hook is on */
+	__u32 ingress_ifindex; /* where it came in; 0 for packets sent by this host */
+	__u8 hook;	       /* enum itm_hook */
 	__u8 dscp;
 	__u8 ecn;
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 flags;		/* enum itm_pkt_flags */
-	__u8 local;		/* 0 unknown yet, 1 local, 2 forwarded */
+	__u8 flags; /* enum itm_pkt_flags */
+	__u8 local; /* 0 unknown yet, 1 local, 2 forwarded */
 	/* the packets it goes on the wire as: 1, or the segments of a GSO super-packet (a host's own
 	 * TCP at tc-egress with TSO, forwarded TCP after GRO, whatever a veth carried across whole) */
 	__u16 segs;
@@ -162,22 +162,22 @@ struct itm_pkt {
 /* per-packet state that travels along the chain, in a per-CPU map: a chain runs to completion
  * on one CPU with no other chain interleaved */
 struct itm_scratch {
-	__u32 version;		/* the chain table this packet uses */
-	__u32 pos;		/* the slot running now */
+	__u32 version; /* the chain table this packet uses */
+	__u32 pos;     /* the slot running now */
 	struct itm_pkt pkt;
 };
 
 /* per module instance (per-CPU, summed by the control plane) */
 struct itm_mstats {
-	__u64 seen;		/* reached the module's slot */
-	__u64 matched;		/* and matched its interest */
+	__u64 seen;    /* reached the module's slot */
+	__u64 matched; /* and matched its interest */
 	__u64 dropped;
-	__u64 errors;		/* process() failed, or the module was missing: the packet went on */
+	__u64 errors; /* process() failed, or the module was missing: the packet went on */
 	__u64 classes[ITM_CLASS_BUCKETS];
 	/* user modules: packets that went past the module instead of through it */
-	__u64 bypass_down;	/* its host is not running, or stopped renewing its deadline */
-	__u64 bypass_behind;	/* too many of its packets in flight */
-	__u64 bypass_size;	/* too long for a frame (jumbo frames; a super-packet that could not be cut) */
+	__u64 bypass_down;   /* its host is not running, or stopped renewing its deadline */
+	__u64 bypass_behind; /* too many of its packets in flight */
+	__u64 bypass_size;   /* too long for a frame (jumbo frames; a super-packet that could not be cut) */
 	__u64 diverted;
 };
 
@@ -191,8 +191,8 @@ struct itm_mstats {
  * from the module's slot.
  */
 enum itm_trailer_flags {
-	ITM_T_CSUM_PARTIAL = 1 << 0,	/* sent by this host: the L4 checksum is left for offload */
-	ITM_T_VLAN = 1 << 1,		/* the packet had a VLAN tag in its metadata */
+	ITM_T_CSUM_PARTIAL = 1 << 0, /* sent by this host: the L4 checksum is left for offload */
+	ITM_T_VLAN = 1 << 1,	     /* the packet had a VLAN tag in its metadata */
 	/* set by the module's host (tc hooks only): the module has rewritten the packet's headers
 	 * (encapsulated it, say) and sends it out of the device in `iif` (which the host overwrites:
 	 * the trailer stays 32 bytes, the most XDP metadata older kernels take), next hop found by the
@@ -201,29 +201,29 @@ enum itm_trailer_flags {
 };
 
 struct itm_trailer {
-	__u32 ifindex;		/* the device of the hook */
-	__u32 iif;		/* skb->ingress_ifindex at the divert (0: sent by this host); with
+	__u32 ifindex; /* the device of the hook */
+	__u32 iif;     /* skb->ingress_ifindex at the divert (0: sent by this host); with
 				 * ITM_T_REDIRECT, the device to send the packet out of */
 	__u32 mark;
 	__u32 priority;
 	__u16 vlan_tci;
-	__u16 vlan_proto;	/* network byte order */
-	__u8 hook;		/* enum itm_hook */
-	__u8 id;		/* the module's slot id */
-	__u8 pos;		/* its position in the chain at the divert */
-	__u8 flags;		/* enum itm_trailer_flags */
-	__u32 secret;		/* the dispatcher's, so a trailer cannot be forged from outside */
-	__u32 magic;		/* ITM_TRAILER_MAGIC, the last bytes of the frame */
+	__u16 vlan_proto; /* network byte order */
+	__u8 hook;	  /* enum itm_hook */
+	__u8 id;	  /* the module's slot id */
+	__u8 pos;	  /* its position in the chain at the divert */
+	__u8 flags;	  /* enum itm_trailer_flags */
+	__u32 secret;	  /* the dispatcher's, so a trailer cannot be forged from outside */
+	__u32 magic;	  /* ITM_TRAILER_MAGIC, the last bytes of the frame */
 };
 
 /* written by the host of a user module (one writer); read by the dispatcher */
 struct itm_uctl {
-	__u64 deadline_ns;	/* CLOCK_MONOTONIC: packets bypass the module after it (host gone or stuck) */
-	__u64 gone;		/* diverted packets that will not come back (dropped by the module, lost) */
-	__u32 divert_ifindex;	/* the end of the module's veth pair that packets are redirected into */
-	__u32 max_in_flight;	/* more diverted and not back: the module is behind, packets bypass it */
-	__u32 max_len;		/* longer packets (with the trailer) do not fit a frame: they bypass */
-	__u32 flags;		/* enum itm_uctl_flags */
+	__u64 deadline_ns;    /* CLOCK_MONOTONIC: packets bypass the module after it (host gone or stuck) */
+	__u64 gone;	      /* diverted packets that will not come back (dropped by the module, lost) */
+	__u32 divert_ifindex; /* the end of the module's veth pair that packets are redirected into */
+	__u32 max_in_flight;  /* more diverted and not back: the module is behind, packets bypass it */
+	__u32 max_len;	      /* longer packets (with the trailer) do not fit a frame: they bypass */
+	__u32 flags;	      /* enum itm_uctl_flags */
 };
 
 enum itm_uctl_flags {
@@ -245,8 +245,8 @@ struct itm_ustats {
 	__u64 accepted;
 	__u64 modified;
 	__u64 dropped;
-	__u64 errors;		/* classify/log/process threw: the packet went on unchanged */
-	__u64 malformed;	/* process left a packet that cannot be sent: dropped */
+	__u64 errors;	 /* classify/log/process threw: the packet went on unchanged */
+	__u64 malformed; /* process left a packet that cannot be sent: dropped */
 	__u64 classes[ITM_CLASS_BUCKETS];
 };
 
@@ -254,18 +254,18 @@ struct itm_ustats {
 struct itm_dstats {
 	__u64 packets;
 	__u64 parsed;
-	__u64 non_ip;		/* ARP, LLDP, ...: passed untouched */
-	__u64 truncated;	/* shorter than its headers say: passed untouched */
-	__u64 malformed;	/* bad version, header length, ...: passed untouched */
-	__u64 fragments;	/* non-first fragments (parsed without ports) */
-	__u64 unsupported;	/* e.g. too many IPv6 extension headers: passed untouched */
-	__u64 chain_errors;	/* a tail call that did not happen */
-	__u64 returned;		/* came back from a user module */
-	__u64 bad_returns;	/* marked as returning, with no valid trailer (or segment entry):
+	__u64 non_ip;	       /* ARP, LLDP, ...: passed untouched */
+	__u64 truncated;       /* shorter than its headers say: passed untouched */
+	__u64 malformed;       /* bad version, header length, ...: passed untouched */
+	__u64 fragments;       /* non-first fragments (parsed without ports) */
+	__u64 unsupported;     /* e.g. too many IPv6 extension headers: passed untouched */
+	__u64 chain_errors;    /* a tail call that did not happen */
+	__u64 returned;	       /* came back from a user module */
+	__u64 bad_returns;     /* marked as returning, with no valid trailer (or segment entry):
 				 * treated as new packets */
-	__u64 segmented;	/* super-packets sent through the segmentation pair */
-	__u64 segments;		/* their segments, back at the hook */
-	__u64 seg_unavailable;	/* super-packets a module needed cut, with no pair to cut them */
+	__u64 segmented;       /* super-packets sent through the segmentation pair */
+	__u64 segments;	       /* their segments, back at the hook */
+	__u64 seg_unavailable; /* super-packets a module needed cut, with no pair to cut them */
 };
 
 /*
@@ -281,8 +281,8 @@ struct itm_dstats {
  * super-packet once (counting its segs), the module and the ones after see every segment.
  */
 struct itm_segctl {
-	__u32 ifindex;		/* the pair's sending end; 0: no pair (super-packets go on whole) */
-	__u32 next;		/* the next entry to take, by atomic add */
+	__u32 ifindex; /* the pair's sending end; 0: no pair (super-packets go on whole) */
+	__u32 next;    /* the next entry to take, by atomic add */
 	/* at tc-ingress, the pair also runs the other way, with GRO: a packet a module decapsulated
 	 * and sends into this end (itm_redirect_ingress_gro) comes out of the other merged with the
 	 * rest of its flow, and itm_from_gro puts it into the device's receive path; 0: none */
@@ -291,12 +291,12 @@ struct itm_segctl {
 };
 
 struct itm_seg {
-	__u32 mark;		/* the mark its segments carry: 0 for none yet */
-	__u32 orig_mark;	/* the packet's own mark and priority, put back on every segment */
+	__u32 mark;	 /* the mark its segments carry: 0 for none yet */
+	__u32 orig_mark; /* the packet's own mark and priority, put back on every segment */
 	__u32 priority;
-	__u32 iif;		/* skb->ingress_ifindex at the cut (0: sent by this host) */
-	__u8 id;		/* the slot it resumes at */
-	__u8 pos;		/* and that slot's position at the cut */
+	__u32 iif; /* skb->ingress_ifindex at the cut (0: sent by this host) */
+	__u8 id;   /* the slot it resumes at */
+	__u8 pos;  /* and that slot's position at the cut */
 	__u8 pad[2];
 };
 

@@ -26,8 +26,8 @@
 
 #ifndef TC_ACT_OK
 #define TC_ACT_UNSPEC (-1)
-#define TC_ACT_OK 0
-#define TC_ACT_SHOT 2
+#define TC_ACT_OK     0
+#define TC_ACT_SHOT   2
 #endif
 #ifndef TC_ACT_REDIRECT
 #define TC_ACT_REDIRECT 7
@@ -40,21 +40,21 @@
 /* a macro, not a typedef: CO-RE relocations must name the kernel's own type */
 #ifdef ITM_XDP
 #define itm_ctx_t struct xdp_md
-#define ITM_SEC "xdp"
+#define ITM_SEC	  "xdp"
 /* a packet that goes on: to the stack (or to the next program on the device) */
-#define ITM_PASS XDP_PASS
-#define ITM_SHOT XDP_DROP
+#define ITM_PASS       XDP_PASS
+#define ITM_SHOT       XDP_DROP
 #define ITM_REDIRECTED XDP_REDIRECT
 #else
-#define itm_ctx_t struct __sk_buff
-#define ITM_SEC "tc"
+#define itm_ctx_t      struct __sk_buff
+#define ITM_SEC	       "tc"
 /* TC_ACT_UNSPEC lets the filters other tools have on the same hook run after itm's (TC_ACT_OK
  * would end classification there) */
-#define ITM_PASS TC_ACT_UNSPEC
-#define ITM_SHOT TC_ACT_SHOT
+#define ITM_PASS       TC_ACT_UNSPEC
+#define ITM_SHOT       TC_ACT_SHOT
 #define ITM_REDIRECTED TC_ACT_REDIRECT
 #endif
-#define ITM_ETH_P_IP 0x0800
+#define ITM_ETH_P_IP   0x0800
 #define ITM_ETH_P_IPV6 0x86DD
 
 /* ---- maps shared by the dispatcher and every module of one hook (the loader reuses the
@@ -90,12 +90,12 @@ struct {
 
 /* A tail call whose key is an immediate: the verifier sees a constant, and the JIT turns it into a
  * patched direct jump instead of a retpolined indirect one (docs/kernel.md: 1-2 ns instead of ~10). */
-#define itm_tail_call_const(ctx, map, key)                                          \
-	asm volatile("r1 = %[c]\n\t"                                                \
-		     "r2 = %[m] ll\n\t"                                             \
-		     "r3 = %[k]\n\t"                                                \
-		     "call 12\n\t"                                                  \
-		     :: [c] "r"(ctx), [m] "i"(&(map)), [k] "i"(key)                 \
+#define itm_tail_call_const(ctx, map, key)                                                                   \
+	asm volatile("r1 = %[c]\n\t"                                                                         \
+		     "r2 = %[m] ll\n\t"                                                                      \
+		     "r3 = %[k]\n\t"                                                                         \
+		     "call 12\n\t" ::[c] "r"(ctx),                                                           \
+		     [m] "i"(&(map)), [k] "i"(key)                                                           \
 		     : "r0", "r1", "r2", "r3", "r4", "r5")
 
 /* what a module's functions get: the hook's context (an skb at tc, an xdp_md at xdp) and the
@@ -105,8 +105,14 @@ struct itm_ctx {
 	struct itm_pkt *pkt;
 };
 
-static __always_inline int itm_is_ipv4(const struct itm_ctx *c) { return c->pkt->flow.family == 4; }
-static __always_inline int itm_is_ipv6(const struct itm_ctx *c) { return c->pkt->flow.family == 6; }
+static __always_inline int itm_is_ipv4(const struct itm_ctx *c)
+{
+	return c->pkt->flow.family == 4;
+}
+static __always_inline int itm_is_ipv6(const struct itm_ctx *c)
+{
+	return c->pkt->flow.family == 6;
+}
 
 /* the load-bytes helper of the hook's context (the dispatcher uses it too) */
 static __always_inline int itm__load_bytes(itm_ctx_t *ctx, __u32 off, void *to, __u32 len)
@@ -179,7 +185,7 @@ static __always_inline int itm_set_dscp(struct itm_ctx *c, __u8 dscp)
 		return -1;
 	if (p->flow.family == 4) {
 		__u8 tos = (dscp << 2) | (b[1] & 0x3);
-		__be16 old_w = (__be16)(b[0] | (b[1] << 8));	/* the 16-bit word as it sits in memory */
+		__be16 old_w = (__be16)(b[0] | (b[1] << 8)); /* the 16-bit word as it sits in memory */
 		__be16 new_w = (__be16)(b[0] | (tos << 8));
 
 		err = bpf_l3_csum_replace(c->ctx, off + 10, old_w, new_w, 2);
@@ -221,9 +227,17 @@ static __always_inline int itm_redirect_ingress_gro(struct __sk_buff *skb)
 #endif
 
 /* ready-made functions for modules that need fewer than three */
-static __always_inline __u32 itm_classify_all(struct itm_ctx *c) { return 1; }
-static __always_inline void itm_log_none(struct itm_ctx *c, __u32 cls) { }
-static __always_inline int itm_process_none(struct itm_ctx *c, __u32 cls) { return ITM_ACCEPT; }
+static __always_inline __u32 itm_classify_all(struct itm_ctx *c)
+{
+	return 1;
+}
+static __always_inline void itm_log_none(struct itm_ctx *c, __u32 cls)
+{
+}
+static __always_inline int itm_process_none(struct itm_ctx *c, __u32 cls)
+{
+	return ITM_ACCEPT;
+}
 
 /* set by the loader: this instance's slot id, for its counters */
 const volatile __u32 itm_module_id = 0;
@@ -245,30 +259,30 @@ static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
  * The module's entry program: classify → log → process (class 0 skips process), count, then hand
  * the packet back to the dispatcher, which runs the next module of the chain. A drop ends the chain.
  */
-#define ITM_MODULE(name, classify_fn, log_fn, process_fn)                            \
-	char LICENSE[] SEC("license") = "Dual BSD/GPL";                             \
-	SEC(ITM_SEC)                                                                \
-	int itm_module_##name(itm_ctx_t *ctx)                                       \
-	{                                                                           \
-		__u32 zero = 0, cls;                                                \
-		int verdict = ITM_ACCEPT;                                           \
-		struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);   \
-		struct itm_ctx c;                                                   \
-		if (!s)                                                             \
-			return ITM_PASS;                                            \
-		c.ctx = ctx;                                                        \
-		c.pkt = &s->pkt;                                                    \
-		cls = classify_fn(&c);                                              \
-		log_fn(&c, cls);                                                    \
-		if (cls)                                                            \
-			verdict = process_fn(&c, cls);                              \
-		itm__count(itm_module_id, cls, verdict);                            \
-		if (verdict == ITM_DROP)                                            \
-			return ITM_SHOT;                                            \
-		if (verdict == ITM_REDIRECT)                                        \
-			return ITM_REDIRECTED;                                      \
-		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);                \
-		return ITM_PASS;                                                    \
+#define ITM_MODULE(name, classify_fn, log_fn, process_fn)                                                    \
+	char LICENSE[] SEC("license") = "Dual BSD/GPL";                                                      \
+	SEC(ITM_SEC)                                                                                         \
+	int itm_module_##name(itm_ctx_t *ctx)                                                                \
+	{                                                                                                    \
+		__u32 zero = 0, cls;                                                                         \
+		int verdict = ITM_ACCEPT;                                                                    \
+		struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);                            \
+		struct itm_ctx c;                                                                            \
+		if (!s)                                                                                      \
+			return ITM_PASS;                                                                     \
+		c.ctx = ctx;                                                                                 \
+		c.pkt = &s->pkt;                                                                             \
+		cls = classify_fn(&c);                                                                       \
+		log_fn(&c, cls);                                                                             \
+		if (cls)                                                                                     \
+			verdict = process_fn(&c, cls);                                                       \
+		itm__count(itm_module_id, cls, verdict);                                                     \
+		if (verdict == ITM_DROP)                                                                     \
+			return ITM_SHOT;                                                                     \
+		if (verdict == ITM_REDIRECT)                                                                 \
+			return ITM_REDIRECTED;                                                               \
+		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);                                         \
+		return ITM_PASS;                                                                             \
 	}
 
 #endif

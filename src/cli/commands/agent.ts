@@ -2,7 +2,9 @@ import type { CommandModule } from 'yargs';
 import { ItmError } from '../../errors.js';
 import { printJson, requireRoot, table, type GlobalArgs } from '../common.js';
 
-interface Args extends GlobalArgs { action: string }
+interface Args extends GlobalArgs {
+  action: string;
+}
 
 export const agentCommand: CommandModule<GlobalArgs, Args> = {
   command: 'agent <action>',
@@ -15,7 +17,11 @@ export const agentCommand: CommandModule<GlobalArgs, Args> = {
     if (a.action === 'stop') {
       const r = await request({ op: 'shutdown' });
       if (a.json) return printJson({ stopped: r !== undefined });
-      return console.log(r ? 'itmd is stopping (kernel modules keep running; user-space modules are bypassed until it is back)' : 'no itmd runs in this network namespace');
+      return console.log(
+        r
+          ? 'itmd is stopping (kernel modules keep running; user-space modules are bypassed until it is back)'
+          : 'no itmd runs in this network namespace',
+      );
     }
     const r = a.action === 'start' ? await viaAgent({ op: 'status' }) : await request({ op: 'status' });
     if (!r) {
@@ -24,17 +30,40 @@ export const agentCommand: CommandModule<GlobalArgs, Args> = {
     }
     const st = answer(r).status!;
     if (a.json) return printJson(st);
-    console.log(`itmd pid ${st.pid}, netns ${st.netns}, since ${st.startedAt}; log ${agentPaths().log}${st.metrics ? `; metrics ${st.metrics}` : ''}`);
+    console.log(
+      `itmd pid ${st.pid}, netns ${st.netns}, since ${st.startedAt}; log ${agentPaths().log}${st.metrics ? `; metrics ${st.metrics}` : ''}`,
+    );
     if (st.hosts.length) {
       console.log('  user-space modules:');
-      console.log(table([['name', 'module', 'dev', 'hook', 'state', 'pid', 'restarts', 'last exit'],
-        ...st.hosts.map((h) => [h.name, h.module, h.dev, h.hook, h.state, String(h.pid ?? '-'), String(h.restarts), h.lastExit ?? '-'])], '    '));
+      console.log(
+        table(
+          [
+            ['name', 'module', 'dev', 'hook', 'state', 'pid', 'restarts', 'last exit'],
+            ...st.hosts.map((h) => [h.name, h.module, h.dev, h.hook, h.state, String(h.pid ?? '-'), String(h.restarts), h.lastExit ?? '-']),
+          ],
+          '    ',
+        ),
+      );
     }
     if (st.periodic.length) {
       console.log('  periodic functions:');
-      console.log(table([['name', 'module', 'dev', 'hook', 'every', 'runs', 'last'],
-        ...st.periodic.map((p) => [p.name, p.module, p.dev, p.hook, `${p.intervalMs} ms`, String(p.runs),
-          p.last?.error ? `error: ${p.last.error}` : p.last?.changed ?? (p.last?.classes ? JSON.stringify(p.last.classes) : '-')])], '    '));
+      console.log(
+        table(
+          [
+            ['name', 'module', 'dev', 'hook', 'every', 'runs', 'last'],
+            ...st.periodic.map((p) => [
+              p.name,
+              p.module,
+              p.dev,
+              p.hook,
+              `${p.intervalMs} ms`,
+              String(p.runs),
+              p.last?.error ? `error: ${p.last.error}` : (p.last?.changed ?? (p.last?.classes ? JSON.stringify(p.last.classes) : '-')),
+            ]),
+          ],
+          '    ',
+        ),
+      );
     }
   },
 };

@@ -1,7 +1,10 @@
 import type { CommandModule } from 'yargs';
 import { devOption, hookOption, hooksOf, printJson, requireRoot, type GlobalArgs } from '../common.js';
 
-interface Args extends GlobalArgs { dev: string; hook?: string }
+interface Args extends GlobalArgs {
+  dev: string;
+  hook?: string;
+}
 
 export const downCommand: CommandModule<GlobalArgs, Args> = {
   command: 'down',
@@ -14,6 +17,8 @@ export const downCommand: CommandModule<GlobalArgs, Args> = {
     if (a.json) return printJson({ dev: a.dev, ...res });
     if (!res.hooks.length) return console.log(`${a.dev}: nothing of itm was there`);
     if (res.unloaded.length) console.log(`${a.dev}: unloaded ${res.unloaded.join(', ')}`);
-    console.log(`${a.dev}: dispatcher removed from ${res.hooks.join(' and ')}${res.clsactRemoved ? ' (and the clsact qdisc itm had added)' : ''}`);
+    console.log(
+      `${a.dev}: dispatcher removed from ${res.hooks.join(' and ')}${res.clsactRemoved ? ' (and the clsact qdisc itm had added)' : ''}`,
+    );
   },
 };

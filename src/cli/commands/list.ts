@@ -2,7 +2,9 @@ import type { CommandModule } from 'yargs';
 import { dscpName } from '../../dscp.js';
 import { devOption, printJson, requireRoot, table, type GlobalArgs } from '../common.js';
 
-interface Args extends GlobalArgs { dev?: string }
+interface Args extends GlobalArgs {
+  dev?: string;
+}
 
 export const listCommand: CommandModule<GlobalArgs, Args> = {
   command: ['list', 'ls'],
@@ -19,22 +21,43 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
       for (const h of d.hooks) {
         const p = h.packets;
         const unparsed = (p.non_ip ?? 0) + (p.truncated ?? 0) + (p.malformed ?? 0) + (p.unsupported ?? 0);
-        console.log(`  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId}${h.mode ? `, ${h.mode}` : ''})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
-          `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
-          (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
-          (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
-          (p.returned || p.bad_returns ? `; back from user modules ${p.returned}${p.bad_returns ? `, bad returns ${p.bad_returns}` : ''}` : '') +
-          (p.segmented || p.seg_unavailable ? `; super-packets cut into segments ${p.segmented} (${p.segments} segments)${p.seg_unavailable ? `, with no segmentation pair to cut them ${p.seg_unavailable}` : ''}` : ''));
+        console.log(
+          `  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId}${h.mode ? `, ${h.mode}` : ''})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
+            `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
+            (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
+            (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
+            (p.returned || p.bad_returns
+              ? `; back from user modules ${p.returned}${p.bad_returns ? `, bad returns ${p.bad_returns}` : ''}`
+              : '') +
+            (p.segmented || p.seg_unavailable
+              ? `; super-packets cut into segments ${p.segmented} (${p.segments} segments)${p.seg_unavailable ? `, with no segmentation pair to cut them ${p.seg_unavailable}` : ''}`
+              : ''),
+        );
         if (!h.modules.length) {
           console.log('    no modules');
           continue;
         }
         const rows = [['#', 'module', 'prio', 'interest', 'params', 'seen', 'matched', 'classes', 'dropped', 'errors']];
         for (const m of h.modules) {
-          const params = Object.entries(m.params).map(([k, v]) => `${k}=${k === 'dscp' && typeof v === 'number' ? dscpName(v) : v}`).join(' ');
-          const classes = Object.entries(m.counters.classes).map(([c, n]) => `${c}:${n}`).join(' ') || '-';
-          rows.push([String(m.position), m.name === m.module ? m.name : `${m.name} (${m.module})`, String(m.priority), m.interest, params || '-', String(m.counters.seen),
-            String(m.counters.matched), classes, String(m.counters.dropped), String(m.counters.errors)]);
+          const params = Object.entries(m.params)
+            .map(([k, v]) => `${k}=${k === 'dscp' && typeof v === 'number' ? dscpName(v) : v}`)
+            .join(' ');
+          const classes =
+            Object.entries(m.counters.classes)
+              .map(([c, n]) => `${c}:${n}`)
+              .join(' ') || '-';
+          rows.push([
+            String(m.position),
+            m.name === m.module ? m.name : `${m.name} (${m.module})`,
+            String(m.priority),
+            m.interest,
+            params || '-',
+            String(m.counters.seen),
+            String(m.counters.matched),
+            classes,
+            String(m.counters.dropped),
+            String(m.counters.errors),
+          ]);
         }
         console.log(table(rows, '    '));
         // what only user-space modules have: whether their host serves, and what went past them
@@ -43,9 +66,11 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
           if (!u) continue;
           const by = u.bypassed;
           const past = u.failClosed ? 'dropped, failing closed,' : 'bypassed';
-          console.log(`    ${m.name}: user space, ${u.serving ? 'serving' : `NOT SERVING (its packets are ${u.failClosed ? 'dropped' : 'let past it'}; is itmd running?)`}; ` +
-            `diverted ${u.diverted}, in flight ${u.inFlight}, modified ${u.modified}, malformed ${u.malformed}; ` +
-            `${past} ${by.down + by.behind + by.size} (host down ${by.down}, behind ${by.behind}, too long ${by.size})`);
+          console.log(
+            `    ${m.name}: user space, ${u.serving ? 'serving' : `NOT SERVING (its packets are ${u.failClosed ? 'dropped' : 'let past it'}; is itmd running?)`}; ` +
+              `diverted ${u.diverted}, in flight ${u.inFlight}, modified ${u.modified}, malformed ${u.malformed}; ` +
+              `${past} ${by.down + by.behind + by.size} (host down ${by.down}, behind ${by.behind}, too long ${by.size})`,
+          );
         }
       }
     }

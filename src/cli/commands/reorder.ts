@@ -1,7 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { devOption, hookOption, printJson, requireRoot, type GlobalArgs } from '../common.js';
 
-interface Args extends GlobalArgs { module: string; dev: string; hook?: string; priority: number }
+interface Args extends GlobalArgs {
+  module: string;
+  dev: string;
+  hook?: string;
+  priority: number;
+}
 
 export const reorderCommand: CommandModule<GlobalArgs, Args> = {
   command: 'reorder <module>',

@@ -2,7 +2,10 @@ import type { CommandModule } from 'yargs';
 import { DEFAULT_HOOKS } from '../../module-def.js';
 import { devOption, hookOption, hooksOf, printJson, requireRoot, type GlobalArgs } from '../common.js';
 
-interface Args extends GlobalArgs { dev: string; hook?: string }
+interface Args extends GlobalArgs {
+  dev: string;
+  hook?: string;
+}
 
 export const upCommand: CommandModule<GlobalArgs, Args> = {
   command: 'up',
