@@ -305,17 +305,22 @@ export class Controller {
     }
     const curHop = this.best.get(dest);
     const cur = paths.find((p) => p.hop === curHop);
-    // the best score; without a live current path, the first path (in the topology's order) that
-    // is not clearly worse than it, so that equal paths give the same choice every time
     const min = live.reduce((a, b) => (this.score(b) < this.score(a) ? b : a));
     const clearlyBetter = (a: PathState, b: PathState) =>
       this.score(a) < this.score(b) * SWITCH_RATIO && this.score(b) - this.score(a) > SWITCH_US;
-    const top = cur?.alive ? min : (live.find((p) => !clearlyBetter(min, p)) ?? min);
-    if (cur === top) return;
+    // equal paths settle on one choice, the same every time: the first path (in the topology's
+    // order) that is not clearly worse than the best
+    const first = live.find((p) => !clearlyBetter(min, p)) ?? min;
+    let top = first;
     if (cur?.alive) {
-      const held = performance.now() - (this.switchedAt.get(dest) ?? -Infinity) < HOLD_INTERVALS * this.t.probe.intervalMs;
-      if (held || !clearlyBetter(top, cur)) return;
+      // a live path is left only after the hold (traffic must not chase probes back and forth):
+      // for one clearly better, or, among equals, for the first (where a transient loss, at the
+      // start or under load, had sent traffic elsewhere)
+      if (performance.now() - (this.switchedAt.get(dest) ?? -Infinity) < HOLD_INTERVALS * this.t.probe.intervalMs) return;
+      if (clearlyBetter(min, cur)) top = clearlyBetter(first, cur) ? first : min;
+      else if (paths.indexOf(first) >= paths.indexOf(cur)) return;
     }
+    if (cur === top) return;
     this.switchedAt.set(dest, performance.now());
     this.best.set(dest, top.hop);
     this.map('route_best')?.update(u32(dest), u32(top.hop));
