@@ -37,6 +37,8 @@ export { foldSum, onesSum } from './net/checksum.js';
 export { bytesToAddr, parsePrefix, type Prefix } from './netaddr.js';
 export { dscpName, parseDscp } from './dscp.js';
 export { protoName } from './interest.js';
+// a module's configuration files, read with every error naming its line
+export { type Fields, YamlReader } from './yaml-reader.js';
 // a module's own itmctl commands (its cli.ts, see modules/README.md): the command type, the root
 // check and output helpers every itmctl command uses, and the loaded instance a command reports on
 export type { GlobalArgs as CliArgs } from './cli/common.js';

@@ -9,6 +9,7 @@ import { addrToBytes, bytesToAddr, parsePrefix, type Prefix } from '../src/netad
 import { dscpName, parseDscp } from '../src/dscp.js';
 import { checkDefinition, defineModule, hostFunctions, kernelConfig, validateParams } from '../src/module-def.js';
 import { parseFlow } from '../src/cli/flow.js';
+import { YamlReader } from '../src/yaml-reader.js';
 
 /** fn throws an ItmError whose message matches re (so the message names what is wrong). */
 function throwsItm(fn: () => unknown, re: RegExp): void {
@@ -527,5 +528,31 @@ describe('parseFlow (explain)', () => {
   });
   test('proto=constructor is rejected', () => {
     throwsItm(() => parseFlow('proto=constructor,src=10.0.0.1,dst=10.0.0.2', noDev), /proto=constructor/);
+  });
+});
+
+describe('YamlReader (a module configuration file)', () => {
+  const doc = 'name: x\nlimits:\n  rate: 5\n  burst: big\nlist: 3\n';
+  const read = () => new YamlReader(doc, 'conf.yaml', 'mod');
+  const top = (r: YamlReader) => r.map(r.root, ['name', 'limits', 'list'], 'the file', 'name:, limits:');
+  test('fields, integers and their defaults', () => {
+    const r = read();
+    const f = top(r);
+    assert.equal(r.str(f, 'name').v, 'x');
+    const lim = r.map(f.pairs.get('limits')!.value, ['rate', 'burst', 'size'], "'limits'", 'rate:, burst:');
+    assert.equal(r.int(lim, 'rate', 1, 10, 0), 5);
+    assert.equal(r.int(lim, 'size', 1, 10, 7), 7);
+  });
+  test('every error names the line', () => {
+    const r = read();
+    const f = top(r);
+    const lim = r.map(f.pairs.get('limits')!.value, ['rate', 'burst'], "'limits'", 'rate:, burst:');
+    assert.throws(() => r.int(lim, 'burst', 1, 10, 0), /^ItmError: mod: conf\.yaml:4: 'burst' must be an integer from 1 to 10$/);
+    assert.throws(() => r.seq(f, 'list', 'numbers'), /mod: conf\.yaml:5: 'list' is a list of numbers/);
+    assert.throws(() => r.str(f, 'limits'), /mod: conf\.yaml:3: 'limits' must be a single value/);
+    assert.throws(() => r.map(r.root, ['name'], 'the file', 'name:'), /mod: conf\.yaml:2: unknown key 'limits' in the file \(keys: name\)/);
+    assert.throws(() => r.scalar(f, 'missing'), /mod: conf\.yaml:1: the file has no 'missing'/);
+    assert.throws(() => new YamlReader('a: [1\n', 'bad.yaml', 'mod'), /^ItmError: mod: bad\.yaml:\d+: /);
+    assert.throws(() => new YamlReader('a: 1\na: 2\n', 'dup.yaml', 'mod'), /mod: dup\.yaml:2: Map keys must be unique/);
   });
 });

@@ -3,8 +3,8 @@
 // settings. It replaces itmBench's hand-edited setTopology(). Every error names the file's line.
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair, type YAMLMap } from 'yaml';
-import { ItmError, parsePrefix, type Prefix } from '../../src/sdk.js';
+import { isScalar, type Node } from 'yaml';
+import { type Fields, ItmError, parsePrefix, type Prefix, YamlReader } from '../../src/sdk.js';
 import { tagKey, type TagKey } from './tag.js';
 
 export interface Neighbour {
@@ -76,161 +76,112 @@ export function loadTopology(file: string): Topology {
 }
 
 export function parseTopology(text: string, file = 'topology'): Topology {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
-  const at = (n: Node | Pair | null | undefined): string => {
-    const off =
-      n && 'range' in n && n.range
-        ? n.range[0]
-        : (n as Pair | undefined)?.key && isScalar((n as Pair).key)
-          ? ((n as Pair).key as Node).range?.[0]
-          : undefined;
-    return off === undefined ? file : `${file}:${lines.linePos(off).line}`;
-  };
-  const fail = (n: Node | Pair | null | undefined, msg: string): never => {
-    throw new ItmError(`route: ${at(n)}: ${msg}`);
-  };
-  if (doc.errors.length) {
-    const e = doc.errors[0]!;
-    throw new ItmError(`route: ${file}:${lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
-  }
-  const root = doc.contents;
-  if (!isMap(root)) return fail(root, 'the topology is a mapping (node:, address:, neighbours:, destinations:)');
-
-  /** the pairs of a mapping, with unknown keys refused */
-  const fields = (m: YAMLMap, allowed: readonly string[], what: string): Map<string, Pair> => {
-    const out = new Map<string, Pair>();
-    for (const p of m.items) {
-      const k = isScalar(p.key) ? String(p.key.value) : undefined;
-      if (k === undefined || !allowed.includes(k))
-        fail(p.key as Node, `unknown key '${k ?? '?'}' in ${what} (keys: ${allowed.join(', ')})`);
-      out.set(k!, p);
-    }
-    return out;
-  };
-  const scalar = (f: Map<string, Pair>, key: string, parent: Node, what: string): { v: unknown; node: Node } => {
-    const p = f.get(key);
-    if (!p) return fail(parent, `${what} has no '${key}'`);
-    if (!isScalar(p.value)) return fail((p.value as Node) ?? p, `'${key}' must be a single value`);
-    return { v: p.value.value, node: p.value };
-  };
-  const str = (f: Map<string, Pair>, key: string, parent: Node, what: string): { v: string; node: Node } => {
-    const { v, node } = scalar(f, key, parent, what);
-    if (typeof v !== 'string' && typeof v !== 'number') return fail(node, `'${key}' must be text`);
-    // as written: a key of hex digits only would otherwise read as a number
-    return { v: typeof v === 'number' ? ((node as { source?: string }).source ?? String(v)) : v, node };
-  };
-  const int = (f: Map<string, Pair>, key: string, parent: Node, lo: number, hi: number, dflt: number): number => {
-    if (!f.has(key)) return dflt;
-    const { v, node } = scalar(f, key, parent, key);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)
-      return fail(node, `'${key}' must be an integer from ${lo} to ${hi}`);
-    return v;
-  };
-  const ipv4 = (s: string, node: Node, key: string): string => {
-    if (!isIPv4(s)) fail(node, `'${key}' ${s} is not an IPv4 address (the overlay's underlay is IPv4)`);
-    return s;
-  };
-  const nodeName = (s: string, node: Node): string => {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(s)) fail(node, `node id '${s}' must be letters, digits, '.', '-' and '_', up to 64`);
-    return s;
-  };
-
-  const top = fields(root, KEYS.top, 'the topology');
-  const me = nodeName(str(top, 'node', root, 'the topology').v, top.get('node')!.value as Node);
-  const addrF = str(top, 'address', root, 'the topology');
-  const address = ipv4(addrF.v, addrF.node, 'address');
-  const port = int(top, 'port', root, 1, 65535, DEFAULT_PORT);
-
-  const neighbours: Neighbour[] = [];
+  const r = new YamlReader(text, file, 'route');
+  const top = r.map(r.root, KEYS.top, 'the topology', 'node:, address:, neighbours:, destinations:');
+  const me = nodeName(r, r.str(top, 'node'));
+  const addrF = r.str(top, 'address');
+  const address = ipv4(r, addrF.v, addrF.node, 'address');
+  const port = r.int(top, 'port', 1, 65535, DEFAULT_PORT);
+  // node ids by their id on the wire, which must not collide
   const seen = new Map<number, string>([[wireId(me), me]]);
-  const nbSeq = top.get('neighbours')?.value;
-  if (!nbSeq) fail(root, "the topology has no 'neighbours'");
-  if (!isSeq(nbSeq)) return fail(nbSeq as Node, "'neighbours' is a list");
-  for (const item of nbSeq.items) {
-    if (!isMap(item)) return fail(item as Node, 'a neighbour is a mapping (id:, address:, key:)');
-    const f = fields(item, KEYS.neighbour, 'a neighbour');
-    const idF = str(f, 'id', item, 'a neighbour');
-    const id = nodeName(idF.v, idF.node);
-    if (id === me) fail(idF.node, `neighbour '${id}' is this node`);
-    const wire = wireId(id);
-    if (seen.has(wire))
-      fail(
-        idF.node,
-        seen.get(wire) === id ? `duplicate neighbour id '${id}'` : `ids '${id}' and '${seen.get(wire)}' collide on the wire: rename one`,
-      );
-    seen.set(wire, id);
-    const aF = str(f, 'address', item, `neighbour '${id}'`);
-    const also: string[] = [];
-    const alsoP = f.get('also');
-    if (alsoP) {
-      if (!isSeq(alsoP.value)) fail(alsoP.value as Node, "'also' is a list of addresses");
-      for (const a of (alsoP.value as { items: unknown[] }).items) {
-        if (!isScalar(a)) fail(a as Node, "'also' is a list of addresses");
-        also.push(ipv4(String((a as { value: unknown }).value), a as Node, 'also'));
-      }
-    }
-    const kF = f.has('key')
-      ? str(f, 'key', item, `neighbour '${id}'`)
-      : fail(item, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
-    if (!/^[0-9a-fA-F]{32}$/.test(kF.v))
-      fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
-    if (neighbours.length >= MAX_NEIGHBOURS) fail(item, `more than ${MAX_NEIGHBOURS} neighbours: the most one node has`);
-    neighbours.push({
-      id,
-      wire,
-      address: ipv4(aF.v, aF.node, 'address'),
-      also,
-      key: Buffer.from(kF.v, 'hex'),
-      tag: tagKey(Buffer.from(kF.v, 'hex')),
-      keyId: int(f, 'key_id', item, 0, 255, 0),
-      slot: neighbours.length,
-    });
-  }
-  if (!neighbours.length) fail(nbSeq, 'the topology lists no neighbours');
-  const byAddr = new Map<string, string>([[address, me]]);
-  for (const n of neighbours) {
-    for (const a of [n.address, ...n.also]) {
-      if (byAddr.has(a)) fail(nbSeq, `address ${a} is given to both '${byAddr.get(a)}' and '${n.id}'`);
-      byAddr.set(a, n.id);
-    }
-  }
-
-  const destinations: Destination[] = [];
-  // a relay may serve and reach no destination of its own
-  const dSeq = top.get('destinations')?.value ?? null;
-  if (dSeq !== null && !isSeq(dSeq)) return fail(dSeq as Node, "'destinations' is a list");
-  const prefixes = new Map<string, string>();
-  for (const item of dSeq?.items ?? []) {
-    if (!isMap(item)) return fail(item as Node, 'a destination is a mapping (prefix:, node:)');
-    const f = fields(item, KEYS.destination, 'a destination');
-    const pF = str(f, 'prefix', item, 'a destination');
-    const p = parsePrefix(pF.v);
-    if (typeof p === 'string') fail(pF.node, `bad prefix: ${p}`);
-    const prefix = p as Prefix;
-    if (prefix.family !== 4) fail(pF.node, `prefix ${prefix.text}: the overlay carries IPv4 packets`);
-    if (prefixes.has(prefix.text)) fail(pF.node, `prefix ${prefix.text} is listed twice`);
-    // the node may be this one, a neighbour, or a node only neighbours reach
-    const nF = str(f, 'node', item, `destination ${prefix.text}`);
-    const node = nodeName(nF.v, nF.node);
-    const wire = wireId(node);
-    if (seen.has(wire) && seen.get(wire) !== node) fail(nF.node, `ids '${node}' and '${seen.get(wire)}' collide on the wire: rename one`);
-    seen.set(wire, node);
-    prefixes.set(prefix.text, node);
-    destinations.push({ prefix, node, wire });
-  }
-
-  const probeP = top.get('probe');
+  const neighbours = readNeighbours(r, top, me, address, seen);
+  const destinations = readDestinations(r, top, seen);
   let probe = { intervalMs: 500, timeoutMs: 1000, deadAfter: 3 };
+  const probeP = top.pairs.get('probe');
   if (probeP) {
-    if (!isMap(probeP.value)) fail(probeP.value as Node, "'probe' is a mapping (interval_ms:, timeout_ms:, dead_after:)");
-    const pm = probeP.value as YAMLMap;
-    const f = fields(pm, KEYS.probe, "'probe'");
+    const f = r.map(probeP.value, KEYS.probe, "'probe'", 'interval_ms:, timeout_ms:, dead_after:');
     probe = {
-      intervalMs: int(f, 'interval_ms', pm, 10, 60_000, probe.intervalMs),
-      timeoutMs: int(f, 'timeout_ms', pm, 10, 60_000, probe.timeoutMs),
-      deadAfter: int(f, 'dead_after', pm, 1, 100, probe.deadAfter),
+      intervalMs: r.int(f, 'interval_ms', 10, 60_000, probe.intervalMs),
+      timeoutMs: r.int(f, 'timeout_ms', 10, 60_000, probe.timeoutMs),
+      deadAfter: r.int(f, 'dead_after', 1, 100, probe.deadAfter),
     };
   }
   return { file, node: me, wire: wireId(me), address, port, neighbours, destinations, probe };
+}
+
+function ipv4(r: YamlReader, s: string, node: Node, key: string): string {
+  if (!isIPv4(s)) r.fail(node, `'${key}' ${s} is not an IPv4 address (the overlay's underlay is IPv4)`);
+  return s;
+}
+
+function nodeName(r: YamlReader, { v, node }: { v: string; node: Node }): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(v)) r.fail(node, `node id '${v}' must be letters, digits, '.', '-' and '_', up to 64`);
+  return v;
+}
+
+/** A node's id, refused when its id on the wire is another node's. */
+function claimWire(r: YamlReader, seen: Map<number, string>, id: string, node: Node, duplicate?: string): number {
+  const wire = wireId(id);
+  const had = seen.get(wire);
+  if (had !== undefined && (had !== id || duplicate)) {
+    r.fail(node, had === id ? duplicate! : `ids '${id}' and '${had}' collide on the wire: rename one`);
+  }
+  seen.set(wire, id);
+  return wire;
+}
+
+function readNeighbours(r: YamlReader, top: Fields, me: string, address: string, seen: Map<number, string>): Neighbour[] {
+  const list = r.seq(top, 'neighbours', '');
+  if (!list) return r.fail(top.node, "the topology has no 'neighbours'");
+  const neighbours: Neighbour[] = [];
+  for (const item of list.items) {
+    const f = r.map(item, KEYS.neighbour, 'a neighbour', 'id:, address:, key:');
+    const idF = r.str(f, 'id');
+    const id = nodeName(r, idF);
+    if (id === me) r.fail(idF.node, `neighbour '${id}' is this node`);
+    const wire = claimWire(r, seen, id, idF.node, `duplicate neighbour id '${id}'`);
+    f.what = `neighbour '${id}'`;
+    const aF = r.str(f, 'address');
+    const also: string[] = [];
+    for (const a of r.seq(f, 'also', 'addresses')?.items ?? []) {
+      if (!isScalar(a)) r.fail(a as Node, "'also' is a list of addresses");
+      also.push(ipv4(r, String(a.value), a, 'also'));
+    }
+    if (!f.pairs.has('key')) r.fail(f.node, `neighbour '${id}' has no 'key' (32 hex digits, shared with that node)`);
+    const kF = r.str(f, 'key');
+    if (!/^[0-9a-fA-F]{32}$/.test(kF.v))
+      r.fail(kF.node, `the key of '${id}' must be 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16`);
+    if (neighbours.length >= MAX_NEIGHBOURS) r.fail(f.node, `more than ${MAX_NEIGHBOURS} neighbours: the most one node has`);
+    const key = Buffer.from(kF.v, 'hex');
+    neighbours.push({
+      id,
+      wire,
+      address: ipv4(r, aF.v, aF.node, 'address'),
+      also,
+      key,
+      tag: tagKey(key),
+      keyId: r.int(f, 'key_id', 0, 255, 0),
+      slot: neighbours.length,
+    });
+  }
+  if (!neighbours.length) r.fail(list, 'the topology lists no neighbours');
+  const byAddr = new Map<string, string>([[address, me]]);
+  for (const n of neighbours) {
+    for (const a of [n.address, ...n.also]) {
+      if (byAddr.has(a)) r.fail(list, `address ${a} is given to both '${byAddr.get(a)}' and '${n.id}'`);
+      byAddr.set(a, n.id);
+    }
+  }
+  return neighbours;
+}
+
+/** The destinations: a relay may serve and reach none of its own. */
+function readDestinations(r: YamlReader, top: Fields, seen: Map<number, string>): Destination[] {
+  const destinations: Destination[] = [];
+  const prefixes = new Set<string>();
+  for (const item of r.seq(top, 'destinations', '')?.items ?? []) {
+    const f = r.map(item, KEYS.destination, 'a destination', 'prefix:, node:');
+    const pF = r.str(f, 'prefix');
+    const p = parsePrefix(pF.v);
+    if (typeof p === 'string') return r.fail(pF.node, `bad prefix: ${p}`);
+    if (p.family !== 4) r.fail(pF.node, `prefix ${p.text}: the overlay carries IPv4 packets`);
+    if (prefixes.has(p.text)) r.fail(pF.node, `prefix ${p.text} is listed twice`);
+    prefixes.add(p.text);
+    // the node may be this one, a neighbour, or a node only neighbours reach
+    f.what = `destination ${p.text}`;
+    const nF = r.str(f, 'node');
+    const node = nodeName(r, nF);
+    destinations.push({ prefix: p, node, wire: claimWire(r, seen, node, nF.node) });
+  }
+  return destinations;
 }

@@ -1,0 +1,90 @@
+// A YAML (or JSON) document read field by field, each error an ItmError that names the file's line:
+// what a module's configuration file is read with (route's topology), so every such file refuses
+// bad input the same way, before anything is changed.
+import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
+import { ItmError } from './errors.js';
+
+/** A mapping's fields, by key, and the node they are in (for the line of a missing one). */
+export interface Fields {
+  node: YAMLMap;
+  /** what the mapping is, in messages (`a neighbour`; `neighbour 'n1'` once its id is read) */
+  what: string;
+  pairs: Map<string, Pair>;
+}
+
+export class YamlReader {
+  private readonly lines = new LineCounter();
+  /** the document's top value */
+  readonly root: Node | null;
+
+  /** `prefix` starts every message (`route: topology.yaml:4: ...`) */
+  constructor(
+    text: string,
+    readonly file: string,
+    private readonly prefix: string,
+  ) {
+    const doc = parseDocument(text, { lineCounter: this.lines, uniqueKeys: true, prettyErrors: false });
+    if (doc.errors.length) {
+      const e = doc.errors[0]!;
+      throw new ItmError(`${prefix}: ${file}:${this.lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
+    }
+    this.root = doc.contents as Node | null;
+  }
+
+  /** `file:line` of a node (or of a pair's key), or the file alone */
+  at(n: Node | Pair | null | undefined): string {
+    let off: number | undefined;
+    if (n && 'range' in n && n.range) off = n.range[0];
+    else if (n && 'key' in n && isScalar(n.key)) off = n.key.range?.[0];
+    return off === undefined ? this.file : `${this.file}:${this.lines.linePos(off).line}`;
+  }
+
+  fail(n: Node | Pair | null | undefined, msg: string): never {
+    throw new ItmError(`${this.prefix}: ${this.at(n)}: ${msg}`);
+  }
+
+  /** A mapping's fields, unknown keys refused; `shape` says what the mapping holds. */
+  map(n: unknown, allowed: readonly string[], what: string, shape: string): Fields {
+    if (!isMap(n)) return this.fail(n as Node, `${what} is a mapping (${shape})`);
+    const pairs = new Map<string, Pair>();
+    for (const p of n.items) {
+      const k = isScalar(p.key) ? String(p.key.value) : undefined;
+      if (k === undefined || !allowed.includes(k))
+        this.fail(p.key as Node, `unknown key '${k ?? '?'}' in ${what} (keys: ${allowed.join(', ')})`);
+      pairs.set(k!, p);
+    }
+    return { node: n, what, pairs };
+  }
+
+  /** A list, or undefined when the key is absent. */
+  seq(f: Fields, key: string, what: string): YAMLSeq | undefined {
+    const v = f.pairs.get(key)?.value;
+    if (v === undefined || v === null) return undefined;
+    if (!isSeq(v)) return this.fail(v as Node, `'${key}' is a list${what ? ` of ${what}` : ''}`);
+    return v;
+  }
+
+  /** A single value; a missing one is an error naming the mapping. */
+  scalar(f: Fields, key: string): { v: unknown; node: Node } {
+    const p = f.pairs.get(key);
+    if (!p) return this.fail(f.node, `${f.what} has no '${key}'`);
+    if (!isScalar(p.value)) return this.fail((p.value as Node) ?? p, `'${key}' must be a single value`);
+    return { v: p.value.value, node: p.value };
+  }
+
+  /** Text, as written: a value of hex digits only would otherwise read as a number. */
+  str(f: Fields, key: string): { v: string; node: Node } {
+    const { v, node } = this.scalar(f, key);
+    if (typeof v !== 'string' && typeof v !== 'number') return this.fail(node, `'${key}' must be text`);
+    return { v: typeof v === 'number' ? ((node as { source?: string }).source ?? String(v)) : v, node };
+  }
+
+  /** An integer within [lo, hi], `dflt` when absent. */
+  int(f: Fields, key: string, lo: number, hi: number, dflt: number): number {
+    if (!f.pairs.has(key)) return dflt;
+    const { v, node } = this.scalar(f, key);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)
+      return this.fail(node, `'${key}' must be an integer from ${lo} to ${hi}`);
+    return v;
+  }
+}
