@@ -179,26 +179,19 @@ export class ModuleHost {
     this.ustats.update(u32(0), abi.encode(abi.itm_ustats, { ...s }));
   }
 
+  // one batch's buffers, allocated once
+  private readonly rxAddrs = new Uint32Array(BATCH);
+  private readonly rxLens = new Uint32Array(BATCH);
+  private readonly txAddrs = new Uint32Array(BATCH);
+  private readonly txLens = new Uint32Array(BATCH);
+  private readonly dropped = new Uint32Array(BATCH);
+  private readonly scratch = Buffer.alloc(FRAME_SIZE);
+  private readonly trailer = Buffer.alloc(TRAILER_SIZE);
+  /** when the loop last renewed the deadline, wrote the stats, received, ran the periodic functions */
+  private readonly last = { renew: 0, stats: 0, rx: Date.now(), periodic: Date.now(), sent: -1n };
+
   /** The receive loop; resolves when stop() was called and the packets in flight came back. */
   async run(): Promise<void> {
-    const addrs = new Uint32Array(BATCH),
-      lens = new Uint32Array(BATCH);
-    const txA = new Uint32Array(BATCH),
-      txL = new Uint32Array(BATCH),
-      rel = new Uint32Array(BATCH);
-    const scratch = Buffer.alloc(FRAME_SIZE),
-      trailer = Buffer.alloc(TRAILER_SIZE);
-    const umem = this.sock.umem;
-    // at xdp the trailer comes as metadata, just before the packet (see divert() in
-    // bpf/dispatcher.bpf.c); at tc it is behind the packet. It goes back behind the packet, which
-    // the module may have grown or shrunk at its front (insert, remove): its end stays put.
-    const trailerInFront = this.spec.hook === 'xdp';
-    let lastRenew = 0,
-      lastStats = 0,
-      lastRx = Date.now(),
-      lastSent = -1n,
-      lastPeriodic = Date.now();
-    const every = this.periodicFns;
     let drainUntil = 0;
     for (;;) {
       const t = Date.now();
@@ -208,72 +201,96 @@ export class ModuleHost {
         drainUntil = t + 200;
       }
       if (drainUntil && t > drainUntil) break;
-      if (this.running && t - lastRenew >= RENEW_MS) {
-        this.writeUctl(now() + DEADLINE_NS);
-        lastRenew = t;
-      }
-      // in the loop, not on a timer: under steady traffic the loop does not yield to timers
-      if (every && this.running && t - lastPeriodic >= every.intervalMs) {
-        this.periodic(every);
-        lastPeriodic = t;
-      }
-      if (t - lastStats >= STATS_MS) {
-        this.writeStats();
-        lastStats = t;
-        // packets lost on the way (never received, never back): written off once the module has
-        // been idle a while and nothing new was sent
-        if (t - lastRx > 500) {
-          const fl = this.uflightNow();
-          if (fl.sent === lastSent && fl.sent - fl.back > this.gone) this.gone = fl.sent - fl.back;
-          lastSent = fl.sent;
-        }
-      }
-      const n = this.sock.receiveInto(addrs, lens);
+      this.housekeeping(t);
+      const n = this.sock.receiveInto(this.rxAddrs, this.rxLens);
       if (n === 0) {
         this.sock.reclaim();
         await this.sock.wait(20);
         continue;
       }
-      lastRx = t;
-      let nt = 0,
-        nr = 0;
-      for (let i = 0; i < n; i++) {
-        const addr = addrs[i]!,
-          len = lens[i]!;
-        const plen = trailerInFront ? len : len - TRAILER_SIZE;
-        const at = trailerInFront ? addr - TRAILER_SIZE : addr + plen;
-        umem.copy(trailer, 0, at, at + TRAILER_SIZE);
-        const out = this.handle(umem.subarray(addr, addr + plen), { buf: umem, start: addr - (addr % FRAME_SIZE) }, scratch);
-        if (out) {
-          const start = out.data.byteOffset - umem.byteOffset,
-            end = start + out.data.length;
-          if (out.out) {
-            trailer[T_FLAGS] = trailer[T_FLAGS]! | abi.ITM_T_REDIRECT;
-            trailer.writeUInt32LE(out.out, T_OUT);
-          }
-          trailer.copy(umem, end);
-          txA[nt] = start;
-          txL[nt++] = end - start + TRAILER_SIZE;
-        } else {
-          rel[nr++] = addr;
-        }
-      }
-      this.gone += BigInt(nr);
-      if (nr) this.sock.release(rel.subarray(0, nr));
-      let sent = 0;
-      while (sent < nt) {
-        const k = this.sock.transmit(txA.subarray(sent, nt), txL.subarray(sent, nt));
-        sent += k;
-        if (sent < nt) {
-          this.sock.reclaim();
-          if (k === 0) await sleep(0);
-        }
-      }
-      this.sock.reclaim();
+      this.last.rx = t;
+      await this.transmit(this.serveBatch(n));
     }
     this.xsks.delete(u32(0));
     this.writeUctl(0n);
     this.writeStats();
+  }
+
+  /** What the loop does besides packets: in the loop, not on timers, which steady traffic would
+   * never let run. */
+  private housekeeping(t: number): void {
+    const last = this.last;
+    if (this.running && t - last.renew >= RENEW_MS) {
+      this.writeUctl(now() + DEADLINE_NS);
+      last.renew = t;
+    }
+    const every = this.periodicFns;
+    if (every && this.running && t - last.periodic >= every.intervalMs) {
+      this.periodic(every);
+      last.periodic = t;
+    }
+    if (t - last.stats >= STATS_MS) {
+      this.writeStats();
+      last.stats = t;
+      // packets lost on the way (never received, never back): written off once the module has
+      // been idle a while and nothing new was sent
+      if (t - last.rx > 500) {
+        const fl = this.uflightNow();
+        if (fl.sent === last.sent && fl.sent - fl.back > this.gone) this.gone = fl.sent - fl.back;
+        last.sent = fl.sent;
+      }
+    }
+  }
+
+  /** The module on the `n` packets received: the ones that go back are queued for transmit (their
+   * count returned), the dropped ones' frames released. */
+  private serveBatch(n: number): number {
+    const umem = this.sock.umem;
+    const trailer = this.trailer;
+    // at xdp the trailer comes as metadata, just before the packet (see divert() in
+    // bpf/dispatcher/user.h); at tc it is behind the packet. It goes back behind the packet, which
+    // the module may have grown or shrunk at its front (insert, remove): its end stays put.
+    const trailerInFront = this.spec.hook === 'xdp';
+    let nt = 0,
+      nr = 0;
+    for (let i = 0; i < n; i++) {
+      const addr = this.rxAddrs[i]!,
+        len = this.rxLens[i]!;
+      const plen = trailerInFront ? len : len - TRAILER_SIZE;
+      const at = trailerInFront ? addr - TRAILER_SIZE : addr + plen;
+      umem.copy(trailer, 0, at, at + TRAILER_SIZE);
+      const out = this.handle(umem.subarray(addr, addr + plen), { buf: umem, start: addr - (addr % FRAME_SIZE) }, this.scratch);
+      if (!out) {
+        this.dropped[nr++] = addr;
+        continue;
+      }
+      const start = out.data.byteOffset - umem.byteOffset,
+        end = start + out.data.length;
+      if (out.out) {
+        trailer[T_FLAGS] = trailer[T_FLAGS]! | abi.ITM_T_REDIRECT;
+        trailer.writeUInt32LE(out.out, T_OUT);
+      }
+      trailer.copy(umem, end);
+      this.txAddrs[nt] = start;
+      this.txLens[nt++] = end - start + TRAILER_SIZE;
+    }
+    this.gone += BigInt(nr);
+    if (nr) this.sock.release(this.dropped.subarray(0, nr));
+    return nt;
+  }
+
+  /** Sends the `nt` queued packets back, waiting for room in the ring when it is full. */
+  private async transmit(nt: number): Promise<void> {
+    let sent = 0;
+    while (sent < nt) {
+      const k = this.sock.transmit(this.txAddrs.subarray(sent, nt), this.txLens.subarray(sent, nt));
+      sent += k;
+      if (sent < nt) {
+        this.sock.reclaim();
+        if (k === 0) await sleep(0);
+      }
+    }
+    this.sock.reclaim();
   }
 
   /** One packet, `frame` in `room`: what to send back (the packet where it now stands, and the
