@@ -292,6 +292,32 @@ describe('user-space modules over AF_XDP', { skip }, () => {
     }
   });
 
+  test("itmd's Prometheus metrics say what itmctl list says of a module and its host", async () => {
+    const dev = topo.dev('itm', 'server');
+    await ctl('load', fixture('third'), '--dev', dev, '--interest', 'proto=udp,dport=5001');
+    try {
+      await udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 90, ratePps: 600 });
+      const m = await moduleView(dev, 'tc-egress', 'third');
+      // scraped where a Prometheus on the ITM would: itmd's default address, in its namespace
+      const fetchJs = "fetch('http://127.0.0.1:9417/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))";
+      const text = (await topo.exec('itm', [process.execPath, '-e', fetchJs])).stdout;
+      const value = (metric: string) => {
+        const line = text.split('\n').find((l) => l.startsWith(`${metric}{`) && l.includes(`dev="${dev}"`) && l.includes('name="third"'));
+        assert.ok(line, `${metric} for third in:\n${text}`);
+        return Number(line.split(' ').pop());
+      };
+      assert.equal(value('itm_module_dropped_total'), 30);
+      assert.equal(value('itm_module_dropped_total'), m.counters.dropped);
+      assert.equal(value('itm_user_diverted_total'), m.user!.diverted);
+      assert.equal(value('itm_user_serving'), 1);
+      assert.equal(value('itm_user_restarts_total'), 0);
+      assert.match(text, /^itm_agent_up\{started="[^"]+"\} 1$/m);
+      assert.match(text, new RegExp(`^itm_dispatcher_packets_total\\{dev="${dev}",hook="tc-egress",outcome="parsed"\\} [1-9]`, 'm'));
+    } finally {
+      await ctl('unload', 'third', '--dev', dev);
+    }
+  });
+
   test('a module that throws: its packets go on unchanged, the errors counted', async () => {
     const dev = topo.dev('itm', 'server');
     await ctl('load', fixture('throws'), '--dev', dev, '--interest', 'proto=udp,dport=5001');

@@ -15,17 +15,16 @@
 // bypass until an agent is back), and a new agent adopts whatever the records list.
 import { fork } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Counter, Gauge, Registry } from 'prom-client';
 import { u32 } from '../abi.js';
 import { ItmError } from '../errors.js';
 import { findModule } from '../catalog.js';
 import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry/index.js';
+import { AgentMetrics } from './metrics.js';
 import { hasMaps, listDeviceRecords, hookPinDir, netnsId, withNamespaceLock, type ModuleRecord } from '../state.js';
 import {
   AGENT_DIR,
@@ -241,17 +240,16 @@ export class Agent {
   /** instances whose periodic functions could not start: not retried every second */
   private readonly noPeriodic = new Set<string>();
   private server?: Server;
-  private http?: HttpServer;
   private timer?: NodeJS.Timeout;
   private busy = Promise.resolve();
   readonly startedAt = new Date().toISOString();
-  readonly metrics = new Registry();
+  readonly metrics: AgentMetrics;
 
   constructor(
     readonly ns: string,
     readonly metricsAddr?: string,
   ) {
-    this.defineMetrics();
+    this.metrics = new AgentMetrics(this.startedAt, () => this.hosts.values());
   }
 
   async start(): Promise<void> {
@@ -271,7 +269,7 @@ export class Agent {
     });
     chmodSync(paths.socket, 0o600);
     writeFileSync(paths.pid, `${process.pid}\n`);
-    if (this.metricsAddr) await this.serveMetrics(this.metricsAddr);
+    if (this.metricsAddr) await this.metrics.serve(this.metricsAddr);
     await this.serialized(() => this.followRecords());
     this.timer = setInterval(() => {
       void this.serialized(() => this.followRecords()).catch((e: Error) => logLine(`following the records: ${e.message}`));
@@ -425,7 +423,7 @@ export class Agent {
       case 'unload':
         return { ok: true, unload: await this.serialized(() => this.unload(req.name, req.dev, req.hook)) };
       case 'metrics':
-        return { ok: true, metrics: await this.metrics.metrics() };
+        return { ok: true, metrics: await this.metrics.text() };
       case 'shutdown':
         setImmediate(() => void this.shutdown());
         return { ok: true };
@@ -464,124 +462,13 @@ export class Agent {
     });
   }
 
-  private async serveMetrics(addr: string): Promise<void> {
-    const m = /^(.*):(\d+)$/.exec(addr);
-    if (!m) throw new ItmError(`invalid --metrics '${addr}': use host:port`);
-    this.http = createHttpServer((req, res) => {
-      if (req.url !== '/metrics') {
-        res.writeHead(404).end('itmd: see /metrics\n');
-        return;
-      }
-      this.metrics.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(text),
-        (e: Error) => res.writeHead(500).end(`${e.message}\n`),
-      );
-    });
-    await new Promise<void>((res, rej) => {
-      this.http!.once('error', (e) => rej(new ItmError(`cannot serve metrics on ${addr}: ${e.message}`)));
-      this.http!.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => res());
-    });
-  }
-
-  /** Prometheus metrics, read from the kernel's counters (and the hosts' maps) at each scrape. */
-  private defineMetrics(): void {
-    const reg = this.metrics;
-    const labels = ['dev', 'hook', 'name', 'module'] as const;
-    let snapshot: registry.DeviceView[] = [];
-    const rows = () =>
-      snapshot.flatMap((d) =>
-        d.hooks.flatMap((h) => h.modules.map((m) => ({ d, h, m, l: { dev: d.dev, hook: h.hook, name: m.name, module: m.module } }))),
-      );
-    const counter = (name: string, help: string, extra: string[], fill: (set: (l: Record<string, string>, v: number) => void) => void) =>
-      new Counter({
-        name,
-        help,
-        labelNames: [...labels, ...extra],
-        registers: [reg],
-        collect() {
-          this.reset();
-          fill((l, v) => this.inc(l, v));
-        },
-      });
-    new Gauge({
-      name: 'itm_agent_up',
-      help: 'itmd runs (1), with the time it started as a label',
-      labelNames: ['started'],
-      registers: [reg],
-      collect: () => {
-        // the one collector that refreshes the snapshot the others read (registry order)
-        try {
-          snapshot = registry.list();
-        } catch {
-          snapshot = [];
-        }
-      },
-    }).set({ started: this.startedAt }, 1);
-    counter('itm_module_seen_total', "packets that reached the module's slot", [], (set) => {
-      for (const { m, l } of rows()) set(l, m.counters.seen);
-    });
-    counter('itm_module_matched_total', "packets that matched the module's interest", [], (set) => {
-      for (const { m, l } of rows()) set(l, m.counters.matched);
-    });
-    counter('itm_module_dropped_total', 'packets the module dropped', [], (set) => {
-      for (const { m, l } of rows()) set(l, m.counters.dropped);
-    });
-    counter('itm_module_errors_total', 'packets on which the module failed (they went on)', [], (set) => {
-      for (const { m, l } of rows()) set(l, m.counters.errors);
-    });
-    counter('itm_module_class_packets_total', 'packets by the class the module gave them', ['class'], (set) => {
-      for (const { m, l } of rows()) for (const [c, v] of Object.entries(m.counters.classes)) set({ ...l, class: c }, v);
-    });
-    counter('itm_user_diverted_total', 'packets sent to a user-space module', [], (set) => {
-      for (const { m, l } of rows()) if (m.user) set(l, m.user.diverted);
-    });
-    counter('itm_user_bypassed_total', 'packets that went past a user-space module, by reason', ['reason'], (set) => {
-      for (const { m, l } of rows()) for (const [r, v] of Object.entries(m.user?.bypassed ?? {})) set({ ...l, reason: r }, v);
-    });
-    new Gauge({
-      name: 'itm_user_in_flight',
-      help: 'packets diverted to a user-space module and not back yet',
-      labelNames: [...labels],
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const { m, l } of rows()) if (m.user) this.set(l, m.user.inFlight);
-      },
-    });
-    new Gauge({
-      name: 'itm_user_serving',
-      help: "1 while a user-space module's host takes packets",
-      labelNames: [...labels],
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const { m, l } of rows()) if (m.user) this.set(l, m.user.serving ? 1 : 0);
-      },
-    });
-    const hosts = this.hosts;
-    counter('itm_user_restarts_total', "times a user-space module's host was restarted after it died", [], (set) => {
-      for (const h of hosts.values()) set({ dev: h.spec.dev, hook: h.spec.hook, name: h.spec.name, module: h.module }, h.restarts);
-    });
-    new Counter({
-      name: 'itm_dispatcher_packets_total',
-      help: 'packets a dispatcher saw, by what became of its parse',
-      labelNames: ['dev', 'hook', 'outcome'],
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const d of snapshot)
-          for (const h of d.hooks) for (const [k, v] of Object.entries(h.packets)) this.inc({ dev: d.dev, hook: h.hook, outcome: k }, v);
-      },
-    });
-  }
-
   async shutdown(): Promise<void> {
     clearInterval(this.timer);
     await this.busy;
     await Promise.all([...this.hosts.values()].map((h) => h.stop()));
     for (const p of this.periodic.values()) p.stop();
     this.server?.close();
-    this.http?.close();
+    this.metrics.close();
     const paths = agentPaths(this.ns);
     rmSync(paths.socket, { force: true });
     rmSync(paths.pid, { force: true });
