@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as abi from '../abi.js';
 import { resolveModule } from '../catalog.js';
 import { ItmError } from '../errors.js';
+import { RateLimitedLog } from '../log.js';
 import { FRAME_SIZE, RX_RING, TRAILER_SIZE, pairNames } from '../divert.js';
 import { ModuleInstance, instanceDir } from '../instance.js';
 import { BpfError, BpfMap, XskSocket, ifNameToIndex } from '../libbpf/index.js';
@@ -68,24 +69,6 @@ const now = () => process.hrtime.bigint();
 
 function tellAgent(m: HostMessage): void {
   if (process.send) process.send(m);
-}
-
-/** at most one line a second per kind of trouble, with how many were not shown */
-class RateLimitedLog {
-  private last = 0;
-  private hidden = 0;
-  constructor(private readonly prefix: string) {}
-  error(what: string, e: unknown): void {
-    const t = Date.now();
-    if (t - this.last < 1000) {
-      this.hidden++;
-      return;
-    }
-    const more = this.hidden ? ` (and ${this.hidden} more since the last report)` : '';
-    process.stderr.write(`${this.prefix}: ${what}: ${e instanceof Error ? e.message : String(e)}${more}\n`);
-    this.last = t;
-    this.hidden = 0;
-  }
 }
 
 export class ModuleHost {

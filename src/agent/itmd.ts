@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { u32 } from '../abi.js';
 import { ItmError } from '../errors.js';
 import { findModule } from '../catalog.js';
+import { logLine } from '../log.js';
 import { BpfMap, ifIndexToName, lockFile } from '../libbpf/index.js';
 import type { Hook } from '../module-def.js';
 import * as registry from '../registry/index.js';
@@ -42,9 +43,8 @@ const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
 const FOLLOW_RECORDS_MS = 1000;
 const READY_TIMEOUT_MS = 15_000;
 
-function logLine(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} itmd: ${msg}\n`);
-}
+/** a line of itmd's own in its log */
+const logItmd = (msg: string) => logLine('itmd', msg);
 
 const keyOf = (ifindex: number, hook: Hook, name: string) => `${ifindex}/${hook}/${name}`;
 
@@ -78,7 +78,7 @@ function onDeath(spec: HostSpec): void {
       m.close();
     }
   } catch (e) {
-    logLine(`${spec.name}: cannot end its deadline: ${e instanceof Error ? e.message : String(e)}`);
+    logItmd(`${spec.name}: cannot end its deadline: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 
@@ -116,7 +116,7 @@ class HostProcess {
       child.on('message', (m: HostMessage) => {
         if (m.type === 'periodic') {
           this.periodic = { intervalMs: m.intervalMs, runs: m.runs, last: m.last };
-          if (m.last.changed) logLine(`${this.spec.name} on ${this.spec.dev}: ${m.last.changed}`);
+          if (m.last.changed) logItmd(`${this.spec.name} on ${this.spec.dev}: ${m.last.changed}`);
           return;
         }
         if (settled) return;
@@ -148,10 +148,10 @@ class HostProcess {
         this.restarts++;
         if (Date.now() - this.startedAt > 60_000) this.restarts = 1;
         const pause = Math.min(30_000, 1000 * 2 ** (this.restarts - 1));
-        logLine(`${this.spec.name} on ${this.spec.dev} ${this.spec.hook}: host ${this.lastExit}; restarting in ${pause / 1000} s`);
+        logItmd(`${this.spec.name} on ${this.spec.dev} ${this.spec.hook}: host ${this.lastExit}; restarting in ${pause / 1000} s`);
         this.state = 'restarting';
         this.timer = setTimeout(() => {
-          this.start().catch((e: Error) => logLine(`${this.spec.name}: restart failed: ${e.message}`));
+          this.start().catch((e: Error) => logItmd(`${this.spec.name}: restart failed: ${e.message}`));
         }, pause);
       });
     });
@@ -211,7 +211,7 @@ class PeriodicTimer {
   private tick(): void {
     try {
       this.last = this.run.tick();
-      if (this.last.changed) logLine(`${this.name} on ${this.dev}: ${this.last.changed}`);
+      if (this.last.changed) logItmd(`${this.name} on ${this.dev}: ${this.last.changed}`);
     } catch (e) {
       this.last = { error: e instanceof Error ? e.message : String(e) };
     }
@@ -272,9 +272,9 @@ export class Agent {
     if (this.metricsAddr) await this.metrics.serve(this.metricsAddr);
     await this.serialized(() => this.followRecords());
     this.timer = setInterval(() => {
-      void this.serialized(() => this.followRecords()).catch((e: Error) => logLine(`following the records: ${e.message}`));
+      void this.serialized(() => this.followRecords()).catch((e: Error) => logItmd(`following the records: ${e.message}`));
     }, FOLLOW_RECORDS_MS);
-    logLine(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
+    logItmd(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
   }
 
   /** One change at a time: loads, unloads and following the records never interleave. */
@@ -320,8 +320,8 @@ export class Agent {
       if (this.hosts.has(key)) continue;
       const h = new HostProcess(w.spec, w.module);
       this.hosts.set(key, h);
-      logLine(`hosting ${w.spec.name} (${w.module}) on ${w.spec.dev} ${w.spec.hook}`);
-      h.start().catch((e: Error) => logLine(`${w.spec.name}: ${e.message}`));
+      logItmd(`hosting ${w.spec.name} (${w.module}) on ${w.spec.dev} ${w.spec.hook}`);
+      h.start().catch((e: Error) => logItmd(`${w.spec.name}: ${e.message}`));
     }
     for (const [key, p] of this.periodic) {
       if (!wantPeriodic.has(key)) {
@@ -341,7 +341,7 @@ export class Agent {
         this.periodic.set(key, new PeriodicTimer(await registry.openPeriodic(w.name, w.dev, w.hook), w.name, w.dev));
       } catch (e) {
         this.noPeriodic.add(key);
-        logLine(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);
+        logItmd(`${w.name} on ${w.dev} ${w.hook}: no periodic functions (${e instanceof Error ? e.message : String(e)})`);
       }
     }
   }
@@ -363,7 +363,7 @@ export class Agent {
         this.hosts.set(key, h);
         started.push([key, h]);
         await h.start();
-        logLine(`loaded ${m.name} (${m.module}) on ${opts.dev} ${r.hook}`);
+        logItmd(`loaded ${m.name} (${m.module}) on ${opts.dev} ${r.hook}`);
       }
     } catch (e) {
       for (const [key, h] of started) {
@@ -455,7 +455,7 @@ export class Agent {
             e instanceof ItmError
               ? { ok: false, error: e.message, ...(e.hint ? { hint: e.hint } : {}) }
               : { ok: false, error: e instanceof Error ? e.message : String(e) };
-          if (!(e instanceof ItmError)) logLine(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
+          if (!(e instanceof ItmError)) logItmd(`request ${req.op} failed: ${e instanceof Error ? e.stack : String(e)}`);
           c.end(`${JSON.stringify(r)}\n`);
         },
       );
@@ -472,7 +472,7 @@ export class Agent {
     const paths = agentPaths(this.ns);
     rmSync(paths.socket, { force: true });
     rmSync(paths.pid, { force: true });
-    logLine('stopped');
+    logItmd('stopped');
     process.exit(0);
   }
 }
