@@ -120,7 +120,7 @@ export interface KernelSide {
   configure?: (params: Record<string, ParamValue>) => KernelConfig;
   /** fills its maps after the object is loaded and before any packet reaches it (a throw fails
    * the load, which is undone) */
-  init?: (ctx: PeriodicContext) => void;
+  init?: (ctx: InitContext) => void;
   /**
    * Its per-packet functions must see each packet as it goes on the wire (route, which tags each
    * one): a GSO super-packet in its interest is cut into its segments first, and the module sees
@@ -170,7 +170,9 @@ export interface Periodic {
   essential?: boolean;
 }
 
-export interface PeriodicContext {
+/** What a kernel module's init gets: the instance and its freshly pinned maps (its globals are
+ * set by configure, before the object loads). */
+export interface InitContext {
   /** the instance: its name, device and hook */
   name: string;
   dev: string;
@@ -178,6 +180,11 @@ export interface PeriodicContext {
   /** one of the instance's pinned maps (opened once, kept across periods) */
   open: (map: string) => BpfMap;
   params: Record<string, ParamValue>;
+}
+
+/** What the periodic functions get: the init's context, the running instance's globals, and the
+ * state they keep. */
+export interface PeriodicContext extends InitContext {
   /** a module global (in .bss or .data) of the running instance, read and written in place */
   global: (name: string) => { read(): Buffer; write(value: Buffer): void };
   /** what the functions keep from one period to the next */

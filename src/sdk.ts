@@ -7,6 +7,7 @@ export {
   HOOKS,
   type FlowRow,
   type Hook,
+  type InitContext,
   type KernelConfig,
   type KernelModuleDef,
   type KernelSide,

@@ -7,7 +7,7 @@ import {
   sumPerCpu,
   type BpfMap,
   type ParamValue,
-  type PeriodicContext,
+  type InitContext,
 } from '../../src/sdk.js';
 import { datapathOf, type UserDatapath } from './datapath.js';
 import * as abi from './route.abi.js';
@@ -59,7 +59,7 @@ export function initialNextHop(t: Topology, dest: number): number | undefined {
 /** Writes the topology into the maps the two instances share: peers, their tag keys and addresses,
  * destinations, first next hops, and sequence numbers that start from the time of day, so a
  * reloaded node never repeats one its peers have seen. */
-export function writeTopology(ctx: PeriodicContext): void {
+export function writeTopology(ctx: InitContext): void {
   const t = topologyOf(ctx.params);
   const peers = ctx.open('route_peers');
   const keys = ctx.open('route_keys');

@@ -125,17 +125,7 @@ export function initModule(
 ): void {
   const inst = new ModuleInstance(modDir);
   try {
-    def.kernel.init!({
-      name,
-      params,
-      state: {},
-      dev,
-      hook,
-      open: (map) => inst.open(map),
-      global: () => {
-        throw new Error('init cannot change globals: configure sets them');
-      },
-    });
+    def.kernel.init!({ name, params, dev, hook, open: (map) => inst.open(map) });
   } catch (e) {
     if (e instanceof ItmError) throw e;
     throw new ItmError(`${def.name}: cannot fill its maps: ${(e as Error).message}`, undefined, { cause: e });
