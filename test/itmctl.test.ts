@@ -2,7 +2,7 @@
 // checked on the wire at the server (tcpdump there, checksums verified from the captured bytes).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, BpfProgram } from '../src/libbpf/index.js';
 import { ROOT } from '../src/catalog.js';
@@ -420,6 +420,55 @@ describe('itmctl on real traffic', { skip }, () => {
       await topo.exec('itm', ['ip', 'link', 'set', 'dev', inDev, 'xdp', 'off']);
     }
     assert.deepEqual(await itmctlJson<DeviceView[]>(topo, 'itm', ['list', '--dev', inDev]), [], 'nothing left of the refused load');
+  });
+
+  test('pins of another layout version are refused, never adopted, and down removes them', async () => {
+    await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef');
+    const egress = join(devicePins(topo, 'itm', dev), 'tc-egress');
+    const flow = () =>
+      onTheWire('udp', () => udpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, count: 20, ratePps: 200 }));
+    const refused = async (args: string[], re: RegExp) => {
+      const r = await itmctl(topo, 'itm', args, { check: false });
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+    };
+    try {
+      for (const [what, makeForeign, version] of [
+        // a newer itm's tree: its layout map says so
+        [
+          'newer',
+          () => {
+            const m = BpfMap.fromPin(join(egress, 'itm_layout'));
+            const v = Buffer.alloc(4);
+            v.writeUInt32LE(99);
+            m.update(Buffer.alloc(4), v);
+            m.close();
+          },
+          99,
+        ],
+        // a tree of before the layout was recorded: no layout map
+        ['older', () => rmSync(join(egress, 'itm_layout')), 1],
+      ] as const) {
+        makeForeign();
+        const msg = new RegExp(
+          `^itmctl: ${dev} tc-egress was set up by an? ${what} itm \\(pin layout ${version}; this itm's is \\d+\\), which it does not adopt; take it down with itmctl down --dev ${dev} --hook tc-egress`,
+        );
+        await refused(['load', 'mark', '--name', 'mark2', '--dev', dev, '--dscp', 'af11'], msg);
+        await refused(['up', '--dev', dev], msg);
+        await refused(['unload', 'mark', '--dev', dev], msg);
+        const text = (await ctl('list')).stdout;
+        assert.match(text, new RegExp(`tc-egress: set up by another itm \\(pin layout ${version}\\)`));
+        // nothing was touched: the tree's dispatcher and module still mark
+        assertAll(await flow(), EF, `the ${what} tree keeps running`);
+        // down removes it, whatever its layout; then this itm sets the hook up afresh
+        await ctl('down', '--dev', dev, '--hook', 'tc-egress');
+        assert.equal(existsSync(egress), false);
+        await ctl('load', 'mark', '--dev', dev, '--dscp', 'ef');
+        assertAll(await flow(), EF, `after the ${what} tree went`);
+      }
+    } finally {
+      await ctl('down', '--dev', dev);
+    }
   });
 
   test('up adopts what is there, repairs a removed filter, and down leaves nothing behind', async () => {

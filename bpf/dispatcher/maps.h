@@ -16,6 +16,14 @@ const volatile __u32 itm_secret = 0;
 /* the device the dispatcher serves (the XDP return program runs on another one) */
 const volatile __u32 itm_dev_ifindex = 0;
 
+/* the layout version of the tree this dispatcher is pinned in (enum itm_layout), written at load */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} itm_layout SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, ITM_CHAIN_VERSIONS);

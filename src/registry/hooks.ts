@@ -78,6 +78,9 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
     progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
     progs.close();
+    const layout = BpfMap.fromPin(join(tmp, 'itm_layout'));
+    layout.update(u32(0), u32(abi.ITM_LAYOUT_VERSION));
+    layout.close();
     dispatch.close();
     resume.close();
   } finally {
@@ -226,16 +229,17 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
     const res: DownResult = { hooks: [], unloaded: [], clsactRemoved: false };
     for (const hook of hooks) {
       const dir = hookPinDir(ifindex, hook);
-      const pins = HookPins.open(dir);
+      // whatever the layout of the tree (down is how one of another itm's is removed): only the
+      // dispatcher's id is read from it
+      const ours = HookPins.dispatchId(dir);
       const at = attachment(ifindex, hook);
       const id = at.current();
       // detach only our own: the program at itm's place running an itm dispatcher
       let detached = false;
-      if (id !== undefined && (id === pins?.dispatch.id || progName(id) === 'itm_dispatch')) {
+      if (id !== undefined && (id === ours || progName(id) === 'itm_dispatch')) {
         at.detach();
         detached = true;
       }
-      pins?.close();
       if (existsSync(dir) || detached) res.hooks.push(hook);
       if (existsSync(dir)) {
         res.unloaded.push(...(rec?.hooks[hook]?.modules.map((m) => `${m.name} (${hook})`) ?? []));

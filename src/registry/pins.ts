@@ -1,10 +1,10 @@
 // A hook's pinned dispatcher: its programs and maps as bpffs keeps them, and the one write that
 // switches packets from one chain to the next (struct itm_ctl in bpf/include/itm/abi.h).
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as abi from '../abi.js';
 import { ItmError } from '../errors.js';
-import { BpfError, BpfMap, BpfProgram, waitForRunningPrograms } from '../libbpf/index.js';
+import { BpfError, BpfMap, BpfProgram, ifIndexToName, waitForRunningPrograms } from '../libbpf/index.js';
 
 /** the dispatcher's maps a module's object shares (reuses) when it loads */
 export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats', 'itm_segctl'] as const;
@@ -18,6 +18,7 @@ export const DISPATCHER_MAPS = [
   'itm_uctl',
   'itm_uflight',
   'itm_segs',
+  'itm_layout',
 ] as const;
 type DispatcherMap = (typeof DISPATCHER_MAPS)[number];
 
@@ -31,8 +32,44 @@ export class HookPins {
     readonly maps: Record<DispatcherMap, BpfMap>,
   ) {}
 
+  /** The id of the tree's dispatcher program, whatever the tree's layout. */
+  static dispatchId(dir: string): number | undefined {
+    if (!existsSync(join(dir, 'dispatch'))) return undefined;
+    try {
+      const p = BpfProgram.fromPin(join(dir, 'dispatch'));
+      const id = p.id;
+      p.close();
+      return id;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The layout version of the tree in `dir` (enum itm_layout): undefined when there is no
+   * dispatcher there, 1 for a tree of before the version was recorded. */
+  static layoutOf(dir: string): number | undefined {
+    if (!existsSync(join(dir, 'dispatch'))) return undefined;
+    let m: BpfMap;
+    try {
+      m = BpfMap.fromPin(join(dir, 'itm_layout'));
+    } catch (e) {
+      if (e instanceof BpfError && e.code === 'ENOENT') return 1;
+      throw e;
+    }
+    try {
+      return m.lookup(u32(0))?.readUInt32LE(0) ?? 1;
+    } finally {
+      m.close();
+    }
+  }
+
+  /** Opens the hook's dispatcher; undefined when there is none (or it is half made: `up` makes it
+   * again). A tree of another layout version is never taken as this itm's: it is refused, saying
+   * what to do. */
   static open(dir: string): HookPins | undefined {
     if (!existsSync(join(dir, 'dispatch')) || !existsSync(join(dir, 'resume'))) return undefined;
+    const layout = HookPins.layoutOf(dir);
+    if (layout !== undefined && layout !== abi.ITM_LAYOUT_VERSION) throw foreignLayout(dir, layout);
     const opened: BpfMap[] = [];
     try {
       const maps = {} as Record<DispatcherMap, BpfMap>;
@@ -78,4 +115,16 @@ export class HookPins {
   dstats(): abi.ItmDstats {
     return abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
   }
+}
+
+/** The one-line refusal of a tree of another layout version, with what to do. */
+export function foreignLayout(dir: string, layout: number): ItmError {
+  const ifindex = Number(basename(dirname(dir)));
+  const dev = ifIndexToName(ifindex) ?? `ifindex ${ifindex}`;
+  const hook = basename(dir);
+  const which = layout < abi.ITM_LAYOUT_VERSION ? 'an older' : 'a newer';
+  return new ItmError(
+    `${dev} ${hook} was set up by ${which} itm (pin layout ${layout}; this itm's is ${abi.ITM_LAYOUT_VERSION}), which it does not adopt`,
+    `take it down with itmctl down --dev ${dev} --hook ${hook} (its modules go with it), then set it up again`,
+  );
 }

@@ -50,6 +50,8 @@ export interface HookView {
   mode?: string;
   packets: Record<string, number>;
   modules: ModuleView[];
+  /** the hook's pins are of another itm's layout version (src/registry/pins.ts): nothing of it is read */
+  foreignLayout?: number;
 }
 export interface DeviceView {
   dev: string;
@@ -75,7 +77,13 @@ function listLocked(dev?: string): DeviceView[] {
     for (const hook of HOOKS) {
       const hr = rec.hooks[hook];
       if (!hr) continue;
-      const pins = HookPins.open(hookPinDir(rec.ifindex, hook));
+      const dir = hookPinDir(rec.ifindex, hook);
+      const layout = HookPins.layoutOf(dir);
+      if (layout !== undefined && layout !== abi.ITM_LAYOUT_VERSION) {
+        hooks.push({ hook, attached: false, packets: {}, modules: [], foreignLayout: layout });
+        continue;
+      }
+      const pins = HookPins.open(dir);
       if (!pins) {
         hooks.push({ hook, attached: false, packets: {}, modules: [] });
         continue;

@@ -9,6 +9,16 @@
 #ifndef ITM_ABI_H
 #define ITM_ABI_H
 
+/*
+ * The version of the layout of what itm pins (the dispatcher's maps and programs, the chain table,
+ * the trailer, the module ABI), kept in the hook's itm_layout map. Raise it with any change to
+ * those; an itm never adopts a tree of another version as its own (src/registry/pins.ts). Version
+ * 1: the trees of before it was recorded, which have no itm_layout.
+ */
+enum itm_layout {
+	ITM_LAYOUT_VERSION = 2,
+};
+
 enum itm_limits {
 	/* modules per hook; each costs two tail calls (into the module, back to the dispatcher), so 16
 	 * modules stay within the kernel's limit of 33 tail calls per packet */
@@ -302,6 +312,7 @@ struct itm_seg {
 
 /* anchors the enums above in BTF, for the TypeScript generator */
 struct itm_abi_consts {
+	enum itm_layout layout;
 	enum itm_limits limits;
 	enum itm_hook hook;
 	enum itm_interest_flags interest;

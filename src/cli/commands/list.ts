@@ -19,6 +19,12 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
     for (const d of devs) {
       console.log(`${d.dev} (ifindex ${d.ifindex})`);
       for (const h of d.hooks) {
+        if (h.foreignLayout !== undefined) {
+          console.log(
+            `  ${h.hook}: set up by another itm (pin layout ${h.foreignLayout}), which this one does not read; itmctl down --dev ${d.dev} --hook ${h.hook} removes it`,
+          );
+          continue;
+        }
         const p = h.packets;
         const unparsed = (p.non_ip ?? 0) + (p.truncated ?? 0) + (p.malformed ?? 0) + (p.unsupported ?? 0);
         console.log(
