@@ -244,19 +244,12 @@ struct LinkRow {
   bool hasLink = false;
 };
 
-int LinkAttr(const struct nlattr* attr, void* data) {
+// an mnl_attr_parse callback: each attribute of a type up to MAX into its slot of the table
+template <int MAX>
+int TableAttr(const struct nlattr* attr, void* data) {
   auto** tb = static_cast<const struct nlattr**>(data);
-  int type = mnl_attr_get_type(attr);
-  if (mnl_attr_type_valid(attr, IFLA_MAX) < 0) return MNL_CB_OK;
-  tb[type] = attr;
-  return MNL_CB_OK;
-}
-
-int LinkInfoAttr(const struct nlattr* attr, void* data) {
-  auto** tb = static_cast<const struct nlattr**>(data);
-  int type = mnl_attr_get_type(attr);
-  if (mnl_attr_type_valid(attr, IFLA_INFO_MAX) < 0) return MNL_CB_OK;
-  tb[type] = attr;
+  if (mnl_attr_type_valid(attr, MAX) < 0) return MNL_CB_OK;
+  tb[mnl_attr_get_type(attr)] = attr;
   return MNL_CB_OK;
 }
 
@@ -265,7 +258,7 @@ int OnLink(const struct nlmsghdr* nlh, void* data) {
   if (nlh->nlmsg_type != RTM_NEWLINK || mnl_nlmsg_get_payload_len(nlh) < sizeof(struct ifinfomsg)) return MNL_CB_OK;
   const auto* ifi = static_cast<const struct ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
   const struct nlattr* tb[IFLA_MAX + 1] = {};
-  if (mnl_attr_parse(nlh, sizeof(*ifi), LinkAttr, tb) < 0) return MNL_CB_ERROR;
+  if (mnl_attr_parse(nlh, sizeof(*ifi), TableAttr<IFLA_MAX>, tb) < 0) return MNL_CB_ERROR;
   LinkRow r;
   r.ifindex = static_cast<uint32_t>(ifi->ifi_index);
   r.type = ifi->ifi_type;
@@ -281,8 +274,8 @@ int OnLink(const struct nlmsghdr* nlh, void* data) {
   }
   if (tb[IFLA_LINKINFO] != nullptr) {
     const struct nlattr* info[IFLA_INFO_MAX + 1] = {};
-    if (mnl_attr_parse_nested(tb[IFLA_LINKINFO], LinkInfoAttr, info) >= 0 && info[IFLA_INFO_KIND] != nullptr &&
-        mnl_attr_validate(info[IFLA_INFO_KIND], MNL_TYPE_STRING) == 0) {
+    if (mnl_attr_parse_nested(tb[IFLA_LINKINFO], TableAttr<IFLA_INFO_MAX>, info) >= 0 &&
+        info[IFLA_INFO_KIND] != nullptr && mnl_attr_validate(info[IFLA_INFO_KIND], MNL_TYPE_STRING) == 0) {
       // the kind is NUL-terminated in practice, but its length is what the attribute says
       const char* s = static_cast<const char*>(mnl_attr_get_payload(info[IFLA_INFO_KIND]));
       r.kind.assign(s, strnlen(s, mnl_attr_get_payload_len(info[IFLA_INFO_KIND])));
@@ -482,20 +475,12 @@ struct FilterRow {
   std::string kind;
 };
 
-int TcAttr(const struct nlattr* attr, void* data) {
-  auto** tb = static_cast<const struct nlattr**>(data);
-  int type = mnl_attr_get_type(attr);
-  if (mnl_attr_type_valid(attr, TCA_MAX) < 0) return MNL_CB_OK;
-  tb[type] = attr;
-  return MNL_CB_OK;
-}
-
 int OnFilter(const struct nlmsghdr* nlh, void* data) {
   auto* rows = static_cast<std::vector<FilterRow>*>(data);
   if (nlh->nlmsg_type != RTM_NEWTFILTER || mnl_nlmsg_get_payload_len(nlh) < sizeof(struct tcmsg)) return MNL_CB_OK;
   const auto* t = static_cast<const struct tcmsg*>(mnl_nlmsg_get_payload(nlh));
   const struct nlattr* tb[TCA_MAX + 1] = {};
-  if (mnl_attr_parse(nlh, sizeof(*t), TcAttr, tb) < 0) return MNL_CB_ERROR;
+  if (mnl_attr_parse(nlh, sizeof(*t), TableAttr<TCA_MAX>, tb) < 0) return MNL_CB_ERROR;
   FilterRow r;
   r.handle = t->tcm_handle;
   r.info = t->tcm_info;
