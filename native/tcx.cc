@@ -90,13 +90,15 @@ bool ArgDirection(const Napi::CallbackInfo& info, size_t i, uint32_t* type, std:
 // A revision is a u64; JS passes a BigInt (0n: no expectation).
 bool ArgU64(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
   if (!info[i].IsBigInt()) {
-    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint")
+        .ThrowAsJavaScriptException();
     return false;
   }
   bool lossless = false;
   *out = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
   if (!lossless) {
-    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must fit in 64 bits").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must fit in 64 bits")
+        .ThrowAsJavaScriptException();
     return false;
   }
   return true;
