@@ -10,6 +10,7 @@
         "native/link.cc",
         "native/netlink.cc",
         "native/system.cc",
+        "native/tcx.cc",
         "native/xsk.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -3,7 +3,8 @@
  * The itm dispatcher: one instance per device and hook. It parses each packet once, then runs the
  * modules registered on its hook in chain order, each gated by its interest. Modules are separate
  * programs reached by tail calls through itm_progs; each returns here through the resume program.
- * Built twice: for tc (cls_bpf on clsact ingress and egress) and, with -DITM_XDP, for XDP.
+ * Built twice: for tc (ingress and egress, by a tcx link or a cls_bpf filter on clsact: the same
+ * program and return codes, see ITM_PASS in itm.h) and, with -DITM_XDP, for XDP.
  */
 #include "itm/itm.h"
 

@@ -31,6 +31,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitNetlink(env, exports);
   InitLink(env, exports);
   InitSystem(env, exports);
+  InitTcx(env, exports);
   InitXsk(env, exports);
   return exports;
 }

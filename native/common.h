@@ -72,5 +72,6 @@ void InitFdOps(Napi::Env env, Napi::Object exports);
 void InitNetlink(Napi::Env env, Napi::Object exports);
 void InitLink(Napi::Env env, Napi::Object exports);
 void InitSystem(Napi::Env env, Napi::Object exports);
+void InitTcx(Napi::Env env, Napi::Object exports);
 
 }  // namespace lbpf

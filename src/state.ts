@@ -133,6 +133,9 @@ export function pinName(map: string): string {
 export interface HookRecord {
   modules: ModuleRecord[];
   nextSeq: number;
+  /** tc hooks: how the dispatcher is attached (src/registry/attach.ts); a hook keeps it until
+   * down. A record without it was made by an itm before tcx: cls_bpf. */
+  attach?: 'tcx' | 'cls_bpf';
 }
 export interface DeviceRecord {
   dev: string;

@@ -14,10 +14,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   atomicAddU64,
   atomicRaiseU64,
+  BPF_LINK_TYPE,
   BPF_MAP_FLAG,
   BPF_MAP_TYPE,
   BPF_PROG_TYPE,
+  BPF_TCX,
   BpfError,
+  BpfLink,
   BpfMap,
   BpfObject,
   BpfProgram,
@@ -37,6 +40,7 @@ import {
   tc,
   tcFilterCount,
   tcFilters,
+  tcx,
   xdp,
 } from '../src/libbpf/index.js';
 import { native } from '../src/libbpf/native.js';
@@ -370,6 +374,56 @@ function linkSections(objPath: string): Record<string, () => void> {
       assert.equal(tcFilterCount(ia, 'ingress'), 0);
       const err = expectBpfError(() => tcFilterCount(99999, 'egress'), 'ENODEV');
       assert.match(err.message, /^tc filters of ifindex 99999\/egress: /);
+    },
+    'tcx: links first and last in order, the same program twice refused, update in place, detach': () => {
+      const ia = ifNameToIndex('la');
+      if (!tcx.supported()) {
+        expectBpfError(() => tcx.query(ia, 'ingress'), 'EINVAL');
+        return;
+      }
+      assert.deepEqual(tcx.query(ia, 'egress').entries, []);
+      const objs = [0, 1, 2].map(() => {
+        const o = BpfObject.open(objPath);
+        o.setGlobal('ret_value', i32(-1));
+        o.load();
+        return o;
+      });
+      const [p1, p2, p3] = objs.map((o) => o.program('fixture_return_global')) as [BpfProgram, BpfProgram, BpfProgram];
+      try {
+        const l1 = tcx.attach(ia, 'egress', p1, { where: 'first' });
+        const l2 = tcx.attach(ia, 'egress', p2, { where: 'first' });
+        assert.equal(l1.type, BPF_LINK_TYPE.TCX);
+        assert.deepEqual(l1.info(), { progId: p1.id, ifindex: ia, attachType: BPF_TCX.EGRESS });
+        const q = tcx.query(ia, 'egress');
+        assert.deepEqual(q.entries, [
+          { progId: p2.id, linkId: l2.id },
+          { progId: p1.id, linkId: l1.id },
+        ]);
+        assert.deepEqual(tcx.query(ia, 'ingress').entries, [], 'the other direction has none');
+        const dup = expectBpfError(() => tcx.attach(ia, 'egress', p1, { where: 'last' }), 'EEXIST', 'BPF_LINK_CREATE');
+        assert.match(dup.message, /^tcx attach la\(\d+\)\/egress: /);
+        expectBpfError(() => tcx.attach(ia, 'egress', p3, { expectedRevision: q.revision + 5n }), 'ESTALE');
+        // in place: the link keeps its position; with an old program that is not attached, nothing changes
+        expectBpfError(() => l1.update(p3, { old: p2 }), 'EPERM', 'bpf_link_update');
+        l1.update(p3, { old: p1 });
+        assert.deepEqual(
+          tcx.query(ia, 'egress').entries.map((e) => e.progId),
+          [p2.id, p3.id],
+        );
+        l2.detach();
+        assert.equal(l2.info().ifindex, 0, 'a detached link is defunct');
+        assert.deepEqual(tcx.query(ia, 'egress').entries, [{ progId: p3.id, linkId: l1.id }]);
+        const again = BpfLink.fromId(l1.id);
+        assert.equal(again.info().progId, p3.id);
+        again.close();
+        l1.close(); // its last fd: the program is detached
+        l2.close();
+        assert.deepEqual(tcx.query(ia, 'egress').entries, []);
+        expectBpfError(() => tcx.query(99999, 'egress'), 'ENXIO', 'BPF_PROG_QUERY');
+      } finally {
+        for (const p of [p1, p2, p3]) p.close();
+        for (const o of objs) o.close();
+      }
     },
     'deleting one end deletes the pair': () => {
       link.delete('la');

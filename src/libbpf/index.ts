@@ -9,6 +9,8 @@ export type { TestRunOptions, TestRunResult } from './program.js';
 export { BpfMap, atomicAddU64, atomicRaiseU64 } from './map.js';
 export type { MapCreateOptions, MapUpdateFlag } from './map.js';
 export { tc, xdp, ifNameToIndex, ifIndexToName } from './netlink.js';
+export { BpfLink, BPF_LINK_TYPE, BPF_TCX, tcx } from './tcx.js';
+export type { TcxAttachOptions, TcxDirection, TcxEntry } from './tcx.js';
 export type { TcAttachPoint, TcAttachOptions, TcFilterId, XdpMode, XdpAttachOptions } from './netlink.js';
 export { ARPHRD, ethtool, isEthernet, link, linkType, linkTypeName, tcFilterCount, tcFilters } from './link.js';
 export type { EthtoolFeature, LinkInfo, LinkRef, TcFilterInfo, VethEnd } from './link.js';

@@ -68,6 +68,20 @@ export interface NativeEthtoolFeature {
   fixed: boolean;
 }
 
+export interface NativeTcxQuery {
+  revision: bigint;
+  progIds: number[];
+  linkIds: number[];
+}
+
+export interface NativeLinkInfo {
+  id: number;
+  type: number;
+  progId: number;
+  ifindex?: number;
+  attachType?: number;
+}
+
 export interface NativeBpfObject {
   name(): string;
   programNames(): string[];
@@ -127,6 +141,21 @@ export interface NativeAddon {
   xdpAttach(ifindex: number, fd: number, flags: number): void;
   xdpDetach(ifindex: number, flags: number): void;
   xdpQuery(ifindex: number): NativeXdpQuery;
+  tcxLinkCreate(
+    ifindex: number,
+    direction: string,
+    progFd: number,
+    where: string,
+    relativeKind: string,
+    relative: number,
+    expectedRevision: bigint,
+  ): number;
+  tcxQuery(ifindex: number, direction: string): NativeTcxQuery;
+  tcxSupported(): boolean;
+  linkUpdate(label: string, fd: number, progFd: number, oldProgFd: number): void;
+  linkDetach(label: string, fd: number): void;
+  linkInfo(fd: number): NativeLinkInfo;
+  linkFdById(id: number): number;
   ifNameToIndex(name: string): number;
   ifIndexToName(index: number): string | undefined;
   linkList(): NativeLinkRow[];

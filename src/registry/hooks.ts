@@ -22,7 +22,7 @@ import {
   type HookRecord,
 } from '../state.js';
 import { log } from '../log.js';
-import { attachment } from './attach.js';
+import { attachment, recordedKind } from './attach.js';
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { progName, requireEthernet, resolveDevice, tcFiltersRemain } from './devices.js';
 import { DISPATCHER_MAPS, HookPins, u32 } from './pins.js';
@@ -39,13 +39,23 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
   const dir = hookPinDir(ifindex, hook);
   const tmp = `${dir}-tmp-${process.pid}`; // bpffs refuses names with a dot
   // half-made trees from a crash: the hook's own, and temporary ones of any earlier run
-  rmSync(dir, { recursive: true, force: true });
   const parent = join(dir, '..');
   if (existsSync(parent)) {
     for (const e of readdirSync(parent)) if (e.startsWith(`${hook}-tmp-`)) rmSync(join(parent, e), { recursive: true, force: true });
   }
   mkdirSync(tmp, { recursive: true });
   undo.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  // a tcx link outlives the tree it is pinned in only by moving to the new one: removed, it would
+  // take the (older) dispatcher it holds off the hook, and a new link would lose its place there
+  if (existsSync(join(dir, 'link'))) {
+    renameSync(join(dir, 'link'), join(tmp, 'link'));
+    undo.add(`put the tcx link pin back in ${dir}`, () => {
+      if (!existsSync(join(tmp, 'link'))) return;
+      mkdirSync(dir, { recursive: true });
+      renameSync(join(tmp, 'link'), join(dir, 'link'));
+    });
+  }
+  rmSync(dir, { recursive: true, force: true });
   const obj = BpfObject.open(dispatcherObjectPath(hook));
   try {
     obj.setGlobal('itm_hook', u32(hookId(hook)));
@@ -95,8 +105,16 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
 /** Puts the hook's dispatcher at its place on the device, unless it is there: an older itm
  * dispatcher there is replaced, a program of anyone else's is never touched. True if it changed
  * anything. */
-function attachDispatcher(rec: DeviceRecord, dev: string, hook: Hook, pins: HookPins, undo: Undo): boolean {
-  const at = attachment(rec.ifindex, hook);
+function attachDispatcher(
+  rec: DeviceRecord,
+  dev: string,
+  hook: Hook,
+  pins: HookPins,
+  recorded: 'tcx' | 'cls_bpf' | undefined,
+  undo: Undo,
+): boolean {
+  const at = attachment(rec.ifindex, hook, { recorded });
+  if (at.kind !== 'xdp') rec.hooks[hook]!.attach = at.kind;
   const attached = at.current();
   if (attached === pins.dispatch.id) return false;
   if (attached !== undefined && progName(attached) !== 'itm_dispatch') {
@@ -134,6 +152,7 @@ export function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], u
   for (const hook of hooks) {
     let pins = HookPins.open(hookPinDir(ifindex, hook));
     let outcome: UpOutcome = 'adopted';
+    const recorded = hook === 'xdp' ? undefined : recordedKind(rec.hooks[hook]);
     if (!pins) {
       pins = createDispatcher(ifindex, hook, undo);
       outcome = rec.hooks[hook] ? 'repaired' : 'created';
@@ -149,7 +168,7 @@ export function upLocked(dev: string, ifindex: number, hooks: readonly Hook[], u
         ensureSegmenter(ifindex, hook, pins.dir, pins.maps.itm_segctl, undo.add);
         repaired = true;
       }
-      if (attachDispatcher(rec, dev, hook, pins, undo)) repaired = true;
+      if (attachDispatcher(rec, dev, hook, pins, recorded, undo)) repaired = true;
       if (repaired && outcome === 'adopted') outcome = 'repaired';
     } finally {
       pins.close();
@@ -232,13 +251,19 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
       // whatever the layout of the tree (down is how one of another itm's is removed): only the
       // dispatcher's id is read from it
       const ours = HookPins.dispatchId(dir);
-      const at = attachment(ifindex, hook);
-      const id = at.current();
-      // detach only our own: the program at itm's place running an itm dispatcher
+      // detach only our own: the program at itm's place running an itm dispatcher (at tc, at
+      // either place: itm's tcx link and itm's cls_bpf filter)
+      const places =
+        hook === 'xdp'
+          ? [attachment(ifindex, hook)]
+          : [attachment(ifindex, hook, { kind: 'tcx' }), attachment(ifindex, hook, { kind: 'cls_bpf' })];
       let detached = false;
-      if (id !== undefined && (id === ours || progName(id) === 'itm_dispatch')) {
-        at.detach();
-        detached = true;
+      for (const at of places) {
+        const id = at.current();
+        if (id !== undefined && (id === ours || progName(id) === 'itm_dispatch')) {
+          at.detach();
+          detached = true;
+        }
       }
       if (existsSync(dir) || detached) res.hooks.push(hook);
       if (existsSync(dir)) {

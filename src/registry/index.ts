@@ -5,7 +5,7 @@
 // Its parts, one job each:
 //   pins.ts       a hook's pinned dispatcher, and the switch from one chain to the next
 //   undo.ts       transactions
-//   attach.ts     how a dispatcher is attached (xdp, tc), behind one interface
+//   attach.ts     how a dispatcher is attached (xdp; tc by a tcx link, or cls_bpf), behind one interface
 //   devices.ts    the devices: names, link types, the filters on them
 //   hooks.ts      up and down: a hook's dispatcher created, adopted, repaired, removed
 //   records.ts    what is recorded of a hook's modules, and the questions asked of it

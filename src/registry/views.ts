@@ -8,7 +8,7 @@ import { instanceDir } from '../instance.js';
 import { lpmKey, mismatch, type FlowQuery } from '../interest.js';
 import { HOOKS, type Hook, type ParamValue } from '../module-def.js';
 import { hookPinDir, listDeviceRecords, readDevice, withNamespaceLock } from '../state.js';
-import { attachment } from './attach.js';
+import { attachment, recordedKind, type AttachKind } from './attach.js';
 import { enterNamespace } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { HookPins, u32 } from './pins.js';
@@ -46,6 +46,10 @@ export interface HookView {
   hook: Hook;
   attached: boolean;
   progId?: number;
+  /** how the dispatcher is attached: by a tcx link, a cls_bpf filter on clsact, or at xdp */
+  attachment: AttachKind;
+  /** tcx: the id of itm's link (while it is attached) */
+  linkId?: number;
   /** at xdp: how the dispatcher is attached (native, generic) */
   mode?: string;
   packets: Record<string, number>;
@@ -79,17 +83,15 @@ function listLocked(dev?: string): DeviceView[] {
       if (!hr) continue;
       const dir = hookPinDir(rec.ifindex, hook);
       const layout = HookPins.layoutOf(dir);
-      if (layout !== undefined && layout !== abi.ITM_LAYOUT_VERSION) {
-        hooks.push({ hook, attached: false, packets: {}, modules: [], foreignLayout: layout });
-        continue;
-      }
-      const pins = HookPins.open(dir);
+      const pins = layout === undefined || layout === abi.ITM_LAYOUT_VERSION ? HookPins.open(dir) : undefined;
       if (!pins) {
-        hooks.push({ hook, attached: false, packets: {}, modules: [] });
+        const kind = attachment(rec.ifindex, hook, { recorded: recordedKind(hr) }).kind;
+        const foreign = layout !== undefined && layout !== abi.ITM_LAYOUT_VERSION ? { foreignLayout: layout } : {};
+        hooks.push({ hook, attached: false, attachment: kind, packets: {}, modules: [], ...foreign });
         continue;
       }
       try {
-        const at = attachment(rec.ifindex, hook);
+        const at = attachment(rec.ifindex, hook, { recorded: hook === 'xdp' ? undefined : recordedKind(hr) });
         const progId = at.current();
         const d = pins.dstats();
         const packets = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, num(v as bigint)]));
@@ -118,9 +120,12 @@ function listLocked(dev?: string): DeviceView[] {
           };
         });
         const mode = at.mode();
+        const linkId = at.linkId();
         hooks.push({
           hook,
           attached: progId === pins.dispatch.id,
+          attachment: at.kind,
+          ...(linkId !== undefined ? { linkId } : {}),
           ...(progId !== undefined ? { progId } : {}),
           ...(mode ? { mode } : {}),
           packets,

@@ -48,8 +48,10 @@
 #else
 #define itm_ctx_t      struct __sk_buff
 #define ITM_SEC	       "tc"
-/* TC_ACT_UNSPEC lets the filters other tools have on the same hook run after itm's (TC_ACT_OK
- * would end classification there) */
+/* TC_ACT_UNSPEC lets the programs other tools have on the same hook run after itm's (TC_ACT_OK
+ * would end classification there). The codes mean the same under both attachments: on a tcx link
+ * -1 is TCX_NEXT (the next tcx program, then clsact's filters), 0 TCX_PASS, 2 TCX_DROP and 7
+ * TCX_REDIRECT; tcx takes any other code for TCX_NEXT. */
 #define ITM_PASS       TC_ACT_UNSPEC
 #define ITM_SHOT       TC_ACT_SHOT
 #define ITM_REDIRECTED TC_ACT_REDIRECT

@@ -1,6 +1,11 @@
 import type { CommandModule } from 'yargs';
 import { dscpName } from '../../dscp.js';
+import type { HookView } from '../../registry/index.js';
 import { devOption, printJson, requireRoot, table, type GlobalArgs } from '../common.js';
+
+/** how a hook's dispatcher is attached: `tcx (link N)`, `cls_bpf`, or at xdp its mode */
+const how = (h: HookView) =>
+  h.attachment === 'tcx' ? `tcx (link ${h.linkId ?? '?'})` : h.attachment === 'xdp' ? `xdp, ${h.mode ?? '?'}` : h.attachment;
 
 interface Args extends GlobalArgs {
   dev?: string;
@@ -28,7 +33,7 @@ export const listCommand: CommandModule<GlobalArgs, Args> = {
         const p = h.packets;
         const unparsed = (p.non_ip ?? 0) + (p.truncated ?? 0) + (p.malformed ?? 0) + (p.unsupported ?? 0);
         console.log(
-          `  ${h.hook}: dispatcher ${h.attached ? `attached (prog ${h.progId}${h.mode ? `, ${h.mode}` : ''})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
+          `  ${h.hook}: dispatcher ${h.attached ? `attached (${how(h)}, prog ${h.progId})` : 'NOT ATTACHED (itmctl up repairs it)'}; ` +
             `packets ${p.packets ?? 0}, parsed ${p.parsed ?? 0}, passed unparsed ${unparsed}` +
             (unparsed ? ` (non-ip ${p.non_ip}, truncated ${p.truncated}, malformed ${p.malformed}, unsupported ${p.unsupported})` : '') +
             (p.chain_errors ? `, chain errors ${p.chain_errors}` : '') +
