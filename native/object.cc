@@ -41,6 +41,7 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
                            InstanceMethod<&NativeObject::Load>("load"),
                            InstanceMethod<&NativeObject::ProgramFd>("programFd"),
                            InstanceMethod<&NativeObject::MapFd>("mapFd"),
+                           InstanceMethod<&NativeObject::SetAutoload>("setAutoload"),
                            InstanceMethod<&NativeObject::Close>("close"),
                        });
   }
@@ -342,6 +343,20 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
     return o;
   }
 
+  Napi::Value SetAutoload(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name;
+    bool on;
+    if (!ArgString(info, 0, &name) || !ArgBool(info, 1, &on)) return env.Undefined();
+    if (!NotLoaded(env, "bpf_program__set_autoload")) return env.Undefined();
+    struct bpf_program* p = bpf_object__find_program_by_name(obj_, name.c_str());
+    if (p == nullptr) return NotFound(env, "program", name, "bpf_object__find_program_by_name", ProgramList());
+    int ret = bpf_program__set_autoload(p, on);
+    if (ret != 0)
+      return ThrowErrno(env, ErrFromRet(ret), "autoload \"" + name + "\" in " + label_, "bpf_program__set_autoload");
+    return env.Undefined();
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Release();
     return info.Env().Undefined();
@@ -354,8 +369,51 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
   bool loaded_ = false;
 };
 
+// linkObjects(out, inputs): libbpf's static linker (what `bpftool gen object` runs) writes one
+// object of `inputs`, their globals resolved (a strong definition wins over weak ones).
+Napi::Value LinkObjects(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string out;
+  if (!ArgString(info, 0, &out)) return env.Undefined();
+  if (!info[1].IsArray()) {
+    Napi::TypeError::New(env, "linkObjects expects an array of paths").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array in = info[1].As<Napi::Array>();
+  LogCapture capture;
+  struct bpf_linker* l = bpf_linker__new(out.c_str(), nullptr);
+  if (l == nullptr) return ThrowErrno(env, ErrFromErrno(), "link " + out, "bpf_linker__new");
+  for (uint32_t i = 0; i < in.Length(); i++) {
+    std::string path = in.Get(i).ToString().Utf8Value();
+    int ret = bpf_linker__add_file(l, path.c_str(), nullptr);
+    if (ret != 0) {
+      bpf_linker__free(l);
+      ErrorInfo e;
+      e.err = ErrFromRet(ret);
+      e.context = "link " + BaseName(path) + " into " + BaseName(out);
+      e.step = "bpf_linker__add_file";
+      e.log = capture.text();
+      return Throw(env, e);
+    }
+  }
+  int ret = bpf_linker__finalize(l);
+  bpf_linker__free(l);
+  if (ret != 0) {
+    ErrorInfo e;
+    e.err = ErrFromRet(ret);
+    e.context = "link " + BaseName(out);
+    e.step = "bpf_linker__finalize";
+    e.log = capture.text();
+    return Throw(env, e);
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
-void InitObject(Napi::Env env, Napi::Object exports) { exports.Set("NativeBpfObject", NativeObject::Define(env)); }
+void InitObject(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeBpfObject", NativeObject::Define(env));
+  exports.Set("linkObjects", Napi::Function::New<LinkObjects>(env, "linkObjects"));
+}
 
 }  // namespace lbpf

@@ -2,7 +2,7 @@
 // knows nothing of the application built on it.
 export { BpfError, NotSupportedError, summarizeLog } from './errors.js';
 export type { BpfErrorOptions } from './errors.js';
-export { BpfObject } from './object.js';
+export { BpfObject, linkObjects } from './object.js';
 export type { GlobalInfo } from './object.js';
 export { BpfProgram } from './program.js';
 export type { TestRunOptions, TestRunResult } from './program.js';

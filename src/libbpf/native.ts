@@ -93,6 +93,7 @@ export interface NativeBpfObject {
   load(): void;
   programFd(name: string): number;
   mapFd(name: string): { fd: number; name: string };
+  setAutoload(name: string, on: boolean): void;
   close(): void;
 }
 
@@ -107,6 +108,7 @@ export interface NativeConstants {
 export interface NativeAddon {
   setErrorFactory(f: (info: NativeErrorInfo) => Error): void;
   NativeBpfObject: new (path: string) => NativeBpfObject;
+  linkObjects(out: string, inputs: string[]): void;
   closeFd(fd: number): void;
   dupFd(fd: number): number;
   objGet(path: string): number;

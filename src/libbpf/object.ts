@@ -82,7 +82,18 @@ export class BpfObject {
   }
 
   /** Idempotent; handles already taken from the object stay open. */
+  /** Whether load() loads the program (all do by default); before load() only. */
+  setAutoload(name: string, on: boolean): void {
+    this.#obj.setAutoload(name, on);
+  }
+
   close(): void {
     this.#obj.close();
   }
+}
+
+/** libbpf's static linker: writes `out`, one object of `inputs`, their globals resolved (a strong
+ * definition wins over weak ones, as `bpftool gen object` links). */
+export function linkObjects(out: string, inputs: string[]): void {
+  native.linkObjects(out, inputs);
 }
