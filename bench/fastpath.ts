@@ -1,7 +1,9 @@
 // Per-packet cost of the dispatcher, through BPF_PROG_TEST_RUN: an empty tc program (the floor of
 // the measurement), then the dispatcher with 0, 1, 4 and 16 modules that do no work (mark with
-// DSCP 0 on packets already at 0: classify, log, process and the two tail calls each, no rewrite),
-// then the dispatcher with qos against a hand-written program doing what they do together.
+// DSCP 0 on packets already at 0: classify, log, process and the call each, no rewrite), then the
+// dispatcher with qos against a hand-written program doing what they do together. The hook's
+// program is relinked at every load (src/registry/compose.ts): the load that makes the chain 16
+// long is timed too (control.relink_16_ms).
 // Every figure is a median over several runs of many repeats, all in this one process.
 import { join } from 'node:path';
 import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
@@ -35,18 +37,24 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
     const vsEmpty = { name: 'fastpath.empty_ns', value: base.median };
 
     await itmctl(topo, 'itm', ['up', '--dev', dev, '--hook', 'tc-egress']);
-    const dispatch = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
+    const pin = join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch');
     let loaded = 0;
+    let relink16 = 0;
     const perCount: Array<[number, number]> = [];
     for (const n of [0, 1, 4, 16]) {
       for (; loaded < n; loaded++) {
+        const t0 = performance.now();
         await itmctl(topo, 'itm', ['load', 'mark', '--name', `noop${loaded}`, '--dev', dev, '--hook', 'tc-egress', '--dscp', '0']);
+        if (loaded === 15) relink16 = performance.now() - t0;
       }
+      // each load put a new program on the hook
+      const dispatch = BpfProgram.fromPin(pin);
       const m = measure(dispatch, frame, runs, repeat);
+      dispatch.close();
       perCount.push([n, m.median]);
       out.push(figure(`fastpath.dispatcher_${n}_ns`, 'ns/pkt', m, runs, vsEmpty));
     }
-    dispatch.close();
+    out.push({ name: 'control.relink_16_ms', value: relink16, unit: 'ms', runs: 1, spread: [relink16, relink16] });
     // least-squares slope of cost against the number of modules
     const xs = perCount.map(([n]) => n),
       ys = perCount.map(([, v]) => v);

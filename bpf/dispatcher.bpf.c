@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The itm dispatcher: one instance per device and hook. It parses each packet once, then runs the
- * modules registered on its hook in chain order, each gated by its interest. Modules are separate
- * programs reached by tail calls through itm_progs; each returns here through the resume program.
+ * modules registered on its hook in chain order, each gated by its interest. The modules are
+ * linked into this program and called directly (see "the chain" below).
  * Built twice: for tc (ingress and egress, by a tcx link or a cls_bpf filter on clsact: the same
  * program and return codes, see ITM_PASS in itm.h) and, with -DITM_XDP, for XDP.
  */
@@ -18,31 +18,61 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* ---- the chain ---- */
 
-#define SLOT_CASE(n)                                                                                         \
-	case n:                                                                                              \
-		itm_tail_call_const(ctx, itm_progs, n);                                                      \
-		break
+/*
+ * The hook's program is composed: this object, linked (libbpf's static linker, see
+ * src/registry/compose.ts) with one renamed copy of each kernel module instance of the chain,
+ * whose entry becomes itm_slot_<id>. The weak stubs below stand for the slots no instance fills:
+ * the linker keeps the instance's strong definition, and the kernel sees direct calls (global
+ * functions, each verified once). Which slots run, in what order and with what interest, is the
+ * chain table's (struct itm_chain): the program holds every instance the table can name.
+ */
+#define SLOT_STUB(n)                                                                                         \
+	__weak __noinline int itm_slot_##n(itm_ctx_t *ctx, struct itm_pkt *pkt)                              \
+	{                                                                                                    \
+		return ITM_NO_MODULE;                                                                        \
+	}
+SLOT_STUB(0)
+SLOT_STUB(1)
+SLOT_STUB(2)
+SLOT_STUB(3)
+SLOT_STUB(4)
+SLOT_STUB(5)
+SLOT_STUB(6)
+SLOT_STUB(7)
+SLOT_STUB(8)
+SLOT_STUB(9)
+SLOT_STUB(10)
+SLOT_STUB(11)
+SLOT_STUB(12)
+SLOT_STUB(13)
+SLOT_STUB(14)
+SLOT_STUB(15)
 
-static __always_inline void jump_to_slot(itm_ctx_t *ctx, __u32 id)
+#define SLOT_CALL(n)                                                                                         \
+	case n:                                                                                              \
+		return itm_slot_##n(ctx, pkt)
+
+static __always_inline int call_slot(itm_ctx_t *ctx, __u32 id, struct itm_pkt *pkt)
 {
 	switch (id) {
-		SLOT_CASE(0);
-		SLOT_CASE(1);
-		SLOT_CASE(2);
-		SLOT_CASE(3);
-		SLOT_CASE(4);
-		SLOT_CASE(5);
-		SLOT_CASE(6);
-		SLOT_CASE(7);
-		SLOT_CASE(8);
-		SLOT_CASE(9);
-		SLOT_CASE(10);
-		SLOT_CASE(11);
-		SLOT_CASE(12);
-		SLOT_CASE(13);
-		SLOT_CASE(14);
-		SLOT_CASE(15);
+		SLOT_CALL(0);
+		SLOT_CALL(1);
+		SLOT_CALL(2);
+		SLOT_CALL(3);
+		SLOT_CALL(4);
+		SLOT_CALL(5);
+		SLOT_CALL(6);
+		SLOT_CALL(7);
+		SLOT_CALL(8);
+		SLOT_CALL(9);
+		SLOT_CALL(10);
+		SLOT_CALL(11);
+		SLOT_CALL(12);
+		SLOT_CALL(13);
+		SLOT_CALL(14);
+		SLOT_CALL(15);
 	}
+	return ITM_NO_MODULE;
 }
 
 static __always_inline void count_chain_error(void)
@@ -54,8 +84,8 @@ static __always_inline void count_chain_error(void)
 		ds->chain_errors++;
 }
 
-/* run the chain from slot `start` on: find the next module whose interest matches, and jump */
-static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start)
+/* run the chain from slot `start` on: each module whose interest matches, in order */
+static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start, __u32 secret)
 {
 	__u32 version = s->version;
 	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
@@ -68,6 +98,7 @@ static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u3
 		struct itm_slot *sl;
 		struct itm_mstats *st;
 		__u32 id, idx;
+		int r, v;
 
 		if (i >= n)
 			break;
@@ -78,7 +109,8 @@ static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u3
 		sl = &c->slots[idx];
 		id = sl->id;
 		st = bpf_map_lookup_elem(&itm_mstats, &id);
-		if (!interest_match(ctx, sl, &s->pkt)) {
+		/* a slot without interest (flags 0) costs one test */
+		if (sl->flags && !interest_match(ctx, sl, &s->pkt)) {
 			if (st)
 				st->seen++;
 			continue;
@@ -96,20 +128,35 @@ static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u3
 		}
 		s->pos = i;
 		if (sl->user) {
-			int r = divert(ctx, s, id, i, st);
+			int r = divert(ctx, s, id, st, secret);
 
 			if (r)
 				return r;
 			continue;
 		}
-		jump_to_slot(ctx, id);
-		/* the module is gone (unloaded under this packet): count it, and go on past it by
-		 * way of the resume program, which carries on from s->pos + 1 */
-		if (st)
-			st->errors++;
-		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);
-		count_chain_error();
-		return ITM_PASS;
+		r = call_slot(ctx, id, &s->pkt);
+		if (r == ITM_NO_MODULE) {
+			/* a slot the program has no instance for (a table ahead of its program): counted,
+			 * and the chain goes on past it */
+			if (st)
+				st->errors++;
+			count_chain_error();
+			continue;
+		}
+		v = ITM_RESULT_VERDICT(r);
+		if (st) {
+			__u32 cls = ITM_RESULT_CLASS(r);
+
+			st->classes[cls < ITM_CLASS_BUCKETS ? cls : ITM_CLASS_BUCKETS - 1]++;
+			if (v == ITM_DROP)
+				st->dropped++;
+			else if (v < 0)
+				st->errors++;
+		}
+		if (v == ITM_DROP)
+			return ITM_SHOT;
+		if (v == ITM_REDIRECT)
+			return ITM_REDIRECTED;
 	}
 	return ITM_PASS;
 }
@@ -129,6 +176,19 @@ static __always_inline void init_pkt(itm_ctx_t *ctx, struct itm_pkt *p)
 	if (itm_hook == ITM_HOOK_TC_INGRESS)
 		p->ingress_ifindex = p->ifindex;
 #endif
+}
+
+/* the two ways to parse, each a function of its own: the header copies of the slow way stay off
+ * the frame that calls the modules, whose stacks add to it (512 bytes for the whole chain) */
+static __noinline int parse_linear(itm_ctx_t *ctx, struct itm_pkt *p)
+{
+	init_pkt(ctx, p);
+	return parse(ctx, p, 0);
+}
+static __noinline int parse_copying(itm_ctx_t *ctx, struct itm_pkt *p)
+{
+	init_pkt(ctx, p);
+	return parse(ctx, p, 1);
 }
 
 /* where the chain goes on for a packet back from the module `id`: after its slot in the live
@@ -186,7 +246,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	if (seg) {
 		/* counted above */
 	} else if (returning) {
-		back = take_back(ctx, &t);
+		back = take_back(ctx, &t, ctl->secret);
 		if (back < 0) {
 			ds->bad_returns++;
 #ifdef ITM_XDP
@@ -204,12 +264,10 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	} else {
 		ds->packets++;
 	}
-	init_pkt(ctx, &s->pkt);
-	r = itm_force_slow ? SLOW : parse(ctx, &s->pkt, 0);
+	r = itm_force_slow ? SLOW : parse_linear(ctx, &s->pkt);
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
-		init_pkt(ctx, &s->pkt);
-		r = parse(ctx, &s->pkt, 1);
+		r = parse_copying(ctx, &s->pkt);
 	}
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
 		s->pkt.ingress_ifindex = seg ? seg_iif : t.iif;
@@ -242,7 +300,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	s->pos = start;
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
-	return run_chain(ctx, s, start);
+	return run_chain(ctx, s, start, ctl->secret);
 }
 
 SEC(ITM_SEC)
@@ -253,18 +311,6 @@ int itm_dispatch(itm_ctx_t *ctx)
 #else
 	return dispatch(ctx, ctx->mark == ITM_RETURN_MARK);
 #endif
-}
-
-/* modules tail-call here when they are done with a packet */
-SEC(ITM_SEC)
-int itm_resume(itm_ctx_t *ctx)
-{
-	__u32 zero = 0;
-	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
-
-	if (!s || s->pos >= ITM_MAX_SLOTS - 1)
-		return ITM_PASS;
-	return run_chain(ctx, s, s->pos + 1);
 }
 
 #ifndef ITM_XDP
@@ -294,9 +340,19 @@ int itm_from_gro(struct __sk_buff *skb)
  * arrives here, and the chain goes on after the module's slot, as the device's dispatcher would
  * have gone on. A packet that passes the rest of the chain leaves by XDP_PASS, and the tc program
  * on A (itm_from_xsk) puts it into the device's receive path, where it was going.
+ *
+ * itm_return stays on the pairs for the hook's life; it tail-calls the return entry of the
+ * hook's current composed program (itm_progs[ITM_RETURN_IDX], replaced at every relink).
  */
 SEC("xdp")
 int itm_return(struct xdp_md *ctx)
+{
+	itm_tail_call_const(ctx, itm_progs, ITM_RETURN_IDX);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int itm_return_chain(struct xdp_md *ctx)
 {
 	return dispatch(ctx, 1);
 }

@@ -113,8 +113,6 @@ export type ModuleDef = KernelModuleDef | UserModuleDef;
 export interface KernelSide {
   /** its object (relative to bpf/build/modules, or absolute) */
   object: string;
-  /** its entry program (default `itm_module_<name>`, the one ITM_MODULE(<name>, ...) defines) */
-  program?: string;
   /** turns validated parameters into the object's configuration (and checks their combinations);
    * by default each parameter with a `global` sets that global */
   configure?: (params: Record<string, ParamValue>) => KernelConfig;

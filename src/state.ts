@@ -2,7 +2,7 @@
 //
 // The kernel objects are pinned under a bpffs at /run/itm/bpf (docs/kernel.md: a bpffs outside /sys stays
 // visible under `ip netns exec`), one tree per network namespace and device:
-//   /run/itm/bpf/<netns inode>/<ifindex>/<hook>/{dispatch,resume,itm_*,mod-<id>/...}
+//   /run/itm/bpf/<netns inode>/<ifindex>/<hook>/{dispatch,link,itm_*,mod-<id>/...}
 // The kernel is the truth for what runs; a small JSON record per device (in /run/itm/state) keeps
 // what only people need: module names, parameters, interests as typed, load order.
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -294,7 +294,7 @@ function suite(attach: Attach): void {
           name: 'refused',
           description: 'refused by the verifier',
           hooks: ['tc-ingress', 'tc-egress'],
-          kernel: { object: join(ROOT, 'bpf', 'build', 'test', 'tc_refused_module.bpf.o'), program: 'itm_module_refused' },
+          kernel: { object: join(ROOT, 'bpf', 'build', 'test', 'tc_refused_module.bpf.o') },
           params: {},
         })};\n`,
       );

@@ -36,7 +36,7 @@ describe('a module contributes its own itmctl commands', () => {
           name,
           description: `${name}, a test module`,
           hooks: ['tc-egress'],
-          kernel: { object: join(ROOT, 'bpf', 'build', 'modules', 'mark.bpf.o'), program: 'itm_module_mark' },
+          kernel: { object: join(ROOT, 'bpf', 'build', 'modules', 'mark.bpf.o') },
           params: {},
         })};\n`,
       );

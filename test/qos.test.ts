@@ -411,6 +411,46 @@ describe('qos on real traffic', { skip }, () => {
     }
   });
 
+  test('the composed chain: the flow table outlives the relinks of other loads; two instances keep their own', async () => {
+    type Flows = { flows: Array<{ sport: number; dport: number; packets: number; level: number }> };
+    const flowsOf = async (name: string) =>
+      (JSON.parse((await itmctl(topo, 'itm', ['flows', name, '--dev', dev, '--json', '--top', '0'])).stdout) as Flows).flows;
+    const send = (sport: number, dport: number, count: number) =>
+      udpFlow(topo, { from: 'client', to: 'server', family: 4, sport, dport, count, ratePps: 500 });
+    await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '10']);
+    try {
+      await send(43001, 5601, 20);
+      // a load relinks the hook's program: qos's table is the same map after it
+      await itmctl(topo, 'itm', ['load', 'mark', '--name', 'other', '--dev', dev, '--dscp', '0', '--interest', 'dport=9']);
+      await itmctl(topo, 'itm', ['load', 'qos', '--name', 'qos2', '--dev', dev, '--threshold', '1000', '--interest', 'dport=5602']);
+      assert.deepEqual(
+        (await flowsOf('qos')).filter((f) => f.sport === 43001).map((f) => [f.packets, f.level]),
+        [[20, 2]],
+        'the flow is still there, with its 20 packets',
+      );
+      await send(43001, 5601, 5);
+      await send(43002, 5602, 20);
+      await itmctl(topo, 'itm', ['unload', 'other', '--dev', dev]);
+      const one = (await flowsOf('qos')).filter((f) => f.sport === 43001 || f.sport === 43002);
+      assert.deepEqual(
+        one.map((f) => [f.sport, f.packets, f.level]).sort(),
+        [
+          [43001, 25, 2],
+          [43002, 20, 2],
+        ],
+        'qos counted on across the relinks; at its threshold of 10 both flows are long',
+      );
+      const two = await flowsOf('qos2');
+      assert.deepEqual(
+        two.map((f) => [f.sport, f.packets, f.level]),
+        [[43002, 20, 1]],
+        'qos2 has a table of its own, with only its interest in it, and its own threshold of 1000',
+      );
+    } finally {
+      for (const n of ['qos2', 'other', 'qos']) await itmctl(topo, 'itm', ['unload', n, '--dev', dev]).catch(() => {});
+    }
+  });
+
   test('a flow idle past --idle-timeout has ended: its next packets start a new, short, flow', async () => {
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--threshold', '5', '--idle-timeout', '1']);
     try {

@@ -17,7 +17,9 @@ static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, _
 	return 0;
 }
 
-static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const __u8 *addr)
+/* prefix_match and origin are functions of their own: their keys stay off the frame that calls
+ * the modules (see parse_linear) */
+static __noinline int prefix_match(void *trie, __u32 id, __u8 family, const __u8 *addr)
 {
 	struct itm_lpm_key k = {.prefixlen = 32 + 8 + 128, .id = id, .family = family};
 
@@ -26,7 +28,7 @@ static __always_inline int prefix_match(void *trie, __u32 id, __u8 family, const
 }
 
 /* ingress: is the packet addressed to this host? egress: was it sent by this host? */
-static __always_inline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
+static __noinline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
 {
 	struct bpf_fib_lookup fib = {};
 	long rc;

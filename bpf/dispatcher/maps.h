@@ -11,8 +11,6 @@ const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
 /* for tests: parse every packet the slow way, as if its headers were not linear (the verifier
  * removes the test when it is 0) */
 const volatile __u8 itm_force_slow = 0;
-/* random, set by the loader: a returning packet's trailer must carry it */
-const volatile __u32 itm_secret = 0;
 /* the device the dispatcher serves (the XDP return program runs on another one) */
 const volatile __u32 itm_dev_ifindex = 0;
 

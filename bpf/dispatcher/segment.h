@@ -27,7 +27,7 @@ static __always_inline int needs_cut(const struct itm_slot *sl, const struct itm
  * `id` (see struct itm_seg). Returns TC_ACT_REDIRECT, or 0 when there is no pair: the packet then
  * goes on whole (counted).
  */
-static __always_inline int cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos)
+static __noinline int cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos)
 {
 #ifdef ITM_XDP
 	return 0;

@@ -2,10 +2,10 @@
 // one transaction (src/registry/undo.ts) under the namespace lock, and reaches packets as one
 // switch of the chain table (HookPins.setChain).
 import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import * as abi from '../abi.js';
 import { ItmError } from '../errors.js';
-import { BpfProgram } from '../libbpf/index.js';
+import { waitForRunningPrograms } from '../libbpf/index.js';
+import { log } from '../log.js';
 import { findModule, kernelObjectPath, resolveModule } from '../catalog.js';
 import { createDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter } from '../segment.js';
@@ -36,6 +36,7 @@ import {
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { down, reconcileRecord, upLocked } from './hooks.js';
+import { compose, instanceObject, linkedIds, swapIn, writeInstanceObject, type Composed } from './compose.js';
 import { initModule, loadModuleObject, reusedMaps } from './objects.js';
 import { HookPins, u32 } from './pins.js';
 import { chainOrder, DEFAULT_PRIORITY, findLoaded, needsSegmenter } from './records.js';
@@ -182,6 +183,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   return withNamespaceLock(() => {
     const undo = new Undo();
     let pins: HookPins | undefined;
+    let composed: Composed | undefined;
     try {
       // the hook is set up, adopted, or repaired first (and its record reconciled with the kernel)
       const { dev, ifindex, hook } = plan;
@@ -197,8 +199,8 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       }
       pins = HookPins.open(hookPinDir(ifindex, hook))!;
       const id = freeSlot(plan, pins, rec.hooks[hook]!);
-      install(plan, id, pins, rec, undo);
-      arm(plan, id, pins, undo);
+      composed = install(plan, id, pins, rec, undo);
+      arm(plan, id, pins, composed, undo);
       return { ...enter(plan, id, pins, rec, undo), broughtUp };
     } catch (e) {
       // undo while the pinned maps are still open: every step needs them
@@ -208,6 +210,7 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       tidy(plan.ifindex);
       throw err;
     } finally {
+      composed?.close();
       pins?.close();
     }
   });
@@ -235,23 +238,36 @@ function freeSlot(p: LoadPlan, hp: HookPins, hr: HookRecord): number {
   return id;
 }
 
-/** Step 1: the module's program, with its parameters, sharing the dispatcher's maps; for packets
- * in user space, its veth pair and the programs on it; the segmentation pair if it needs one. */
-function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): void {
+/** Step 1: a kernel module, linked into the hook's program with its parameters, its maps pinned
+ * (src/registry/compose.ts); a kernel module with its user data path, its object loaded for its
+ * maps; for packets in user space, its veth pair and the programs on it; the segmentation pair if
+ * it needs one. Returns the hook's new program, not on the hook yet. */
+function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): Composed | undefined {
   const modDir = instanceDir(hp.dir, id);
   mkdirSync(modDir);
   undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
+  let composed: Composed | undefined;
   if (!isUserModule(p.def)) {
-    // with a user data path, for its maps (and init): its program stays out of the chain
-    loadModuleObject(p.def, p.objPath, p.cfg, id, hp, modDir, reusedMaps(p.def, p.name, p.params, rec, p.hook));
+    const reuse = reusedMaps(p.def, p.name, p.params, rec, p.hook);
+    if (p.user) {
+      loadModuleObject(p.def, p.objPath, p.cfg, id, hp, modDir, reuse);
+    } else {
+      const copy = instanceObject(p.ifindex, p.hook, id);
+      undo.add(`remove ${copy}`, () => rmSync(copy, { force: true }));
+      writeInstanceObject(p.objPath, id, copy);
+      const ids = [...linkedIds(rec.hooks[p.hook]!), id];
+      composed = compose(hp, p.ifindex, p.hook, ids, { id, module: p.def.name, cfg: p.cfg, reuse });
+    }
     if (p.def.kernel.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
   }
   if (p.user) createDivert(p.ifindex, p.hook, id, modDir, hp.maps.itm_uctl, hostFunctions(p.def, p.params)?.failClosed === true, undo.add);
   if (p.segments) ensureSegmenter(p.ifindex, p.hook, hp.dir, hp.maps.itm_segctl, undo.add);
+  return composed;
 }
 
-/** Step 2: fresh counters, its prefixes, its program in the prog array: nothing reaches it yet. */
-function arm(p: LoadPlan, id: number, hp: HookPins, undo: Undo): void {
+/** Step 2: fresh counters, its prefixes, the hook's program with it on the hook: nothing reaches
+ * it yet, the chain table does not name it. */
+function arm(p: LoadPlan, id: number, hp: HookPins, composed: Composed | undefined, undo: Undo): void {
   hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
   if (p.user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
   undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
@@ -261,13 +277,7 @@ function arm(p: LoadPlan, id: number, hp: HookPins, undo: Undo): void {
   ] as const) {
     for (const x of list) hp.maps[which].update(lpmKey(id, x.addr, x.len, x.family), Buffer.from([1]));
   }
-  if (p.user) return;
-  const prog = BpfProgram.fromPin(join(instanceDir(hp.dir, id), 'prog'));
-  try {
-    hp.maps.itm_progs.update(u32(id), u32(prog.fd));
-  } finally {
-    prog.close();
-  }
+  if (composed) swapIn(hp, p.ifindex, p.hook, composed, undo);
 }
 
 /** Step 3: the new chain, switched to in one write, and recorded. */
@@ -345,11 +355,27 @@ export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id
     // setChain waited for the packets that were still on the old chain
     const next = { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq };
     switchChain(l, dev, next);
+    if (l.m.kind !== 'user') relinkWithout(l, next);
     purgeModule(l.pins, l.m.id);
     // the segments already on their way find their entries still there; new ones are not cut
     if (l.hook !== 'xdp' && !needsSegmenter(next)) removeSegmenter(l.ifindex, l.hook, l.pins.maps.itm_segctl);
     return { hook: l.hook, id: l.m.id };
   });
+}
+
+/** The hook's program without an instance the chain no longer names. Should it fail, the program
+ * on the hook stays: it holds one instance more than the chain runs, which costs nothing. */
+function relinkWithout(l: Loaded, next: HookRecord): void {
+  let c: Composed | undefined;
+  try {
+    c = compose(l.pins, l.ifindex, l.hook, linkedIds(next));
+    swapIn(l.pins, l.ifindex, l.hook, c, new Undo());
+    waitForRunningPrograms();
+  } catch (e) {
+    log.warn({ err: e }, `cannot relink ${l.hook} without ${l.m.name}: its program stays on the hook until the next change`);
+  } finally {
+    c?.close();
+  }
 }
 
 /** Without a hook, a kernel module that one load put at several hooks (its `hookSet`) comes off

@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import * as abi from '../abi.js';
 import { ifIndexToName } from '../libbpf/index.js';
 import { removeDeviceDiverts, removeDivert } from '../divert.js';
+import { instanceObject, removeInstanceObjects } from './compose.js';
 import { instanceDir } from '../instance.js';
 import type { Hook } from '../module-def.js';
 import { claimNamespace, devicePinDir, ensureBpffs, listDeviceRecords, netnsId, nsPinDir, removeDevice, STATE_DIR } from '../state.js';
@@ -27,6 +28,7 @@ function collectGoneDevices(): void {
     if (ifIndexToName(i) !== undefined) continue;
     log.info(`device ${i} is gone: removing what itm kept for it`);
     rmSync(devicePinDir(i), { recursive: true, force: true });
+    removeInstanceObjects(i);
     removeDeviceDiverts(i);
     removeDevice(i);
     tidy(i);
@@ -41,7 +43,6 @@ function hookOfDir(dir: string): { ifindex: number; hook: Hook } {
 /** Removes a module's traces from the hook's shared maps: its slot, its prefixes, and a user
  * module's veth pair. */
 export function purgeModule(pins: HookPins, id: number): void {
-  pins.maps.itm_progs.delete(u32(id));
   pins.maps.itm_uctl.update(u32(id), Buffer.alloc(pins.maps.itm_uctl.valueSize));
   const { ifindex, hook } = hookOfDir(pins.dir);
   removeDivert(ifindex, hook, id);
@@ -51,6 +52,7 @@ export function purgeModule(pins: HookPins, id: number): void {
     }
   }
   rmSync(instanceDir(pins.dir, id), { recursive: true, force: true });
+  rmSync(instanceObject(ifindex, hook, id), { force: true });
 }
 
 /** Removes the directories of a device and of the namespace once nothing of itm is left in them

@@ -9,7 +9,6 @@ import { BpfMap, BpfObject, BpfProgram, tc } from '../libbpf/index.js';
 import { dispatcherObjectPath } from '../catalog.js';
 import { removeDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter, segmenterIntact } from '../segment.js';
-import { instanceDir } from '../instance.js';
 import { DEFAULT_HOOKS, HOOKS, type Hook } from '../module-def.js';
 import {
   hookPinDir,
@@ -28,9 +27,7 @@ import { progName, requireEthernet, resolveDevice, tcFiltersRemain } from './dev
 import { DISPATCHER_MAPS, HookPins, u32 } from './pins.js';
 import { ADOPTED, DEFAULT_PRIORITY, needsSegmenter } from './records.js';
 import { Undo } from './undo.js';
-
-const hookId = (hook: Hook) =>
-  hook === 'xdp' ? abi.ITM_HOOK_XDP : hook === 'tc-ingress' ? abi.ITM_HOOK_TC_INGRESS : abi.ITM_HOOK_TC_EGRESS;
+import { removeInstanceObjects, setDispatcherGlobals } from './compose.js';
 
 export type UpOutcome = 'created' | 'adopted' | 'repaired';
 
@@ -56,14 +53,10 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
     });
   }
   rmSync(dir, { recursive: true, force: true });
+  removeInstanceObjects(ifindex, hook);
   const obj = BpfObject.open(dispatcherObjectPath(hook));
   try {
-    obj.setGlobal('itm_hook', u32(hookId(hook)));
-    obj.setGlobal('itm_dev_ifindex', u32(ifindex));
-    // a returning packet's trailer must carry it (see struct itm_trailer)
-    obj.setGlobal('itm_secret', randomBytes(4));
-    // a test knob: the slow parse path (headers outside the skb's linear part) for every packet
-    if (process.env.ITM_FORCE_SLOW_PARSE === '1') obj.setGlobal('itm_force_slow', Buffer.from([1]));
+    setDispatcherGlobals(obj, ifindex, hook);
     obj.load();
     for (const m of DISPATCHER_MAPS) {
       const map = obj.map(m);
@@ -71,28 +64,37 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
       map.close();
     }
     const dispatch = obj.program('itm_dispatch');
-    const resume = obj.program('itm_resume');
     dispatch.pin(join(tmp, 'dispatch'));
-    resume.pin(join(tmp, 'resume'));
-    // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c); tc: on the far
-    // end of the hook's segmentation pair (src/segment.ts)
+    // xdp: runs on the pairs of the hook's user modules (see bpf/divert.bpf.c), and goes on in
+    // the hook's program of the moment (return_chain); tc: on the far end of the hook's
+    // segmentation pair (src/segment.ts)
     const extra =
       hook === 'xdp'
-        ? [['itm_return', 'return']]
+        ? [
+            ['itm_return', 'return'],
+            ['itm_return_chain', 'return_chain'],
+          ]
         : [['itm_from_seg', 'from_seg'], ...(hook === 'tc-ingress' ? [['itm_from_gro', 'from_gro']] : [])];
     for (const [prog, pin] of extra) {
       const ep = obj.program(prog!);
       ep.pin(join(tmp, pin!));
       ep.close();
     }
-    const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
-    progs.update(u32(abi.ITM_RESUME_IDX), u32(resume.fd));
-    progs.close();
+    if (hook === 'xdp') {
+      const progs = BpfMap.fromPin(join(tmp, 'itm_progs'));
+      const ret = BpfProgram.fromPin(join(tmp, 'return_chain'));
+      progs.update(u32(abi.ITM_RETURN_IDX), u32(ret.fd));
+      ret.close();
+      progs.close();
+    }
+    // a returning packet's trailer must carry the secret (see struct itm_trailer)
+    const ctl = BpfMap.fromPin(join(tmp, 'itm_ctl'));
+    ctl.update(u32(0), abi.encode(abi.itm_ctl, { active: 0, generation: 0, secret: randomBytes(4).readUInt32LE(0) }));
+    ctl.close();
     const layout = BpfMap.fromPin(join(tmp, 'itm_layout'));
     layout.update(u32(0), u32(abi.ITM_LAYOUT_VERSION));
     layout.close();
     dispatch.close();
-    resume.close();
   } finally {
     obj.close();
   }
@@ -194,16 +196,8 @@ export function reconcileRecord(hr: HookRecord, pins: HookPins): void {
   hr.modules = hr.modules.filter((x) => live.has(x.id));
   chain.forEach((s, i) => {
     if (hr.modules.some((m) => m.id === s.id)) return;
-    // the kernel keeps 15 characters of a program's name: enough to hint, not to be sure, so the
-    // id makes the name unique
-    let module = 'module';
-    try {
-      const p = BpfProgram.fromPin(join(instanceDir(pins.dir, s.id), 'prog'));
-      module = p.name.replace(/^itm_module_/, '') || module;
-      p.close();
-    } catch {
-      /* keep the placeholder */
-    }
+    // the composed program does not say which module a slot runs: the id makes the name unique
+    const module = 'module';
     const name = `${module}-${s.id}`;
     hr.modules.push({
       id: s.id,
@@ -271,6 +265,7 @@ export function down(dev: string, hooks: readonly Hook[] = HOOKS): DownResult {
         for (let i = 0; i < abi.ITM_MAX_SLOTS; i++) removeDivert(ifindex, hook, i);
         if (hook !== 'xdp') removeSegmenter(ifindex, hook);
         rmSync(dir, { recursive: true, force: true });
+        removeInstanceObjects(ifindex, hook);
       }
       // the record follows each hook, so a failure on the next one leaves it true
       if (rec?.hooks[hook]) {

@@ -9,34 +9,31 @@ import { modPinDir, pinName, type DeviceRecord } from '../state.js';
 import { SHARED_MAPS, type HookPins } from './pins.js';
 import { namedInstances } from './records.js';
 
-/** A module map's pin file: bpffs refuses dots, which libbpf's internal maps have (qos.bss). */
-function moduleProgName(name: string): string {
-  return `itm_module_${name}`;
-}
+/** The data sections of a module's object, each one map, pinned as `_rodata`, `_data`, `_bss`. */
+export const DATA_SECTIONS = ['.rodata', '.data', '.bss'] as const;
 
-function writeGlobals(obj: BpfObject, def: KernelModuleDef, cfg: KernelConfig, id: number): void {
+/** Sets an instance's parameters (its globals, `itm_module_id`, its map sizes) on an object that
+ * holds it, its globals and maps named `<name><suffix>`. */
+export function setInstanceParams(obj: BpfObject, module: string, cfg: KernelConfig, id: number, suffix = ''): void {
   const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
   for (const [name, v] of Object.entries(globals)) {
-    const info = obj.globalInfo(name);
-    if (!info) throw new ItmError(`${def.name}: its object has no global '${name}'`);
-    let buf: Buffer;
-    if (Buffer.isBuffer(v)) {
-      buf = Buffer.alloc(info.size);
-      v.copy(buf, 0, 0, info.size);
-    } else {
-      buf = Buffer.alloc(info.size);
+    const info = obj.globalInfo(name + suffix);
+    if (!info) throw new ItmError(`${module}: its object has no global '${name}'`);
+    const buf = Buffer.alloc(info.size);
+    if (Buffer.isBuffer(v)) v.copy(buf, 0, 0, info.size);
+    else {
       const big = BigInt(v);
       if (info.size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
       else buf.writeUIntLE(Number(BigInt.asUintN(info.size * 8, big)), 0, info.size);
     }
-    obj.setGlobal(name, buf);
+    obj.setGlobal(name + suffix, buf);
   }
-  for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
+  for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m + suffix, n);
 }
 
-/** Loads a kernel module's object with its parameters, sharing the dispatcher's maps (and those
- * of `reuse`, map → the pin directory of the instance that has it), and pins its maps and program
- * in `modDir`. */
+/** Loads a kernel module's object on its own, for its maps (its user data path runs in place of
+ * its program): with its parameters, sharing the dispatcher's maps (and those of `reuse`, map →
+ * the pin directory of the instance that has it), its maps pinned in `modDir`. */
 export function loadModuleObject(
   def: KernelModuleDef,
   objPath: string,
@@ -48,7 +45,9 @@ export function loadModuleObject(
 ): void {
   const obj = BpfObject.open(objPath);
   try {
-    writeGlobals(obj, def, cfg, id);
+    setInstanceParams(obj, def.name, cfg, id);
+    // only its maps: its entry is a function for the hook's program, not a program of its own
+    for (const p of obj.programNames()) obj.setAutoload(p, false);
     for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
     for (const [m, dir] of reuse) {
       const shared = BpfMap.fromPin(join(dir, pinName(m)));
@@ -70,14 +69,8 @@ export function loadModuleObject(
     for (const m of obj.mapNames()) {
       if ((SHARED_MAPS as readonly string[]).includes(m)) continue;
       const map = obj.map(m);
-      map.pin(join(modDir, pinName(m)));
+      map.pin(join(modDir, pinName(DATA_SECTIONS.find((s) => m.endsWith(s)) ?? m)));
       map.close();
-    }
-    const prog = obj.program(def.kernel.program ?? moduleProgName(def.name));
-    try {
-      prog.pin(join(modDir, 'prog'));
-    } finally {
-      prog.close();
     }
   } finally {
     obj.close();

@@ -67,7 +67,7 @@ export class HookPins {
    * again). A tree of another layout version is never taken as this itm's: it is refused, saying
    * what to do. */
   static open(dir: string): HookPins | undefined {
-    if (!existsSync(join(dir, 'dispatch')) || !existsSync(join(dir, 'resume'))) return undefined;
+    if (!existsSync(join(dir, 'dispatch'))) return undefined;
     const layout = HookPins.layoutOf(dir);
     if (layout !== undefined && layout !== abi.ITM_LAYOUT_VERSION) throw foreignLayout(dir, layout);
     const opened: BpfMap[] = [];
@@ -103,7 +103,7 @@ export class HookPins {
     const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
     const idle = (ctl.active & 1) ^ 1;
     this.maps.itm_chain.update(u32(idle), abi.encode(abi.itm_chain, { n: slots.length, slots }));
-    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { active: idle, generation: ctl.generation + 1 }));
+    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { ...ctl, active: idle, generation: ctl.generation + 1 }));
     // packets already on the table just left may still read it: wait for them before anything
     // (the next change, or the removal of a module) touches what they could reach
     waitForRunningPrograms();

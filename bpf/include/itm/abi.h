@@ -16,16 +16,15 @@
  * 1: the trees of before it was recorded, which have no itm_layout.
  */
 enum itm_layout {
-	ITM_LAYOUT_VERSION = 2,
+	ITM_LAYOUT_VERSION = 3,
 };
 
 enum itm_limits {
-	/* modules per hook; each costs two tail calls (into the module, back to the dispatcher), so 16
-	 * modules stay within the kernel's limit of 33 tail calls per packet */
+	/* modules per hook: slots 0..15, each a function of the hook's composed program */
 	ITM_MAX_SLOTS = 16,
-	/* prog-array index of the dispatcher's resume program, after the module slots */
-	ITM_RESUME_IDX = 16,
-	ITM_PROGS_SIZE = 17,
+	/* xdp: prog-array index of the composed program's return entry (see itm_return) */
+	ITM_RETURN_IDX = 0,
+	ITM_PROGS_SIZE = 1,
 	ITM_MAX_PORT_RANGES = 8,
 	/* classes 0..6 are counted one by one; 7 counts class 7 and every higher class */
 	ITM_CLASS_BUCKETS = 8,
@@ -104,11 +103,13 @@ struct itm_chain {
 };
 
 /* Which chain table packets use. A change writes the idle table in full, then flips `active`; a
- * packet reads `active` once and keeps to that table through every tail call, so it sees the old
- * chain or the new one, never a mix. */
+ * packet reads `active` once and keeps to that table through its whole chain (and back from a user
+ * module, by its trailer's position), so it sees the old chain or the new one, never a mix. */
 struct itm_ctl {
 	__u32 active;
 	__u32 generation;
+	/* random, set when the hook is set up: a returning packet's trailer must carry it */
+	__u32 secret;
 };
 
 /* key of the prefix tries: the module id and the family are part of the key, so one trie serves
@@ -269,7 +270,7 @@ struct itm_dstats {
 	__u64 malformed;       /* bad version, header length, ...: passed untouched */
 	__u64 fragments;       /* non-first fragments (parsed without ports) */
 	__u64 unsupported;     /* e.g. too many IPv6 extension headers: passed untouched */
-	__u64 chain_errors;    /* a tail call that did not happen */
+	__u64 chain_errors;    /* a slot the hook's program has no module for */
 	__u64 returned;	       /* came back from a user module */
 	__u64 bad_returns;     /* marked as returning, with no valid trailer (or segment entry):
 				 * treated as new packets */

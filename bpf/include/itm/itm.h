@@ -59,28 +59,28 @@
 #define ITM_ETH_P_IP   0x0800
 #define ITM_ETH_P_IPV6 0x86DD
 
-/* ---- maps shared by the dispatcher and every module of one hook (the loader reuses the
- * dispatcher's pinned instances when it loads a module) ---- */
+/* ---- maps shared by the dispatcher and every module of one hook: weak, so the one instance of
+ * each in the hook's composed program serves them all ---- */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, ITM_PROGS_SIZE);
 	__type(key, __u32);
 	__type(value, __u32);
-} itm_progs SEC(".maps");
+} itm_progs SEC(".maps") __weak;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct itm_scratch);
-} itm_scratch SEC(".maps");
+} itm_scratch SEC(".maps") __weak;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ITM_MAX_SLOTS);
 	__type(key, __u32);
 	__type(value, struct itm_mstats);
-} itm_mstats SEC(".maps");
+} itm_mstats SEC(".maps") __weak;
 
 /* the hook's segmentation pair (see struct itm_segctl in abi.h) */
 struct {
@@ -88,7 +88,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct itm_segctl);
-} itm_segctl SEC(".maps");
+} itm_segctl SEC(".maps") __weak;
 
 /* A tail call whose key is an immediate: the verifier sees a constant, and the JIT turns it into a
  * patched direct jump instead of a retpolined indirect one (docs/kernel.md: 1-2 ns instead of ~10). */
@@ -241,50 +241,42 @@ static __always_inline int itm_process_none(struct itm_ctx *c, __u32 cls)
 	return ITM_ACCEPT;
 }
 
-/* set by the loader: this instance's slot id, for its counters */
+/* set by the loader: this instance's slot id */
 const volatile __u32 itm_module_id = 0;
 
-static __always_inline void itm__count(__u32 id, __u32 cls, int verdict)
-{
-	struct itm_mstats *st = bpf_map_lookup_elem(&itm_mstats, &id);
-
-	if (!st)
-		return;
-	st->classes[cls < ITM_CLASS_BUCKETS ? cls : ITM_CLASS_BUCKETS - 1]++;
-	if (verdict == ITM_DROP)
-		st->dropped++;
-	else if (verdict < 0)
-		st->errors++;
-}
+/*
+ * What a module's entry returns to the dispatcher: its verdict in the low byte (ITM_ACCEPT,
+ * ITM_DROP, ITM_REDIRECT, or a negative error), its class above it (255 for any higher class).
+ * The dispatcher counts both on the slot's counters it has in hand already (struct itm_mstats).
+ */
+#define ITM_RESULT(cls, verdict) ((int)((((cls) < 255 ? (cls) : 255) << 8) | ((verdict)&0xff)))
+#define ITM_RESULT_CLASS(r)	 (((__u32)(r) >> 8) & 0xff)
+#define ITM_RESULT_VERDICT(r)	 ((int)(__s8)((r)&0xff))
+/* what a slot with no module instance returns */
+#define ITM_NO_MODULE (1 << 16)
 
 /*
- * The module's entry program: classify → log → process (class 0 skips process), count, then hand
- * the packet back to the dispatcher, which runs the next module of the chain. A drop ends the chain.
+ * The module's entry: classify → log → process (class 0 skips process), and its class and verdict
+ * back to the dispatcher (ITM_RESULT), which counts them and runs the next module of the chain (a
+ * drop or a redirect ends it). A global function, not a program: the loader links one renamed
+ * copy of the module's object per instance into the hook's program (src/registry/compose.ts),
+ * which calls it directly. `pkt` is the packet as the dispatcher parsed it.
  */
 #define ITM_MODULE(name, classify_fn, log_fn, process_fn)                                                    \
-	char LICENSE[] SEC("license") = "Dual BSD/GPL";                                                      \
-	SEC(ITM_SEC)                                                                                         \
-	int itm_module_##name(itm_ctx_t *ctx)                                                                \
+	__noinline int itm_run_##name(itm_ctx_t *ctx, struct itm_pkt *pkt)                                   \
 	{                                                                                                    \
-		__u32 zero = 0, cls;                                                                         \
+		__u32 cls;                                                                                   \
 		int verdict = ITM_ACCEPT;                                                                    \
-		struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);                            \
 		struct itm_ctx c;                                                                            \
-		if (!s)                                                                                      \
-			return ITM_PASS;                                                                     \
+		if (!pkt)                                                                                    \
+			return ITM_RESULT(0, ITM_ACCEPT);                                                    \
 		c.ctx = ctx;                                                                                 \
-		c.pkt = &s->pkt;                                                                             \
+		c.pkt = pkt;                                                                                 \
 		cls = classify_fn(&c);                                                                       \
 		log_fn(&c, cls);                                                                             \
 		if (cls)                                                                                     \
 			verdict = process_fn(&c, cls);                                                       \
-		itm__count(itm_module_id, cls, verdict);                                                     \
-		if (verdict == ITM_DROP)                                                                     \
-			return ITM_SHOT;                                                                     \
-		if (verdict == ITM_REDIRECT)                                                                 \
-			return ITM_REDIRECTED;                                                               \
-		itm_tail_call_const(ctx, itm_progs, ITM_RESUME_IDX);                                         \
-		return ITM_PASS;                                                                             \
+		return ITM_RESULT(cls, verdict);                                                             \
 	}
 
 #endif
