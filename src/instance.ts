@@ -40,13 +40,15 @@ export class ModuleInstance {
 
   /** A global of the running instance (in .bss or .data), read and written in its pinned section
    * map: where it lives comes from the object. */
-  global(name: string): { read(): Buffer; write(value: Buffer): void } {
+  global(name: string): { section: string; size: number; read(): Buffer; write(value: Buffer): void } {
     if (!this.object) throw new ItmError(`no object to find the global '${name}' in`);
     this.obj ??= BpfObject.open(this.object);
     const info = this.obj.globalInfo(name);
     const map = info && this.obj.mapNames().find((n) => n.endsWith(info.section));
     if (!info || !map) throw new ItmError(`${this.object}: no global '${name}'`);
     return {
+      section: info.section,
+      size: info.size,
       read: () =>
         this.open(map)
           .lookup(u32zero)!

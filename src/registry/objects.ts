@@ -14,22 +14,26 @@ function moduleProgName(name: string): string {
   return `itm_module_${name}`;
 }
 
+/** A global's value as the bytes of a global of `size` bytes: a number in its own size, a buffer
+ * cut or padded to it. */
+export function globalBytes(v: number | bigint | Buffer, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  if (Buffer.isBuffer(v)) {
+    v.copy(buf, 0, 0, size);
+    return buf;
+  }
+  const big = BigInt(v);
+  if (size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
+  else buf.writeUIntLE(Number(BigInt.asUintN(size * 8, big)), 0, size);
+  return buf;
+}
+
 function writeGlobals(obj: BpfObject, def: KernelModuleDef, cfg: KernelConfig, id: number): void {
   const globals: Record<string, number | bigint | Buffer> = { ...cfg.globals, itm_module_id: id };
   for (const [name, v] of Object.entries(globals)) {
     const info = obj.globalInfo(name);
     if (!info) throw new ItmError(`${def.name}: its object has no global '${name}'`);
-    let buf: Buffer;
-    if (Buffer.isBuffer(v)) {
-      buf = Buffer.alloc(info.size);
-      v.copy(buf, 0, 0, info.size);
-    } else {
-      buf = Buffer.alloc(info.size);
-      const big = BigInt(v);
-      if (info.size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
-      else buf.writeUIntLE(Number(BigInt.asUintN(info.size * 8, big)), 0, info.size);
-    }
-    obj.setGlobal(name, buf);
+    obj.setGlobal(name, globalBytes(v, info.size));
   }
   for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m, n);
 }
