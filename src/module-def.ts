@@ -375,3 +375,20 @@ export function whyReload(def: ModuleDef, from: Record<string, ParamValue>, to: 
   if (shared(from) !== shared(to)) return 'the maps it shares change';
   return undefined;
 }
+
+/** The parameters whose values are not their defaults: what a person gave. */
+export function nonDefaultParams(def: ModuleDef, params: Record<string, ParamValue>): Record<string, ParamValue> {
+  const out: Record<string, ParamValue> = {};
+  for (const [k, v] of Object.entries(params)) {
+    const spec = def.params[k];
+    if (spec?.default !== undefined) {
+      try {
+        if (checkParam(def.name, k, spec, spec.default, 'key') === v) continue;
+      } catch {
+        /* a default that does not validate: say the value */
+      }
+    }
+    out[k] = v;
+  }
+  return out;
+}

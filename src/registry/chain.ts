@@ -81,7 +81,8 @@ function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live:
   });
 }
 
-function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: number): { indev?: number; outdev?: number } {
+/** Resolves the devices an interest names, refusing those that cannot be at `hook` of `dev`. */
+export function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: number): { indev?: number; outdev?: number } {
   const out: { indev?: number; outdev?: number } = {};
   if (it.indev !== undefined) {
     const i = resolveDevice(it.indev, 'match indev');
@@ -99,9 +100,21 @@ function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: 
   return out;
 }
 
-function checkPriority(priority: number, given: unknown = priority): void {
+export function checkPriority(priority: number, given: unknown = priority): void {
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000)
     throw new ItmError(`invalid --priority ${given}: use 0-1000 (lower runs first)`);
+}
+
+/** An instance's name: what itmctl, the records and the pins' messages can carry. */
+export function checkInstanceName(name: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name))
+    throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
+}
+
+/** The interest an instance has at `hook`: the module's say (interestFor), else what was given,
+ * else the module's default. */
+export function interestAt(def: ModuleDef, params: Record<string, ParamValue>, hook: Hook, given: string[] | undefined): Interest {
+  return parseInterest(def.interestFor ? def.interestFor(params, hook, given) : (given ?? def.interest));
 }
 
 /** A load, checked and resolved before anything is touched. */
@@ -133,10 +146,8 @@ async function planLoad(opts: LoadOptions, def: ModuleDef, file: string, hook: H
   // the module's own checks (levels, combinations) run before anything is touched
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name))
-    throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
-  const given = opts.interest === undefined ? undefined : [opts.interest].flat();
-  const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : (given ?? def.interest));
+  checkInstanceName(name);
+  const interest = interestAt(def, params, hook, opts.interest === undefined ? undefined : [opts.interest].flat());
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = def.kernel ? kernelObjectPath(def, hook) : '';
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
