@@ -2,10 +2,12 @@
 // they are taken. Pure: it reads two NodeStates and touches nothing, so `itmctl diff` is this
 // and a print.
 //
-// The order: unloads first (what is not asked for, and the old half of each reload: instances of
-// one name that share maps must all go before the new ones come), then parameters set in place,
-// then loads in the file's order (each sets up its hook if need be), then hooks set up that hold
-// no module, then reorders, then hooks taken down.
+// The order: parameters set in place; then new instances loaded (in the file's order; each load
+// sets up its hook if need be), before anything running is taken off, so that a load that fails
+// there leaves the running instances untouched; then unloads (what is not asked for, and the old
+// half of each reload); then the loads that must come after them (reloads, and new instances of a
+// name that is unloaded somewhere: instances of one name may share maps, and all the old ones go
+// before a new one comes); then hooks set up that hold no module, reorders, and hooks taken down.
 import { changedParams, HOOKS, nonDefaultParams, whyReload, type Hook, type ParamValue } from '../module-def.js';
 import { instanceKey, type Instance, type NodeState } from './state.js';
 
@@ -85,10 +87,12 @@ export function planApply(desired: NodeState, current: NodeState): Plan {
     }
   }
   const loads: Step[] = [];
+  const early: Step[] = [];
+  const leaving = new Set(unloads.map((s) => (s.op === 'unload' ? s.cur.name : '')));
   for (const w of desired.devices.flatMap((d) => d.instances)) {
     const k = instanceKey(w);
     const cur = have.get(k);
-    if (!cur) loads.push({ op: 'load', want: w });
+    if (!cur) (leaving.has(w.name) ? loads : early).push({ op: 'load', want: w });
     else if (reloads.has(k)) loads.push({ op: 'load', want: w, reload: reloads.get(k)!, cur });
   }
   const ups: Step[] = [];
@@ -100,16 +104,12 @@ export function planApply(desired: NodeState, current: NodeState): Plan {
     const c = currentDev.get(d.dev);
     // hooks with no module that are not set up (those with modules are set up by their loads),
     // and those set up but broken, which up repairs
-    const up = d.hooks.filter(
-      (h) =>
-        c?.broken?.includes(h) ||
-        (!c?.hooks.includes(h) && !loads.some((s) => s.op === 'load' && s.want.dev === d.dev && s.want.hook === h)),
-    );
+    const up = d.hooks.filter((h) => c?.broken?.includes(h) || (!c?.hooks.includes(h) && !d.instances.some((i) => i.hook === h)));
     if (up.length) ups.push({ op: 'up', dev: d.dev, hooks: up });
     for (const hook of d.hooks) {
       // the chain after the unloads and loads: what stays in its order, what is loaded after it
       const stays = (c?.instances ?? []).filter((i) => i.hook === hook && want.has(instanceKey(i)) && !reloads.has(instanceKey(i)));
-      const loaded = loads.flatMap((s) => (s.op === 'load' && s.want.dev === d.dev && s.want.hook === hook ? [s.want] : []));
+      const loaded = [...early, ...loads].flatMap((s) => (s.op === 'load' && s.want.dev === d.dev && s.want.hook === hook ? [s.want] : []));
       const now = byPriority([...stays, ...loaded]);
       const target = byPriority(d.instances.filter((i) => i.hook === hook));
       for (const p of reorders(now, target)) {
@@ -123,7 +123,7 @@ export function planApply(desired: NodeState, current: NodeState): Plan {
     const gone = c.hooks.filter((h) => !d?.hooks.includes(h));
     if (gone.length) downs.push({ op: 'down', dev: c.dev, hooks: HOOKS.filter((h) => gone.includes(h)) });
   }
-  return { steps: [...unloads, ...sets, ...loads, ...ups, ...reorderSteps, ...downs], current };
+  return { steps: [...sets, ...early, ...unloads, ...loads, ...ups, ...reorderSteps, ...downs], current };
 }
 
 const where = (i: Instance) => `${i.name === i.module ? i.name : `${i.name} (${i.module})`} on ${i.dev} ${i.hook}`;
