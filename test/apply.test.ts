@@ -1,7 +1,8 @@
 // itmctl apply, diff and export: a node's whole state in one file. The plan's rules on made-up
 // states (no root), then client — itm — server in namespaces: apply, export and apply again
 // changing nothing (the same programs), changes made in place or by a reload, a file with an
-// error changing nothing, and a load that fails in the middle of an apply undoing all of it.
+// error changing nothing, and a load that fails in the middle of an apply undoing all of it; and
+// the route overlay of the route tests, each node's part declared in its node file.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import type { DeviceView } from '../src/registry/index.js';
 import { qos_config, type QosConfig } from '../modules/qos/qos.abi.js';
 import { Topology, capture, namespaceSkipReason, udpFlow } from './harness/index.js';
 import { cleanItmOnDestroy, clientItmServer, devicePins, itmctl, itmctlJson } from './itm.js';
+import { OVERLAY_HOSTS, overlayDecl, overlayFiles, pathsWhen } from './overlay.js';
 
 const EF = 46;
 
@@ -394,5 +396,67 @@ devices:
     } finally {
       await topo.exec('itm', ['ip', 'link', 'set', 'dev', inDev, 'xdp', 'off']);
     }
+  });
+});
+
+describe('itmctl apply: an overlay (route) declared in each node file', { skip }, () => {
+  let topo: Topology;
+  before(async () => {
+    topo = await Topology.create(overlayDecl());
+    cleanItmOnDestroy(topo, ...OVERLAY_HOSTS);
+  });
+  after(async () => {
+    await topo?.destroy();
+  });
+
+  test('each node applies its file; the overlay comes up; export reads back as one entry a device; an empty file takes it all down', async () => {
+    const tops = overlayFiles();
+    for (const host of OVERLAY_HOSTS) {
+      writeFileSync(join(topo.tmpdir, `${host}.yaml`), tops[host]);
+      // the topology's path is relative to the node file; route goes at both tc hooks of a device
+      const devs = topo
+        .devs(host)
+        .map((d) => `  ${d.dev}:\n    modules:\n      - module: route\n        params: { topology: ${host}.yaml }\n`);
+      writeFileSync(join(topo.tmpdir, `${host}-node.yaml`), `devices:\n${devs.join('')}`);
+      await itmctl(topo, host, ['apply', '-f', join(topo.tmpdir, `${host}-node.yaml`)]);
+    }
+    const a = await itmctlJson<DeviceView[]>(topo, 'a', ['list']);
+    assert.equal(a.length, topo.devs('a').length);
+    for (const d of a) {
+      assert.deepEqual(
+        d.hooks.map((h) => [h.hook, h.modules.map((m) => m.module)]),
+        [
+          ['tc-ingress', ['route']],
+          ['tc-egress', ['route']],
+        ],
+      );
+    }
+    // the overlay works: a's probes find b through a relay
+    await pathsWhen(topo, 'a', (v) => ['n1', 'n2'].includes(v.destinations.find((d) => d.node === 'b')?.next_hop ?? ''), 15_000);
+
+    const exported = (await itmctl(topo, 'a', ['export'])).stdout;
+    const doc = parse(exported) as { devices: Record<string, { hooks: string[]; modules: unknown[] }> };
+    for (const d of topo.devs('a')) {
+      assert.deepEqual(doc.devices[d.dev], {
+        hooks: ['tc-ingress', 'tc-egress'],
+        modules: [{ module: 'route', params: { topology: join(topo.tmpdir, 'a.yaml') } }],
+      });
+    }
+    const ids = async () =>
+      JSON.stringify(
+        (await itmctlJson<DeviceView[]>(topo, 'a', ['list'])).map((d) => d.hooks.map((h) => [h.progId, h.modules.map((m) => m.id)])),
+      );
+    const was = await ids();
+    const again = await topo.exec('a', [process.execPath, join(ROOT, 'dist', 'src', 'cli', 'itmctl.js'), 'apply', '-f', '-'], {
+      input: exported,
+    });
+    assert.match(again.stdout, /^nothing to change/);
+    assert.equal(await ids(), was);
+
+    // nothing listed: route comes off every device (through the agent, which runs its control plane)
+    writeFileSync(join(topo.tmpdir, 'empty.yaml'), 'devices: {}\n');
+    const gone = (await itmctl(topo, 'a', ['apply', '-f', join(topo.tmpdir, 'empty.yaml')])).stdout;
+    assert.match(gone, /^- unload route on /m);
+    assert.deepEqual(await itmctlJson<DeviceView[]>(topo, 'a', ['list']), []);
   });
 });
