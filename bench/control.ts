@@ -2,7 +2,10 @@
 // namespace with nothing set up) beside a bare `node -e 0`, how long `itmctl load qos` and
 // `itmctl unload` take (wall time of the whole command, Node's start included, median of 20), and
 // how many packets of a steady stream are lost while a module is loaded and unloaded 100 times on
-// its path (it must be none).
+// its path (it must be none); and how long an `itmctl apply -f` takes that changes nothing, on a
+// node with both tc hooks of a device set up and three modules on them.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Topology, startUdpFlow } from '../test/harness/index.js';
 import { ITMCTL, cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
@@ -55,6 +58,7 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
     }
     out.push(figure('control.load_ms', 'ms', summarize(load), times));
     out.push(figure('control.unload_ms', 'ms', summarize(unload), times));
+    out.push(...(await applyNoop(topo, dev, times)));
 
     // a stream of sequence-numbered packets through the hook while qos comes and goes
     const flow = await startUdpFlow(topo, { from: 'client', to: 'server', family: 4, dport: 5001, ratePps: 1000 });
@@ -79,4 +83,32 @@ export async function control(opts: { quick?: boolean } = {}): Promise<Figure[]>
     await topo.destroy();
   }
   return out;
+}
+
+/** `itmctl apply -f` of the file the node already matches: the whole command, Node's start, the
+ * file's checks against the modules' declarations, the registry's view and the plan included. */
+async function applyNoop(topo: Topology, dev: string, times: number): Promise<Figure[]> {
+  const file = join(topo.tmpdir, 'node.yaml');
+  writeFileSync(
+    file,
+    `devices:
+  ${dev}:
+    hooks: [tc-ingress, tc-egress]
+    modules:
+      - { module: mark, name: ef, priority: 10, interest: 'proto=udp,dport=5001', params: { dscp: ef } }
+      - { module: qos, params: { threshold: 100 } }
+      - { module: mark, hook: tc-ingress, params: { dscp: af41 } }
+`,
+  );
+  await itmctl(topo, 'itm', ['apply', '-f', file]);
+  const noop: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const t = performance.now();
+    const r = await itmctl(topo, 'itm', ['apply', '-f', file]);
+    noop.push(performance.now() - t);
+    // a figure of an apply that did something would be another figure
+    if (!r.stdout.startsWith('nothing to change')) throw new Error(`bench: the second apply changed something: ${r.stdout}`);
+  }
+  await itmctl(topo, 'itm', ['down', '--dev', dev]);
+  return [figure('fleet.apply_noop_ms', 'ms', summarize(noop), times)];
 }

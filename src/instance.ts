@@ -39,14 +39,16 @@ export class ModuleInstance {
   }
 
   /** A global of the running instance (in .bss or .data), read and written in its pinned section
-   * map (`_bss`, see sectionPin): where it lives comes from the object. */
-  global(name: string): { read(): Buffer; write(value: Buffer): void } {
+   * map (pinned as `_bss`, `_data`): where it lives comes from the object. */
+  global(name: string): { section: string; size: number; read(): Buffer; write(value: Buffer): void } {
     if (!this.object) throw new ItmError(`no object to find the global '${name}' in`);
     this.obj ??= BpfObject.open(this.object);
     const info = this.obj.globalInfo(name);
     if (!info) throw new ItmError(`${this.object}: no global '${name}'`);
     const map = info.section;
     return {
+      section: info.section,
+      size: info.size,
       read: () =>
         this.open(map)
           .lookup(u32zero)!

@@ -26,6 +26,14 @@ export interface ParamSpec {
   max?: number;
   /** the BPF global (`const volatile`) this parameter sets, when it maps one to one */
   global?: string;
+  /**
+   * A running instance of a kernel module can take a new value in place (`itmctl apply`): the
+   * globals `configure` makes of it are in a writable section (.data or .bss, not `const
+   * volatile`), and nothing else of the instance (map sizes, shared maps, hooks) depends on it.
+   * The registry rewrites those globals and the record, and itmd restarts the instance's periodic
+   * functions with the new parameters. A change of any other parameter reloads the instance.
+   */
+  live?: boolean;
 }
 
 export interface KernelConfig {
@@ -256,11 +264,16 @@ export function defineModule(def: ModuleDef): ModuleDef {
   return def;
 }
 
-function checkParam(mod: string, name: string, spec: ParamSpec, raw: unknown): ParamValue {
-  const bad = (why: string) => new ItmError(`${mod}: invalid --${name} '${String(raw)}': ${why}`);
+/** how parameters are named in messages: as itmctl's options (`--threshold`), or as the keys of a
+ * node file's `params` (`threshold`) */
+export type ParamStyle = 'option' | 'key';
+const flag = (k: string, style: ParamStyle) => (style === 'option' ? `--${k}` : k);
+
+function checkParam(mod: string, name: string, spec: ParamSpec, raw: unknown, style: ParamStyle): ParamValue {
+  const bad = (why: string) => new ItmError(`${mod}: invalid ${flag(name, style)} '${String(raw)}': ${why}`);
   switch (spec.type) {
     case 'dscp':
-      return parseDscp(raw as string | number, `--${name}`);
+      return parseDscp(raw as string | number, flag(name, style));
     case 'int': {
       const n = typeof raw === 'number' ? raw : /^-?\d+$/.test(String(raw).trim()) ? Number(raw) : NaN;
       if (!Number.isSafeInteger(n)) throw bad('not an integer');
@@ -290,25 +303,34 @@ function checkParam(mod: string, name: string, spec: ParamSpec, raw: unknown): P
   }
 }
 
+/** Refuses a parameter the declaration does not have. */
+export function checkParamName(def: ModuleDef, k: string, style: ParamStyle = 'option'): void {
+  if (Object.hasOwn(def.params, k)) return;
+  const known =
+    Object.keys(def.params)
+      .map((p) => flag(p, style))
+      .join(', ') || 'none';
+  throw new ItmError(`${def.name}: unknown parameter ${style === 'option' ? `--${k}` : `"${k}"`} (its parameters: ${known})`);
+}
+
+/** One parameter's value, checked against its declaration. */
+export function checkParamValue(def: ModuleDef, k: string, raw: unknown, style: ParamStyle = 'option'): ParamValue {
+  checkParamName(def, k, style);
+  return checkParam(def.name, k, def.params[k]!, raw, style);
+}
+
 /** Validates parameters against the declaration; unknown and missing ones are errors. */
-export function validateParams(def: ModuleDef, given: Record<string, unknown>): Record<string, ParamValue> {
+export function validateParams(def: ModuleDef, given: Record<string, unknown>, style: ParamStyle = 'option'): Record<string, ParamValue> {
   const out: Record<string, ParamValue> = {};
-  for (const k of Object.keys(given)) {
-    if (given[k] !== undefined && !(k in def.params)) {
-      const known =
-        Object.keys(def.params)
-          .map((p) => `--${p}`)
-          .join(', ') || 'none';
-      throw new ItmError(`${def.name}: unknown parameter --${k} (its parameters: ${known})`);
-    }
-  }
+  for (const k of Object.keys(given)) if (given[k] !== undefined) checkParamName(def, k, style);
   for (const [k, spec] of Object.entries(def.params)) {
     const raw = given[k] ?? spec.default;
     if (raw === undefined) {
-      if (spec.required) throw new ItmError(`${def.name}: --${k} is required (${spec.describe})`);
+      if (spec.required)
+        throw new ItmError(`${def.name}: ${style === 'option' ? `--${k}` : `parameter ${k}`} is required (${spec.describe})`);
       continue;
     }
-    out[k] = checkParam(def.name, k, spec, raw);
+    out[k] = checkParam(def.name, k, spec, raw, style);
   }
   return out;
 }
@@ -322,4 +344,49 @@ export function kernelConfig(def: ModuleDef, params: Record<string, ParamValue>)
       globals[spec.global] = typeof v === 'boolean' ? Number(v) : typeof v === 'string' ? Buffer.from(v) : v;
   }
   return { globals };
+}
+
+/** The parameters whose values differ between two sets (a missing one differs from any value). */
+export function changedParams(a: Record<string, ParamValue>, b: Record<string, ParamValue>): string[] {
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => a[k] !== b[k]).sort();
+}
+
+/** Why a running instance with parameters `from` cannot take `to` in place (ParamSpec.live), or
+ * undefined when it can: a change of any other parameter reloads it. */
+export function whyReload(def: ModuleDef, from: Record<string, ParamValue>, to: Record<string, ParamValue>): string | undefined {
+  const changed = changedParams(from, to);
+  if (!changed.length) return undefined;
+  const fixed = changed.filter((k) => def.params[k]?.live !== true);
+  if (fixed.length) return `${fixed.join(', ')} cannot change while it runs`;
+  if (!def.kernel) return `${def.name} runs in user space`;
+  if (hostFunctions(def, from) || hostFunctions(def, to)) return 'its data path is in user space';
+  let a: KernelConfig;
+  let b: KernelConfig;
+  try {
+    a = kernelConfig(def, from);
+    b = kernelConfig(def, to);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  if (JSON.stringify(a.maxEntries ?? {}) !== JSON.stringify(b.maxEntries ?? {})) return 'its map sizes change';
+  const shared = (p: Record<string, ParamValue>) => JSON.stringify([def.kernel!.sharedMaps?.(p) ?? [], def.kernel!.nodeMaps?.(p) ?? []]);
+  if (shared(from) !== shared(to)) return 'the maps it shares change';
+  return undefined;
+}
+
+/** The parameters whose values are not their defaults: what a person gave. */
+export function nonDefaultParams(def: ModuleDef, params: Record<string, ParamValue>): Record<string, ParamValue> {
+  const out: Record<string, ParamValue> = {};
+  for (const [k, v] of Object.entries(params)) {
+    const spec = def.params[k];
+    if (spec?.default !== undefined) {
+      try {
+        if (checkParam(def.name, k, spec, spec.default, 'key') === v) continue;
+      } catch {
+        /* a default that does not validate: say the value */
+      }
+    }
+    out[k] = v;
+  }
+  return out;
 }

@@ -17,7 +17,8 @@ export class YamlReader {
   /** the document's top value */
   readonly root: Node | null;
 
-  /** `prefix` starts every message (`route: topology.yaml:4: ...`) */
+  /** `prefix` starts every message (`route: topology.yaml:4: ...`); none when empty (a node
+   * file's messages start with the file: `node.yaml:12: qos: ...`) */
   constructor(
     text: string,
     readonly file: string,
@@ -26,7 +27,7 @@ export class YamlReader {
     const doc = parseDocument(text, { lineCounter: this.lines, uniqueKeys: true, prettyErrors: false });
     if (doc.errors.length) {
       const e = doc.errors[0]!;
-      throw new ItmError(`${prefix}: ${file}:${this.lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
+      throw new ItmError(`${this.lead()}${file}:${this.lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
     }
     this.root = doc.contents as Node | null;
   }
@@ -40,7 +41,11 @@ export class YamlReader {
   }
 
   fail(n: Node | Pair | null | undefined, msg: string): never {
-    throw new ItmError(`${this.prefix}: ${this.at(n)}: ${msg}`);
+    throw new ItmError(`${this.lead()}${this.at(n)}: ${msg}`);
+  }
+
+  private lead(): string {
+    return this.prefix ? `${this.prefix}: ` : '';
   }
 
   /** A mapping's fields, unknown keys refused; `shape` says what the mapping holds. */

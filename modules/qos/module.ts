@@ -61,16 +61,20 @@ export default defineModule({
   description: 'size-aware DSCP marking: a flow starts in the first level and moves down as it grows past each threshold',
   hooks: ['xdp', 'tc-ingress', 'tc-egress'],
   params: {
+    // the parameters in qos_cfg (a global in .bss) and those only its periodic functions read are
+    // taken by a running instance in place (itmctl apply); table-size and bidir reload it
     threshold: {
       type: 'int',
+      live: true,
       min: 1,
       describe: 'two classes: flows up to N packets (or bytes) are short (EF), larger ones long (best effort)',
     },
     levels: {
       type: 'string',
+      live: true,
       describe: `up to ${MAX_LEVELS} levels, THRESHOLD:DSCP,...,*:DSCP, thresholds increasing, e.g. 100:af41,1000:af21,*:cs1`,
     },
-    by: { type: 'string', default: 'packets', describe: "what a flow's size counts: packets or bytes" },
+    by: { type: 'string', live: true, default: 'packets', describe: "what a flow's size counts: packets or bytes" },
     'table-size': {
       type: 'int',
       min: 64,
@@ -86,18 +90,28 @@ export default defineModule({
     },
     'tcp-seq': {
       type: 'bool',
+      live: true,
       default: false,
       describe: 'count TCP bytes by sequence progress, so retransmissions do not make a flow bigger',
     },
     adaptive: {
       type: 'bool',
+      live: true,
       default: false,
       describe: 'move the threshold (with --threshold) so that --target-short of the bytes or flows stay short; run by itmctl watch',
     },
-    'target-short': { type: 'number', min: 0.001, max: 1, default: 0.1, describe: 'with --adaptive: the fraction to keep short' },
-    'target-of': { type: 'string', default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
+    'target-short': {
+      type: 'number',
+      live: true,
+      min: 0.001,
+      max: 1,
+      default: 0.1,
+      describe: 'with --adaptive: the fraction to keep short',
+    },
+    'target-of': { type: 'string', live: true, default: 'bytes', describe: 'with --adaptive: what the fraction counts, bytes or flows' },
     'idle-timeout': {
       type: 'int',
+      live: true,
       min: 0,
       max: 86_400,
       default: 30,

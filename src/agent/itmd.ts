@@ -303,8 +303,10 @@ export class Agent {
             want.set(key, { module: m.module, spec: hostSpec(this.ns, dev, rec.ifindex, hook, m) });
           }
           // a kernel module's control plane runs here, also when its data path is a user one
+          // keyed by what it runs with too: a reloaded instance (a new id) or one given new
+          // parameters in place (registry.setParams) gets its functions anew
           if (hasMaps(m)) {
-            wantPeriodic.set(key, { name: m.name, dev, hook, module: m.module });
+            wantPeriodic.set(`${key}#${m.id}#${JSON.stringify(m.params)}`, { name: m.name, dev, hook, module: m.module });
           }
         }
       }

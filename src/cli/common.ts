@@ -1,5 +1,6 @@
 // What every itmctl command shares: option builders, the root check, output helpers.
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { ItmError } from '../errors.js';
 import { HOOKS, type Hook } from '../module-def.js';
@@ -50,4 +51,29 @@ export function table(rows: string[][], indent = ''): string {
       w[i] = Math.max(w[i] ?? 0, c.length);
     });
   return rows.map((r) => indent + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
+}
+
+/** `-f FILE` (`-f -`: standard input), for the commands that read a node file */
+export function fileOption<T>(y: Argv<T>) {
+  return y.option('f', {
+    alias: 'file',
+    type: 'string',
+    describe: 'the node file (YAML or JSON; - for standard input)',
+    demandOption: 'give the node file with -f FILE (or -f - for standard input)',
+  });
+}
+
+/** A node file's text, the name its messages give it, and where its relative paths start. */
+export function readNodeFile(f: string): { text: string; file: string; base: string } {
+  if (f === '-') return { text: readFileSync(0, 'utf8'), file: '<stdin>', base: process.cwd() };
+  try {
+    return { text: readFileSync(f, 'utf8'), file: f, base: dirname(resolve(f)) };
+  } catch (e) {
+    throw new ItmError(`cannot read ${f}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+}
+
+/** JSON of a plan: its steps as data (a module's declaration is not) */
+export function planJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, (k, x) => (k === 'def' || k === 'current' ? undefined : x), 2)}\n`);
 }

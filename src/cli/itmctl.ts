@@ -19,6 +19,9 @@ import { explainCommand } from './commands/explain.js';
 import { flowsCommand } from './commands/flows.js';
 import { watchCommand } from './commands/watch.js';
 import { agentCommand } from './commands/agent.js';
+import { applyCommand } from './commands/apply.js';
+import { diffCommand } from './commands/diff.js';
+import { exportCommand } from './commands/export.js';
 import { commandNames, type ModuleCommand } from './module-commands.js';
 
 function fail(err: unknown, verbose: boolean): never {
@@ -35,7 +38,20 @@ function fail(err: unknown, verbose: boolean): never {
   process.exit(err instanceof ItmError ? 1 : 70);
 }
 
-const CORE = [upCommand, downCommand, unloadCommand, reorderCommand, listCommand, explainCommand, flowsCommand, watchCommand, agentCommand];
+const CORE = [
+  upCommand,
+  downCommand,
+  unloadCommand,
+  reorderCommand,
+  listCommand,
+  explainCommand,
+  flowsCommand,
+  watchCommand,
+  agentCommand,
+  applyCommand,
+  diffCommand,
+  exportCommand,
+];
 const CORE_NAMES = new Set(['load', ...CORE.flatMap(commandNames)]);
 
 const argv = process.argv.slice(2);
@@ -81,7 +97,10 @@ try {
     .command(explainCommand)
     .command(flowsCommand)
     .command(watchCommand)
-    .command(agentCommand);
+    .command(agentCommand)
+    .command(applyCommand)
+    .command(diffCommand)
+    .command(exportCommand);
   for (const c of moduleCmds) y = y.command(c);
   await y
     .demandCommand(1, 'give a command (itmctl --help lists them)')

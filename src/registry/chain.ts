@@ -7,17 +7,20 @@ import { ItmError } from '../errors.js';
 import { waitForRunningPrograms } from '../libbpf/index.js';
 import { log } from '../log.js';
 import { findModule, kernelObjectPath, resolveModule } from '../catalog.js';
+import { ModuleInstance } from '../instance.js';
 import { createDivert } from '../divert.js';
 import { ensureSegmenter, removeSegmenter } from '../segment.js';
 import { instanceDir } from '../instance.js';
 import { encodeSlot, formatInterest, lpmKey, parseInterest, type Interest } from '../interest.js';
 import {
+  changedParams,
   HOOKS,
   hostFunctions,
   isIngress,
   isUserModule,
   kernelConfig,
   validateParams,
+  whyReload,
   type Hook,
   type KernelConfig,
   type ModuleDef,
@@ -37,7 +40,7 @@ import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { down, reconcileRecord, upLocked } from './hooks.js';
 import { compose, instanceObject, linkedIds, swapIn, writeInstanceObject, type Composed } from './compose.js';
-import { initModule, loadModuleObject, reusedMaps } from './objects.js';
+import { globalBytes, initModule, loadModuleObject, reusedMaps } from './objects.js';
 import { HookPins, u32 } from './pins.js';
 import { chainOrder, DEFAULT_PRIORITY, findLoaded, needsSegmenter } from './records.js';
 import { Undo } from './undo.js';
@@ -79,7 +82,8 @@ function chainOf(hr: HookRecord, dev: string, hook: Hook, ifindex: number, live:
   });
 }
 
-function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: number): { indev?: number; outdev?: number } {
+/** Resolves the devices an interest names, refusing those that cannot be at `hook` of `dev`. */
+export function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: number): { indev?: number; outdev?: number } {
   const out: { indev?: number; outdev?: number } = {};
   if (it.indev !== undefined) {
     const i = resolveDevice(it.indev, 'match indev');
@@ -97,9 +101,21 @@ function resolveInterestDevices(it: Interest, dev: string, hook: Hook, ifindex: 
   return out;
 }
 
-function checkPriority(priority: number, given: unknown = priority): void {
+export function checkPriority(priority: number, given: unknown = priority): void {
   if (!Number.isInteger(priority) || priority < 0 || priority > 1000)
     throw new ItmError(`invalid --priority ${given}: use 0-1000 (lower runs first)`);
+}
+
+/** An instance's name: what itmctl, the records and the pins' messages can carry. */
+export function checkInstanceName(name: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name))
+    throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
+}
+
+/** The interest an instance has at `hook`: the module's say (interestFor), else what was given,
+ * else the module's default. */
+export function interestAt(def: ModuleDef, params: Record<string, ParamValue>, hook: Hook, given: string[] | undefined): Interest {
+  return parseInterest(def.interestFor ? def.interestFor(params, hook, given) : (given ?? def.interest));
 }
 
 /** A load, checked and resolved before anything is touched. */
@@ -131,10 +147,8 @@ async function planLoad(opts: LoadOptions, def: ModuleDef, file: string, hook: H
   // the module's own checks (levels, combinations) run before anything is touched
   const cfg = kernelConfig(def, params);
   const name = opts.name ?? def.name;
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(name))
-    throw new ItmError(`invalid --name '${name}': letters, digits, - and _, up to 32, starting with a letter`);
-  const given = opts.interest === undefined ? undefined : [opts.interest].flat();
-  const interest = parseInterest(def.interestFor ? def.interestFor(params, hook, given) : (given ?? def.interest));
+  checkInstanceName(name);
+  const interest = interestAt(def, params, hook, opts.interest === undefined ? undefined : [opts.interest].flat());
   const ifindex = resolveDevice(opts.dev, `load ${def.name} on`);
   const objPath = def.kernel ? kernelObjectPath(def, hook) : '';
   resolveInterestDevices(interest, opts.dev, hook, ifindex);
@@ -414,5 +428,58 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
     };
     switchChain(l, dev, next);
     return { hook: l.hook, position: chainOrder(next.modules).findIndex((x) => x.id === l.m.id) };
+  });
+}
+
+/**
+ * Gives a running instance of a kernel module new parameters in place, where its declaration
+ * says they can change live (ParamSpec.live): the globals `configure` makes of them that differ
+ * are rewritten in the instance's pinned sections (.data, .bss), and its record follows. Its
+ * program, slot, maps and flows stay; itmd restarts its periodic functions with the new
+ * parameters. Anything else is refused (reload the instance).
+ */
+export async function setParams(
+  name: string,
+  dev: string,
+  hook: Hook,
+  given: Record<string, unknown>,
+): Promise<{ hook: Hook; id: number; changed: string[] }> {
+  const ifindex = resolveDevice(dev, `set the parameters of ${name} on`);
+  const rec = withNamespaceLock(() => {
+    enterNamespace(false);
+    return readDevice(ifindex);
+  });
+  const def = await findModule(findLoaded(rec, name, dev, hook).m.module);
+  const params = validateParams(def, given);
+  return withLoaded(name, dev, hook, 'set the parameters of', (l) => {
+    const changed = changedParams(l.m.params, params);
+    if (!changed.length || l.m.module !== def.name) return { hook: l.hook, id: l.m.id, changed: [] };
+    const why = whyReload(def, l.m.params, params);
+    if (why) throw new ItmError(`cannot change ${changed.join(', ')} of ${name} on ${dev} ${l.hook} while it runs: ${why} (reload it)`);
+    const before = kernelConfig(def, l.m.params).globals ?? {};
+    const after = kernelConfig(def, params).globals ?? {};
+    const inst = ModuleInstance.of(l.ifindex, l.hook, l.m.id, kernelObjectPath(def, l.hook));
+    const undo = new Undo();
+    try {
+      for (const [g, v] of Object.entries(after)) {
+        const gl = inst.global(g);
+        const bytes = globalBytes(v, gl.size);
+        const was = before[g];
+        if (was !== undefined && globalBytes(was, gl.size).equals(bytes)) continue;
+        if (!/^\.(data|bss)/.test(gl.section))
+          throw new ItmError(`${def.name}: its global '${g}' is read-only (${gl.section}), so its parameters cannot be declared live`);
+        const old = Buffer.from(gl.read());
+        gl.write(bytes);
+        undo.add(`put back ${g} of ${name}`, () => gl.write(old));
+      }
+      l.rec.hooks[l.hook] = { ...l.hr, modules: l.hr.modules.map((x) => (x.id === l.m.id ? { ...x, params } : x)) };
+      writeDevice(l.rec);
+      return { hook: l.hook, id: l.m.id, changed };
+    } catch (e) {
+      l.rec.hooks[l.hook] = l.hr;
+      throw undo.rollback(e);
+    } finally {
+      inst.close();
+    }
   });
 }

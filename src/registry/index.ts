@@ -10,14 +10,14 @@
 //   hooks.ts      up and down: a hook's dispatcher created, adopted, repaired, removed
 //   records.ts    what is recorded of a hook's modules, and the questions asked of it
 //   objects.ts    a kernel module's object: parameters, shared maps, pins, init
-//   chain.ts      load, unload, reorder, and hook sets
+//   chain.ts      load, unload, reorder, parameters set in place, and hook sets
 //   instances.ts  a loaded instance's periodic functions, flows and maps
 //   views.ts      list and explain
 //   cleanup.ts    what is left of devices that are gone, and of modules that went
 export { resolveDevice } from './devices.js';
 export { up, down, type DownResult, type UpOutcome } from './hooks.js';
 export { DEFAULT_PRIORITY } from './records.js';
-export { load, unload, unloadSet, unloadInstance, reorder, type LoadOptions, type LoadResult } from './chain.js';
+export { load, unload, unloadSet, unloadInstance, reorder, setParams, type LoadOptions, type LoadResult } from './chain.js';
 export { openPeriodic, nodeInstance, flows, type PeriodicInstance } from './instances.js';
 export {
   list,

@@ -12,6 +12,20 @@ import { namedInstances } from './records.js';
 /** The data sections of a module's object, each one map, pinned as `_rodata`, `_data`, `_bss`. */
 export const DATA_SECTIONS = ['.rodata', '.data', '.bss'] as const;
 
+/** A global's value as the bytes of a global of `size` bytes: a number in its own size, a buffer
+ * cut or padded to it. */
+export function globalBytes(v: number | bigint | Buffer, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  if (Buffer.isBuffer(v)) {
+    v.copy(buf, 0, 0, size);
+    return buf;
+  }
+  const big = BigInt(v);
+  if (size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
+  else buf.writeUIntLE(Number(BigInt.asUintN(size * 8, big)), 0, size);
+  return buf;
+}
+
 /** Sets an instance's parameters (its globals, `itm_module_id`, its map sizes) on an object that
  * holds it, its globals and maps named `<name><suffix>`. */
 export function setInstanceParams(obj: BpfObject, module: string, cfg: KernelConfig, id: number, suffix = ''): void {
@@ -19,14 +33,7 @@ export function setInstanceParams(obj: BpfObject, module: string, cfg: KernelCon
   for (const [name, v] of Object.entries(globals)) {
     const info = obj.globalInfo(name + suffix);
     if (!info) throw new ItmError(`${module}: its object has no global '${name}'`);
-    const buf = Buffer.alloc(info.size);
-    if (Buffer.isBuffer(v)) v.copy(buf, 0, 0, info.size);
-    else {
-      const big = BigInt(v);
-      if (info.size === 8) buf.writeBigUInt64LE(BigInt.asUintN(64, big));
-      else buf.writeUIntLE(Number(BigInt.asUintN(info.size * 8, big)), 0, info.size);
-    }
-    obj.setGlobal(name + suffix, buf);
+    obj.setGlobal(name + suffix, globalBytes(v, info.size));
   }
   for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m + suffix, n);
 }
