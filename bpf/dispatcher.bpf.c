@@ -20,60 +20,37 @@ char LICENSE[] SEC("license") = "GPL";
 
 /*
  * The hook's program is composed: this object, linked (libbpf's static linker, see
- * src/registry/compose.ts) with one renamed copy of each kernel module instance of the chain,
- * whose entry becomes itm_slot_<id>. The weak stubs below stand for the slots no instance fills:
- * the linker keeps the instance's strong definition, and the kernel sees direct calls (global
- * functions, each verified once). Which slots run, in what order and with what interest, is the
- * chain table's (struct itm_chain): the program holds every instance the table can name.
+ * src/registry/compose.ts) with one renamed copy of each kernel module instance of the chain, the
+ * one at position k of the chain as itm_pos_<k>. The weak stubs below stand for the positions no
+ * kernel module fills (a user module's, or past the chain's end): the linker keeps an instance's
+ * strong definition over the stub, and the kernel sees direct calls (global functions, each
+ * verified once), in chain order, with no dispatch on the slot between them. Every change of the
+ * chain links a new program for a new table (itm_table): the two are swapped in together.
  */
-#define SLOT_STUB(n)                                                                                         \
-	__weak __noinline int itm_slot_##n(itm_ctx_t *ctx, struct itm_pkt *pkt)                              \
+#define POS_STUB(n)                                                                                          \
+	__weak __noinline int itm_pos_##n(itm_ctx_t *ctx, struct itm_pkt *pkt)                               \
 	{                                                                                                    \
 		return ITM_NO_MODULE;                                                                        \
 	}
-SLOT_STUB(0)
-SLOT_STUB(1)
-SLOT_STUB(2)
-SLOT_STUB(3)
-SLOT_STUB(4)
-SLOT_STUB(5)
-SLOT_STUB(6)
-SLOT_STUB(7)
-SLOT_STUB(8)
-SLOT_STUB(9)
-SLOT_STUB(10)
-SLOT_STUB(11)
-SLOT_STUB(12)
-SLOT_STUB(13)
-SLOT_STUB(14)
-SLOT_STUB(15)
+POS_STUB(0)
+POS_STUB(1)
+POS_STUB(2)
+POS_STUB(3)
+POS_STUB(4)
+POS_STUB(5)
+POS_STUB(6)
+POS_STUB(7)
+POS_STUB(8)
+POS_STUB(9)
+POS_STUB(10)
+POS_STUB(11)
+POS_STUB(12)
+POS_STUB(13)
+POS_STUB(14)
+POS_STUB(15)
 
-#define SLOT_CALL(n)                                                                                         \
-	case n:                                                                                              \
-		return itm_slot_##n(ctx, pkt)
-
-static __always_inline int call_slot(itm_ctx_t *ctx, __u32 id, struct itm_pkt *pkt)
-{
-	switch (id) {
-		SLOT_CALL(0);
-		SLOT_CALL(1);
-		SLOT_CALL(2);
-		SLOT_CALL(3);
-		SLOT_CALL(4);
-		SLOT_CALL(5);
-		SLOT_CALL(6);
-		SLOT_CALL(7);
-		SLOT_CALL(8);
-		SLOT_CALL(9);
-		SLOT_CALL(10);
-		SLOT_CALL(11);
-		SLOT_CALL(12);
-		SLOT_CALL(13);
-		SLOT_CALL(14);
-		SLOT_CALL(15);
-	}
-	return ITM_NO_MODULE;
-}
+/* set by the loader: the chain table (of itm_chain) this program was linked for */
+const volatile __u32 itm_table = 0;
 
 static __always_inline void count_chain_error(void)
 {
@@ -84,80 +61,103 @@ static __always_inline void count_chain_error(void)
 		ds->chain_errors++;
 }
 
-/* run the chain from slot `start` on: each module whose interest matches, in order */
-static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start, __u32 secret)
+/* what run_slot returns when the chain goes on */
+#define GO_ON 0x7fff
+
+/* the packet at position `k`, whose module (if a kernel one) is `fn` */
+static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struct itm_chain *c,
+				    struct itm_mstats_table *mt, __u32 k,
+				    int (*fn)(itm_ctx_t *, struct itm_pkt *))
+{
+	struct itm_slot *sl = &c->slots[k];
+	__u32 id = sl->id;
+	struct itm_mstats *st = &mt->slots[id & (ITM_MAX_SLOTS - 1)];
+	int r, v;
+
+	/* a slot without interest (flags 0) costs one test */
+	if (sl->flags && !itm_interest_match(ctx, sl, &s->pkt)) {
+		st->skipped++;
+		return GO_ON;
+	}
+	if (sl->user || sl->segments) {
+		if (needs_cut(sl, &s->pkt)) {
+			/* the module sees the segments, counted as they come back, not this packet */
+			r = cut(ctx, s, id, k);
+			if (r)
+				return r;
+		}
+		if (sl->user) {
+			st->matched++;
+			s->pos = k;
+			r = divert(ctx, s, id, st);
+			return r ? r : GO_ON;
+		}
+	}
+	r = fn(ctx, &s->pkt);
+	if (r == ITM_NO_MODULE) {
+		/* a kernel slot the program has no instance for: counted, and the chain goes on */
+		st->matched++;
+		st->errors++;
+		count_chain_error();
+		return GO_ON;
+	}
+	v = ITM_RESULT_VERDICT(r);
+	{
+		__u32 cls = ITM_RESULT_CLASS(r);
+
+		st->classes[cls < ITM_CLASS_BUCKETS ? cls : ITM_CLASS_BUCKETS - 1]++;
+	}
+	if (v == ITM_DROP) {
+		st->dropped++;
+		return ITM_SHOT;
+	}
+	if (v < 0)
+		st->errors++;
+	if (v == ITM_REDIRECT)
+		return ITM_REDIRECTED;
+	return GO_ON;
+}
+
+#define AT(k)                                                                                                \
+	if ((k) >= start) {                                                                                  \
+		if ((k) >= n)                                                                                \
+			return ITM_PASS;                                                                     \
+		r = run_slot(ctx, s, c, mt, k, itm_pos_##k);                                                 \
+		if (r != GO_ON)                                                                              \
+			return r;                                                                            \
+	}
+
+/* run the chain from position `start` on: each module whose interest matches, in order */
+static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start)
 {
 	__u32 version = s->version;
 	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
-	__u32 n, i;
+	struct itm_mstats_table *mt;
+	__u32 zero = 0, n;
+	int r;
 
 	if (!c)
 		return ITM_PASS;
+	mt = bpf_map_lookup_elem(&itm_mstats, &zero);
+	if (!mt)
+		return ITM_PASS;
 	n = c->n;
-	for (i = start; i < ITM_MAX_SLOTS; i++) {
-		struct itm_slot *sl;
-		struct itm_mstats *st;
-		__u32 id, idx;
-		int r, v;
-
-		if (i >= n)
-			break;
-		/* an opaque mask keeps the index provably in range for the verifier, which does not
-		 * see through clang's strength-reduced pointer otherwise */
-		idx = i;
-		asm volatile("%0 &= 15" : "+r"(idx));
-		sl = &c->slots[idx];
-		id = sl->id;
-		st = bpf_map_lookup_elem(&itm_mstats, &id);
-		/* a slot without interest (flags 0) costs one test */
-		if (sl->flags && !interest_match(ctx, sl, &s->pkt)) {
-			if (st)
-				st->seen++;
-			continue;
-		}
-		if (needs_cut(sl, &s->pkt)) {
-			/* the module sees the segments, counted as they come back, not this packet */
-			int r = cut(ctx, s, id, i);
-
-			if (r)
-				return r;
-		}
-		if (st) {
-			st->seen++;
-			st->matched++;
-		}
-		s->pos = i;
-		if (sl->user) {
-			int r = divert(ctx, s, id, st, secret);
-
-			if (r)
-				return r;
-			continue;
-		}
-		r = call_slot(ctx, id, &s->pkt);
-		if (r == ITM_NO_MODULE) {
-			/* a slot the program has no instance for (a table ahead of its program): counted,
-			 * and the chain goes on past it */
-			if (st)
-				st->errors++;
-			count_chain_error();
-			continue;
-		}
-		v = ITM_RESULT_VERDICT(r);
-		if (st) {
-			__u32 cls = ITM_RESULT_CLASS(r);
-
-			st->classes[cls < ITM_CLASS_BUCKETS ? cls : ITM_CLASS_BUCKETS - 1]++;
-			if (v == ITM_DROP)
-				st->dropped++;
-			else if (v < 0)
-				st->errors++;
-		}
-		if (v == ITM_DROP)
-			return ITM_SHOT;
-		if (v == ITM_REDIRECT)
-			return ITM_REDIRECTED;
-	}
+	AT(0)
+	AT(1)
+	AT(2)
+	AT(3)
+	AT(4)
+	AT(5)
+	AT(6)
+	AT(7)
+	AT(8)
+	AT(9)
+	AT(10)
+	AT(11)
+	AT(12)
+	AT(13)
+	AT(14)
+	AT(15)
 	return ITM_PASS;
 }
 
@@ -220,13 +220,12 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	__u32 zero = 0, start = 0;
 	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
 	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
-	struct itm_ctl *ctl = bpf_map_lookup_elem(&itm_ctl, &zero);
 	struct itm_trailer t;
 	int back = -1, seg = 0;
 	__u32 seg_iif = 0;
 	int r;
 
-	if (!s || !ds || !ctl)
+	if (!s || !ds)
 		return ITM_PASS;
 #ifndef ITM_XDP
 	if (itm_seg_mark(ctx->mark)) {
@@ -246,7 +245,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	if (seg) {
 		/* counted above */
 	} else if (returning) {
-		back = take_back(ctx, &t, ctl->secret);
+		back = take_back(ctx, &t);
 		if (back < 0) {
 			ds->bad_returns++;
 #ifdef ITM_XDP
@@ -294,13 +293,13 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		ds->unsupported++;
 		return ITM_PASS;
 	}
-	s->version = ctl->active & 1;
+	s->version = itm_table & 1;
 	if (back >= 0)
 		start = resume_at(s, back, t.pos, seg);
 	s->pos = start;
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
-	return run_chain(ctx, s, start, ctl->secret);
+	return run_chain(ctx, s, start);
 }
 
 SEC(ITM_SEC)

@@ -106,14 +106,20 @@ export function encode(layout: StructLayout, value: object, buf: Buffer = Buffer
   return buf;
 }
 
-/** The sum over CPUs of a per-CPU map's value at `key`, decoded (each CPU's copy is 8-aligned). */
-export function sumPerCpu<T>(layout: StructLayout, map: { lookup(key: Buffer): Buffer | undefined; valueSize: number }, key: Buffer): T {
+/** The sum over CPUs of a per-CPU map's value at `key`, decoded (each CPU's copy is 8-aligned);
+ * with `at`, of the structure at that offset in the value. */
+export function sumPerCpu<T>(
+  layout: StructLayout,
+  map: { lookup(key: Buffer): Buffer | undefined; valueSize: number },
+  key: Buffer,
+  at = 0,
+): T {
   const raw = map.lookup(key);
   const stride = Math.ceil(map.valueSize / 8) * 8;
   const total = {} as Record<string, bigint | bigint[]>;
   if (!raw) return total as T;
   for (let off = 0; off + map.valueSize <= raw.length; off += stride) {
-    const v = decode<Record<string, bigint | bigint[]>>(layout, raw, off);
+    const v = decode<Record<string, bigint | bigint[]>>(layout, raw, off + at);
     for (const [k, x] of Object.entries(v)) {
       if (Array.isArray(x)) total[k] = x.map((e, i) => ((total[k] as bigint[] | undefined)?.[i] ?? 0n) + e);
       else total[k] = ((total[k] as bigint | undefined) ?? 0n) + x;

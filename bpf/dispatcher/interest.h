@@ -58,10 +58,16 @@ static __noinline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
 	return p->local;
 }
 
-static __always_inline int interest_match(itm_ctx_t *ctx, const struct itm_slot *sl, struct itm_pkt *p)
+/* a global function: verified once, not once per slot of the chain's loop */
+__noinline int itm_interest_match(itm_ctx_t *ctx, const struct itm_slot *sl, struct itm_pkt *p)
 {
-	__u32 f = sl->flags;
-	__u8 proto = p->flow.proto;
+	__u32 f;
+	__u8 proto;
+
+	if (!sl || !p)
+		return 0;
+	f = sl->flags;
+	proto = p->flow.proto;
 
 	if ((f & (ITM_I_IPV4 | ITM_I_IPV6)) && !(f & (p->flow.family == 4 ? ITM_I_IPV4 : ITM_I_IPV6)))
 		return 0;

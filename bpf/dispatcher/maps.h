@@ -86,4 +86,20 @@ struct {
 /* keeps the ABI enums in BTF for the TypeScript generator */
 const volatile struct itm_abi_consts itm_abi_anchor;
 
+/* every slot's counters, one value per CPU (struct itm_mstats_table) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct itm_mstats_table);
+} itm_mstats SEC(".maps");
+
+/* what each slot's counters were when its instance was loaded (written by the loader only) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ITM_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct itm_mstats);
+} itm_mbase SEC(".maps");
+
 #endif

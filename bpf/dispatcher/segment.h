@@ -18,7 +18,7 @@ static __always_inline int needs_cut(const struct itm_slot *sl, const struct itm
 #ifdef ITM_XDP
 	return 0;
 #else
-	return p->segs > 1 && (sl->segments || sl->user) && !(p->flags & ITM_PKT_SEGMENT);
+	return (sl->segments || sl->user) && p->segs > 1 && !(p->flags & ITM_PKT_SEGMENT);
 #endif
 }
 

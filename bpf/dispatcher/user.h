@@ -31,8 +31,16 @@ static __always_inline int can_divert(struct itm_uctl *uc, struct itm_uflight *f
  * bypass the module (the reason counted in `st`), or ITM_SHOT when it cannot reach a module that
  * fails closed (counted there too).
  */
-static __noinline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, struct itm_mstats *st,
-			     __u32 secret)
+/* the secret a returning packet's trailer carries (struct itm_ctl) */
+static __always_inline __u32 trailer_secret(void)
+{
+	__u32 zero = 0;
+	struct itm_ctl *ctl = bpf_map_lookup_elem(&itm_ctl, &zero);
+
+	return ctl ? ctl->secret : 0;
+}
+
+static __noinline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, struct itm_mstats *st)
 {
 	struct itm_uctl *uc = bpf_map_lookup_elem(&itm_uctl, &id);
 	struct itm_uflight *fl = bpf_map_lookup_elem(&itm_uflight, &id);
@@ -51,7 +59,7 @@ static __noinline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, st
 	t.hook = itm_hook;
 	t.id = id;
 	t.pos = s->pos;
-	t.secret = secret;
+	t.secret = trailer_secret();
 	t.magic = ITM_TRAILER_MAGIC;
 #ifdef ITM_XDP
 	{
@@ -104,7 +112,7 @@ no_room:
  * A packet back from a user module: when its trailer is ours, take the trailer off and restore
  * what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid return).
  */
-static __noinline int take_back(itm_ctx_t *ctx, struct itm_trailer *t, __u32 secret)
+static __noinline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 {
 	__u32 len = pkt_len(ctx);
 	struct itm_uflight *fl;
@@ -127,7 +135,7 @@ static __noinline int take_back(itm_ctx_t *ctx, struct itm_trailer *t, __u32 sec
 #endif
 	if (!in_meta && itm__load_bytes(ctx, len - sizeof(*t), t, sizeof(*t)))
 		return -1;
-	if (t->magic != ITM_TRAILER_MAGIC || t->secret != secret || t->hook != itm_hook ||
+	if (t->magic != ITM_TRAILER_MAGIC || t->secret != trailer_secret() || t->hook != itm_hook ||
 	    t->id >= ITM_MAX_SLOTS)
 		return -1;
 #ifdef ITM_XDP

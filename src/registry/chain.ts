@@ -1,11 +1,9 @@
 // A hook's chain: modules loaded into it, unloaded from it and reordered in it. Each change is
 // one transaction (src/registry/undo.ts) under the namespace lock, and reaches packets as one
-// switch of the chain table (HookPins.setChain).
+// swap of the hook's program, linked for the new chain table (src/registry/compose.ts).
 import { mkdirSync, rmSync } from 'node:fs';
 import * as abi from '../abi.js';
 import { ItmError } from '../errors.js';
-import { waitForRunningPrograms } from '../libbpf/index.js';
-import { log } from '../log.js';
 import { findModule, kernelObjectPath, resolveModule } from '../catalog.js';
 import { ModuleInstance } from '../instance.js';
 import { createDivert } from '../divert.js';
@@ -39,7 +37,7 @@ import {
 import { enterNamespace, purgeModule, tidy } from './cleanup.js';
 import { resolveDevice } from './devices.js';
 import { down, reconcileRecord, upLocked } from './hooks.js';
-import { compose, instanceObject, linkedIds, swapIn, writeInstanceObject, type Composed } from './compose.js';
+import { commit, compose, instanceObject, kernelIds, writeInstanceObject, type Composed } from './compose.js';
 import { globalBytes, initModule, loadModuleObject, reusedMaps } from './objects.js';
 import { HookPins, u32 } from './pins.js';
 import { chainOrder, DEFAULT_PRIORITY, findLoaded, needsSegmenter } from './records.js';
@@ -213,9 +211,15 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
       }
       pins = HookPins.open(hookPinDir(ifindex, hook))!;
       const id = freeSlot(plan, pins, rec.hooks[hook]!);
-      composed = install(plan, id, pins, rec, undo);
-      arm(plan, id, pins, composed, undo);
-      return { ...enter(plan, id, pins, rec, undo), broughtUp };
+      install(plan, id, pins, rec, undo);
+      const next = withInstance(plan, id, rec.hooks[hook]!);
+      const linked = link(plan, id, pins, rec, next, undo);
+      composed = linked.c;
+      // step 3: the program and its chain on the hook in one step, then recorded
+      commit(pins, ifindex, hook, linked.c, linked.table, undo);
+      rec.hooks[hook] = next;
+      writeDevice(rec);
+      return { id, hook, priority: plan.priority, position: chainOrder(next.modules).findIndex((m) => m.id === id), broughtUp };
     } catch (e) {
       // undo while the pinned maps are still open: every step needs them
       const err = undo.rollback(e);
@@ -252,37 +256,31 @@ function freeSlot(p: LoadPlan, hp: HookPins, hr: HookRecord): number {
   return id;
 }
 
-/** Step 1: a kernel module, linked into the hook's program with its parameters, its maps pinned
- * (src/registry/compose.ts); a kernel module with its user data path, its object loaded for its
- * maps; for packets in user space, its veth pair and the programs on it; the segmentation pair if
- * it needs one. Returns the hook's new program, not on the hook yet. */
-function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): Composed | undefined {
+/** Step 1: a kernel module's copy of its object (src/registry/compose.ts); a kernel module with
+ * its user data path, its object loaded for its maps; for packets in user space, its veth pair
+ * and the programs on it; the segmentation pair if it needs one. */
+function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): void {
   const modDir = instanceDir(hp.dir, id);
   mkdirSync(modDir);
   undo.add(`remove ${modDir}`, () => rmSync(modDir, { recursive: true, force: true }));
-  let composed: Composed | undefined;
   if (!isUserModule(p.def)) {
-    const reuse = reusedMaps(p.def, p.name, p.params, rec, p.hook);
     if (p.user) {
-      loadModuleObject(p.def, p.objPath, p.cfg, id, hp, modDir, reuse);
+      loadModuleObject(p.def, p.objPath, p.cfg, id, hp, modDir, reusedMaps(p.def, p.name, p.params, rec, p.hook));
+      if (p.def.kernel.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
     } else {
       const copy = instanceObject(p.ifindex, p.hook, id);
       undo.add(`remove ${copy}`, () => rmSync(copy, { force: true }));
       writeInstanceObject(p.objPath, id, copy);
-      const ids = [...linkedIds(rec.hooks[p.hook]!), id];
-      composed = compose(hp, p.ifindex, p.hook, ids, { id, module: p.def.name, cfg: p.cfg, reuse });
     }
-    if (p.def.kernel.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
   }
   if (p.user) createDivert(p.ifindex, p.hook, id, modDir, hp.maps.itm_uctl, hostFunctions(p.def, p.params)?.failClosed === true, undo.add);
   if (p.segments) ensureSegmenter(p.ifindex, p.hook, hp.dir, hp.maps.itm_segctl, undo.add);
-  return composed;
 }
 
-/** Step 2: fresh counters, its prefixes, the hook's program with it on the hook: nothing reaches
- * it yet, the chain table does not name it. */
-function arm(p: LoadPlan, id: number, hp: HookPins, composed: Composed | undefined, undo: Undo): void {
-  hp.maps.itm_mstats.update(u32(id), Buffer.alloc(hp.maps.itm_mstats.valueBufferSize));
+/** Step 2: fresh counters and its prefixes; the chain with it in the idle table, and the hook's
+ * program linked for it, a kernel module's maps made and filled (init): nothing reaches it yet. */
+function link(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, next: HookRecord, undo: Undo): { c: Composed; table: number } {
+  hp.resetMstats(id);
   if (p.user) hp.maps.itm_uflight.update(u32(id), Buffer.alloc(hp.maps.itm_uflight.valueSize));
   undo.add(`clear the prefixes and slot of ${id}`, () => purgeModule(hp, id));
   for (const [which, list] of [
@@ -291,12 +289,21 @@ function arm(p: LoadPlan, id: number, hp: HookPins, composed: Composed | undefin
   ] as const) {
     for (const x of list) hp.maps[which].update(lpmKey(id, x.addr, x.len, x.family), Buffer.from([1]));
   }
-  if (composed) swapIn(hp, p.ifindex, p.hook, composed, undo);
+  const table = hp.writeIdle(chainOf(next, p.dev, p.hook, p.ifindex, hp.chain()));
+  const def = isUserModule(p.def) || p.user ? undefined : p.def;
+  const first = def ? { id, module: def.name, cfg: p.cfg, reuse: reusedMaps(def, p.name, p.params, rec, p.hook) } : undefined;
+  const c = compose(hp, p.ifindex, p.hook, hp.table(table), kernelIds(next), table, first);
+  try {
+    if (def?.kernel.init) initModule(def, p.name, p.params, instanceDir(hp.dir, id), p.dev, p.hook);
+  } catch (e) {
+    c.close();
+    throw e;
+  }
+  return { c, table };
 }
 
-/** Step 3: the new chain, switched to in one write, and recorded. */
-function enter(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: Undo): Omit<LoadResult, 'broughtUp'> {
-  const hr = rec.hooks[p.hook]!;
+/** The record of the hook with the new instance in it. */
+function withInstance(p: LoadPlan, id: number, hr: HookRecord): HookRecord {
   const mrec: ModuleRecord = {
     id,
     name: p.name,
@@ -309,13 +316,7 @@ function enter(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo: U
     ...(p.user ? { kind: 'user' as const, source: p.file, ...(p.def.kernel ? { maps: true as const } : {}) } : {}),
     ...(p.segments ? { segments: true as const } : {}),
   };
-  const next: HookRecord = { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
-  const before = hp.chain();
-  undo.add('restore the chain', () => hp.setChain(before));
-  hp.setChain(chainOf(next, p.dev, p.hook, p.ifindex, before));
-  rec.hooks[p.hook] = next;
-  writeDevice(rec);
-  return { id, hook: p.hook, priority: p.priority, position: chainOrder(next.modules).findIndex((m) => m.id === id) };
+  return { modules: [...hr.modules, mrec], nextSeq: hr.nextSeq + 1 };
 }
 
 interface Loaded {
@@ -348,48 +349,37 @@ function withLoaded<T>(name: string, dev: string, hook: Hook | undefined, action
   });
 }
 
-/** Switches the hook to the chain of `next` and records it; if the record cannot be written, the
- * kernel goes back to the chain it had, so the two never disagree. */
+/** Switches the hook to the chain of `next` (a program linked for it, swapped in with its table)
+ * and records it; if the record cannot be written, the hook goes back to the program and chain
+ * it had, so the two never disagree. */
 function switchChain(l: Loaded, dev: string, next: HookRecord): void {
-  const before = l.pins.chain();
-  l.pins.setChain(chainOf(next, dev, l.hook, l.ifindex, before));
+  const undo = new Undo();
+  let c: Composed | undefined;
   try {
+    const table = l.pins.writeIdle(chainOf(next, dev, l.hook, l.ifindex, l.pins.chain()));
+    c = compose(l.pins, l.ifindex, l.hook, l.pins.table(table), kernelIds(next), table);
+    commit(l.pins, l.ifindex, l.hook, c, table, undo);
     l.rec.hooks[l.hook] = next;
     writeDevice(l.rec);
   } catch (e) {
     l.rec.hooks[l.hook] = l.hr;
-    l.pins.setChain(before);
-    throw e;
+    throw undo.rollback(e);
+  } finally {
+    c?.close();
   }
 }
 
 export function unload(name: string, dev: string, hook?: Hook): { hook: Hook; id: number } {
   return withLoaded(name, dev, hook, 'unload', (l) => {
     // out of the chain first (one switch, after which no new packet reaches it), then its parts:
-    // setChain waited for the packets that were still on the old chain
+    // the switch waited for the packets that were still on the old program
     const next = { modules: l.hr.modules.filter((x) => x.id !== l.m.id), nextSeq: l.hr.nextSeq };
     switchChain(l, dev, next);
-    if (l.m.kind !== 'user') relinkWithout(l, next);
     purgeModule(l.pins, l.m.id);
     // the segments already on their way find their entries still there; new ones are not cut
     if (l.hook !== 'xdp' && !needsSegmenter(next)) removeSegmenter(l.ifindex, l.hook, l.pins.maps.itm_segctl);
     return { hook: l.hook, id: l.m.id };
   });
-}
-
-/** The hook's program without an instance the chain no longer names. Should it fail, the program
- * on the hook stays: it holds one instance more than the chain runs, which costs nothing. */
-function relinkWithout(l: Loaded, next: HookRecord): void {
-  let c: Composed | undefined;
-  try {
-    c = compose(l.pins, l.ifindex, l.hook, linkedIds(next));
-    swapIn(l.pins, l.ifindex, l.hook, c, new Undo());
-    waitForRunningPrograms();
-  } catch (e) {
-    log.warn({ err: e }, `cannot relink ${l.hook} without ${l.m.name}: its program stays on the hook until the next change`);
-  } finally {
-    c?.close();
-  }
 }
 
 /** Without a hook, a kernel module that one load put at several hooks (its `hookSet`) comes off

@@ -1,15 +1,17 @@
 // A hook's program, composed: the dispatcher's object linked with one copy of each kernel module
 // instance of the chain (libbpf's static linker), so a module is a direct call, not two tail
-// calls. Relinked at every load and unload (a reorder only rewrites the chain table), verified,
-// then swapped in on the hook in one step (bpf_link_update on a tcx link, a filter replace with
-// cls_bpf, a replace at xdp): a packet runs wholly on the old program or wholly on the new one.
+// calls. Every change of the chain (load, unload, reorder) writes the idle chain table, links a
+// program for it (its itm_table), has the kernel verify it, and swaps it in on the hook in one
+// step (bpf_link_update on a tcx link, a filter replace with cls_bpf, a replace at xdp): a packet
+// runs wholly on the old program and its table, or wholly on the new ones.
 //
 // An instance's copy (kept beside the device records, `<ifindex>-<hook>-<id>.o`) is its module's
 // object with every global it defines renamed `<name>__<id>`, its entry itm_run_<module> renamed
-// itm_slot_<id> (the dispatcher's weak stub of that name gives way to it), and its data sections
-// renamed `.rodata.i<id>` etc., so each is a map of its own: one module sits in a chain twice
-// with its own parameters and state. Its maps are pinned in its directory (mod-<id>) at its first
-// link and reused from there at every later one, so flow tables and counters survive a relink.
+// itm_slot_<id>, and its data sections renamed `.rodata.i<id>` etc., so each is a map of its own:
+// one module sits in a chain twice with its own parameters and state. At each link the entry
+// takes the name of the instance's position, itm_pos_<k> (the dispatcher's weak stub of that
+// name gives way to it). Its maps are pinned in its directory (mod-<id>) at its first link and
+// reused from there at every later one, so flow tables and counters survive a relink.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,20 +116,36 @@ function reusePin(obj: BpfObject, linked: string, pin: string): boolean {
 }
 
 /**
- * Links and loads the hook's program: the dispatcher with the instances `ids` (their copies must
- * exist), its maps the hook's pinned ones, each instance's its pinned ones. `first`, a new
- * instance among them, gets its parameters and its maps are created, then pinned.
+ * Links and loads the hook's program for the chain table `table`, whose slots are `slots`: the
+ * dispatcher with the kernel instances among them (`kernel`: their ids; their copies must exist),
+ * each at its position. Its maps are the hook's pinned ones, each instance's its pinned ones;
+ * `first`, a new instance, gets its parameters and its maps are created, then pinned.
  */
-export function compose(hp: HookPins, ifindex: number, hook: Hook, ids: number[], first?: FirstLink): Composed {
+export function compose(
+  hp: HookPins,
+  ifindex: number,
+  hook: Hook,
+  slots: readonly abi.ItmSlot[],
+  kernel: ReadonlySet<number>,
+  table: number,
+  first?: FirstLink,
+): Composed {
   const tmp = mkdtempSync(join(tmpdir(), 'itm-link-'));
   let obj: BpfObject | undefined;
   try {
     const linked = join(tmp, 'chain.bpf.o');
-    const inputs = ids.map((id) => instanceObject(ifindex, hook, id));
-    for (const [i, p] of inputs.entries()) {
-      if (!existsSync(p))
-        throw new ItmError(`the object of module id ${ids[i]} on this hook is gone (${p})`, 'unload it and load it again');
-    }
+    const ids: number[] = [];
+    const inputs: string[] = [];
+    slots.forEach((sl, k) => {
+      if (!kernel.has(sl.id)) return;
+      const copy = instanceObject(ifindex, hook, sl.id);
+      if (!existsSync(copy))
+        throw new ItmError(`the object of module id ${sl.id} on ${hook} is gone (${copy})`, 'unload it and load it again');
+      const at = join(tmp, `pos-${k}.o`);
+      writeFileSync(at, renameInObject(readFileSync(copy), new Map([[`itm_slot_${sl.id}`, `itm_pos_${k}`]]), new Map(), copy));
+      ids.push(sl.id);
+      inputs.push(at);
+    });
     try {
       linkObjects(linked, [dispatcherObjectPath(hook), ...inputs]);
     } catch (e) {
@@ -137,6 +155,7 @@ export function compose(hp: HookPins, ifindex: number, hook: Hook, ids: number[]
     obj = BpfObject.open(linked);
     for (const p of obj.programNames()) obj.setAutoload(p, p === 'itm_dispatch' || p === 'itm_return_chain');
     setDispatcherGlobals(obj, ifindex, hook);
+    obj.setGlobal('itm_table', u32(table));
     for (const m of DISPATCHER_MAPS) obj.reuseMap(m, hp.maps[m]);
     const fresh: Array<[string, string]> = [];
     for (const id of ids) {
@@ -222,7 +241,17 @@ export function swapIn(hp: HookPins, ifindex: number, hook: Hook, c: Composed, u
   }
 }
 
-/** The ids of the hook's kernel instances (those the composed program holds). */
-export function linkedIds(hr: HookRecord): number[] {
-  return hr.modules.filter((m) => m.kind !== 'user').map((m) => m.id);
+/** The ids of the kernel instances of a hook's record (those its program holds). */
+export function kernelIds(hr: HookRecord): Set<number> {
+  return new Set(hr.modules.filter((m) => m.kind !== 'user').map((m) => m.id));
+}
+
+/** The hook runs on the new program and its table: `c` swapped in, `table` recorded as the one it
+ * runs on (HookPins.activate waits for the packets on the one before); undone, the old program,
+ * whose table is untouched, goes back. */
+export function commit(hp: HookPins, ifindex: number, hook: Hook, c: Composed, table: number, undo: Undo): void {
+  const was = hp.active();
+  swapIn(hp, ifindex, hook, c, undo);
+  undo.add(`mark table ${was} active on ${hook}`, () => hp.activate(was));
+  hp.activate(table);
 }

@@ -1,5 +1,5 @@
-// A hook's pinned dispatcher: its programs and maps as bpffs keeps them, and the one write that
-// switches packets from one chain to the next (struct itm_ctl in bpf/include/itm/abi.h).
+// A hook's pinned dispatcher: its programs and maps as bpffs keeps them, and its two chain tables
+// (struct itm_ctl in bpf/include/itm/abi.h): each program runs on the one it was linked for.
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as abi from '../abi.js';
@@ -7,9 +7,11 @@ import { ItmError } from '../errors.js';
 import { BpfError, BpfMap, BpfProgram, ifIndexToName, waitForRunningPrograms } from '../libbpf/index.js';
 
 /** the dispatcher's maps a module's object shares (reuses) when it loads */
-export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_mstats', 'itm_segctl'] as const;
+export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_segctl'] as const;
 export const DISPATCHER_MAPS = [
   ...SHARED_MAPS,
+  'itm_mstats',
+  'itm_mbase',
   'itm_chain',
   'itm_ctl',
   'itm_src',
@@ -91,26 +93,65 @@ export class HookPins {
     for (const m of Object.values(this.maps)) m.close();
   }
 
+  /** The chain the hook runs. */
   chain(): abi.ItmSlot[] {
-    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
-    const c = abi.decode<abi.ItmChain>(abi.itm_chain, this.maps.itm_chain.lookup(u32(ctl.active & 1))!);
+    return this.table(this.active());
+  }
+
+  /** The slots of chain table `t`. */
+  table(t: number): abi.ItmSlot[] {
+    const c = abi.decode<abi.ItmChain>(abi.itm_chain, this.maps.itm_chain.lookup(u32(t & 1))!);
     return c.slots.slice(0, c.n);
   }
 
-  /** Writes the idle chain table in full, then switches packets to it in one write. */
-  setChain(slots: abi.ItmSlot[]): void {
+  /** Writes the idle chain table in full; returns its index, for the program linked for it
+   * (compose). */
+  writeIdle(slots: abi.ItmSlot[]): number {
     if (slots.length > abi.ITM_MAX_SLOTS) throw new ItmError(`at most ${abi.ITM_MAX_SLOTS} modules per hook`);
-    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
-    const idle = (ctl.active & 1) ^ 1;
+    const idle = this.active() ^ 1;
     this.maps.itm_chain.update(u32(idle), abi.encode(abi.itm_chain, { n: slots.length, slots }));
-    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { ...ctl, active: idle, generation: ctl.generation + 1 }));
+    return idle;
+  }
+
+  /** The table the hook's program runs on. */
+  active(): number {
+    return abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!).active & 1;
+  }
+
+  /** Records `table` as the one the hook's program runs on (after the program linked for it is
+   * on the hook), then waits for the packets still on the one before. */
+  activate(table: number): void {
+    const ctl = abi.decode<abi.ItmCtl>(abi.itm_ctl, this.maps.itm_ctl.lookup(u32(0))!);
+    this.maps.itm_ctl.update(u32(0), abi.encode(abi.itm_ctl, { ...ctl, active: table, generation: ctl.generation + 1 }));
     // packets already on the table just left may still read it: wait for them before anything
     // (the next change, or the removal of a module) touches what they could reach
     waitForRunningPrograms();
   }
 
-  mstats(id: number): abi.ItmMstats {
-    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(id));
+  /** A slot's counters since its instance was loaded, summed over CPUs, with what reached it
+   * (`seen`) and what matched its interest (`matched`) from what the dispatcher counts once per
+   * packet (struct itm_mstats). */
+  mstats(id: number): abi.ItmMstats & { seen: bigint } {
+    const st = this.rawMstats(id);
+    const base = this.maps.itm_mbase.lookup(u32(id));
+    if (base) {
+      const b = abi.decode<abi.ItmMstats>(abi.itm_mstats, base);
+      for (const [k, v] of Object.entries(b) as Array<[keyof abi.ItmMstats, bigint | bigint[]]>) {
+        if (Array.isArray(v)) (st[k] as bigint[]) = (st[k] as bigint[]).map((x, i) => x - v[i]!);
+        else (st[k] as bigint) = (st[k] as bigint) - v;
+      }
+    }
+    const matched = st.matched + st.classes.reduce((a, b) => a + b, 0n);
+    return { ...st, matched, seen: st.skipped + matched };
+  }
+
+  /** Starts a slot's counters from here: what they hold now is its base (itm_mbase). */
+  resetMstats(id: number): void {
+    this.maps.itm_mbase.update(u32(id), abi.encode(abi.itm_mstats, this.rawMstats(id)));
+  }
+
+  private rawMstats(id: number): abi.ItmMstats {
+    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(0), id * abi.itm_mstats.size);
   }
   dstats(): abi.ItmDstats {
     return abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));

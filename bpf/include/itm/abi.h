@@ -16,7 +16,7 @@
  * 1: the trees of before it was recorded, which have no itm_layout.
  */
 enum itm_layout {
-	ITM_LAYOUT_VERSION = 3,
+	ITM_LAYOUT_VERSION = 4,
 };
 
 enum itm_limits {
@@ -179,9 +179,12 @@ struct itm_scratch {
 };
 
 /* per module instance (per-CPU, summed by the control plane) */
+/* A slot's counters. The dispatcher counts a packet at a kernel module's slot once: in `skipped`
+ * (not in its interest) or in its class; a user module's in `skipped` or `matched`. What reached
+ * the slot and what matched follow (HookPins.mstats). */
 struct itm_mstats {
-	__u64 seen;    /* reached the module's slot */
-	__u64 matched; /* and matched its interest */
+	__u64 skipped; /* reached the module's slot, not its interest */
+	__u64 matched; /* matched its interest: user modules (a kernel module's are its classes) */
 	__u64 dropped;
 	__u64 errors; /* process() failed, or the module was missing: the packet went on */
 	__u64 classes[ITM_CLASS_BUCKETS];
@@ -190,6 +193,12 @@ struct itm_mstats {
 	__u64 bypass_behind; /* too many of its packets in flight */
 	__u64 bypass_size;   /* too long for a frame (jumbo frames; a super-packet that could not be cut) */
 	__u64 diverted;
+};
+
+/* Every slot's counters in one value per CPU, looked up once per packet; a slot's read is what it
+ * counted since its instance was loaded: its entry here less its entry in itm_mbase. */
+struct itm_mstats_table {
+	struct itm_mstats slots[ITM_MAX_SLOTS];
 };
 
 /*

@@ -75,13 +75,6 @@ struct {
 	__type(value, struct itm_scratch);
 } itm_scratch SEC(".maps") __weak;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ITM_MAX_SLOTS);
-	__type(key, __u32);
-	__type(value, struct itm_mstats);
-} itm_mstats SEC(".maps") __weak;
-
 /* the hook's segmentation pair (see struct itm_segctl in abi.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -247,7 +240,7 @@ const volatile __u32 itm_module_id = 0;
 /*
  * What a module's entry returns to the dispatcher: its verdict in the low byte (ITM_ACCEPT,
  * ITM_DROP, ITM_REDIRECT, or a negative error), its class above it (255 for any higher class).
- * The dispatcher counts both on the slot's counters it has in hand already (struct itm_mstats).
+ * The dispatcher counts both on the slot's counters (struct itm_mstats_table).
  */
 #define ITM_RESULT(cls, verdict) ((int)((((cls) < 255 ? (cls) : 255) << 8) | ((verdict)&0xff)))
 #define ITM_RESULT_CLASS(r)	 (((__u32)(r) >> 8) & 0xff)
