@@ -138,7 +138,7 @@ export class Controller {
    * (writeTopology).
    */
   retopologize(t: Topology): void {
-    if (t === this.t) return;
+    if (t === this.t || signature(t) === signature(this.t)) return;
     const before = new Set(this.t.neighbours.map((n) => n.id));
     const after = new Set(t.neighbours.map((n) => n.id));
     const interval = this.t.probe.intervalMs;
@@ -446,6 +446,18 @@ export class Controller {
     }
   }
 }
+
+/** What a topology says, to tell another from the same one read again (each module instance
+ * may hold its own copy of it) */
+const signature = (t: Topology): string =>
+  JSON.stringify([
+    t.file,
+    t.node,
+    t.port,
+    t.neighbours.map((n) => [n.id, n.address, n.also, n.key.toString('hex'), n.keyId, n.slot]),
+    t.destinations.map((d) => [d.prefix.text, d.node]),
+    t.probe,
+  ]);
 
 const controllers = new Map<string, Controller>();
 
