@@ -5,7 +5,7 @@
 // and goes with them: etcd and the agents are killed by their PIDs, etcd's data directory removed.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ITMD_JS } from '../src/agent/client.js';
 import type { AgentStatus } from '../src/agent/protocol.js';
@@ -96,9 +96,8 @@ export class Fleet {
     readonly etcd: Etcd,
     readonly cluster = `itmt${process.pid}`,
   ) {
-    topo.onDestroy(() => {
-      for (const n of OVERLAY_HOSTS) rmSync(viewsDir(this.cluster, n), { recursive: true, force: true });
-    });
+    // the views itmd wrote for this cluster (the agents are stopped before this runs)
+    topo.onDestroy(() => rmSync(dirname(viewsDir(this.cluster, 'x')), { recursive: true, force: true }));
   }
   key = (rel: string): string => `/itm/${this.cluster}/${rel}`;
 
