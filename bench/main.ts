@@ -11,6 +11,7 @@ import { veth } from './veth.js';
 import { control } from './control.js';
 import { scale, scaleVeth } from './scale.js';
 import { routeBench } from './route.js';
+import { fleetBench } from './fleet.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -21,6 +22,7 @@ if (!only || only === 'user') figures.push(...(await userPath({ quick })));
 if (!only || only === 'scale') figures.push(...(await scale({ quick })), ...(await scaleVeth({ quick })));
 if (!only || only === 'control') figures.push(...(await control({ quick })));
 if (!only || only === 'route') figures.push(...(await routeBench({ quick })));
+if (!only || only === 'fleet') figures.push(...(await fleetBench({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];

@@ -6,6 +6,7 @@ import { cleanItmOnDestroy, clientItmServer, itmctl } from '../test/itm.js';
 import { dscpName } from '../src/dscp.js';
 import { QOS_DEFAULTS, qosDemo, type ModeResult } from './qos.js';
 import { routeDemo } from './route.js';
+import { fleetDemo } from './fleet.js';
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
 const indent = (s: string) =>
@@ -103,8 +104,8 @@ async function main(): Promise<void> {
   const runsAt = args.indexOf('--runs');
   const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : QOS_DEFAULTS.runs;
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a whole number of at least 1');
-  const unknown = parts.filter((p) => !['mark', 'qos', 'route'].includes(p) && p !== String(runs));
-  if (unknown.length) throw new Error(`unknown demo part ${unknown.join(', ')}: mark, qos, route, or nothing for all`);
+  const unknown = parts.filter((p) => !['mark', 'qos', 'route', 'fleet'].includes(p) && p !== String(runs));
+  if (unknown.length) throw new Error(`unknown demo part ${unknown.join(', ')}: mark, qos, route, fleet, or nothing for all`);
   const want = (p: string) => !parts.filter((x) => x !== String(runs)).length || parts.includes(p);
   say('itm demo');
   if (want('mark')) await markDemo();
@@ -115,6 +116,10 @@ async function main(): Promise<void> {
   if (want('route')) {
     say('');
     await routeDemo(say);
+  }
+  if (want('fleet')) {
+    say('');
+    await fleetDemo(say);
   }
 }
 

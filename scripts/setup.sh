@@ -12,10 +12,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Debian packages: the BPF toolchain, the libraries the addon links against, and the tools the
-# tests and the demo use on the wire.
+# Debian packages: the BPF toolchain, the libraries the addon links against, the tools the
+# tests and the demo use on the wire, and etcd (server and etcdctl), which itmd can follow
+# (itmd --etcd) and which the fleet tests start in a namespace of their own.
 PKGS=(clang llvm libbpf-dev libxdp-dev bpftool iproute2 pkg-config libelf-dev zlib1g-dev libmnl-dev
-      make g++ python3 tcpdump ethtool iputils-ping util-linux clang-format)
+      make g++ python3 tcpdump ethtool iputils-ping util-linux clang-format etcd-server etcd-client)
 # --bench: what the benchmarks compare itm with (nftables, iptables, NFQUEUE) and iperf3 for TCP
 if [ "${1:-}" = --bench ]; then
   PKGS+=(nftables iptables libnetfilter-queue-dev iperf3)

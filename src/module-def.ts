@@ -29,9 +29,11 @@ export interface ParamSpec {
   /**
    * A running instance of a kernel module can take a new value in place (`itmctl apply`): the
    * globals `configure` makes of it are in a writable section (.data or .bss, not `const
-   * volatile`), and nothing else of the instance (map sizes, shared maps, hooks) depends on it.
-   * The registry rewrites those globals and the record, and itmd restarts the instance's periodic
-   * functions with the new parameters. A change of any other parameter reloads the instance.
+   * volatile`), or what it says lives in maps that the module's `reconfigure` rewrites, and
+   * nothing else of the instance (map sizes, shared maps, hooks) depends on it. The registry
+   * rewrites those globals, runs `reconfigure`, and writes the record; itmd restarts the
+   * instance's periodic functions with the new parameters. A change of any other parameter (or
+   * one the module's `whyReload` refuses) reloads the instance.
    */
   live?: boolean;
 }
@@ -127,6 +129,13 @@ export interface KernelSide {
   /** fills its maps after the object is loaded and before any packet reaches it (a throw fails
    * the load, which is undone) */
   init?: (ctx: InitContext) => void;
+  /** given live parameters (ParamSpec.live) while it runs, after its globals: brings its maps in
+   * line with them (`ctx.params` are the new ones, `from` the old); a throw refuses the change,
+   * which is undone */
+  reconfigure?: (ctx: InitContext, from: Record<string, ParamValue>) => void;
+  /** why a change of live parameters cannot be made in place after all (route: its topology names
+   * another node), or undefined */
+  whyReload?: (from: Record<string, ParamValue>, to: Record<string, ParamValue>) => string | undefined;
   /**
    * Its per-packet functions must see each packet as it goes on the wire (route, which tags each
    * one): a GSO super-packet in its interest is cut into its segments first, and the module sees
@@ -371,7 +380,7 @@ export function whyReload(def: ModuleDef, from: Record<string, ParamValue>, to: 
   if (JSON.stringify(a.maxEntries ?? {}) !== JSON.stringify(b.maxEntries ?? {})) return 'its map sizes change';
   const shared = (p: Record<string, ParamValue>) => JSON.stringify([def.kernel!.sharedMaps?.(p) ?? [], def.kernel!.nodeMaps?.(p) ?? []]);
   if (shared(from) !== shared(to)) return 'the maps it shares change';
-  return undefined;
+  return def.kernel.whyReload?.(from, to);
 }
 
 /** The parameters whose values are not their defaults: what a person gave. */

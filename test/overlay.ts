@@ -139,10 +139,24 @@ export function overlayPaths(topo: Topology, host: string, name = 'route'): Prom
 }
 
 /** `itmctl route paths` on a host, once `until` holds of it; throws after `ms`. */
-export async function pathsWhen(topo: Topology, host: string, until: (v: OverlayView) => boolean, ms = 10_000): Promise<OverlayView> {
+export async function pathsWhen(
+  topo: Topology,
+  host: string,
+  until: (v: OverlayView) => boolean,
+  ms = 10_000,
+  name = 'route',
+): Promise<OverlayView> {
   const end = Date.now() + ms;
   for (;;) {
-    const v = await overlayPaths(topo, host);
+    const v = await overlayPaths(topo, host, name).catch((e: Error) => {
+      // not loaded yet (an agent following etcd loads it in a moment)
+      if (name !== 'route' && Date.now() <= end) return undefined;
+      throw e;
+    });
+    if (v === undefined) {
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
     if (until(v)) return v;
     if (Date.now() > end) throw new Error(`the paths on ${host} never got there: ${JSON.stringify(v.destinations)}`);
     await new Promise((r) => setTimeout(r, 100));

@@ -12,7 +12,7 @@
 // into route_best, where the kernel reads it for the next packet.
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { encode, type BpfMap, type PeriodicContext } from '../../src/sdk.js';
+import { decode, encode, type BpfMap, type PeriodicContext } from '../../src/sdk.js';
 import * as abi from './route.abi.js';
 import { peerEntry, u32, underlayRoutes } from './peers.js';
 import type { Neighbour, Topology } from './topology.js';
@@ -81,18 +81,11 @@ export class Controller {
   private soonTimer?: NodeJS.Timeout;
   private lastRefresh = 0;
   private readonly monitor: ChildProcess;
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout;
 
-  constructor(readonly t: Topology) {
-    this.byWire = new Map(t.neighbours.map((n) => [n.wire, n]));
-    for (const n of t.neighbours) this.names.set(n.wire, n.id);
-    for (const d of t.destinations) this.names.set(d.wire, d.node);
-    this.names.set(t.wire, t.node);
-    const dests = [...new Set(t.destinations.map((d) => d.wire).filter((w) => w !== t.wire))];
-    for (const dest of dests) {
-      if (this.byWire.has(dest)) this.paths.push(this.newPath(dest, 0));
-      for (const n of t.neighbours) if (n.wire !== dest) this.paths.push(this.newPath(dest, n.wire));
-    }
+  constructor(public t: Topology) {
+    this.byWire = new Map();
+    this.learn(t);
     this.sock = dgram.createSocket({ type: 'udp4' });
     this.sock.on('message', (m) => this.safely(() => this.receive(m)));
     this.sock.on('error', (e: NodeJS.ErrnoException) => {
@@ -117,6 +110,54 @@ export class Controller {
         void this.refreshUnderlay();
       }, 10);
     });
+  }
+
+  /** The topology's neighbours, names and paths; a path this controller probed already keeps
+   * its figures. */
+  private learn(t: Topology): void {
+    this.byWire.clear();
+    for (const n of t.neighbours) this.byWire.set(n.wire, n);
+    for (const n of t.neighbours) this.names.set(n.wire, n.id);
+    for (const d of t.destinations) this.names.set(d.wire, d.node);
+    this.names.set(t.wire, t.node);
+    const had = new Map(this.paths.map((p) => [`${p.dest}/${p.via}`, p]));
+    const paths: PathState[] = [];
+    const dests = [...new Set(t.destinations.map((d) => d.wire).filter((w) => w !== t.wire))];
+    for (const dest of dests) {
+      const vias = [...(this.byWire.has(dest) ? [0] : []), ...t.neighbours.filter((n) => n.wire !== dest).map((n) => n.wire)];
+      for (const via of vias) paths.push(had.get(`${dest}/${via}`) ?? this.newPath(dest, via));
+    }
+    this.paths.splice(0, this.paths.length, ...paths);
+  }
+
+  /**
+   * Another view of the same overlay, while it runs (its topology given in place: registry
+   * setParams, itmd --etcd): new neighbours and paths are probed from the next cycle, those gone
+   * are forgotten (their probes in flight, their figures in route_paths, a next hop through one),
+   * and the others keep what the probes found. The kernel's maps were brought in line already
+   * (writeTopology).
+   */
+  retopologize(t: Topology): void {
+    if (t === this.t || signature(t) === signature(this.t)) return;
+    const before = new Set(this.t.neighbours.map((n) => n.id));
+    const after = new Set(t.neighbours.map((n) => n.id));
+    const interval = this.t.probe.intervalMs;
+    this.t = t;
+    this.learn(t);
+    const live = new Set(this.paths);
+    for (const [id, p] of this.pending) if (!live.has(p.path)) this.pending.delete(id);
+    for (const [dest, hop] of this.best) if (!this.paths.some((p) => p.dest === dest && p.hop === hop)) this.best.delete(dest);
+    for (const w of this.underlay.keys()) if (!this.byWire.has(w)) this.underlay.delete(w);
+    if (this.instances.size) this.seedBest();
+    if (t.probe.intervalMs !== interval) {
+      clearInterval(this.timer);
+      this.timer = setInterval(() => this.safely(() => this.cycle()), t.probe.intervalMs);
+    }
+    const added = [...after].filter((x) => !before.has(x));
+    const gone = [...before].filter((x) => !after.has(x));
+    this.changes.push(
+      `topology ${t.file}: ${t.neighbours.length} neighbours${added.length ? `, added ${added.join(' ')}` : ''}${gone.length ? `, removed ${gone.join(' ')}` : ''}`,
+    );
   }
 
   /** A timer's or the socket's work: what it throws is said in the controller's next report
@@ -156,6 +197,11 @@ export class Controller {
   detach(ctx: PeriodicContext): boolean {
     this.instances.delete(`${ctx.dev}/${ctx.hook}`);
     if (this.instances.size) return true;
+    this.close();
+    return false;
+  }
+
+  close(): void {
     clearInterval(this.timer);
     clearTimeout(this.soonTimer);
     this.monitor.kill();
@@ -164,7 +210,6 @@ export class Controller {
     } catch {
       /* closed already after an error */
     }
-    return false;
   }
 
   /** the maps, through whichever instance is still here (they share them) */
@@ -175,6 +220,13 @@ export class Controller {
 
   /** what the kernel starts with (the topology's first choice, or an earlier controller's) */
   private seedBest(): void {
+    // the figures of paths an earlier controller probed that this topology has no more
+    const paths = this.map('route_paths');
+    const mine = new Set(this.paths.map((p) => `${p.dest}/${p.via}`));
+    for (const k of paths?.keys() ?? []) {
+      const p = decode<abi.RoutePathKey>(abi.route_path_key, k);
+      if (!mine.has(`${p.dest}/${p.via}`)) paths?.delete(k);
+    }
     const best = this.map('route_best');
     for (const p of this.paths) {
       const v = best?.lookup(u32(p.dest));
@@ -395,11 +447,32 @@ export class Controller {
   }
 }
 
+/** What a topology says, to tell another from the same one read again (each module instance
+ * may hold its own copy of it) */
+const signature = (t: Topology): string =>
+  JSON.stringify([
+    t.file,
+    t.node,
+    t.port,
+    t.neighbours.map((n) => [n.id, n.address, n.also, n.key.toString('hex'), n.keyId, n.slot]),
+    t.destinations.map((d) => [d.prefix.text, d.node]),
+    t.probe,
+  ]);
+
 const controllers = new Map<string, Controller>();
 
 /** The controller of an overlay instance, started by its first periodic call. */
 export function controllerFor(ctx: PeriodicContext, t: Topology): Controller {
   let c = controllers.get(ctx.name);
+  // another node or port is another controller (its instances are reloaded, not reconfigured)
+  if (c && (c.t.node !== t.node || c.t.port !== t.port)) {
+    c.close();
+    controllers.delete(ctx.name);
+    c = undefined;
+  }
+  // a topology given in place; while an apply gives it instance by instance, the last one asked
+  // for holds (the paths both have keep their figures)
+  c?.retopologize(t);
   if (!c) {
     c = new Controller(t);
     controllers.set(ctx.name, c);

@@ -56,9 +56,24 @@ export function initialNextHop(t: Topology, dest: number): number | undefined {
   return t.neighbours[0]?.wire;
 }
 
-/** Writes the topology into the maps the two instances share: peers, their tag keys and addresses,
- * destinations, first next hops, and sequence numbers that start from the time of day, so a
- * reloaded node never repeats one its peers have seen. */
+/** an LPM key of route_dests: an IPv4 prefix, IPv4-mapped */
+function lpmKey(d: Topology['destinations'][number]): Buffer {
+  const key = Buffer.alloc(abi.route_lpm.size);
+  key.writeUInt32LE(d.prefix.family === 4 ? 96 + d.prefix.len : d.prefix.len, 0);
+  d.prefix.addr.copy(key, 4);
+  return key;
+}
+
+/**
+ * Makes the maps the instances share say what the topology says: peers, their tag keys and
+ * addresses, destinations, first next hops. At init (fresh maps) that is writing it; given a new
+ * topology while the overlay runs (ParamSpec.live, through `reconfigure`), it is a change in
+ * place: what the new one has is written, what only the maps have is deleted, and the program,
+ * its chain slot and every other neighbour's counters, windows and paths are left as they are.
+ * A neighbour new at its slot starts its sequence numbers from the time of day (never below the
+ * slot's last, so a reloaded node never repeats one its peers have seen) and its replay windows
+ * afresh.
+ */
 export function writeTopology(ctx: InitContext): void {
   const t = topologyOf(ctx.params);
   const peers = ctx.open('route_peers');
@@ -67,26 +82,71 @@ export function writeTopology(ctx: InitContext): void {
   const dests = ctx.open('route_dests');
   const best = ctx.open('route_best');
   const tx = ctx.open('route_tx');
+  const rx = ctx.open('route_rx');
+  const paths = ctx.open('route_paths');
   const start = BigInt(Date.now()) * 1_000_000n;
   const routes = underlayRoutesNow(t.neighbours.map((n) => n.address));
+  const slotOf = new Map(peers.entries().map(([k, v]) => [k.readUInt32LE(0), decode<abi.RoutePeer>(abi.route_peer, v).slot]));
+  const wires = new Set(t.neighbours.map((n) => n.wire));
+  // who goes, first: no packet is tagged for a peer after its entry is gone
+  for (const w of slotOf.keys()) if (!wires.has(w)) peers.delete(u32(w));
+  const owner = new Map(t.neighbours.flatMap((n) => [n.address, ...n.also].map((a) => [ipv4(a).readUInt32LE(0), n.wire] as const)));
+  for (const [k, v] of addrs.entries()) if (owner.get(k.readUInt32LE(0)) !== v.readUInt32LE(0)) addrs.delete(k);
   t.neighbours.forEach((n, i) => {
+    const fresh = slotOf.get(n.wire) !== n.slot;
     keys.update(u32(n.slot), keyEntry(n.tag));
+    if (fresh) {
+      const was = tx.lookup(u32(n.slot))?.readBigUInt64LE(0) ?? 0n;
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(was > start ? was : start);
+      tx.update(u32(n.slot), b);
+      const zero = Buffer.alloc(abi.route_window.size);
+      for (const k of [n.slot * 2, n.slot * 2 + 1]) rx.update(u32(k), zero);
+    }
+    // the keys and windows before the peer: its first packet finds them
     peers.update(u32(n.wire), peerEntry(n, routes[i]));
     for (const a of [n.address, ...n.also]) addrs.update(ipv4(a), u32(n.wire));
-    if (!tx.lookup(u32(n.slot))?.readBigUInt64LE(0)) {
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64LE(start);
-      tx.update(u32(n.slot), b);
-    }
   });
-  for (const d of t.destinations) {
-    const key = Buffer.alloc(abi.route_lpm.size);
-    key.writeUInt32LE(d.prefix.family === 4 ? 96 + d.prefix.len : d.prefix.len, 0);
-    d.prefix.addr.copy(key, 4);
-    dests.update(key, u32(d.wire));
-    const hop = initialNextHop(t, d.wire);
-    if (d.wire !== t.wire && hop !== undefined && best.lookup(u32(d.wire)) === undefined) best.update(u32(d.wire), u32(hop));
+  const lpm = new Set(t.destinations.map((d) => lpmKey(d).toString('hex')));
+  for (const k of dests.keys()) if (!lpm.has(k.toString('hex'))) dests.delete(k);
+  const destWires = new Set(t.destinations.map((d) => d.wire).filter((w) => w !== t.wire));
+  for (const d of t.destinations) dests.update(lpmKey(d), u32(d.wire));
+  // a next hop that is no longer a neighbour goes back to the first choice, until the probes say
+  for (const [k, v] of best.entries()) {
+    const dest = k.readUInt32LE(0);
+    if (!destWires.has(dest)) best.delete(k);
+    else if (!wires.has(v.readUInt32LE(0))) best.delete(k);
   }
+  for (const dest of destWires) {
+    const hop = initialNextHop(t, dest);
+    if (hop !== undefined && best.lookup(u32(dest)) === undefined) best.update(u32(dest), u32(hop));
+  }
+  // the control plane's figures of paths that no longer exist
+  for (const k of paths.keys()) {
+    const p = decode<abi.RoutePathKey>(abi.route_path_key, k);
+    if (!destWires.has(p.dest) || !wires.has(p.via || p.dest) || p.via === p.dest) paths.delete(k);
+  }
+}
+
+/** What a new topology cannot change in place: the node's id and port are the program's
+ * constants (route_me, route_port). */
+function whyReloadTopology(from: Record<string, ParamValue>, to: Record<string, ParamValue>): string | undefined {
+  if (from.topology === to.topology) return undefined;
+  let a: Topology;
+  let b: Topology;
+  try {
+    a = topologyOf(from);
+  } catch {
+    return 'its running topology cannot be read';
+  }
+  try {
+    b = topologyOf(to);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  if (a.node !== b.node) return `the node's id changes (${a.node} → ${b.node})`;
+  if (a.port !== b.port) return `the overlay's port changes (${a.port} → ${b.port})`;
+  return undefined;
 }
 
 export default defineModule({
@@ -95,7 +155,14 @@ export default defineModule({
     "overlay routing (itmRoute): packets for the topology's destinations go through an authenticated UDP tunnel, via the neighbour the probes find best",
   hooks: ['tc-ingress', 'tc-egress'],
   params: {
-    topology: { type: 'path', required: true, describe: 'the overlay topology file (YAML or JSON; see modules/route/README.md)' },
+    topology: {
+      type: 'path',
+      required: true,
+      describe: 'the overlay topology file (YAML or JSON; see modules/route/README.md)',
+      // another file (another view of the overlay, from itmd --etcd) is written into the maps in
+      // place; the node's id and port are not (whyReload)
+      live: true,
+    },
     datapath: {
       type: 'string',
       default: 'kernel',
@@ -149,6 +216,8 @@ export default defineModule({
     // and replay windows (a peer's packets may arrive on any of them)
     nodeMaps: () => MAPS,
     init: writeTopology,
+    reconfigure: writeTopology,
+    whyReload: whyReloadTopology,
     // --datapath user: the object is loaded for its maps (the control plane is the same), and these
     // functions do what its program does
     userDatapath: {

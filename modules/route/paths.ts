@@ -46,6 +46,9 @@ export function overlayView(open: (map: string) => BpfMap, params: Record<string
   const rows = open('route_paths')
     .entries()
     .map(([k, v]) => ({ k: decode<abi.RoutePathKey>(abi.route_path_key, k), v: decode<abi.RoutePath>(abi.route_path, v) }));
+  // only the paths of this topology: a controller that ran an earlier one may have left others
+  const hops = new Set(t.neighbours.map((n) => n.wire));
+  const probed = (k: abi.RoutePathKey) => hops.has(k.via || k.dest) && k.via !== k.dest;
   const best = open('route_best');
   const dests = [...new Set(t.destinations.map((d) => d.wire))].filter((w) => w !== t.wire);
   return {
@@ -60,7 +63,7 @@ export function overlayView(open: (map: string) => BpfMap, params: Record<string
         prefixes: t.destinations.filter((x) => x.wire === d).map((x) => x.prefix.text),
         next_hop: hop === undefined ? null : hop === d ? 'direct' : name(hop),
         paths: rows
-          .filter((r) => r.k.dest === d)
+          .filter((r) => r.k.dest === d && probed(r.k))
           .sort((a, b) => a.k.via - b.k.via)
           .map(({ k, v }) => ({
             via: k.via ? name(k.via) : 'direct',

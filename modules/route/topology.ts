@@ -20,8 +20,10 @@ export interface Neighbour {
   /** the tag keys derived from it (see tag.ts) */
   tag: TagKey;
   keyId: number;
-  /** its place in the file: the index of its sequence counter (route_tx) and replay windows
-   * (route_rx), which the kernel and the user data path share */
+  /** the index of its sequence counter (route_tx), keys (route_keys) and replay windows
+   * (route_rx), which the kernel and the user data path share: its place in the file unless the
+   * file gives one (`slot:`, as itmd's views of an overlay in etcd do, so that a neighbour keeps
+   * its slot when others come and go while the overlay runs) */
   slot: number;
 }
 
@@ -57,7 +59,7 @@ export function wireId(name: string): number {
 
 const KEYS = {
   top: ['node', 'address', 'port', 'neighbours', 'destinations', 'probe'],
-  neighbour: ['id', 'address', 'also', 'key', 'key_id'],
+  neighbour: ['id', 'address', 'also', 'key', 'key_id', 'slot'],
   destination: ['prefix', 'node'],
   probe: ['interval_ms', 'timeout_ms', 'dead_after'],
 } as const;
@@ -151,8 +153,10 @@ function readNeighbours(r: YamlReader, top: Fields, me: string, address: string,
       key,
       tag: tagKey(key),
       keyId: r.int(f, 'key_id', 0, 255, 0),
-      slot: neighbours.length,
+      slot: r.int(f, 'slot', 0, MAX_NEIGHBOURS - 1, neighbours.length),
     });
+    const dup = neighbours.find((x) => x.slot === neighbours[neighbours.length - 1]!.slot && x.id !== id);
+    if (dup) r.fail(f.node, `neighbours '${dup.id}' and '${id}' have the same slot ${dup.slot}`);
   }
   if (!neighbours.length) r.fail(list, 'the topology lists no neighbours');
   const byAddr = new Map<string, string>([[address, me]]);

@@ -17,14 +17,15 @@ function logTail(path: string): string {
   }
 }
 
-/** The agent's answer to `req`; starts the agent first if none runs in this namespace. */
-export async function viaAgent(req: Request): Promise<Response> {
+/** The agent's answer to `req`; starts the agent first (with `args`) if none runs in this
+ * namespace. */
+export async function viaAgent(req: Request, args: string[] = []): Promise<Response> {
   const first = await request(req);
   if (first) return first;
   const paths = agentPaths();
   mkdirSync(AGENT_DIR, { recursive: true, mode: 0o700 });
   const out = openSync(paths.log, 'a');
-  const child = spawn(process.execPath, [ITMD_JS], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, [ITMD_JS, ...args], { detached: true, stdio: ['ignore', out, out] });
   closeSync(out);
   let exited: string | undefined;
   child.once('exit', (code, sig) => (exited = sig ? `killed by ${sig}` : `exit ${code}`));

@@ -38,6 +38,7 @@ import {
   type UnloadResult,
 } from './protocol.js';
 import type { HostMessage, HostSpec } from './host.js';
+import type { FleetOptions, Follower } from '../fleet/follower.js';
 
 const HOST_JS = join(dirname(fileURLToPath(import.meta.url)), 'host.js');
 const FOLLOW_RECORDS_MS = 1000;
@@ -242,12 +243,14 @@ export class Agent {
   private server?: Server;
   private timer?: NodeJS.Timeout;
   private busy = Promise.resolve();
+  private follower?: Follower;
   readonly startedAt = new Date().toISOString();
   readonly metrics: AgentMetrics;
 
   constructor(
     readonly ns: string,
     readonly metricsAddr?: string,
+    readonly fleet?: FleetOptions,
   ) {
     this.metrics = new AgentMetrics(this.startedAt, () => this.hosts.values());
   }
@@ -275,6 +278,13 @@ export class Agent {
       void this.serialized(() => this.followRecords()).catch((e: Error) => logItmd(`following the records: ${e.message}`));
     }, FOLLOW_RECORDS_MS);
     logItmd(`running (pid ${process.pid}, netns ${this.ns}${this.metricsAddr ? `, metrics on http://${this.metricsAddr}/metrics` : ''})`);
+    if (this.fleet) {
+      // the node's desired state from etcd; its loads come back to this agent over its socket,
+      // like itmctl apply's, so they queue with the others
+      const { Follower } = await import('../fleet/follower.js');
+      this.follower = new Follower(this.fleet, logItmd);
+      await this.follower.start();
+    }
   }
 
   /** One change at a time: loads, unloads and following the records never interleave. */
@@ -413,6 +423,7 @@ export class Agent {
       hosts: [...this.hosts.values()].map((h) => h.view()),
       // a user module's periodic functions run in its host, which reports them
       periodic: [...this.periodic.values()].map((p) => p.view()).concat([...this.hosts.values()].flatMap((h) => h.periodicView() ?? [])),
+      ...(this.follower ? { fleet: this.follower.status() } : {}),
     };
   }
 
@@ -466,6 +477,7 @@ export class Agent {
 
   async shutdown(): Promise<void> {
     clearInterval(this.timer);
+    await this.follower?.stop();
     await this.busy;
     await Promise.all([...this.hosts.values()].map((h) => h.stop()));
     for (const p of this.periodic.values()) p.stop();
@@ -479,25 +491,59 @@ export class Agent {
   }
 }
 
+const USAGE = `usage: itmd [--metrics host:port | --no-metrics] [--etcd URL[,URL...] --cluster NAME --node ID
+            [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE] [--etcd-user NAME [--etcd-password-file FILE]]]
+  the itm agent of this network namespace (itmctl starts it when needed); with --etcd it keeps the
+  node in step with its desired state in etcd, under /itm/<cluster>/ (ITM_ETCD_PASSWORD: the password)
+`;
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   let metricsAddr: string | undefined = '127.0.0.1:9417';
+  const fleet: Partial<FleetOptions> = {};
+  const str: Record<string, (v: string) => void> = {
+    '--metrics': (v) => (metricsAddr = v),
+    '--etcd': (v) => (fleet.endpoints = v.split(',').filter(Boolean)),
+    '--cluster': (v) => (fleet.cluster = v),
+    '--node': (v) => (fleet.node = v),
+    '--etcd-ca': (v) => (fleet.ca = v),
+    '--etcd-cert': (v) => (fleet.cert = v),
+    '--etcd-key': (v) => (fleet.key = v),
+    '--etcd-user': (v) => (fleet.user = v),
+    '--etcd-password-file': (v) => (fleet.passwordFile = v),
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === '--metrics') metricsAddr = args[++i];
-    else if (a.startsWith('--metrics=')) metricsAddr = a.slice('--metrics='.length);
-    else if (a === '--no-metrics') metricsAddr = undefined;
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (str[flag]) {
+      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
+      if (v === undefined) {
+        process.stderr.write(`itmd: ${flag} needs a value\n`);
+        process.exit(2);
+      }
+      str[flag](v);
+    } else if (a === '--no-metrics') metricsAddr = undefined;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(
-        'usage: itmd [--metrics host:port | --no-metrics]\n  the itm agent of this network namespace (itmctl starts it when needed)\n',
-      );
+      process.stdout.write(USAGE);
       return;
     } else {
       process.stderr.write(`itmd: unknown argument ${a}\n`);
       process.exit(2);
     }
   }
-  const agent = new Agent(netnsId(), metricsAddr);
+  let fleetOpts: FleetOptions | undefined;
+  try {
+    if (Object.keys(fleet).length) {
+      const { checkFleetOptions, clientOptions } = await import('../fleet/follower.js');
+      fleetOpts = checkFleetOptions(fleet);
+      await clientOptions(fleetOpts); // the files it names are readable
+    }
+  } catch (e) {
+    process.stderr.write(`itmd: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  }
+  const agent = new Agent(netnsId(), metricsAddr, fleetOpts);
   process.on('SIGTERM', () => void agent.shutdown());
   process.on('SIGINT', () => void agent.shutdown());
   try {

@@ -6,6 +6,7 @@ import { ItmError } from '../errors.js';
 import type { LoadOptions, LoadResult } from '../registry/index.js';
 import { netnsId, RUN_DIR } from '../state.js';
 import type { Hook } from '../module-def.js';
+import type { FleetStatus } from '../fleet/follower.js';
 
 export const AGENT_DIR = join(RUN_DIR, 'agent');
 
@@ -42,6 +43,8 @@ export interface AgentStatus {
   metrics?: string;
   hosts: HostedView[];
   periodic: PeriodicView[];
+  /** itmd --etcd: how it follows the cluster */
+  fleet?: FleetStatus;
 }
 
 /** what an unload took off: the hook, and the other hooks when one load had put the module at

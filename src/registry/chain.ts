@@ -424,7 +424,8 @@ export function reorder(name: string, dev: string, priority: number, hook?: Hook
 /**
  * Gives a running instance of a kernel module new parameters in place, where its declaration
  * says they can change live (ParamSpec.live): the globals `configure` makes of them that differ
- * are rewritten in the instance's pinned sections (.data, .bss), and its record follows. Its
+ * are rewritten in the instance's pinned sections (.data, .bss), its module's `reconfigure` brings
+ * its maps in line, and its record follows. Its
  * program, slot, maps and flows stay; itmd restarts its periodic functions with the new
  * parameters. Anything else is refused (reload the instance).
  */
@@ -461,6 +462,11 @@ export async function setParams(
         const old = Buffer.from(gl.read());
         gl.write(bytes);
         undo.add(`put back ${g} of ${name}`, () => gl.write(old));
+      }
+      if (def.kernel?.reconfigure) {
+        const ctx = { name, dev, hook: l.hook, params, open: (map: string) => inst.open(map) };
+        undo.add(`put back what ${name} had in its maps`, () => def.kernel!.reconfigure!({ ...ctx, params: l.m.params }, params));
+        def.kernel.reconfigure(ctx, l.m.params);
       }
       l.rec.hooks[l.hook] = { ...l.hr, modules: l.hr.modules.map((x) => (x.id === l.m.id ? { ...x, params } : x)) };
       writeDevice(l.rec);

@@ -158,16 +158,26 @@ export function compose(
     obj.setGlobal('itm_table', u32(table));
     for (const m of DISPATCHER_MAPS) obj.reuseMap(m, hp.maps[m]);
     const fresh: Array<[string, string]> = [];
+    /** maps a new instance takes from another (pin there → pin here) */
+    const taken: Array<[string, string]> = [];
+    // every instance's maps by their linked names, read before any is reused: libbpf renames a
+    // reused map after the map it reuses (bpf_map__reuse_fd), which is another instance's, of
+    // another id, when a module shares maps with instances elsewhere (route's nodeMaps)
+    const mapsOf = new Map(ids.map((id) => [id, instanceMaps(obj!, id)]));
     for (const id of ids) {
       const dir = instanceDir(hp.dir, id);
       if (first?.id === id) setInstanceParams(obj, first.module, first.cfg, id, `__${id}`);
-      for (const [linked, pin] of instanceMaps(obj, id)) {
+      for (const [linked, pin] of mapsOf.get(id)!) {
         const base = linked.endsWith(`__${id}`) ? linked.slice(0, -`__${id}`.length) : undefined;
         const from = first?.id === id && base !== undefined ? first.reuse.get(base) : undefined;
+        const here = join(dir, pin);
         // a new instance's own maps are made by this load, and pinned after it
-        if (from !== undefined) reusePin(obj, linked, join(from, pinName(base!)));
-        else if (first?.id !== id) reusePin(obj, linked, join(dir, pin));
-        if (!existsSync(join(dir, pin))) fresh.push([linked, join(dir, pin)]);
+        if (from !== undefined && reusePin(obj, linked, join(from, pinName(base!)))) {
+          if (!existsSync(here)) taken.push([join(from, pinName(base!)), here]);
+          continue;
+        }
+        if (first?.id !== id) reusePin(obj, linked, here);
+        if (!existsSync(here)) fresh.push([linked, here]);
       }
     }
     try {
@@ -180,6 +190,14 @@ export function compose(
         });
       }
       throw e;
+    }
+    for (const [src, pin] of taken) {
+      const m = BpfMap.fromPin(src);
+      try {
+        m.pin(pin);
+      } finally {
+        m.close();
+      }
     }
     for (const [linked, pin] of fresh) {
       const m = obj.map(linked);
