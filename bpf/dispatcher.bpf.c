@@ -82,14 +82,14 @@ static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struc
 	if (sl->user || sl->segments) {
 		if (needs_cut(sl, &s->pkt)) {
 			/* the module sees the segments, counted as they come back, not this packet */
-			r = cut(ctx, s, id, k);
+			r = itm_cut(ctx, s, id, k);
 			if (r)
 				return r;
 		}
 		if (sl->user) {
 			st->matched++;
 			s->pos = k;
-			r = divert(ctx, s, id, st);
+			r = itm_divert(ctx, s, id, st);
 			return r ? r : GO_ON;
 		}
 	}
@@ -180,13 +180,17 @@ static __always_inline void init_pkt(itm_ctx_t *ctx, struct itm_pkt *p)
 
 /* the two ways to parse, each a function of its own: the header copies of the slow way stay off
  * the frame that calls the modules, whose stacks add to it (512 bytes for the whole chain) */
-static __noinline int parse_linear(itm_ctx_t *ctx, struct itm_pkt *p)
+__noinline int itm_parse_linear(itm_ctx_t *ctx, struct itm_pkt *p)
 {
+	if (!p)
+		return MALFORMED;
 	init_pkt(ctx, p);
 	return parse(ctx, p, 0);
 }
-static __noinline int parse_copying(itm_ctx_t *ctx, struct itm_pkt *p)
+__noinline int itm_parse_copying(itm_ctx_t *ctx, struct itm_pkt *p)
 {
+	if (!p)
+		return MALFORMED;
 	init_pkt(ctx, p);
 	return parse(ctx, p, 1);
 }
@@ -245,7 +249,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	if (seg) {
 		/* counted above */
 	} else if (returning) {
-		back = take_back(ctx, &t);
+		back = itm_take_back(ctx, &t);
 		if (back < 0) {
 			ds->bad_returns++;
 #ifdef ITM_XDP
@@ -263,10 +267,10 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	} else {
 		ds->packets++;
 	}
-	r = itm_force_slow ? SLOW : parse_linear(ctx, &s->pkt);
+	r = itm_force_slow ? SLOW : itm_parse_linear(ctx, &s->pkt);
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
-		r = parse_copying(ctx, &s->pkt);
+		r = itm_parse_copying(ctx, &s->pkt);
 	}
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
 		s->pkt.ingress_ifindex = seg ? seg_iif : t.iif;

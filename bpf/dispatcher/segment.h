@@ -27,11 +27,13 @@ static __always_inline int needs_cut(const struct itm_slot *sl, const struct itm
  * `id` (see struct itm_seg). Returns TC_ACT_REDIRECT, or 0 when there is no pair: the packet then
  * goes on whole (counted).
  */
-static __noinline int cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos)
+__noinline int itm_cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 pos)
 {
 #ifdef ITM_XDP
 	return 0;
 #else
+	if (!s)
+		return 0;
 	__u32 zero = 0, n, idx;
 	struct itm_segctl *sc = bpf_map_lookup_elem(&itm_segctl, &zero);
 	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);

@@ -40,14 +40,14 @@ static __always_inline __u32 trailer_secret(void)
 	return ctl ? ctl->secret : 0;
 }
 
-static __noinline int divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, struct itm_mstats *st)
+__noinline int itm_divert(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, struct itm_mstats *st)
 {
 	struct itm_uctl *uc = bpf_map_lookup_elem(&itm_uctl, &id);
 	struct itm_uflight *fl = bpf_map_lookup_elem(&itm_uflight, &id);
 	struct itm_trailer t = {};
 	__u32 len = pkt_len(ctx);
 
-	if (!uc || !fl || !st)
+	if (!uc || !fl || !st || !s)
 		return 0;
 	if (!can_divert(uc, fl, st, len)) {
 		if (!(uc->flags & ITM_U_FAIL_CLOSED))
@@ -112,14 +112,14 @@ no_room:
  * A packet back from a user module: when its trailer is ours, take the trailer off and restore
  * what AF_XDP lost. Returns the slot id it comes back from, or -1 (not a valid return).
  */
-static __noinline int take_back(itm_ctx_t *ctx, struct itm_trailer *t)
+__noinline int itm_take_back(itm_ctx_t *ctx, struct itm_trailer *t)
 {
 	__u32 len = pkt_len(ctx);
 	struct itm_uflight *fl;
 	__u32 id;
 	int in_meta = 0;
 
-	if (len < sizeof(*t) + 14 || len > 0xffff)
+	if (!t || len < sizeof(*t) + 14 || len > 0xffff)
 		return -1;
 #ifdef ITM_XDP
 	{
