@@ -24,7 +24,7 @@ import { definedGlobals, renameInObject } from '../libbpf/elf.js';
 import type { Hook, KernelConfig } from '../module-def.js';
 import { netnsId, pinName, STATE_DIR, type HookRecord } from '../state.js';
 import { attachment } from './attach.js';
-import { DATA_SECTIONS, setInstanceParams } from './objects.js';
+import { DATA_SECTIONS, reusePin, setInstanceParams } from './objects.js';
 import { DISPATCHER_MAPS, u32, type HookPins } from './pins.js';
 import type { Undo } from './undo.js';
 
@@ -104,17 +104,6 @@ export interface Composed {
   close(): void;
 }
 
-function reusePin(obj: BpfObject, linked: string, pin: string): boolean {
-  if (!existsSync(pin)) return false;
-  const m = BpfMap.fromPin(pin);
-  try {
-    obj.reuseMap(linked, m);
-  } finally {
-    m.close();
-  }
-  return true;
-}
-
 /**
  * Links and loads the hook's program for the chain table `table`, whose slots are `slots`: the
  * dispatcher with the kernel instances among them (`kernel`: their ids; their copies must exist),
@@ -157,9 +146,9 @@ export function compose(
     setDispatcherGlobals(obj, ifindex, hook);
     obj.setGlobal('itm_table', u32(table));
     for (const m of DISPATCHER_MAPS) obj.reuseMap(m, hp.maps[m]);
-    const fresh: Array<[string, string]> = [];
-    /** maps a new instance takes from another (pin there → pin here) */
-    const taken: Array<[string, string]> = [];
+    /** maps to pin in an instance's directory after the load: those it made, and those a new
+     * instance takes from another (opened from the pin there) */
+    const toPin: Array<[open: () => BpfMap, pin: string]> = [];
     // every instance's maps by their linked names, read before any is reused: libbpf renames a
     // reused map after the map it reuses (bpf_map__reuse_fd), which is another instance's, of
     // another id, when a module shares maps with instances elsewhere (route's nodeMaps)
@@ -173,11 +162,11 @@ export function compose(
         const here = join(dir, pin);
         // a new instance's own maps are made by this load, and pinned after it
         if (from !== undefined && reusePin(obj, linked, join(from, pinName(base!)))) {
-          if (!existsSync(here)) taken.push([join(from, pinName(base!)), here]);
+          if (!existsSync(here)) toPin.push([() => BpfMap.fromPin(join(from, pinName(base!))), here]);
           continue;
         }
         if (first?.id !== id) reusePin(obj, linked, here);
-        if (!existsSync(here)) fresh.push([linked, here]);
+        if (!existsSync(here)) toPin.push([() => obj!.map(linked), here]);
       }
     }
     try {
@@ -191,16 +180,8 @@ export function compose(
       }
       throw e;
     }
-    for (const [src, pin] of taken) {
-      const m = BpfMap.fromPin(src);
-      try {
-        m.pin(pin);
-      } finally {
-        m.close();
-      }
-    }
-    for (const [linked, pin] of fresh) {
-      const m = obj.map(linked);
+    for (const [open, pin] of toPin) {
+      const m = open();
       try {
         m.pin(pin);
       } finally {
@@ -234,29 +215,32 @@ function repin(prog: BpfProgram, path: string): void {
 /** Puts a composed program on the hook in place of the one there, in one step, and pins it as the
  * hook's; undone, the previous one goes back. */
 export function swapIn(hp: HookPins, ifindex: number, hook: Hook, c: Composed, undo: Undo): void {
-  const prev = BpfProgram.fromPin(join(hp.dir, 'dispatch'));
-  const prevReturn = hook === 'xdp' ? BpfProgram.fromPin(join(hp.dir, 'return_chain')) : undefined;
+  const prev: Composed = {
+    dispatch: BpfProgram.fromPin(join(hp.dir, 'dispatch')),
+    ...(hook === 'xdp' ? { returnChain: BpfProgram.fromPin(join(hp.dir, 'return_chain')) } : {}),
+    close: () => {
+      prev.dispatch.close();
+      prev.returnChain?.close();
+    },
+  };
   const at = attachment(ifindex, hook);
+  const put = (p: Composed) => {
+    // a hook not attached (being repaired) gets the program when it is
+    if (at.current() !== undefined) at.attach(p.dispatch.fd, true);
+    repin(p.dispatch, join(hp.dir, 'dispatch'));
+    if (p.returnChain) {
+      hp.maps.itm_progs.update(u32(abi.ITM_RETURN_IDX), u32(p.returnChain.fd));
+      repin(p.returnChain, join(hp.dir, 'return_chain'));
+    }
+  };
   undo.add(`put the previous program back on ${hook}`, () => {
     try {
-      if (at.current() !== undefined) at.attach(prev.fd, true);
-      repin(prev, join(hp.dir, 'dispatch'));
-      if (prevReturn) {
-        hp.maps.itm_progs.update(u32(abi.ITM_RETURN_IDX), u32(prevReturn.fd));
-        repin(prevReturn, join(hp.dir, 'return_chain'));
-      }
+      put(prev);
     } finally {
       prev.close();
-      prevReturn?.close();
     }
   });
-  // a hook not attached (being repaired) gets the new program when it is
-  if (at.current() !== undefined) at.attach(c.dispatch.fd, true);
-  repin(c.dispatch, join(hp.dir, 'dispatch'));
-  if (c.returnChain) {
-    hp.maps.itm_progs.update(u32(abi.ITM_RETURN_IDX), u32(c.returnChain.fd));
-    repin(c.returnChain, join(hp.dir, 'return_chain'));
-  }
+  put(c);
 }
 
 /** The ids of the kernel instances of a hook's record (those its program holds). */

@@ -1,5 +1,6 @@
 // A kernel module's object: loaded with its parameters (globals, map sizes), sharing the
 // dispatcher's maps and those of instances it goes with, its maps and program pinned, its init run.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ItmError } from '../errors.js';
 import { BpfError, BpfMap, BpfObject, ifIndexToName } from '../libbpf/index.js';
@@ -38,6 +39,19 @@ export function setInstanceParams(obj: BpfObject, module: string, cfg: KernelCon
   for (const [m, n] of Object.entries(cfg.maxEntries ?? {})) obj.setMaxEntries(m + suffix, n);
 }
 
+/** Makes the object use the map pinned at `pin` for its map `name`, if there is one there; before
+ * load() only. */
+export function reusePin(obj: BpfObject, name: string, pin: string): boolean {
+  if (!existsSync(pin)) return false;
+  const m = BpfMap.fromPin(pin);
+  try {
+    obj.reuseMap(name, m);
+  } finally {
+    m.close();
+  }
+  return true;
+}
+
 /** Loads a kernel module's object on its own, for its maps (its user data path runs in place of
  * its program): with its parameters, sharing the dispatcher's maps (and those of `reuse`, map →
  * the pin directory of the instance that has it), its maps pinned in `modDir`. */
@@ -57,12 +71,7 @@ export function loadModuleObject(
     for (const p of obj.programNames()) obj.setAutoload(p, false);
     for (const m of SHARED_MAPS) obj.reuseMap(m, hp.maps[m]);
     for (const [m, dir] of reuse) {
-      const shared = BpfMap.fromPin(join(dir, pinName(m)));
-      try {
-        obj.reuseMap(m, shared);
-      } finally {
-        shared.close();
-      }
+      if (!reusePin(obj, m, join(dir, pinName(m)))) throw new ItmError(`${def.name}: the map ${m} it shares is gone from ${dir}`);
     }
     try {
       obj.load();
