@@ -57,6 +57,17 @@ export function measure(prog: BpfProgram, frame: Buffer, runs: number, repeat: n
   return summarize(ns);
 }
 
+/** As measure(), for several programs whose runs take turns: drift of the machine (the other CPU's
+ * load, frequency) falls on all of them alike, as it must for a ratio between them. */
+export function measureTurns(progs: readonly BpfProgram[], frame: Buffer, runs: number, repeat: number): Summary[] {
+  for (const p of progs) p.testRun({ data: frame, repeat: 1000 });
+  const ns: number[][] = progs.map(() => []);
+  for (let i = 0; i < runs; i++) {
+    for (const [k, p] of progs.entries()) ns[k]!.push(p.testRun({ data: frame, repeat }).duration);
+  }
+  return ns.map(summarize);
+}
+
 /** The empty tc program (bench/empty.bpf.o), loaded; the caller closes it. */
 export function loadEmpty(): BpfProgram {
   const obj = BpfObject.open(join(BPF_BUILD, 'bench', 'empty.bpf.o'));

@@ -10,7 +10,7 @@ import { BpfObject, BpfProgram } from '../src/libbpf/index.js';
 import { BPF_BUILD } from '../src/catalog.js';
 import { Topology, buildPacket } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl, pinDir } from '../test/itm.js';
-import { figure, loadEmpty, measure, ratioFigure, type Figure } from './common.js';
+import { figure, loadEmpty, measure, measureTurns, ratioFigure, type Figure, type Summary } from './common.js';
 
 export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]> {
   const runs = opts.quick ? 3 : 7;
@@ -66,20 +66,24 @@ export async function fastpath(opts: { quick?: boolean } = {}): Promise<Figure[]
 
     // qos through the dispatcher, against one hand-written program doing the same work (the
     // floor of this design); one flow, past its threshold, as most packets of a long flow are
+    // (their runs take turns, so that what drifts falls on both)
     await itmctl(topo, 'itm', ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100']);
     const withQos = BpfProgram.fromPin(join(pinDir(topo, 'itm'), String(topo.ifindex('itm', dev)), 'tc-egress', 'dispatch'));
-    const q = measure(withQos, frame, runs, repeat);
-    withQos.close();
-    await itmctl(topo, 'itm', ['down', '--dev', dev]);
     const handObj = BpfObject.open(join(BPF_BUILD, 'bench', 'qos_handwritten.bpf.o'));
-    handObj.load();
-    const hand = handObj.program('qos_handwritten');
-    handObj.close();
-    const h = measure(hand, frame, runs, repeat);
+    let hand: BpfProgram;
+    try {
+      handObj.load();
+      hand = handObj.program('qos_handwritten');
+    } finally {
+      handObj.close();
+    }
+    const [q, h] = measureTurns([withQos, hand], frame, 2 * runs + 1, repeat) as [Summary, Summary];
+    withQos.close();
     hand.close();
-    out.push(figure('fastpath.qos_ns', 'ns/pkt', q, runs, vsEmpty));
-    out.push(figure('fastpath.handwritten_qos_ns', 'ns/pkt', h, runs, vsEmpty));
-    out.push(ratioFigure('fastpath.qos_vs_handwritten', q, h, 'fastpath.handwritten_qos_ns', runs));
+    await itmctl(topo, 'itm', ['down', '--dev', dev]);
+    out.push(figure('fastpath.qos_ns', 'ns/pkt', q, 2 * runs + 1, vsEmpty));
+    out.push(figure('fastpath.handwritten_qos_ns', 'ns/pkt', h, 2 * runs + 1, vsEmpty));
+    out.push(ratioFigure('fastpath.qos_vs_handwritten', q, h, 'fastpath.handwritten_qos_ns', 2 * runs + 1));
   } finally {
     await topo.destroy();
   }

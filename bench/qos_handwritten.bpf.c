@@ -44,7 +44,7 @@ int qos_handwritten(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct itm_flow key = {};
-	struct flow_state *st, fresh = {};
+	struct flow_state *st;
 	__u32 l3 = sizeof(*eth), l4;
 	__u8 proto, tcp_flags = 0, dscp, b[2];
 	__u64 now = bpf_ktime_get_ns();
@@ -99,7 +99,8 @@ int qos_handwritten(struct __sk_buff *skb)
 
 	st = bpf_map_lookup_elem(&flows, &key);
 	if (!st) {
-		fresh.first_ns = now;
+		struct flow_state fresh = {.first_ns = now};
+
 		bpf_map_update_elem(&flows, &key, &fresh, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&flows, &key);
 		if (!st)

@@ -49,9 +49,6 @@ POS_STUB(13)
 POS_STUB(14)
 POS_STUB(15)
 
-/* set by the loader: the chain table (of itm_chain) this program was linked for */
-const volatile __u32 itm_table = 0;
-
 static __always_inline void count_chain_error(void)
 {
 	__u32 zero = 0;
@@ -65,28 +62,29 @@ static __always_inline void count_chain_error(void)
 #define GO_ON 0x7fff
 
 /* the packet at position `k`, whose module (if a kernel one) is `fn` */
-static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struct itm_chain *c,
-				    struct itm_mstats_table *mt, __u32 k,
-				    int (*fn)(itm_ctx_t *, struct itm_pkt *))
+static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struct itm_mstats_table *mt,
+				    __u32 k, int (*fn)(itm_ctx_t *, struct itm_pkt *))
 {
-	struct itm_slot *sl = &c->slots[k];
-	__u32 id = sl->id;
+	/* read through volatile: the compiler must not take the zeros it was built with */
+	const volatile struct itm_slot *sl = &itm_linked.slots[k];
+	__u32 id = sl->id, flags = sl->flags;
+	__u8 user = sl->user, segments = sl->segments;
 	struct itm_mstats *st = &mt->slots[id & (ITM_MAX_SLOTS - 1)];
 	int r, v;
 
-	/* a slot without interest (flags 0) costs one test */
-	if (sl->flags && !itm_interest_match(ctx, sl, &s->pkt)) {
+	/* a slot without interest (flags 0) costs nothing: the verifier knows it has none */
+	if (flags && !itm_interest_match(ctx, k, &s->pkt)) {
 		st->skipped++;
 		return GO_ON;
 	}
-	if (sl->user || sl->segments) {
-		if (needs_cut(sl, &s->pkt)) {
+	if (user || segments) {
+		if (needs_cut(&s->pkt)) {
 			/* the module sees the segments, counted as they come back, not this packet */
 			r = itm_cut(ctx, s, id, k);
 			if (r)
 				return r;
 		}
-		if (sl->user) {
+		if (user) {
 			st->matched++;
 			s->pos = k;
 			r = itm_divert(ctx, s, id, st);
@@ -122,7 +120,7 @@ static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struc
 	if ((k) >= start) {                                                                                  \
 		if ((k) >= n)                                                                                \
 			return ITM_PASS;                                                                     \
-		r = run_slot(ctx, s, c, mt, k, itm_pos_##k);                                                 \
+		r = run_slot(ctx, s, mt, k, itm_pos_##k);                                                    \
 		if (r != GO_ON)                                                                              \
 			return r;                                                                            \
 	}
@@ -130,18 +128,15 @@ static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struc
 /* run the chain from position `start` on: each module whose interest matches, in order */
 static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start)
 {
-	__u32 version = s->version;
-	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
 	struct itm_mstats_table *mt;
-	__u32 zero = 0, n;
+	__u32 zero = 0, n = itm_linked.n;
 	int r;
 
-	if (!c)
+	if (n == 0)
 		return ITM_PASS;
 	mt = bpf_map_lookup_elem(&itm_mstats, &zero);
 	if (!mt)
 		return ITM_PASS;
-	n = c->n;
 	AT(0)
 	AT(1)
 	AT(2)
@@ -200,16 +195,12 @@ __noinline int itm_parse_copying(itm_ctx_t *ctx, struct itm_pkt *p)
  * a segment (`at`), at that slot */
 static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 pos, int at)
 {
-	__u32 version = s->version;
-	struct itm_chain *c = bpf_map_lookup_elem(&itm_chain, &version);
 	__u32 after = at ? 0 : 1;
 
-	if (!c)
-		return ITM_MAX_SLOTS;
 	for (__u32 i = 0; i < ITM_MAX_SLOTS; i++) {
-		if (i >= c->n)
+		if (i >= itm_linked.n)
 			break;
-		if (c->slots[i].id == id)
+		if (itm_linked.slots[i].id == id)
 			return i + after;
 	}
 	return pos + after;
@@ -267,7 +258,13 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	} else {
 		ds->packets++;
 	}
-	r = itm_force_slow ? SLOW : itm_parse_linear(ctx, &s->pkt);
+	if (itm_force_slow) {
+		r = SLOW;
+	} else {
+		r = parse_fast(ctx, &s->pkt);
+		if (r == SLOW)
+			r = itm_parse_linear(ctx, &s->pkt);
+	}
 	if (r == SLOW) {
 		/* a header lies past the linear part: parse again, copying the headers out */
 		r = itm_parse_copying(ctx, &s->pkt);

@@ -6,7 +6,7 @@
 #ifndef ITM_DISPATCHER_INTEREST_H
 #define ITM_DISPATCHER_INTEREST_H
 
-static __always_inline int ports_match(const struct itm_port_range *r, __u8 n, __u16 port)
+static __always_inline int ports_match(const volatile struct itm_port_range *r, __u8 n, __u16 port)
 {
 	for (int i = 0; i < ITM_MAX_PORT_RANGES; i++) {
 		if (i >= n)
@@ -58,13 +58,14 @@ static __noinline __u8 origin(itm_ctx_t *ctx, struct itm_pkt *p)
 	return p->local;
 }
 
-/* a global function: verified once, not once per slot of the chain's loop */
-__noinline int itm_interest_match(itm_ctx_t *ctx, const struct itm_slot *sl, struct itm_pkt *p)
+/* a global function: verified once, not once per slot of the chain; `k` is the slot's position */
+__noinline int itm_interest_match(itm_ctx_t *ctx, __u32 k, struct itm_pkt *p)
 {
+	const volatile struct itm_slot *sl = &itm_linked.slots[k & (ITM_MAX_SLOTS - 1)];
 	__u32 f;
 	__u8 proto;
 
-	if (!sl || !p)
+	if (!p)
 		return 0;
 	f = sl->flags;
 	proto = p->flow.proto;

@@ -251,6 +251,110 @@ static __always_inline int parse(itm_ctx_t *ctx, struct itm_pkt *p, const int sl
 	return NON_IP;
 }
 
+/*
+ * The common case in one pass: Ethernet with no tag, IPv4 without options (not a later fragment)
+ * or IPv6 without extension headers, then TCP or UDP, all in the linear part. It fills the whole
+ * of struct itm_pkt but its segment counts (count_segments) with a few word-wide stores, where
+ * init_pkt and parse write it field by field (zeroing it first): about 6 ns of the 13 the general
+ * way costs a packet here. Any other packet is SLOW: the general parse has it, from the start.
+ */
+_Static_assert(__builtin_offsetof(struct itm_pkt, flow.sport) == 32 &&
+		       __builtin_offsetof(struct itm_pkt, flow.proto) == 36 &&
+		       __builtin_offsetof(struct itm_pkt, l3_off) == 40 &&
+		       __builtin_offsetof(struct itm_pkt, len) == 48 &&
+		       __builtin_offsetof(struct itm_pkt, hook) == 60 &&
+		       __builtin_offsetof(struct itm_pkt, icmp_type) == 64 &&
+		       __builtin_offsetof(struct itm_pkt, segs) == 68 && sizeof(struct itm_pkt) == 76,
+	       "parse_fast writes struct itm_pkt by its offsets");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "parse_fast packs little-endian words");
+
+static __always_inline int parse_fast(itm_ctx_t *ctx, struct itm_pkt *pkt)
+{
+	/* a map value's start is 8-aligned, and so is the packet in struct itm_scratch */
+	__u64 *w = __builtin_assume_aligned(pkt, 8);
+	__u32 *h = (__u32 *)w;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 l3 = sizeof(*eth), l4, payload, ports;
+	__u8 proto, tos, flags, tcp_flags = 0;
+
+	/* the shortest packet of the fast way: IPv4 and UDP */
+	if (data + sizeof(*eth) + sizeof(struct iphdr) + sizeof(struct udphdr) > end)
+		return SLOW;
+#ifndef ITM_XDP
+	if (ctx->vlan_present)
+		return SLOW;
+#endif
+	if (eth->h_proto == bpf_htons(ITM_ETH_P_IP)) {
+		struct iphdr *ip = data + l3;
+
+		/* version 4, no options; a later fragment has no ports */
+		if (*(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x1fff)))
+			return SLOW;
+		proto = ip->protocol;
+		tos = ip->tos;
+		l4 = l3 + sizeof(*ip);
+		w[0] = 0;
+		h[2] = bpf_htonl(0xffff);
+		h[3] = ip->saddr;
+		w[2] = 0;
+		h[6] = bpf_htonl(0xffff);
+		h[7] = ip->daddr;
+		h[9] = proto | 4 << 8;
+	} else if (eth->h_proto == bpf_htons(ITM_ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) + sizeof(struct udphdr) > end || (*(__u8 *)ip6 >> 4) != 6)
+			return SLOW;
+		proto = ip6->nexthdr;
+		tos = (*(__u8 *)ip6 << 4) | (ip6->flow_lbl[0] >> 4);
+		l4 = l3 + sizeof(*ip6);
+		__builtin_memcpy(w, &ip6->saddr, 16);
+		__builtin_memcpy(w + 2, &ip6->daddr, 16);
+		h[9] = proto | 6 << 8;
+	} else {
+		return SLOW;
+	}
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + l4;
+
+		if ((void *)(th + 1) > end || th->doff < 5)
+			return SLOW;
+		tcp_flags = ((__u8 *)th)[13];
+		payload = l4 + th->doff * 4;
+		ports = *(__u32 *)th;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + l4;
+
+		payload = l4 + sizeof(*uh);
+		ports = *(__u32 *)uh;
+	} else {
+		return SLOW;
+	}
+	/* sport and dport, each in host order */
+	h[8] = bpf_ntohs(ports & 0xffff) | (__u32)bpf_ntohs(ports >> 16) << 16;
+	w[5] = l3 | l4 << 16 | (__u64)payload << 32;
+	h[12] = pkt_len(ctx);
+#ifdef ITM_XDP
+	h[13] = itm_dev_ifindex;
+	h[14] = itm_dev_ifindex;
+#else
+	{
+		__u32 ifindex = ctx->ifindex, iif = ctx->ingress_ifindex;
+
+		h[13] = ifindex;
+		h[14] = itm_hook == ITM_HOOK_TC_INGRESS ? ifindex : iif;
+	}
+#endif
+	/* hook, dscp, ecn, tcp_flags; icmp type and code (none), flags, local (not known yet) */
+	h[15] = (__u8)itm_hook | (__u32)(tos >> 2) << 8 | (__u32)(tos & 3) << 16 | (__u32)tcp_flags << 24;
+	flags = ITM_PKT_L4 | ITM_PKT_PORTS;
+	h[16] = (__u32)flags << 16;
+	h[17] = 0;
+	return PARSED;
+}
+
 /* the segments a parsed packet goes on the wire as, and the IP bytes they carry in all */
 static __always_inline void count_segments(itm_ctx_t *ctx, struct itm_pkt *p)
 {

@@ -12,13 +12,14 @@ static __always_inline int itm_seg_mark(__u32 mark)
 	return (mark >> ITM_SEG_MARK_BITS) == (ITM_SEG_MARK >> ITM_SEG_MARK_BITS);
 }
 
-/* whether the slot must see the packet's segments rather than the super-packet (struct itm_seg) */
-static __always_inline int needs_cut(const struct itm_slot *sl, const struct itm_pkt *p)
+/* whether a slot that must see each packet as it goes on the wire (a user module's, or one with
+ * itm_slot.segments) must have this one cut into its segments first (struct itm_seg) */
+static __always_inline int needs_cut(const struct itm_pkt *p)
 {
 #ifdef ITM_XDP
 	return 0;
 #else
-	return (sl->segments || sl->user) && p->segs > 1 && !(p->flags & ITM_PKT_SEGMENT);
+	return p->segs > 1 && !(p->flags & ITM_PKT_SEGMENT);
 #endif
 }
 

@@ -84,19 +84,23 @@ static __always_inline int addr_less(const __u8 *a, const __u8 *b)
 	return 0;
 }
 
-/* with bidir, a connection's two directions share one key: the lower address first */
-static __always_inline void flow_key(const struct itm_pkt *p, struct itm_flow *k)
+/* the flow's key: the packet's own 5-tuple (looked up where the dispatcher parsed it, with no
+ * copy), or with bidir, where the connection's two directions share one key (the lower address
+ * first), that of its other direction put in `swapped` */
+static __always_inline const struct itm_flow *flow_key(const struct itm_pkt *p, struct itm_flow *swapped)
 {
-	*k = p->flow;
 	if (!qos_cfg.bidir)
-		return;
+		return &p->flow;
 	if (addr_less(p->flow.daddr, p->flow.saddr) ||
 	    (!addr_less(p->flow.saddr, p->flow.daddr) && p->flow.dport < p->flow.sport)) {
-		__builtin_memcpy(k->saddr, p->flow.daddr, 16);
-		__builtin_memcpy(k->daddr, p->flow.saddr, 16);
-		k->sport = p->flow.dport;
-		k->dport = p->flow.sport;
+		*swapped = p->flow;
+		__builtin_memcpy(swapped->saddr, p->flow.daddr, 16);
+		__builtin_memcpy(swapped->daddr, p->flow.saddr, 16);
+		swapped->sport = p->flow.dport;
+		swapped->dport = p->flow.sport;
+		return swapped;
 	}
+	return &p->flow;
 }
 
 /* bytes this packet adds to its flow: its IP bytes on the wire (every segment's), or with tcp_seq
@@ -132,21 +136,24 @@ static __always_inline __u64 added_bytes(struct itm_ctx *c, struct qos_flow_stat
 static __always_inline __u32 qos_classify(struct itm_ctx *c)
 {
 	struct itm_pkt *p = c->pkt;
-	struct itm_flow key;
-	struct qos_flow_state *st, fresh_st = {};
+	struct itm_flow swapped;
+	const struct itm_flow *key;
+	struct qos_flow_state *st;
 	__u64 now = bpf_ktime_get_ns(), size, before_p, before_b;
 	__u32 n = qos_cfg.n_levels, level = 0;
 	int fresh = 0;
 
 	if (n == 0 || n > QOS_MAX_LEVELS)
 		return 0;
-	flow_key(p, &key);
-	st = bpf_map_lookup_elem(&qos_flows, &key);
+	key = flow_key(p, &swapped);
+	st = bpf_map_lookup_elem(&qos_flows, key);
 	if (!st) {
-		fresh_st.first_ns = now;
+		/* made here, not at the top: a flow's later packets do not pay for zeroing it */
+		struct qos_flow_state fresh_st = {.first_ns = now};
+
 		/* a full table evicts its least recently used flow: never an error for the packet */
-		bpf_map_update_elem(&qos_flows, &key, &fresh_st, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&qos_flows, &key);
+		bpf_map_update_elem(&qos_flows, key, &fresh_st, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&qos_flows, key);
 		if (!st)
 			return 1; /* no state to be had: a new flow is short */
 		fresh = 1;
@@ -177,7 +184,7 @@ static __always_inline __u32 qos_classify(struct itm_ctx *c)
 	size = (qos_cfg.by_bytes ? before_b : before_p) + 1;
 
 	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)) {
-		bpf_map_delete_elem(&qos_flows, &key);
+		bpf_map_delete_elem(&qos_flows, key);
 		return 1;
 	}
 	if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_FIN)) {

@@ -145,6 +145,8 @@ export function compose(
     for (const p of obj.programNames()) obj.setAutoload(p, p === 'itm_dispatch' || p === 'itm_return_chain');
     setDispatcherGlobals(obj, ifindex, hook);
     obj.setGlobal('itm_table', u32(table));
+    // the table itself, as writeIdle put it into itm_chain: constants the verifier prunes by
+    obj.setGlobal('itm_linked', abi.encode(abi.itm_chain, { n: slots.length, slots }));
     for (const m of DISPATCHER_MAPS) obj.reuseMap(m, hp.maps[m]);
     /** maps to pin in an instance's directory after the load: those it made, and those a new
      * instance takes from another (opened from the pin there) */
