@@ -47,7 +47,7 @@ int qos_handwritten(struct __sk_buff *skb)
 	struct flow_state *st;
 	__u32 l3 = sizeof(*eth), l4;
 	__u8 proto, tcp_flags = 0, dscp, b[2];
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 
 	if ((void *)(eth + 1) > end)
 		return -1;

@@ -20,7 +20,7 @@ import { cleanItmOnDestroy, itmctl, itmctlJson, pinDir } from '../test/itm.js';
 import type { DeviceView } from '../src/registry/index.js';
 import { figure, loadEmpty, measure, median, ratioFigure, summarize, udpSink, type Figure, type Summary } from './common.js';
 import { buildTools, TOOLS } from './user.js';
-import { busyNs, markers, type Config } from './veth.js';
+import { busyNs, markers, perConfig, type Config } from './veth.js';
 
 const LABEL: Record<number, string> = { 1000: '1k', 65536: '64k', 1000000: '1m' };
 
@@ -239,8 +239,8 @@ export async function scaleVeth(opts: { quick?: boolean } = {}): Promise<Figure[
     for (const n of sizes) {
       const label = LABEL[n] ?? String(n);
       const { setup, teardown } = markers(topo, 'a', dev, ['--table-size', String(Math.ceil(n * 1.25))]);
-      const got: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
-      const cpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+      const got = perConfig(configs);
+      const cpu = perConfig(configs);
       for (let rep = 0; rep < runs; rep++) {
         for (const c of configs) {
           await setup[c]();

@@ -4,13 +4,18 @@
 // UDP frames from one sendmmsg sender pinned to CPU 0; the receiver counts what arrives and drops it
 // at tc ingress. Then TCP bulk throughput, one iperf3 connection a run. The configurations take
 // turns run by run, so drift hits them alike.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Topology, capture } from '../test/harness/index.js';
 import { cleanItmOnDestroy, itmctl } from '../test/itm.js';
 import { figure, ratioFigure, summarize, udpSink, type Figure } from './common.js';
 import { buildTools, TOOLS } from './user.js';
+import { BPF_BUILD } from '../src/catalog.js';
+import { BPFFS } from '../src/state.js';
+
+const TCX_ATTACH = join(dirname(fileURLToPath(import.meta.url)), 'tcx-attach.js');
 
 const NFT = `table ip itmbench {
   chain post {
@@ -53,7 +58,18 @@ const IPT = [
   ],
 ];
 
-export type Config = 'none' | 'itm_qos' | 'nft' | 'iptables';
+export type Config = 'none' | 'empty' | 'hand_qos' | 'itm_qos' | 'nft' | 'iptables';
+
+/** The floors, on the tcx hook itm uses: an empty program, and the hand-written qos of the
+ * fastpath bench (one program doing the dispatcher's and qos's work), each put there by
+ * bench/tcx-attach.ts and taken off by removing its link's pin. */
+function tcxProgram(topo: Topology, host: string, dev: string, object: string, prog: string) {
+  const pin = join(BPFFS, `bench-${process.pid}-${prog}`);
+  return {
+    setup: () => topo.exec(host, [process.execPath, TCX_ATTACH, join(BPF_BUILD, 'bench', object), prog, dev, 'egress', pin]),
+    teardown: () => rmSync(pin, { force: true }),
+  };
+}
 
 /** Setting up and taking down each marking configuration on `dev` of `host`; `qosArgs` are
  * extra arguments to `itmctl load qos`. */
@@ -66,9 +82,13 @@ export function markers(
   setup: Record<Config, () => Promise<unknown>>;
   teardown: Record<Config, () => Promise<unknown>>;
 } {
+  const empty = tcxProgram(topo, host, dev, 'empty.bpf.o', 'empty');
+  const hand = tcxProgram(topo, host, dev, 'qos_handwritten.bpf.o', 'qos_handwritten');
   return {
     setup: {
       none: async () => undefined,
+      empty: empty.setup,
+      hand_qos: hand.setup,
       itm_qos: () => itmctl(topo, host, ['load', 'qos', '--dev', dev, '--hook', 'tc-egress', '--threshold', '100', ...qosArgs]),
       nft: () => topo.exec(host, ['nft', '-f', '-'], { input: NFT }),
       iptables: async () => {
@@ -77,11 +97,18 @@ export function markers(
     },
     teardown: {
       none: async () => undefined,
+      empty: async () => empty.teardown(),
+      hand_qos: async () => hand.teardown(),
       itm_qos: () => itmctl(topo, host, ['down', '--dev', dev]),
       nft: () => topo.exec(host, ['nft', 'delete', 'table', 'ip', 'itmbench']),
       iptables: () => topo.exec(host, ['iptables', '-t', 'mangle', '-F', 'POSTROUTING']),
     },
   };
+}
+
+/** An empty list of samples for each of `configs`. */
+export function perConfig(configs: readonly Config[]): Record<Config, number[]> {
+  return Object.fromEntries(configs.map((c) => [c, []])) as unknown as Record<Config, number[]>;
 }
 
 /** Busy CPU time of the whole machine so far, in ns (user, nice, system, irq and softirq). */
@@ -112,9 +139,9 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
     await topo.exec('a', ['sysctl', '-qw', 'net.netfilter.nf_conntrack_acct=1']);
 
     const { setup, teardown } = markers(topo, 'a', dev);
-    const configs: Config[] = ['none', 'itm_qos', 'nft', 'iptables'];
+    const configs: Config[] = ['none', 'empty', 'hand_qos', 'itm_qos', 'nft', 'iptables'];
     // each configuration really marks: a new flow's first 100 packets EF, the rest not
-    for (const c of configs.filter((x) => x !== 'none')) {
+    for (const c of configs.filter((x) => x !== 'none' && x !== 'empty')) {
       await setup[c]();
       try {
         const cap = await capture(topo, 'b', { dev: sink, filter: 'udp', snaplen: 64, direction: 'in' });
@@ -130,8 +157,8 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
         await teardown[c]();
       }
     }
-    const pps: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
-    const cpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    const pps = perConfig(configs);
+    const cpu = perConfig(configs);
     for (let rep = -1; rep < runs; rep++) {
       // rep -1 warms up
       for (const c of configs) {
@@ -162,17 +189,21 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
       out.push(figure(`veth.${c}_pps`, 'pkt/s', s[c], runs, c !== 'none' ? { name: 'veth.none_pps', value: s.none.median } : undefined));
       out.push(figure(`veth.${c}_cpu_ns`, 'CPU ns/pkt', summarize(cpu[c]), runs));
     }
+    out.push(ratioFigure('veth.empty_vs_none', s.empty, s.none, 'veth.none_pps', runs));
+    out.push(ratioFigure('veth.hand_qos_vs_none', s.hand_qos, s.none, 'veth.none_pps', runs));
     out.push(ratioFigure('veth.qos_vs_none', s.itm_qos, s.none, 'veth.none_pps', runs));
+    out.push(ratioFigure('veth.qos_vs_hand_qos', s.itm_qos, s.hand_qos, 'veth.hand_qos_pps', runs));
     out.push(ratioFigure('veth.qos_vs_nft', s.itm_qos, s.nft, 'veth.nft_pps', runs));
     out.push(ratioFigure('veth.qos_vs_iptables', s.itm_qos, s.iptables, 'veth.iptables_pps', runs));
 
     // TCP bulk: one iperf3 connection a run (a new flow each time), client on CPU 0, server on 1
     const server = topo.spawn('b', ['iperf3', '-s', '-B', '10.3.0.2', '-A', '1', '--forceflush']);
     await server.waitFor(/Server listening/, { timeoutMs: 10_000 });
-    const gbps: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
-    const tcpCpu: Record<Config, number[]> = { none: [], itm_qos: [], nft: [], iptables: [] };
+    const tcpConfigs: Config[] = ['none', 'itm_qos', 'nft', 'iptables'];
+    const gbps = perConfig(tcpConfigs);
+    const tcpCpu = perConfig(tcpConfigs);
     for (let rep = -1; rep < runs; rep++) {
-      for (const c of configs) {
+      for (const c of tcpConfigs) {
         await setup[c]();
         try {
           const b0 = busyNs();
@@ -190,8 +221,8 @@ export async function veth(opts: { quick?: boolean } = {}): Promise<Figure[]> {
         }
       }
     }
-    const t = Object.fromEntries(configs.map((c) => [c, summarize(gbps[c])])) as Record<Config, ReturnType<typeof summarize>>;
-    for (const c of configs) {
+    const t = Object.fromEntries(tcpConfigs.map((c) => [c, summarize(gbps[c])])) as Record<Config, ReturnType<typeof summarize>>;
+    for (const c of tcpConfigs) {
       process.stderr.write(
         `bench: veth tcp ${c}: ${gbps[c].map((x) => x.toFixed(2)).join(' ')} Gbit/s, ${tcpCpu[c].map((x) => Math.round(x)).join(' ')} CPU ns/KiB\n`,
       );

@@ -294,10 +294,8 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		ds->unsupported++;
 		return ITM_PASS;
 	}
-	s->version = itm_table & 1;
 	if (back >= 0)
 		start = resume_at(s, back, t.pos, seg);
-	s->pos = start;
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
 	return run_chain(ctx, s, start);

@@ -173,8 +173,8 @@ struct itm_pkt {
 /* per-packet state that travels along the chain, in a per-CPU map: a chain runs to completion
  * on one CPU with no other chain interleaved */
 struct itm_scratch {
-	__u32 version; /* the chain table this packet uses */
-	__u32 pos;     /* the slot running now */
+	__u32 unused; /* (was the chain table: each program now has its own, itm_linked) */
+	__u32 pos;    /* the slot running now */
 	struct itm_pkt pkt;
 };
 
