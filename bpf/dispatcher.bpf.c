@@ -52,10 +52,10 @@ POS_STUB(15)
 static __always_inline void count_chain_error(void)
 {
 	__u32 zero = 0;
-	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+	struct itm_percpu *pc = bpf_map_lookup_elem(&itm_percpu, &zero);
 
-	if (ds)
-		ds->chain_errors++;
+	if (pc)
+		pc->dstats.chain_errors++;
 }
 
 /* what run_slot returns when the chain goes on */
@@ -126,16 +126,14 @@ static __always_inline int run_slot(itm_ctx_t *ctx, struct itm_scratch *s, struc
 	}
 
 /* run the chain from position `start` on: each module whose interest matches, in order */
-static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_scratch *s, __u32 start)
+static __always_inline int run_chain(itm_ctx_t *ctx, struct itm_percpu *pc, __u32 start)
 {
-	struct itm_mstats_table *mt;
-	__u32 zero = 0, n = itm_linked.n;
+	struct itm_scratch *s = &pc->scratch;
+	struct itm_mstats_table *mt = &pc->mstats;
+	__u32 n = itm_linked.n;
 	int r;
 
 	if (n == 0)
-		return ITM_PASS;
-	mt = bpf_map_lookup_elem(&itm_mstats, &zero);
-	if (!mt)
 		return ITM_PASS;
 	AT(0)
 	AT(1)
@@ -213,15 +211,19 @@ static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 po
 static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 {
 	__u32 zero = 0, start = 0;
-	struct itm_scratch *s = bpf_map_lookup_elem(&itm_scratch, &zero);
-	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+	/* the one lookup of the packet's per-CPU state: its scratch, and every counter */
+	struct itm_percpu *pc = bpf_map_lookup_elem(&itm_percpu, &zero);
+	struct itm_scratch *s;
+	struct itm_dstats *ds;
 	struct itm_trailer t;
 	int back = -1, seg = 0;
 	__u32 seg_iif = 0;
 	int r;
 
-	if (!s || !ds)
+	if (!pc)
 		return ITM_PASS;
+	s = &pc->scratch;
+	ds = &pc->dstats;
 #ifndef ITM_XDP
 	if (itm_seg_mark(ctx->mark)) {
 		struct itm_seg *e = take_segment(ctx);
@@ -258,16 +260,14 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	} else {
 		ds->packets++;
 	}
-	if (itm_force_slow) {
-		r = SLOW;
-	} else {
-		r = parse_fast(ctx, &s->pkt);
-		if (r == SLOW)
-			r = itm_parse_linear(ctx, &s->pkt);
-	}
+	r = itm_force_slow ? SLOW : parse_fast(ctx, &s->pkt);
 	if (r == SLOW) {
+		r = itm_force_slow ? SLOW : itm_parse_linear(ctx, &s->pkt);
 		/* a header lies past the linear part: parse again, copying the headers out */
-		r = itm_parse_copying(ctx, &s->pkt);
+		if (r == SLOW)
+			r = itm_parse_copying(ctx, &s->pkt);
+		if (r == PARSED)
+			count_segments(ctx, &s->pkt);
 	}
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
 		s->pkt.ingress_ifindex = seg ? seg_iif : t.iif;
@@ -275,7 +275,6 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	case PARSED:
 		if (back < 0)
 			ds->parsed++;
-		count_segments(ctx, &s->pkt);
 		if (seg)
 			s->pkt.flags |= ITM_PKT_SEGMENT;
 		if (s->pkt.flags & ITM_PKT_FRAGMENT)
@@ -298,7 +297,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		start = resume_at(s, back, t.pos, seg);
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
-	return run_chain(ctx, s, start);
+	return run_chain(ctx, pc, start);
 }
 
 SEC(ITM_SEC)

@@ -242,14 +242,14 @@ describe('the capture module', { skip }, () => {
     const file = join(topo.tmpdir, 'tso.pcapng');
     const bytes = 5 << 20;
     await ctl('load', 'capture', '--dev', dev, '--interest', 'proto=tcp,dport=6100', '--file', file);
-    const dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), 'tc-egress', 'itm_dstats'));
+    const dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), 'tc-egress', 'itm_percpu'));
     let sha = '',
       cut: abi.ItmDstats;
     try {
-      const before = abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, dstats, abi.u32(0));
+      const before = abi.sumDstats(dstats);
       sha = (await tcpTransfer(topo, { from: 'itm', to: 'server', family: 4, dport: 6100, bytes, srcAddr: topo.addr('itm', 4, 'server') }))
         .sha256;
-      cut = abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, dstats, abi.u32(0));
+      cut = abi.sumDstats(dstats);
       cut = { ...cut, segmented: cut.segmented - before.segmented, segments: cut.segments - before.segments };
       const m = await moduleView('capture');
       assert.deepEqual(m.user!.bypassed, { down: 0, behind: 0, size: 0 }, 'no packet went past it');

@@ -58,7 +58,7 @@ for (const variant of ['fast', 'slow', 'xdp'] as const)
       ]);
       egress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'dispatch'));
       ingress = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev2), hookSome, 'dispatch'));
-      dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'itm_dstats'));
+      dstats = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hookAll, 'itm_percpu'));
     });
     after(async () => {
       egress?.close();
@@ -148,7 +148,7 @@ for (const variant of ['fast', 'slow', 'xdp'] as const)
     }
 
     test('passes what it cannot parse untouched, and counts it', () => {
-      const before = sum(dstats);
+      const before = abi.sumDstats(dstats);
       const cases: Array<[string, Buffer]> = [
         ['ARP', buildArp({ senderMac: '02:00:00:00:00:01', senderIp: '10.1.0.1', targetIp: '10.1.0.2' })],
         ['an unknown ethertype', Buffer.concat([Buffer.alloc(12, 0xaa), Buffer.from([0x88, 0xb5]), Buffer.alloc(46, 0x55)])],
@@ -191,7 +191,7 @@ for (const variant of ['fast', 'slow', 'xdp'] as const)
         assert.equal(retval, PASS, `${what}: passed`);
         assert.deepEqual(out, frame, `${what}: untouched`);
       }
-      const after = sum(dstats);
+      const after = abi.sumDstats(dstats);
       assert.ok(after.non_ip - before.non_ip >= 3n, 'non-IP frames counted');
       assert.ok(after.malformed - before.malformed >= 4n, 'malformed headers counted');
     });
@@ -263,19 +263,6 @@ for (const variant of ['fast', 'slow', 'xdp'] as const)
     });
   });
 
-function sum(map: BpfMap): abi.ItmDstats {
-  const raw = map.lookup(Buffer.alloc(4))!;
-  const stride = Math.ceil(map.valueSize / 8) * 8;
-  const t = { non_ip: 0n, malformed: 0n, truncated: 0n } as abi.ItmDstats;
-  for (let o = 0; o + map.valueSize <= raw.length; o += stride) {
-    const v = abi.decode<abi.ItmDstats>(abi.itm_dstats, raw, o);
-    t.non_ip += v.non_ip;
-    t.truncated += v.truncated;
-    t.malformed += v.malformed;
-  }
-  return t;
-}
-
 // The common packets take the fast parse (parse_fast in bpf/dispatcher/parse.h: word-wide stores
 // of the whole struct itm_pkt); everything else, and every packet with ITM_FORCE_SLOW_PARSE, the
 // general one. Both must leave the same struct itm_pkt for the modules, byte for byte: each frame
@@ -300,7 +287,7 @@ describe('the fast parse fills struct itm_pkt as the general parse does', { skip
       const dev = topo.dev('itm', peer);
       await topo.exec('itm', [...env, process.execPath, ITMCTL, 'load', 'mark', '--dev', dev, '--hook', 'tc-egress', '--dscp', '0']);
       const dir = join(devicePins(topo, 'itm', dev), 'tc-egress');
-      progs[kind] = { prog: BpfProgram.fromPin(join(dir, 'dispatch')), scratch: BpfMap.fromPin(join(dir, 'itm_scratch')) };
+      progs[kind] = { prog: BpfProgram.fromPin(join(dir, 'dispatch')), scratch: BpfMap.fromPin(join(dir, 'itm_percpu')) };
     }
   });
   after(async () => {
@@ -311,7 +298,8 @@ describe('the fast parse fills struct itm_pkt as the general parse does', { skip
     await topo?.destroy();
   });
 
-  /** the struct itm_pkt `kind`'s dispatcher left for `frame`: the one CPU's scratch it wrote */
+  /** the struct itm_pkt `kind`'s dispatcher left for `frame`: the one CPU's scratch it wrote (its
+   * itm_percpu value zeroed before, the counters included) */
   function parsed(kind: 'fast' | 'general', frame: Buffer): Buffer {
     const { prog, scratch } = progs[kind];
     const key = abi.u32(0);
@@ -322,7 +310,8 @@ describe('the fast parse fills struct itm_pkt as the general parse does', { skip
     const raw = scratch.lookup(key)!;
     const written: Buffer[] = [];
     for (let o = 0; o + scratch.valueSize <= raw.length; o += stride) {
-      const pkt = raw.subarray(o + 8, o + 8 + abi.itm_pkt.size);
+      const at = o + abi.offsetOf(abi.itm_percpu, 'scratch') + abi.offsetOf(abi.itm_scratch, 'pkt');
+      const pkt = raw.subarray(at, at + abi.itm_pkt.size);
       if (pkt.some((b) => b !== 0)) written.push(Buffer.from(pkt));
     }
     assert.equal(written.length, 1, `${kind}: one CPU's scratch written`);

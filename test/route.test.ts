@@ -606,9 +606,9 @@ describe('route at the gateway: C — A — overlay — B — S, offloads as the
   const all = async () => Object.fromEntries(await Promise.all(OVERLAY_HOSTS.map(async (h) => [h, await stats(h)] as const)));
   /** the super-packets A's dispatcher cut at tc-egress of its device towards B (the plain route's) */
   const cutAtA = () => {
-    const m = BpfMap.fromPin(join(devicePins(topo, 'a', topo.dev('a', 'b')), 'tc-egress', 'itm_dstats'));
+    const m = BpfMap.fromPin(join(devicePins(topo, 'a', topo.dev('a', 'b')), 'tc-egress', 'itm_percpu'));
     try {
-      return itmAbi.sumPerCpu<itmAbi.ItmDstats>(itmAbi.itm_dstats, m, itmAbi.u32(0));
+      return itmAbi.sumDstats(m);
     } finally {
       m.close();
     }

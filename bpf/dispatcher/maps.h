@@ -60,12 +60,13 @@ struct {
 	__type(value, __u8);
 } itm_dst SEC(".maps");
 
+/* the packet's scratch and the counters, per CPU (struct itm_percpu) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct itm_dstats);
-} itm_dstats SEC(".maps");
+	__type(value, struct itm_percpu);
+} itm_percpu SEC(".maps");
 
 /* user modules, by slot id (see struct itm_trailer in abi.h) */
 struct {
@@ -93,14 +94,6 @@ struct {
 
 /* keeps the ABI enums in BTF for the TypeScript generator */
 const volatile struct itm_abi_consts itm_abi_anchor;
-
-/* every slot's counters, one value per CPU (struct itm_mstats_table) */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct itm_mstats_table);
-} itm_mstats SEC(".maps");
 
 /* what each slot's counters were when its instance was loaded (written by the loader only) */
 struct {

@@ -251,10 +251,35 @@ static __always_inline int parse(itm_ctx_t *ctx, struct itm_pkt *p, const int sl
 	return NON_IP;
 }
 
+/* the segments a packet of `len` bytes, its IP header at `l3` and its payload at `payload`, goes
+ * on the wire as (returned), and the IP bytes they carry in all (in `ip_bytes`) */
+static __always_inline __u32 segments_of(itm_ctx_t *ctx, __u32 len, __u32 l3, __u32 payload, __u32 *ip_bytes)
+{
+	__u32 segs = 1;
+
+#ifndef ITM_XDP
+	/* an XDP frame is one packet on the wire (a multi-buffer one too); an skb may be a GSO
+	 * super-packet, whose gso_segs some paths leave 0 (untrusted sources): count them then */
+	__u32 gso = ctx->gso_size;
+
+	if (gso) {
+		segs = ctx->gso_segs;
+		if (!segs && len > payload)
+			segs = (len - payload + gso - 1) / gso;
+		if (!segs)
+			segs = 1;
+		if (segs > 0xffff)
+			segs = 0xffff;
+	}
+#endif
+	*ip_bytes = len - l3 + (segs - 1) * (payload - l3);
+	return segs;
+}
+
 /*
  * The common case in one pass: Ethernet with no tag, IPv4 without options (not a later fragment)
  * or IPv6 without extension headers, then TCP or UDP, all in the linear part. It fills the whole
- * of struct itm_pkt but its segment counts (count_segments) with a few word-wide stores, where
+ * of struct itm_pkt, its segment counts too, with a few word-wide stores, where
  * init_pkt and parse write it field by field (zeroing it first): about 6 ns of the 13 the general
  * way costs a packet here. Any other packet is SLOW: the general parse has it, from the start.
  */
@@ -264,7 +289,8 @@ _Static_assert(__builtin_offsetof(struct itm_pkt, flow.sport) == 32 &&
 		       __builtin_offsetof(struct itm_pkt, len) == 48 &&
 		       __builtin_offsetof(struct itm_pkt, hook) == 60 &&
 		       __builtin_offsetof(struct itm_pkt, icmp_type) == 64 &&
-		       __builtin_offsetof(struct itm_pkt, segs) == 68 && sizeof(struct itm_pkt) == 76,
+		       __builtin_offsetof(struct itm_pkt, segs) == 68 &&
+		       __builtin_offsetof(struct itm_pkt, ip_bytes) == 72 && sizeof(struct itm_pkt) == 76,
 	       "parse_fast writes struct itm_pkt by its offsets");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "parse_fast packs little-endian words");
 
@@ -276,7 +302,7 @@ static __always_inline int parse_fast(itm_ctx_t *ctx, struct itm_pkt *pkt)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	__u32 l3 = sizeof(*eth), l4, payload, ports;
+	__u32 l3 = sizeof(*eth), l4, payload, ports, len;
 	__u8 proto, tos, flags, tcp_flags = 0;
 
 	/* the shortest packet of the fast way: IPv4 and UDP */
@@ -335,7 +361,8 @@ static __always_inline int parse_fast(itm_ctx_t *ctx, struct itm_pkt *pkt)
 	/* sport and dport, each in host order */
 	h[8] = bpf_ntohs(ports & 0xffff) | (__u32)bpf_ntohs(ports >> 16) << 16;
 	w[5] = l3 | l4 << 16 | (__u64)payload << 32;
-	h[12] = pkt_len(ctx);
+	len = pkt_len(ctx);
+	h[12] = len;
 #ifdef ITM_XDP
 	h[13] = itm_dev_ifindex;
 	h[14] = itm_dev_ifindex;
@@ -351,30 +378,18 @@ static __always_inline int parse_fast(itm_ctx_t *ctx, struct itm_pkt *pkt)
 	h[15] = (__u8)itm_hook | (__u32)(tos >> 2) << 8 | (__u32)(tos & 3) << 16 | (__u32)tcp_flags << 24;
 	flags = ITM_PKT_L4 | ITM_PKT_PORTS;
 	h[16] = (__u32)flags << 16;
-	h[17] = 0;
+	/* segs (and pad), ip_bytes */
+	h[17] = segments_of(ctx, len, l3, payload, &h[18]);
 	return PARSED;
 }
 
-/* the segments a parsed packet goes on the wire as, and the IP bytes they carry in all */
+/* the segment counts of a packet the general parse had (struct itm_pkt's segs and ip_bytes) */
 static __always_inline void count_segments(itm_ctx_t *ctx, struct itm_pkt *p)
 {
-	__u32 segs = 1, hdr = p->payload_off - p->l3_off;
+	__u32 ip_bytes;
 
-#ifndef ITM_XDP
-	/* an XDP frame is one packet on the wire (a multi-buffer one too); an skb may be a GSO
-	 * super-packet, whose gso_segs some paths leave 0 (untrusted sources): count them then */
-	if (ctx->gso_size) {
-		segs = ctx->gso_segs;
-		if (!segs && p->len > p->payload_off)
-			segs = (p->len - p->payload_off + ctx->gso_size - 1) / ctx->gso_size;
-		if (!segs)
-			segs = 1;
-		if (segs > 0xffff)
-			segs = 0xffff;
-	}
-#endif
-	p->segs = segs;
-	p->ip_bytes = p->len - p->l3_off + (segs - 1) * hdr;
+	p->segs = segments_of(ctx, p->len, p->l3_off, p->payload_off, &ip_bytes);
+	p->ip_bytes = ip_bytes;
 }
 
 #endif

@@ -37,11 +37,13 @@ __noinline int itm_cut(itm_ctx_t *ctx, struct itm_scratch *s, __u32 id, __u32 po
 		return 0;
 	__u32 zero = 0, n, idx;
 	struct itm_segctl *sc = bpf_map_lookup_elem(&itm_segctl, &zero);
-	struct itm_dstats *ds = bpf_map_lookup_elem(&itm_dstats, &zero);
+	struct itm_percpu *pc = bpf_map_lookup_elem(&itm_percpu, &zero);
+	struct itm_dstats *ds;
 	struct itm_seg *e;
 
-	if (!ds)
+	if (!pc)
 		return 0;
+	ds = &pc->dstats;
 	if (!sc || !sc->ifindex) {
 		ds->seg_unavailable++;
 		return 0;

@@ -7,16 +7,15 @@ import { ItmError } from '../errors.js';
 import { BpfError, BpfMap, BpfProgram, ifIndexToName, waitForRunningPrograms } from '../libbpf/index.js';
 
 /** the dispatcher's maps a module's object shares (reuses) when it loads */
-export const SHARED_MAPS = ['itm_progs', 'itm_scratch', 'itm_segctl'] as const;
+export const SHARED_MAPS = ['itm_progs', 'itm_segctl'] as const;
 export const DISPATCHER_MAPS = [
   ...SHARED_MAPS,
-  'itm_mstats',
+  'itm_percpu',
   'itm_mbase',
   'itm_chain',
   'itm_ctl',
   'itm_src',
   'itm_dst',
-  'itm_dstats',
   'itm_uctl',
   'itm_uflight',
   'itm_segs',
@@ -151,10 +150,11 @@ export class HookPins {
   }
 
   private rawMstats(id: number): abi.ItmMstats {
-    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_mstats, u32(0), id * abi.itm_mstats.size);
+    const at = abi.offsetOf(abi.itm_percpu, 'mstats') + id * abi.itm_mstats.size;
+    return abi.sumPerCpu<abi.ItmMstats>(abi.itm_mstats, this.maps.itm_percpu, u32(0), at);
   }
   dstats(): abi.ItmDstats {
-    return abi.sumPerCpu<abi.ItmDstats>(abi.itm_dstats, this.maps.itm_dstats, u32(0));
+    return abi.sumDstats(this.maps.itm_percpu);
   }
 }
 

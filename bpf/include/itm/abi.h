@@ -16,7 +16,7 @@
  * 1: the trees of before it was recorded, which have no itm_layout.
  */
 enum itm_layout {
-	ITM_LAYOUT_VERSION = 4,
+	ITM_LAYOUT_VERSION = 5, /* 5: the per-CPU scratch and counters in one map, itm_percpu */
 };
 
 enum itm_limits {
@@ -195,8 +195,8 @@ struct itm_mstats {
 	__u64 diverted;
 };
 
-/* Every slot's counters in one value per CPU, looked up once per packet; a slot's read is what it
- * counted since its instance was loaded: its entry here less its entry in itm_mbase. */
+/* Every slot's counters, in itm_percpu; a slot's read is what it counted since its instance was
+ * loaded: its entry here less its entry in itm_mbase. */
 struct itm_mstats_table {
 	struct itm_mstats slots[ITM_MAX_SLOTS];
 };
@@ -286,6 +286,14 @@ struct itm_dstats {
 	__u64 segmented;       /* super-packets sent through the segmentation pair */
 	__u64 segments;	       /* their segments, back at the hook */
 	__u64 seg_unavailable; /* super-packets a module needed cut, with no pair to cut them */
+};
+
+/* What the dispatcher keeps per CPU, in the one value of itm_percpu, looked up once a packet: the
+ * packet's scratch, the hook's counters and every slot's. */
+struct itm_percpu {
+	struct itm_scratch scratch;
+	struct itm_dstats dstats;
+	struct itm_mstats_table mstats;
 };
 
 /*

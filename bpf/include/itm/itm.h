@@ -68,13 +68,6 @@ struct {
 	__type(value, __u32);
 } itm_progs SEC(".maps") __weak;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct itm_scratch);
-} itm_scratch SEC(".maps") __weak;
-
 /* the hook's segmentation pair (see struct itm_segctl in abi.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
