@@ -224,6 +224,20 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		return ITM_PASS;
 	s = &pc->scratch;
 	ds = &pc->dstats;
+	/* the common case first, straight to the chain: a new packet the fast parse has whole */
+	if (!returning && !itm_force_slow
+#ifndef ITM_XDP
+	    && !itm_seg_mark(ctx->mark)
+#endif
+	) {
+		ds->packets++;
+		r = parse_fast(ctx, &s->pkt);
+		if (r == PARSED) {
+			ds->parsed++;
+			goto chain;
+		}
+		goto general;
+	}
 #ifndef ITM_XDP
 	if (itm_seg_mark(ctx->mark)) {
 		struct itm_seg *e = take_segment(ctx);
@@ -260,15 +274,14 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 	} else {
 		ds->packets++;
 	}
-	r = itm_force_slow ? SLOW : parse_fast(ctx, &s->pkt);
-	if (r == SLOW) {
-		r = itm_force_slow ? SLOW : itm_parse_linear(ctx, &s->pkt);
-		/* a header lies past the linear part: parse again, copying the headers out */
-		if (r == SLOW)
-			r = itm_parse_copying(ctx, &s->pkt);
-		if (r == PARSED)
-			count_segments(ctx, &s->pkt);
-	}
+general:
+	/* the general parse: whatever parse_fast does not take, and what comes back from a module */
+	r = itm_force_slow ? SLOW : itm_parse_linear(ctx, &s->pkt);
+	/* a header lies past the linear part: parse again, copying the headers out */
+	if (r == SLOW)
+		r = itm_parse_copying(ctx, &s->pkt);
+	if (r == PARSED)
+		count_segments(ctx, &s->pkt);
 	if (back >= 0 && itm_hook == ITM_HOOK_TC_EGRESS)
 		s->pkt.ingress_ifindex = seg ? seg_iif : t.iif;
 	switch (r) {
@@ -297,6 +310,7 @@ static __always_inline int dispatch(itm_ctx_t *ctx, int returning)
 		start = resume_at(s, back, t.pos, seg);
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
+chain:
 	return run_chain(ctx, pc, start);
 }
 
