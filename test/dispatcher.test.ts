@@ -13,6 +13,19 @@ import { ITMCTL, cleanItmOnDestroy, devicePins } from './itm.js';
 const skip = namespaceSkipReason();
 const EF = 46;
 
+/** The itm host with two peers, each on a veth of its own; itm's state goes with the topology. */
+async function twoPeers(): Promise<Topology> {
+  const topo = await Topology.create({
+    hosts: ['itm', 'peer', 'peer2'],
+    links: [
+      { a: 'itm', b: 'peer' },
+      { a: 'itm', b: 'peer2' },
+    ],
+  });
+  cleanItmOnDestroy(topo, 'itm');
+  return topo;
+}
+
 // Three builds of the parse: tc reading headers in place (the usual case), tc copying them out with
 // bpf_skb_load_bytes (headers outside the linear part, forced here because test_run's packets are
 // always linear), and the xdp dispatcher.
@@ -28,14 +41,7 @@ for (const variant of ['fast', 'slow', 'xdp'] as const)
     let dstats: BpfMap;
 
     before(async () => {
-      topo = await Topology.create({
-        hosts: ['itm', 'peer', 'peer2'],
-        links: [
-          { a: 'itm', b: 'peer' },
-          { a: 'itm', b: 'peer2' },
-        ],
-      });
-      cleanItmOnDestroy(topo, 'itm');
+      topo = await twoPeers();
       const dev = topo.dev('itm', 'peer');
       const dev2 = variant === 'xdp' ? topo.dev('itm', 'peer2') : dev;
       const [hookAll, hookSome] = variant === 'xdp' ? ['xdp', 'xdp'] : ['tc-egress', 'tc-ingress'];
@@ -272,14 +278,7 @@ describe('the fast parse fills struct itm_pkt as the general parse does', { skip
   const progs: Record<'fast' | 'general', { prog: BpfProgram; scratch: BpfMap }> = {} as never;
 
   before(async () => {
-    topo = await Topology.create({
-      hosts: ['itm', 'peer', 'peer2'],
-      links: [
-        { a: 'itm', b: 'peer' },
-        { a: 'itm', b: 'peer2' },
-      ],
-    });
-    cleanItmOnDestroy(topo, 'itm');
+    topo = await twoPeers();
     for (const [kind, peer, env] of [
       ['fast', 'peer', []],
       ['general', 'peer2', ['env', 'ITM_FORCE_SLOW_PARSE=1']],
