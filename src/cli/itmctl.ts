@@ -60,9 +60,10 @@ setVerbose(verbose);
 try {
   const helps = argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
   const word = argv.find((a) => !a.startsWith('-'));
-  // the modules' declarations (their options) only where they are asked for: load, and help; a
-  // module whose declaration does not load must not stop the other commands: load says why
-  const wantsDefs = word === 'load' || helps;
+  // the modules' declarations only where they are asked for: help (load's lists them all; a load
+  // itself reads the one it loads); a module whose declaration does not load must not stop the
+  // other commands: load says why
+  const wantsDefs = helps;
   const catalog = wantsDefs || (word !== undefined && !CORE_NAMES.has(word)) ? await import('../catalog.js') : undefined;
   const defs =
     wantsDefs && catalog
