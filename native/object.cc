@@ -50,8 +50,12 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
     Napi::Env env = info.Env();
     if (!ArgString(info, 0, &path_)) return;
     label_ = BaseName(path_);
+    // optional: the BTF that CO-RE relocations are resolved against, instead of the kernel's
+    std::string btf;
+    if (info.Length() > 1 && info[1].IsString()) btf = info[1].As<Napi::String>().Utf8Value();
+    LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf.empty() ? nullptr : btf.c_str());
     LogCapture capture;
-    struct bpf_object* obj = bpf_object__open_file(path_.c_str(), nullptr);
+    struct bpf_object* obj = bpf_object__open_file(path_.c_str(), &opts);
     if (obj == nullptr) {
       ErrorInfo e;
       e.err = ErrFromErrno();

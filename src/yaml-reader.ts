@@ -1,8 +1,16 @@
 // A YAML (or JSON) document read field by field, each error an ItmError that names the file's line:
 // what a module's configuration file is read with (route's topology), so every such file refuses
 // bad input the same way, before anything is changed.
-import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
+import type { LineCounter, Node, Pair, YAMLMap, YAMLSeq } from 'yaml';
 import { ItmError } from './errors.js';
+
+// yaml is loaded when a document is first read, not on import: the SDK exports this class, so
+// every module's declaration imports this file, and yaml's ~80 files cost about 25 ms of an
+// `itmctl load` that reads no YAML (the same module as an `import 'yaml'`: its node build is CJS)
+let lib: typeof Yaml | undefined;
+const yaml = (): typeof Yaml => (lib ??= createRequire(import.meta.url)('yaml') as typeof Yaml);
 
 /** A mapping's fields, by key, and the node they are in (for the line of a missing one). */
 export interface Fields {
@@ -13,7 +21,7 @@ export interface Fields {
 }
 
 export class YamlReader {
-  private readonly lines = new LineCounter();
+  private readonly lines: LineCounter;
   /** the document's top value */
   readonly root: Node | null;
 
@@ -24,7 +32,8 @@ export class YamlReader {
     readonly file: string,
     private readonly prefix: string,
   ) {
-    const doc = parseDocument(text, { lineCounter: this.lines, uniqueKeys: true, prettyErrors: false });
+    this.lines = new (yaml().LineCounter)();
+    const doc = yaml().parseDocument(text, { lineCounter: this.lines, uniqueKeys: true, prettyErrors: false });
     if (doc.errors.length) {
       const e = doc.errors[0]!;
       throw new ItmError(`${this.lead()}${file}:${this.lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
@@ -36,7 +45,7 @@ export class YamlReader {
   at(n: Node | Pair | null | undefined): string {
     let off: number | undefined;
     if (n && 'range' in n && n.range) off = n.range[0];
-    else if (n && 'key' in n && isScalar(n.key)) off = n.key.range?.[0];
+    else if (n && 'key' in n && yaml().isScalar(n.key)) off = n.key.range?.[0];
     return off === undefined ? this.file : `${this.file}:${this.lines.linePos(off).line}`;
   }
 
@@ -50,10 +59,10 @@ export class YamlReader {
 
   /** A mapping's fields, unknown keys refused; `shape` says what the mapping holds. */
   map(n: unknown, allowed: readonly string[], what: string, shape: string): Fields {
-    if (!isMap(n)) return this.fail(n as Node, `${what} is a mapping (${shape})`);
+    if (!yaml().isMap(n)) return this.fail(n as Node, `${what} is a mapping (${shape})`);
     const pairs = new Map<string, Pair>();
     for (const p of n.items) {
-      const k = isScalar(p.key) ? String(p.key.value) : undefined;
+      const k = yaml().isScalar(p.key) ? String(p.key.value) : undefined;
       if (k === undefined || !allowed.includes(k))
         this.fail(p.key as Node, `unknown key '${k ?? '?'}' in ${what} (keys: ${allowed.join(', ')})`);
       pairs.set(k!, p);
@@ -65,7 +74,7 @@ export class YamlReader {
   seq(f: Fields, key: string, what: string): YAMLSeq | undefined {
     const v = f.pairs.get(key)?.value;
     if (v === undefined || v === null) return undefined;
-    if (!isSeq(v)) return this.fail(v as Node, `'${key}' is a list${what ? ` of ${what}` : ''}`);
+    if (!yaml().isSeq(v)) return this.fail(v as Node, `'${key}' is a list${what ? ` of ${what}` : ''}`);
     return v;
   }
 
@@ -73,7 +82,7 @@ export class YamlReader {
   scalar(f: Fields, key: string): { v: unknown; node: Node } {
     const p = f.pairs.get(key);
     if (!p) return this.fail(f.node, `${f.what} has no '${key}'`);
-    if (!isScalar(p.value)) return this.fail((p.value as Node) ?? p, `'${key}' must be a single value`);
+    if (!yaml().isScalar(p.value)) return this.fail((p.value as Node) ?? p, `'${key}' must be a single value`);
     return { v: p.value.value, node: p.value };
   }
 

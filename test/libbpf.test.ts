@@ -536,6 +536,21 @@ function registerTests(): void {
     assert.equal(err.errno, 2);
   });
 
+  test('the dispatcher loads with its CO-RE resolved against a minimal kernel BTF (open with btf)', () => {
+    const dispatcher = join(ROOT, 'bpf', 'build', 'dispatcher.bpf.o');
+    const min = join(work, 'dispatcher.min.btf');
+    execFileSync('bpftool', ['gen', 'min_core_btf', '/sys/kernel/btf/vmlinux', min, dispatcher]);
+    const obj = BpfObject.open(dispatcher, { btf: min });
+    try {
+      obj.load();
+      const p = obj.program('itm_dispatch');
+      assert.equal(p.type, BPF_PROG_TYPE.SCHED_CLS);
+      p.close();
+    } finally {
+      obj.close();
+    }
+  });
+
   test('setGlobal before load decides what the program returns', () => {
     for (const value of [2, 7]) {
       const obj = loadFixture(value);

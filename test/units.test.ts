@@ -556,3 +556,43 @@ describe('YamlReader (a module configuration file)', () => {
     assert.throws(() => new YamlReader('a: 1\na: 2\n', 'dup.yaml', 'mod'), /mod: dup\.yaml:2: Map keys must be unique/);
   });
 });
+
+describe("itmctl's yargs (src/cli/yargs.ts)", () => {
+  test("its platform shim has the installed yargs's shape, and lays out text the same", async () => {
+    const { platformShim, YARGS_SHIM_FILE } = await import('../src/cli/yargs.js');
+    const { pathToFileURL } = await import('node:url');
+    const theirs = (await import(pathToFileURL(YARGS_SHIM_FILE).href)).default as Record<string, unknown>;
+    const ours = await platformShim();
+    const shape = (o: Record<string, unknown>) =>
+      Object.fromEntries(
+        Object.entries(o).map(([k, v]) => [
+          k,
+          v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).sort() : typeof v === 'function' ? 'function' : typeof v,
+        ]),
+      );
+    assert.deepEqual(shape(ours), shape(theirs));
+    assert.equal(ours.mainFilename, theirs.mainFilename);
+    for (const s of ['itmctl', 'héllo', '\u001b[1mbold\u001b[22m', '日本']) {
+      assert.equal((ours.stringWidth as (s: string) => number)(s), (theirs.stringWidth as (s: string) => number)(s));
+    }
+    const layout = (shim: Record<string, unknown>) => {
+      const ui = (shim.cliui as (o: unknown) => { div: (...a: unknown[]) => void; toString: () => string })({ width: 40, wrap: true });
+      ui.div({ text: '--dev  the network device of the hook, a long text to wrap', padding: [0, 2, 0, 2] });
+      return ui.toString();
+    };
+    assert.equal(layout(ours), layout(theirs));
+    const y18n = (s: Record<string, unknown>) => (s.y18n as { __: (x: string) => string }).__('Show help');
+    assert.equal(y18n(ours), y18n(theirs));
+  });
+
+  test('yargs built on it parses as yargs does', async () => {
+    const { loadYargs } = await import('../src/cli/yargs.js');
+    const yargs = await loadYargs();
+    const argv = await yargs(['load', 'qos', '--dev', 'eth0', '--threshold', '100'])
+      .command('load <module>', 'load', (y) => y.option('dev', { type: 'string' }))
+      .parseAsync();
+    assert.equal(argv.module, 'qos');
+    assert.equal(argv.dev, 'eth0');
+    assert.equal(argv.threshold, 100);
+  });
+});

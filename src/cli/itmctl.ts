@@ -5,7 +5,6 @@
 // It imports only what the command it runs needs: the commands' handlers import the registry,
 // the control layer or the agent when they run, the module catalog is read only for load and
 // help, and a module's own commands (its cli.js) only for that module's command line or help.
-import yargs from 'yargs';
 import { ItmError } from '../errors.js';
 import { BpfError } from '../libbpf/errors.js';
 import { log, setVerbose } from '../log.js';
@@ -23,6 +22,7 @@ import { applyCommand } from './commands/apply.js';
 import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
 import { commandNames, type ModuleCommand } from './module-commands.js';
+import { loadYargs, skipHelpCache } from './yargs.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -60,9 +60,10 @@ setVerbose(verbose);
 try {
   const helps = argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === 'help');
   const word = argv.find((a) => !a.startsWith('-'));
-  // the modules' declarations (their options) only where they are asked for: load, and help; a
-  // module whose declaration does not load must not stop the other commands: load says why
-  const wantsDefs = word === 'load' || helps;
+  // the modules' declarations only where they are asked for: help (load's lists them all; a load
+  // itself reads the one it loads); a module whose declaration does not load must not stop the
+  // other commands: load says why
+  const wantsDefs = helps;
   const catalog = wantsDefs || (word !== undefined && !CORE_NAMES.has(word)) ? await import('../catalog.js') : undefined;
   const defs =
     wantsDefs && catalog
@@ -83,6 +84,7 @@ try {
         if (r.status === 'fulfilled') moduleCmds.push(...r.value);
     }
   }
+  const yargs = await loadYargs();
   let y = yargs(argv)
     .scriptName('itmctl')
     .parserConfiguration({ 'camel-case-expansion': false })
@@ -102,6 +104,7 @@ try {
     .command(diffCommand)
     .command(exportCommand);
   for (const c of moduleCmds) y = y.command(c);
+  if (!helps) skipHelpCache(y);
   await y
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()

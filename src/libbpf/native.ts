@@ -107,7 +107,7 @@ export interface NativeConstants {
 
 export interface NativeAddon {
   setErrorFactory(f: (info: NativeErrorInfo) => Error): void;
-  NativeBpfObject: new (path: string) => NativeBpfObject;
+  NativeBpfObject: new (path: string, btfCustomPath?: string) => NativeBpfObject;
   linkObjects(out: string, inputs: string[]): void;
   closeFd(fd: number): void;
   dupFd(fd: number): number;

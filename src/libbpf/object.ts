@@ -26,9 +26,10 @@ export class BpfObject {
     this.name = obj.name();
   }
 
-  /** Parses the object file; needs no privileges. */
-  static open(path: string): BpfObject {
-    return new BpfObject(path, new native.NativeBpfObject(path));
+  /** Parses the object file; needs no privileges. `btf`: a raw BTF file to resolve the object's
+   * CO-RE relocations against, in place of the kernel's (which libbpf then need not read). */
+  static open(path: string, opts: { btf?: string } = {}): BpfObject {
+    return new BpfObject(path, opts.btf ? new native.NativeBpfObject(path, opts.btf) : new native.NativeBpfObject(path));
   }
 
   programNames(): string[] {

@@ -42,6 +42,7 @@ import { globalBytes, initModule, loadModuleObject, reusedMaps } from './objects
 import { HookPins, u32 } from './pins.js';
 import { chainOrder, DEFAULT_PRIORITY, findLoaded, needsSegmenter } from './records.js';
 import { Undo } from './undo.js';
+import { copyBtf } from './core-btf.js';
 
 export interface LoadOptions {
   module: string;
@@ -269,7 +270,10 @@ function install(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, undo:
       if (p.def.kernel.init) initModule(p.def, p.name, p.params, modDir, p.dev, p.hook);
     } else {
       const copy = instanceObject(p.ifindex, p.hook, id);
-      undo.add(`remove ${copy}`, () => rmSync(copy, { force: true }));
+      undo.add(`remove ${copy}`, () => {
+        rmSync(copy, { force: true });
+        rmSync(copyBtf(copy), { force: true });
+      });
       writeInstanceObject(p.objPath, id, copy);
     }
   }

@@ -6,6 +6,7 @@ import * as abi from '../abi.js';
 import { ifIndexToName } from '../libbpf/index.js';
 import { removeDeviceDiverts, removeDivert } from '../divert.js';
 import { instanceObject, removeInstanceObjects } from './compose.js';
+import { copyBtf } from './core-btf.js';
 import { instanceDir } from '../instance.js';
 import type { Hook } from '../module-def.js';
 import { claimNamespace, devicePinDir, ensureBpffs, listDeviceRecords, netnsId, nsPinDir, removeDevice, STATE_DIR } from '../state.js';
@@ -53,6 +54,7 @@ export function purgeModule(pins: HookPins, id: number): void {
   }
   rmSync(instanceDir(pins.dir, id), { recursive: true, force: true });
   rmSync(instanceObject(ifindex, hook, id), { force: true });
+  rmSync(copyBtf(instanceObject(ifindex, hook, id)), { force: true });
 }
 
 /** Removes the directories of a device and of the namespace once nothing of itm is left in them

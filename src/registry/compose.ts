@@ -24,6 +24,7 @@ import { definedGlobals, renameInObject } from '../libbpf/elf.js';
 import type { Hook, KernelConfig } from '../module-def.js';
 import { netnsId, pinName, STATE_DIR, type HookRecord } from '../state.js';
 import { attachment } from './attach.js';
+import { chainBtf, writeCopyBtf } from './core-btf.js';
 import { DATA_SECTIONS, reusePin, setInstanceParams } from './objects.js';
 import { DISPATCHER_MAPS, u32, type HookPins } from './pins.js';
 import type { Undo } from './undo.js';
@@ -62,6 +63,7 @@ export function writeInstanceObject(moduleObject: string, id: number, dest: stri
   mkdirSync(join(dest, '..'), { recursive: true });
   writeFileSync(`${dest}.tmp`, renameInObject(elf, symbols, sections, moduleObject));
   renameSync(`${dest}.tmp`, dest);
+  writeCopyBtf(moduleObject, dest);
 }
 
 /** The linked object's maps that are instance `id`'s, each with the name of its pin in the
@@ -125,6 +127,7 @@ export function compose(
     const linked = join(tmp, 'chain.bpf.o');
     const ids: number[] = [];
     const inputs: string[] = [];
+    const copies: string[] = [];
     slots.forEach((sl, k) => {
       if (!kernel.has(sl.id)) return;
       const copy = instanceObject(ifindex, hook, sl.id);
@@ -134,6 +137,7 @@ export function compose(
       writeFileSync(at, renameInObject(readFileSync(copy), new Map([[`itm_slot_${sl.id}`, `itm_pos_${k}`]]), new Map(), copy));
       ids.push(sl.id);
       inputs.push(at);
+      copies.push(copy);
     });
     try {
       linkObjects(linked, [dispatcherObjectPath(hook), ...inputs]);
@@ -141,7 +145,7 @@ export function compose(
       if (e instanceof BpfError) throw new ItmError(`cannot link the chain of ${hook}: ${e.message}`, undefined, { cause: e });
       throw e;
     }
-    obj = BpfObject.open(linked);
+    obj = BpfObject.open(linked, { btf: chainBtf(dispatcherObjectPath(hook), copies) });
     for (const p of obj.programNames()) obj.setAutoload(p, p === 'itm_dispatch' || p === 'itm_return_chain');
     setDispatcherGlobals(obj, ifindex, hook);
     obj.setGlobal('itm_table', u32(table));

@@ -27,6 +27,7 @@ import { progName, requireEthernet, resolveDevice, tcFiltersRemain } from './dev
 import { DISPATCHER_MAPS, HookPins, u32 } from './pins.js';
 import { ADOPTED, DEFAULT_PRIORITY, needsSegmenter } from './records.js';
 import { Undo } from './undo.js';
+import { objectBtf } from './core-btf.js';
 import { removeInstanceObjects, setDispatcherGlobals } from './compose.js';
 
 export type UpOutcome = 'created' | 'adopted' | 'repaired';
@@ -54,7 +55,7 @@ function createDispatcher(ifindex: number, hook: Hook, undo: Undo): HookPins {
   }
   rmSync(dir, { recursive: true, force: true });
   removeInstanceObjects(ifindex, hook);
-  const obj = BpfObject.open(dispatcherObjectPath(hook));
+  const obj = BpfObject.open(dispatcherObjectPath(hook), { btf: objectBtf(dispatcherObjectPath(hook)) });
   try {
     setDispatcherGlobals(obj, ifindex, hook);
     obj.load();
