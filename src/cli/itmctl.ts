@@ -5,6 +5,7 @@
 // It imports only what the command it runs needs: the commands' handlers import the registry,
 // the control layer or the agent when they run, the module catalog is read only for load and
 // help, and a module's own commands (its cli.js) only for that module's command line or help.
+import yargs from 'yargs';
 import { ItmError } from '../errors.js';
 import { BpfError } from '../libbpf/errors.js';
 import { log, setVerbose } from '../log.js';
@@ -22,7 +23,6 @@ import { applyCommand } from './commands/apply.js';
 import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
 import { commandNames, type ModuleCommand } from './module-commands.js';
-import { loadYargs, skipHelpCache } from './yargs.js';
 
 function fail(err: unknown, verbose: boolean): never {
   let msg: string;
@@ -84,7 +84,6 @@ try {
         if (r.status === 'fulfilled') moduleCmds.push(...r.value);
     }
   }
-  const yargs = await loadYargs();
   let y = yargs(argv)
     .scriptName('itmctl')
     .parserConfiguration({ 'camel-case-expansion': false })
@@ -104,7 +103,6 @@ try {
     .command(diffCommand)
     .command(exportCommand);
   for (const c of moduleCmds) y = y.command(c);
-  if (!helps) skipHelpCache(y);
   await y
     .demandCommand(1, 'give a command (itmctl --help lists them)')
     .strict()
