@@ -294,10 +294,6 @@ const volatile struct route_abi {
 		v0 ^= (m);                                                                                   \
 	} while (0)
 
-/* one NH step of 8 bytes: (m0 + k0) * (m1 + k1), the additions mod 2^32, the product in 64 bits */
-#define NH_STEP(w, k)                                                                                        \
-	((__u64)(__u32)((__u32)(w) + (__u32)(k)) * (__u32)((__u32)((w) >> 32) + (__u32)((k) >> 32)))
-
 /* NH's two sums of the inner packet under one key, and its length */
 struct route_nh {
 	__u64 s1;
@@ -305,19 +301,69 @@ struct route_nh {
 };
 
 /*
+ * NH's two passes over `words` 8-byte words at `d` (zero-padded, little-endian 32-bit halves)
+ * under the key words at `k`, the second pass with its Toeplitz shift of four words: per word,
+ * (m0 + k0) * (m1 + k1), the additions mod 2^32 and the product in 64 bits, summed mod 2^64.
+ * A function of its own (not inlined into the module's entry, whose live values would take the
+ * registers and spill the sums to the stack every step): its 10 registers hold the two pointers,
+ * the count, the sums and a word's halves, with no stack access in the loop. The halves are read
+ * with 32-bit loads, so each addition is one ALU32 instruction and no shift splits a word.
+ */
+static __noinline void route_nh_pass(const __u32 *d, const __u32 *k, __u32 words, struct route_nh *out)
+{
+	__u64 s1 = 0, s2 = 0;
+	__u32 pairs;
+
+	/* the last word first when their number is odd (a sum's order is free), then 16 bytes a step
+	 * (fewer loop instructions per byte) */
+	asm volatile("" : "+r"(words)); /* keeps the check below, which the verifier needs */
+	if (words > ROUTE_MAX_INNER / 8)
+		return;
+	pairs = words >> 1;
+	if (words & 1) {
+		__u32 last = words - 1;
+		const __u32 *dl, *kl;
+
+		asm volatile("" : "+r"(last));
+		if (last >= ROUTE_MAX_INNER / 8)
+			return;
+		dl = d + 2 * last;
+		kl = k + 2 * last;
+		s1 = (__u64)(__u32)(dl[0] + kl[0]) * (__u32)(dl[1] + kl[1]);
+		s2 = (__u64)(__u32)(dl[0] + kl[4]) * (__u32)(dl[1] + kl[5]);
+	}
+	for (; pairs; pairs--) {
+		__u32 m0, m1;
+
+		m0 = d[0];
+		m1 = d[1];
+		s1 += (__u64)(__u32)(m0 + k[0]) * (__u32)(m1 + k[1]);
+		s2 += (__u64)(__u32)(m0 + k[4]) * (__u32)(m1 + k[5]);
+		asm volatile("" ::: "memory"); /* a word at a time: hoisting the next word's loads spills */
+		m0 = d[2];
+		m1 = d[3];
+		s1 += (__u64)(__u32)(m0 + k[2]) * (__u32)(m1 + k[3]);
+		s2 += (__u64)(__u32)(m0 + k[6]) * (__u32)(m1 + k[7]);
+		d += 4;
+		k += 4;
+	}
+	out->s1 = s1;
+	out->s2 = s2;
+}
+
+/*
  * NH of the inner packet after the overlay header at `hoff` (to the packet's end; its length in
  * `*len`), the 2 bytes at `hoff + csum` (the inner L4 checksum; past the end for none) read as
- * zero: under `ka` into `a`, and when `two` under `kb` into `b` as well, in the same pass (a relay
- * checks a packet under one key and tags it under another). 0 on success.
+ * zero: under `ka` into `a`, and when `two` under `kb` into `b` as well (a relay checks a packet
+ * under one key and tags it under another: one copy of the packet, two passes over it). 0 on
+ * success.
  */
 static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csum, const struct route_key *ka,
 				    const struct route_key *kb, struct route_nh *a, struct route_nh *b,
 				    __u32 *len, const int two)
 {
-	__u32 zero = 0, n, end, off = 0;
+	__u32 zero = 0, n;
 	struct route_scratch *sc = bpf_map_lookup_elem(&route_scratch, &zero);
-	const __u8 *buf, *pa = (const __u8 *)ka->nh, *pb = (const __u8 *)kb->nh;
-	__u64 a1 = 0, a2 = 0, b1 = 0, b2 = 0;
 
 	if (!sc || hoff + ROUTE_HDR_LEN > skb->len)
 		return -1;
@@ -330,50 +376,16 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csu
 	*(__u64 *)(sc->buf + n) = 0;
 	if (csum >= ROUTE_HDR_LEN && csum - ROUTE_HDR_LEN + 2 <= n && csum - ROUTE_HDR_LEN < ROUTE_MAX_INNER)
 		*(__u16 *)(sc->buf + (csum - ROUTE_HDR_LEN)) = 0;
-	buf = sc->buf;
-	end = (n + 7) & ~7U;
-	/* 16 bytes a step (fewer loop instructions per byte), then the last 8 if there are */
-	for (int i = 0; i < ROUTE_MAX_INNER / 16; i++) {
-		__u64 w0, w1;
-
-		if (off + 16 > end)
-			break;
-		w0 = *(const __u64 *)(buf + off);
-		w1 = *(const __u64 *)(buf + off + 8);
-		a1 += NH_STEP(w0, *(const __u64 *)(pa + off)) + NH_STEP(w1, *(const __u64 *)(pa + off + 8));
-		a2 += NH_STEP(w0, *(const __u64 *)(pa + off + 16)) +
-		      NH_STEP(w1, *(const __u64 *)(pa + off + 24));
-		if (two) {
-			b1 += NH_STEP(w0, *(const __u64 *)(pb + off)) +
-			      NH_STEP(w1, *(const __u64 *)(pb + off + 8));
-			b2 += NH_STEP(w0, *(const __u64 *)(pb + off + 16)) +
-			      NH_STEP(w1, *(const __u64 *)(pb + off + 24));
-		}
-		off += 16;
-	}
-	if (off < end && off <= ROUTE_MAX_INNER - 8) {
-		__u64 w = *(const __u64 *)(buf + off);
-
-		a1 += NH_STEP(w, *(const __u64 *)(pa + off));
-		a2 += NH_STEP(w, *(const __u64 *)(pa + off + 16));
-		if (two) {
-			b1 += NH_STEP(w, *(const __u64 *)(pb + off));
-			b2 += NH_STEP(w, *(const __u64 *)(pb + off + 16));
-		}
-	}
-	a->s1 = a1;
-	a->s2 = a2;
-	if (two) {
-		b->s1 = b1;
-		b->s2 = b2;
-	}
+	route_nh_pass((const __u32 *)sc->buf, ka->nh, (n + 7) >> 3, a);
+	if (two)
+		route_nh_pass((const __u32 *)sc->buf, kb->nh, (n + 7) >> 3, b);
 	*len = n;
 	return 0;
 }
 
 /* the tag: SipHash-2-4 under `key` of the header's first 24 bytes (`hw`, as on the wire), the inner
  * length and its NH sums, 48 bytes as little-endian words */
-static __always_inline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
+static __noinline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
 				       const struct route_nh *nh)
 {
 	__u64 k0 = *(const __u64 *)key->prf, k1 = *(const __u64 *)(key->prf + 8);
