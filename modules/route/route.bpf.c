@@ -83,6 +83,9 @@ struct route_peer {
 	__u32 src;  /* the source address that route uses (network order) */
 	__u32 mtu;  /* of that device */
 	__u32 slot; /* its index in route_tx and route_keys, and (x 2) in route_rx */
+	/* that route's next hop (network order): its gateway, or addr itself on a link to it. Given to
+	 * bpf_redirect_neigh, which then looks up no route of its own per packet (0: it does) */
+	__u32 gw;
 };
 
 /* The replay state of what one peer sends (one sequence space): the highest sequence number
@@ -488,7 +491,12 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3, const st
 	o.h = *h;
 	if (bpf_skb_store_bytes(skb, l3, &o, sizeof(o), 0))
 		return -1;
-	/* the neighbour subsystem finds the next hop (and resolves its address if it must) */
+	/* the neighbour subsystem resolves the next hop's address (if it must) and sends it there */
+	if (peer->gw) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = peer->gw};
+
+		return bpf_redirect_neigh(peer->ifindex, &nh, sizeof(nh), 0);
+	}
 	return bpf_redirect_neigh(peer->ifindex, NULL, 0, 0);
 }
 
