@@ -354,18 +354,31 @@ static __noinline void route_nh_pass(const __u32 *d, const __u32 *k, __u32 words
 	out->s2 = s2;
 }
 
+/* where the inner packet's L4 checksum is in its first bytes `ip` (`n` of them), from the start
+ * of the overlay header; ~0 for none (datapath.ts's innerCsum) */
+static __always_inline __u32 inner_csum(const __u8 *ip, __u32 n)
+{
+	if (n < 10 || (ip[0] >> 4) != 4 || (((__u16)ip[6] << 8 | ip[7]) & 0x1fff))
+		return ~0U;
+	if (ip[9] == IPPROTO_TCP)
+		return ROUTE_HDR_LEN + (ip[0] & 0xf) * 4 + 16;
+	if (ip[9] == IPPROTO_UDP)
+		return ROUTE_HDR_LEN + (ip[0] & 0xf) * 4 + 6;
+	return ~0U;
+}
+
 /*
  * NH of the inner packet after the overlay header at `hoff` (to the packet's end; its length in
- * `*len`), the 2 bytes at `hoff + csum` (the inner L4 checksum; past the end for none) read as
- * zero: under `ka` into `a`, and when `two` under `kb` into `b` as well (a relay checks a packet
- * under one key and tags it under another: one copy of the packet, two passes over it). 0 on
- * success.
+ * `*len`), a data packet's inner L4 checksum read as zero (offloads may fill it in after the tag;
+ * probes have none): under `ka` into `a`, and when `two` under `kb` into `b` as well (a relay
+ * checks a packet under one key and tags it under another: one copy of the packet, two passes
+ * over it). 0 on success.
  */
-static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csum, const struct route_key *ka,
+static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, int data, const struct route_key *ka,
 				    const struct route_key *kb, struct route_nh *a, struct route_nh *b,
 				    __u32 *len, const int two)
 {
-	__u32 zero = 0, n;
+	__u32 zero = 0, n, csum;
 	struct route_scratch *sc = bpf_map_lookup_elem(&route_scratch, &zero);
 
 	if (!sc || hoff + ROUTE_HDR_LEN > skb->len)
@@ -377,6 +390,8 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csu
 	if (n && bpf_skb_load_bytes(skb, hoff + ROUTE_HDR_LEN, sc->buf, n))
 		return -1;
 	*(__u64 *)(sc->buf + n) = 0;
+	/* the checksum's place, from the copy's inner IPv4 header (no load of its own) */
+	csum = data ? inner_csum(sc->buf, n) : ~0U;
 	if (csum >= ROUTE_HDR_LEN && csum - ROUTE_HDR_LEN + 2 <= n && csum - ROUTE_HDR_LEN < ROUTE_MAX_INNER)
 		*(__u16 *)(sc->buf + (csum - ROUTE_HDR_LEN)) = 0;
 	route_nh_pass((const __u32 *)sc->buf, ka->nh, (n + 7) >> 3, a);
@@ -408,24 +423,6 @@ static __noinline __u64 route_prf(const struct route_key *key, const __u64 *hw, 
 	SIPROUND;
 	SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* where the inner packet's L4 checksum is, from the overlay header at `hoff`; ~0 for none */
-static __always_inline __u32 inner_csum(struct __sk_buff *skb, __u32 hoff)
-{
-	__u8 ip[10];
-	__u16 frag;
-
-	if (bpf_skb_load_bytes(skb, hoff + 32, ip, sizeof(ip)) || (ip[0] >> 4) != 4)
-		return ~0U;
-	frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
-	if (frag)
-		return ~0U;
-	if (ip[9] == IPPROTO_TCP)
-		return 32 + (ip[0] & 0xf) * 4 + 16;
-	if (ip[9] == IPPROTO_UDP)
-		return 32 + (ip[0] & 0xf) * 4 + 6;
-	return ~0U;
 }
 
 /* ---- the pieces of encapsulation ------------------------------------------------------------ */
@@ -470,7 +467,7 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3, const st
 	if (pre) {
 		nh = *pre;
 		n = len - 28 - ROUTE_HDR_LEN;
-	} else if (route_nh(skb, l3 + 28, inner_csum(skb, l3 + 28), key, key, &nh, &nh, &n, 0)) {
+	} else if (route_nh(skb, l3 + 28, 1, key, key, &nh, &nh, &n, 0)) {
 		return -1;
 	}
 	tag = route_prf(key, (const __u64 *)h, n, &nh);
@@ -635,13 +632,14 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 {
 	struct __sk_buff *skb = c->ctx;
 	struct itm_pkt *p = c->pkt;
-	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, csum, to, n;
+	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, to, n;
 	struct route_peer *peer, *np;
 	struct route_key *key, *nkey;
 	struct route_nh in, out;
 	struct route_hdr h;
 	__u64 tag, want;
 	__u8 tos;
+	int data;
 
 	if (p->flow.family != 4 || !(p->flags & ITM_PKT_PORTS) || p->flow.dport != route_port)
 		return ITM_ACCEPT;
@@ -670,16 +668,16 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 		COUNT(bad_key);
 		return ITM_DROP;
 	}
-	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
-	csum = h.type == ROUTE_DATA ? inner_csum(skb, hoff) : ~0U;
 	__builtin_memcpy(&want, h.tag, 8);
+	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
+	data = h.type == ROUTE_DATA;
 	key = bpf_map_lookup_elem(&route_keys, &peer->slot);
 	/* a packet to relay: NH under the next hop's key too, in the same pass */
 	to = bpf_ntohl(h.to);
 	np = to != route_me ? bpf_map_lookup_elem(&route_peers, &to) : NULL;
 	nkey = np ? bpf_map_lookup_elem(&route_keys, &np->slot) : NULL;
-	if (!key || (nkey ? route_nh(skb, hoff, csum, key, nkey, &in, &out, &n, 1)
-			  : route_nh(skb, hoff, csum, key, key, &in, &in, &n, 0))) {
+	if (!key || (nkey ? route_nh(skb, hoff, data, key, nkey, &in, &out, &n, 1)
+			  : route_nh(skb, hoff, data, key, key, &in, &in, &n, 0))) {
 		COUNT(errors);
 		return ITM_DROP;
 	}
