@@ -717,8 +717,7 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 			COUNT(no_route);
 			return ITM_DROP;
 		}
-		if (bpf_skb_load_bytes(skb, l3 + 1, &tos, 1))
-			return ITM_DROP;
+		tos = (p->dscp << 2) | p->ecn; /* the outer header's, as it came */
 		h.flags &= ~ROUTE_F_CTL; /* the kernel's sequence numbers from here */
 		if (send_tunnel(skb, l3, np, &h, tos, p->flow.sport, nkey ? &out : NULL) != TC_ACT_REDIRECT) {
 			COUNT(errors);
