@@ -364,10 +364,15 @@ describe('route: one table, both data paths', { skip }, () => {
   // length mod 16, and the longest inner packet a tag covers, tagged by TypeScript and checked by the
   // kernel (an altered byte dropped), relayed with the kernel's tag checked by TypeScript
   test('the tag agrees at every inner length: 16 residues, and the longest', () => {
-    const lengths = [...Array.from({ length: 16 }, (_, i) => 40 + i), ...Array.from({ length: 16 }, (_, i) => 1384 + i), abi.ROUTE_MAX_INNER];
+    const lengths = [
+      ...Array.from({ length: 16 }, (_, i) => 40 + i),
+      ...Array.from({ length: 16 }, (_, i) => 1384 + i),
+      abi.ROUTE_MAX_INNER,
+    ];
     for (const len of lengths) {
       const pad = len - 40;
-      const body = (o: Partial<PacketSpec>) => inner({ payload: Buffer.from(Array.from({ length: pad }, (_, i) => (i * 7 + len) & 0xff)), ...o });
+      const body = (o: Partial<PacketSpec>) =>
+        inner({ payload: Buffer.from(Array.from({ length: pad }, (_, i) => (i * 7 + len) & 0xff)), ...o });
       const mtu = (f: Buffer) => (f.length - 14 > 1500 ? undefined : f);
       const good = tunnel(body({}), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' });
       assert.equal(runKernel('a', 'tc-ingress', good).outcome, 'sent', `${len} bytes: decapsulated`);

@@ -404,7 +404,7 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, int data,
 /* the tag: SipHash-2-4 under `key` of the header's first 24 bytes (`hw`, as on the wire), the inner
  * length and its NH sums, 48 bytes as little-endian words */
 static __noinline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
-				       const struct route_nh *nh)
+				  const struct route_nh *nh)
 {
 	__u64 k0 = *(const __u64 *)key->prf, k1 = *(const __u64 *)(key->prf + 8);
 	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
@@ -718,7 +718,7 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 			return ITM_DROP;
 		}
 		tos = (p->dscp << 2) | p->ecn; /* the outer header's, as it came */
-		h.flags &= ~ROUTE_F_CTL; /* the kernel's sequence numbers from here */
+		h.flags &= ~ROUTE_F_CTL;       /* the kernel's sequence numbers from here */
 		if (send_tunnel(skb, l3, np, &h, tos, p->flow.sport, nkey ? &out : NULL) != TC_ACT_REDIRECT) {
 			COUNT(errors);
 			return ITM_DROP;
