@@ -360,6 +360,38 @@ describe('route: one table, both data paths', { skip }, () => {
     },
   ];
 
+  // NH runs 16 bytes a step and a last 8, in its own BPF function: every residue of the inner
+  // length mod 16, and the longest inner packet a tag covers, tagged by TypeScript and checked by the
+  // kernel (an altered byte dropped), relayed with the kernel's tag checked by TypeScript
+  test('the tag agrees at every inner length: 16 residues, and the longest', () => {
+    const lengths = [
+      ...Array.from({ length: 16 }, (_, i) => 40 + i),
+      ...Array.from({ length: 16 }, (_, i) => 1384 + i),
+      abi.ROUTE_MAX_INNER,
+    ];
+    for (const len of lengths) {
+      const pad = len - 40;
+      const body = (o: Partial<PacketSpec>) =>
+        inner({ payload: Buffer.from(Array.from({ length: pad }, (_, i) => (i * 7 + len) & 0xff)), ...o });
+      const mtu = (f: Buffer) => (f.length - 14 > 1500 ? undefined : f);
+      const good = tunnel(body({}), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' });
+      assert.equal(runKernel('a', 'tc-ingress', good).outcome, 'sent', `${len} bytes: decapsulated`);
+      const bad = tunnel(body({}), { from: 'n1', origin: 'b', to: 'a' }, key.an1, { src: '10.31.1.2', dst: '10.31.1.1' });
+      bad[bad.length - 1 - (len % 5)]! ^= 0x01;
+      assert.equal(runKernel('a', 'tc-ingress', bad).outcome, 'drop', `${len} bytes, one bit altered: dropped`);
+      const relay = mtu(
+        tunnel(body({ src: CLIENT, dst: SERVER, sport: 40000, dport: 5201 }), { from: 'a', origin: 'a', to: 'b' }, key.an1, {
+          src: '10.31.1.1',
+          dst: '10.31.1.2',
+        }),
+      );
+      if (!relay) continue; // the relay sends nothing over N1–B's MTU
+      const r = runKernel('n1', 'tc-ingress', relay);
+      assert.equal(r.outcome, 'sent', `${len} bytes: relayed`);
+      assert.equal(tagOk(tunnelOut(r.out).pkt, key.n1b, HDR_LEN + 20 + 16), true, `${len} bytes: the relay's tag`);
+    }
+  });
+
   for (const row of rows) {
     test(row.what, () => {
       for (const path of ['kernel', 'user'] as const) {

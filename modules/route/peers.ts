@@ -19,11 +19,14 @@ export interface Underlay {
   dev: string;
   src: string;
   mtu: number;
+  /** the route's next hop: its gateway, or the address itself on a link to it */
+  gw: string;
 }
 
 interface RouteJson {
   dev?: string;
   prefsrc?: string;
+  gateway?: string;
   type?: string;
   flags?: string[];
 }
@@ -36,11 +39,13 @@ interface LinkJson {
 
 /** The underlay from `ip -j route get` and `ip -j link show` output: none for a route that is not
  * unicast, or over a device without carrier (no LOWER_UP: the other end is gone). */
-function underlayOf(routeJson: string, links: LinkJson[]): Underlay | undefined {
+function underlayOf(addr: string, routeJson: string, links: LinkJson[]): Underlay | undefined {
   const [r] = JSON.parse(routeJson) as RouteJson[];
   if (!r?.dev || !r.prefsrc || (r.type && r.type !== 'unicast') || r.flags?.includes('linkdown')) return undefined;
   const l = links.find((x) => x.ifname === r.dev);
-  return l && (!l.flags || l.flags.includes('LOWER_UP')) ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu } : undefined;
+  return l && (!l.flags || l.flags.includes('LOWER_UP'))
+    ? { ifindex: l.ifindex, dev: l.ifname, src: r.prefsrc, mtu: l.mtu, gw: r.gateway ?? addr }
+    : undefined;
 }
 
 /** The underlay routes to several addresses now (undefined: none), the links read once. */
@@ -49,7 +54,7 @@ export function underlayRoutesNow(addrs: string[]): Array<Underlay | undefined> 
   const links = JSON.parse(run(['-j', 'link', 'show'])) as LinkJson[];
   return addrs.map((a) => {
     try {
-      return underlayOf(run(['-j', 'route', 'get', a]), links);
+      return underlayOf(a, run(['-j', 'route', 'get', a]), links);
     } catch {
       return undefined; // unreachable: `ip route get` fails
     }
@@ -64,7 +69,7 @@ export async function underlayRoutes(addrs: string[]): Promise<Array<Underlay | 
   return Promise.all(
     addrs.map(async (a) => {
       try {
-        return underlayOf((await execAsync('ip', ['-j', 'route', 'get', a])).stdout, links);
+        return underlayOf(a, (await execAsync('ip', ['-j', 'route', 'get', a])).stdout, links);
       } catch {
         return undefined;
       }
@@ -82,5 +87,7 @@ export function peerEntry(n: Neighbour, via: Underlay | undefined): Buffer {
     src: via ? ipv4(via.src).readUInt32LE(0) : 0,
     mtu: via?.mtu ?? 0,
     slot: n.slot,
+    // an IPv6 next hop (RFC 5549) stays the kernel's to find (0)
+    gw: via && !via.gw.includes(':') ? ipv4(via.gw).readUInt32LE(0) : 0,
   });
 }

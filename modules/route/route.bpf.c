@@ -83,6 +83,9 @@ struct route_peer {
 	__u32 src;  /* the source address that route uses (network order) */
 	__u32 mtu;  /* of that device */
 	__u32 slot; /* its index in route_tx and route_keys, and (x 2) in route_rx */
+	/* that route's next hop (network order): its gateway, or addr itself on a link to it. Given to
+	 * bpf_redirect_neigh, which then looks up no route of its own per packet (0: it does) */
+	__u32 gw;
 };
 
 /* The replay state of what one peer sends (one sequence space): the highest sequence number
@@ -294,10 +297,6 @@ const volatile struct route_abi {
 		v0 ^= (m);                                                                                   \
 	} while (0)
 
-/* one NH step of 8 bytes: (m0 + k0) * (m1 + k1), the additions mod 2^32, the product in 64 bits */
-#define NH_STEP(w, k)                                                                                        \
-	((__u64)(__u32)((__u32)(w) + (__u32)(k)) * (__u32)((__u32)((w) >> 32) + (__u32)((k) >> 32)))
-
 /* NH's two sums of the inner packet under one key, and its length */
 struct route_nh {
 	__u64 s1;
@@ -305,19 +304,82 @@ struct route_nh {
 };
 
 /*
- * NH of the inner packet after the overlay header at `hoff` (to the packet's end; its length in
- * `*len`), the 2 bytes at `hoff + csum` (the inner L4 checksum; past the end for none) read as
- * zero: under `ka` into `a`, and when `two` under `kb` into `b` as well, in the same pass (a relay
- * checks a packet under one key and tags it under another). 0 on success.
+ * NH's two passes over `words` 8-byte words at `d` (zero-padded, little-endian 32-bit halves)
+ * under the key words at `k`, the second pass with its Toeplitz shift of four words: per word,
+ * (m0 + k0) * (m1 + k1), the additions mod 2^32 and the product in 64 bits, summed mod 2^64.
+ * A function of its own (not inlined into the module's entry, whose live values would take the
+ * registers and spill the sums to the stack every step): its 10 registers hold the two pointers,
+ * the count, the sums and a word's halves, with no stack access in the loop. The halves are read
+ * with 32-bit loads, so each addition is one ALU32 instruction and no shift splits a word.
  */
-static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csum, const struct route_key *ka,
+static __noinline void route_nh_pass(const __u32 *d, const __u32 *k, __u32 words, struct route_nh *out)
+{
+	__u64 s1 = 0, s2 = 0;
+	__u32 pairs;
+
+	/* the last word first when their number is odd (a sum's order is free), then 16 bytes a step
+	 * (fewer loop instructions per byte) */
+	asm volatile("" : "+r"(words)); /* keeps the check below, which the verifier needs */
+	if (words > ROUTE_MAX_INNER / 8)
+		return;
+	pairs = words >> 1;
+	if (words & 1) {
+		__u32 last = words - 1;
+		const __u32 *dl, *kl;
+
+		asm volatile("" : "+r"(last));
+		if (last >= ROUTE_MAX_INNER / 8)
+			return;
+		dl = d + 2 * last;
+		kl = k + 2 * last;
+		s1 = (__u64)(__u32)(dl[0] + kl[0]) * (__u32)(dl[1] + kl[1]);
+		s2 = (__u64)(__u32)(dl[0] + kl[4]) * (__u32)(dl[1] + kl[5]);
+	}
+	for (; pairs; pairs--) {
+		__u32 m0, m1;
+
+		m0 = d[0];
+		m1 = d[1];
+		s1 += (__u64)(__u32)(m0 + k[0]) * (__u32)(m1 + k[1]);
+		s2 += (__u64)(__u32)(m0 + k[4]) * (__u32)(m1 + k[5]);
+		asm volatile("" ::: "memory"); /* a word at a time: hoisting the next word's loads spills */
+		m0 = d[2];
+		m1 = d[3];
+		s1 += (__u64)(__u32)(m0 + k[2]) * (__u32)(m1 + k[3]);
+		s2 += (__u64)(__u32)(m0 + k[6]) * (__u32)(m1 + k[7]);
+		d += 4;
+		k += 4;
+	}
+	out->s1 = s1;
+	out->s2 = s2;
+}
+
+/* where the inner packet's L4 checksum is in its first bytes `ip` (`n` of them), from the start
+ * of the overlay header; ~0 for none (datapath.ts's innerCsum) */
+static __always_inline __u32 inner_csum(const __u8 *ip, __u32 n)
+{
+	if (n < 10 || (ip[0] >> 4) != 4 || (((__u16)ip[6] << 8 | ip[7]) & 0x1fff))
+		return ~0U;
+	if (ip[9] == IPPROTO_TCP)
+		return ROUTE_HDR_LEN + (ip[0] & 0xf) * 4 + 16;
+	if (ip[9] == IPPROTO_UDP)
+		return ROUTE_HDR_LEN + (ip[0] & 0xf) * 4 + 6;
+	return ~0U;
+}
+
+/*
+ * NH of the inner packet after the overlay header at `hoff` (to the packet's end; its length in
+ * `*len`), a data packet's inner L4 checksum read as zero (offloads may fill it in after the tag;
+ * probes have none): under `ka` into `a`, and when `two` under `kb` into `b` as well (a relay
+ * checks a packet under one key and tags it under another: one copy of the packet, two passes
+ * over it). 0 on success.
+ */
+static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, int data, const struct route_key *ka,
 				    const struct route_key *kb, struct route_nh *a, struct route_nh *b,
 				    __u32 *len, const int two)
 {
-	__u32 zero = 0, n, end, off = 0;
+	__u32 zero = 0, n, csum;
 	struct route_scratch *sc = bpf_map_lookup_elem(&route_scratch, &zero);
-	const __u8 *buf, *pa = (const __u8 *)ka->nh, *pb = (const __u8 *)kb->nh;
-	__u64 a1 = 0, a2 = 0, b1 = 0, b2 = 0;
 
 	if (!sc || hoff + ROUTE_HDR_LEN > skb->len)
 		return -1;
@@ -328,53 +390,21 @@ static __always_inline int route_nh(struct __sk_buff *skb, __u32 hoff, __u32 csu
 	if (n && bpf_skb_load_bytes(skb, hoff + ROUTE_HDR_LEN, sc->buf, n))
 		return -1;
 	*(__u64 *)(sc->buf + n) = 0;
+	/* the checksum's place, from the copy's inner IPv4 header (no load of its own) */
+	csum = data ? inner_csum(sc->buf, n) : ~0U;
 	if (csum >= ROUTE_HDR_LEN && csum - ROUTE_HDR_LEN + 2 <= n && csum - ROUTE_HDR_LEN < ROUTE_MAX_INNER)
 		*(__u16 *)(sc->buf + (csum - ROUTE_HDR_LEN)) = 0;
-	buf = sc->buf;
-	end = (n + 7) & ~7U;
-	/* 16 bytes a step (fewer loop instructions per byte), then the last 8 if there are */
-	for (int i = 0; i < ROUTE_MAX_INNER / 16; i++) {
-		__u64 w0, w1;
-
-		if (off + 16 > end)
-			break;
-		w0 = *(const __u64 *)(buf + off);
-		w1 = *(const __u64 *)(buf + off + 8);
-		a1 += NH_STEP(w0, *(const __u64 *)(pa + off)) + NH_STEP(w1, *(const __u64 *)(pa + off + 8));
-		a2 += NH_STEP(w0, *(const __u64 *)(pa + off + 16)) +
-		      NH_STEP(w1, *(const __u64 *)(pa + off + 24));
-		if (two) {
-			b1 += NH_STEP(w0, *(const __u64 *)(pb + off)) +
-			      NH_STEP(w1, *(const __u64 *)(pb + off + 8));
-			b2 += NH_STEP(w0, *(const __u64 *)(pb + off + 16)) +
-			      NH_STEP(w1, *(const __u64 *)(pb + off + 24));
-		}
-		off += 16;
-	}
-	if (off < end && off <= ROUTE_MAX_INNER - 8) {
-		__u64 w = *(const __u64 *)(buf + off);
-
-		a1 += NH_STEP(w, *(const __u64 *)(pa + off));
-		a2 += NH_STEP(w, *(const __u64 *)(pa + off + 16));
-		if (two) {
-			b1 += NH_STEP(w, *(const __u64 *)(pb + off));
-			b2 += NH_STEP(w, *(const __u64 *)(pb + off + 16));
-		}
-	}
-	a->s1 = a1;
-	a->s2 = a2;
-	if (two) {
-		b->s1 = b1;
-		b->s2 = b2;
-	}
+	route_nh_pass((const __u32 *)sc->buf, ka->nh, (n + 7) >> 3, a);
+	if (two)
+		route_nh_pass((const __u32 *)sc->buf, kb->nh, (n + 7) >> 3, b);
 	*len = n;
 	return 0;
 }
 
 /* the tag: SipHash-2-4 under `key` of the header's first 24 bytes (`hw`, as on the wire), the inner
  * length and its NH sums, 48 bytes as little-endian words */
-static __always_inline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
-				       const struct route_nh *nh)
+static __noinline __u64 route_prf(const struct route_key *key, const __u64 *hw, __u32 n,
+				  const struct route_nh *nh)
 {
 	__u64 k0 = *(const __u64 *)key->prf, k1 = *(const __u64 *)(key->prf + 8);
 	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
@@ -393,24 +423,6 @@ static __always_inline __u64 route_prf(const struct route_key *key, const __u64 
 	SIPROUND;
 	SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* where the inner packet's L4 checksum is, from the overlay header at `hoff`; ~0 for none */
-static __always_inline __u32 inner_csum(struct __sk_buff *skb, __u32 hoff)
-{
-	__u8 ip[10];
-	__u16 frag;
-
-	if (bpf_skb_load_bytes(skb, hoff + 32, ip, sizeof(ip)) || (ip[0] >> 4) != 4)
-		return ~0U;
-	frag = ((__u16)ip[6] << 8 | ip[7]) & 0x1fff;
-	if (frag)
-		return ~0U;
-	if (ip[9] == IPPROTO_TCP)
-		return 32 + (ip[0] & 0xf) * 4 + 16;
-	if (ip[9] == IPPROTO_UDP)
-		return 32 + (ip[0] & 0xf) * 4 + 6;
-	return ~0U;
 }
 
 /* ---- the pieces of encapsulation ------------------------------------------------------------ */
@@ -455,7 +467,7 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3, const st
 	if (pre) {
 		nh = *pre;
 		n = len - 28 - ROUTE_HDR_LEN;
-	} else if (route_nh(skb, l3 + 28, inner_csum(skb, l3 + 28), key, key, &nh, &nh, &n, 0)) {
+	} else if (route_nh(skb, l3 + 28, 1, key, key, &nh, &nh, &n, 0)) {
 		return -1;
 	}
 	tag = route_prf(key, (const __u64 *)h, n, &nh);
@@ -476,7 +488,12 @@ static __always_inline int send_tunnel(struct __sk_buff *skb, __u32 l3, const st
 	o.h = *h;
 	if (bpf_skb_store_bytes(skb, l3, &o, sizeof(o), 0))
 		return -1;
-	/* the neighbour subsystem finds the next hop (and resolves its address if it must) */
+	/* the neighbour subsystem resolves the next hop's address (if it must) and sends it there */
+	if (peer->gw) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = peer->gw};
+
+		return bpf_redirect_neigh(peer->ifindex, &nh, sizeof(nh), 0);
+	}
 	return bpf_redirect_neigh(peer->ifindex, NULL, 0, 0);
 }
 
@@ -615,13 +632,14 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 {
 	struct __sk_buff *skb = c->ctx;
 	struct itm_pkt *p = c->pkt;
-	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, csum, to, n;
+	__u32 hoff = p->payload_off, l3 = p->l3_off, saddr, from, *owner, to, n;
 	struct route_peer *peer, *np;
 	struct route_key *key, *nkey;
 	struct route_nh in, out;
 	struct route_hdr h;
 	__u64 tag, want;
 	__u8 tos;
+	int data;
 
 	if (p->flow.family != 4 || !(p->flags & ITM_PKT_PORTS) || p->flow.dport != route_port)
 		return ITM_ACCEPT;
@@ -650,16 +668,16 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 		COUNT(bad_key);
 		return ITM_DROP;
 	}
-	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
-	csum = h.type == ROUTE_DATA ? inner_csum(skb, hoff) : ~0U;
 	__builtin_memcpy(&want, h.tag, 8);
+	/* a data packet's inner L4 checksum is left out of the tag; probes have none */
+	data = h.type == ROUTE_DATA;
 	key = bpf_map_lookup_elem(&route_keys, &peer->slot);
 	/* a packet to relay: NH under the next hop's key too, in the same pass */
 	to = bpf_ntohl(h.to);
 	np = to != route_me ? bpf_map_lookup_elem(&route_peers, &to) : NULL;
 	nkey = np ? bpf_map_lookup_elem(&route_keys, &np->slot) : NULL;
-	if (!key || (nkey ? route_nh(skb, hoff, csum, key, nkey, &in, &out, &n, 1)
-			  : route_nh(skb, hoff, csum, key, key, &in, &in, &n, 0))) {
+	if (!key || (nkey ? route_nh(skb, hoff, data, key, nkey, &in, &out, &n, 1)
+			  : route_nh(skb, hoff, data, key, key, &in, &in, &n, 0))) {
 		COUNT(errors);
 		return ITM_DROP;
 	}
@@ -699,9 +717,8 @@ static __always_inline int decapsulate(struct itm_ctx *c)
 			COUNT(no_route);
 			return ITM_DROP;
 		}
-		if (bpf_skb_load_bytes(skb, l3 + 1, &tos, 1))
-			return ITM_DROP;
-		h.flags &= ~ROUTE_F_CTL; /* the kernel's sequence numbers from here */
+		tos = (p->dscp << 2) | p->ecn; /* the outer header's, as it came */
+		h.flags &= ~ROUTE_F_CTL;       /* the kernel's sequence numbers from here */
 		if (send_tunnel(skb, l3, np, &h, tos, p->flow.sport, nkey ? &out : NULL) != TC_ACT_REDIRECT) {
 			COUNT(errors);
 			return ITM_DROP;
