@@ -1,5 +1,5 @@
-// `npm run bench [-- --quick]`: runs the benchmarks, prints a markdown table, and writes the
-// figures to bench/results/<date>.json. Figures are reported against baselines measured in the
+// `npm run bench [-- --quick] [--only=part,...]`: runs the benchmarks (all, or the parts named),
+// prints a markdown table, and writes the figures to bench/results/<date>.json. Figures are reported against baselines measured in the
 // same run; nothing here passes or fails on a time.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,15 +14,19 @@ import { routeBench } from './route.js';
 import { fleetBench } from './fleet.js';
 
 const quick = process.argv.includes('--quick');
-const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+const parts = process.argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
+const run = (part: string) => !parts || parts.includes(part);
 const figures: Figure[] = [];
-if (!only || only === 'fastpath') figures.push(...(await fastpath({ quick })));
-if (!only || only === 'veth') figures.push(...(await veth({ quick })));
-if (!only || only === 'user') figures.push(...(await userPath({ quick })));
-if (!only || only === 'scale') figures.push(...(await scale({ quick })), ...(await scaleVeth({ quick })));
-if (!only || only === 'control') figures.push(...(await control({ quick })));
-if (!only || only === 'route') figures.push(...(await routeBench({ quick })));
-if (!only || only === 'fleet') figures.push(...(await fleetBench({ quick })));
+if (run('fastpath')) figures.push(...(await fastpath({ quick })));
+if (run('veth')) figures.push(...(await veth({ quick })));
+if (run('user')) figures.push(...(await userPath({ quick })));
+if (run('scale')) figures.push(...(await scale({ quick })), ...(await scaleVeth({ quick })));
+if (run('control')) figures.push(...(await control({ quick })));
+if (run('route')) figures.push(...(await routeBench({ quick })));
+if (run('fleet')) figures.push(...(await fleetBench({ quick })));
 
 const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = ['| figure | median | unit | runs | min–max | ratio | baseline |', '|---|---|---|---|---|---|---|'];
