@@ -25,7 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
  * kernel module fills (a user module's, or past the chain's end): the linker keeps an instance's
  * strong definition over the stub, and the kernel sees direct calls (global functions, each
  * verified once), in chain order, with no dispatch on the slot between them. Every change of the
- * chain links a new program for a new table (itm_table): the two are swapped in together.
+ * chain links a new program for a new table (itm_linked): the two are swapped in together.
  */
 #define POS_STUB(n)                                                                                          \
 	__weak __noinline int itm_pos_##n(itm_ctx_t *ctx, struct itm_pkt *pkt)                               \
@@ -191,7 +191,7 @@ __noinline int itm_parse_copying(itm_ctx_t *ctx, struct itm_pkt *p)
 /* where the chain goes on for a packet back from the module `id`: after its slot in the live
  * chain (which may have changed while the packet was away), else after the position it had; for
  * a segment (`at`), at that slot */
-static __always_inline __u32 resume_at(struct itm_scratch *s, __u32 id, __u32 pos, int at)
+static __always_inline __u32 resume_at(__u32 id, __u32 pos, int at)
 {
 	__u32 after = at ? 0 : 1;
 
@@ -307,7 +307,7 @@ general:
 		return ITM_PASS;
 	}
 	if (back >= 0)
-		start = resume_at(s, back, t.pos, seg);
+		start = resume_at(back, t.pos, seg);
 	if (start >= ITM_MAX_SLOTS)
 		return ITM_PASS;
 chain:

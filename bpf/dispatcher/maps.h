@@ -13,9 +13,7 @@ const volatile __u32 itm_hook = ITM_HOOK_TC_EGRESS;
 const volatile __u8 itm_force_slow = 0;
 /* the device the dispatcher serves (the XDP return program runs on another one) */
 const volatile __u32 itm_dev_ifindex = 0;
-/* the chain table (of itm_chain) this program was linked for */
-const volatile __u32 itm_table = 0;
-/* and that table itself, as the loader wrote it into itm_chain: read-only data, so every slot's
+/* the chain table this program was linked for, as the loader wrote it into itm_chain: read-only data, so every slot's
  * length, interest flags and kind are constants to the verifier, which prunes what a slot cannot
  * do (an interest it has not, the cut and divert of a kernel module, the positions past the
  * chain's end) before the JIT sees it; itm_chain stays the control plane's record of it. Read

@@ -296,7 +296,7 @@ function link(p: LoadPlan, id: number, hp: HookPins, rec: DeviceRecord, next: Ho
   const table = hp.writeIdle(chainOf(next, p.dev, p.hook, p.ifindex, hp.chain()));
   const def = isUserModule(p.def) || p.user ? undefined : p.def;
   const first = def ? { id, module: def.name, cfg: p.cfg, reuse: reusedMaps(def, p.name, p.params, rec, p.hook) } : undefined;
-  const c = compose(hp, p.ifindex, p.hook, hp.table(table), kernelIds(next), table, first);
+  const c = compose(hp, p.ifindex, p.hook, hp.table(table), kernelIds(next), first);
   try {
     if (def?.kernel.init) initModule(def, p.name, p.params, instanceDir(hp.dir, id), p.dev, p.hook);
   } catch (e) {
@@ -361,7 +361,7 @@ function switchChain(l: Loaded, dev: string, next: HookRecord): void {
   let c: Composed | undefined;
   try {
     const table = l.pins.writeIdle(chainOf(next, dev, l.hook, l.ifindex, l.pins.chain()));
-    c = compose(l.pins, l.ifindex, l.hook, l.pins.table(table), kernelIds(next), table);
+    c = compose(l.pins, l.ifindex, l.hook, l.pins.table(table), kernelIds(next));
     commit(l.pins, l.ifindex, l.hook, c, table, undo);
     l.rec.hooks[l.hook] = next;
     writeDevice(l.rec);

@@ -1,7 +1,7 @@
 // A hook's program, composed: the dispatcher's object linked with one copy of each kernel module
 // instance of the chain (libbpf's static linker), so a module is a direct call, not two tail
 // calls. Every change of the chain (load, unload, reorder) writes the idle chain table, links a
-// program for it (its itm_table), has the kernel verify it, and swaps it in on the hook in one
+// program for it (its itm_linked), has the kernel verify it, and swaps it in on the hook in one
 // step (bpf_link_update on a tcx link, a filter replace with cls_bpf, a replace at xdp): a packet
 // runs wholly on the old program and its table, or wholly on the new ones.
 //
@@ -107,7 +107,7 @@ export interface Composed {
 }
 
 /**
- * Links and loads the hook's program for the chain table `table`, whose slots are `slots`: the
+ * Links and loads the hook's program for the chain table whose slots are `slots`: the
  * dispatcher with the kernel instances among them (`kernel`: their ids; their copies must exist),
  * each at its position. Its maps are the hook's pinned ones, each instance's its pinned ones;
  * `first`, a new instance, gets its parameters and its maps are created, then pinned.
@@ -118,7 +118,6 @@ export function compose(
   hook: Hook,
   slots: readonly abi.ItmSlot[],
   kernel: ReadonlySet<number>,
-  table: number,
   first?: FirstLink,
 ): Composed {
   const tmp = mkdtempSync(join(tmpdir(), 'itm-link-'));
@@ -148,8 +147,7 @@ export function compose(
     obj = BpfObject.open(linked, { btf: chainBtf(dispatcherObjectPath(hook), copies) });
     for (const p of obj.programNames()) obj.setAutoload(p, p === 'itm_dispatch' || p === 'itm_return_chain');
     setDispatcherGlobals(obj, ifindex, hook);
-    obj.setGlobal('itm_table', u32(table));
-    // the table itself, as writeIdle put it into itm_chain: constants the verifier prunes by
+    // the table, as writeIdle put it into itm_chain: constants the verifier prunes by
     obj.setGlobal('itm_linked', abi.encode(abi.itm_chain, { n: slots.length, slots }));
     for (const m of DISPATCHER_MAPS) obj.reuseMap(m, hp.maps[m]);
     /** maps to pin in an instance's directory after the load: those it made, and those a new
