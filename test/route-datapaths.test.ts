@@ -48,11 +48,13 @@ describe('route: one table, both data paths', { skip }, () => {
     cleanItmOnDestroy(topo, 'a', 'n1', 'n2', 'b');
     await plainRoutes(topo);
     dir = mkdtempSync(join(tmpdir(), 'itm-route-dp-'));
-    await loadOverlay(topo, dir);
+    // through N1 alone: with N2 beside it the probes pick either (their links are alike), and the
+    // rows below are about what each data path does with a packet, not about that choice
+    await loadOverlay(topo, dir, { through: ['n1'] });
     await pathsWhen(topo, 'a', (v) => v.destinations.every((d) => d.paths.some((p) => p.alive)));
     // the control planes stop (the next hops they chose stay in the maps): no probe is counted
     // beside the table's packets
-    for (const h of ['a', 'n1', 'n2', 'b']) {
+    for (const h of ['a', 'n1', 'b']) {
       await itmctl(topo, h, ['agent', 'stop']);
       for (let i = 0; i < 100 && !/no itmd runs/.test((await itmctl(topo, h, ['agent', 'status'])).stdout); i++)
         await new Promise((r) => setTimeout(r, 50));
