@@ -351,6 +351,72 @@ Napi::Value LinkGet(const Napi::CallbackInfo& info) {
   return ThrowNl(env, res, "link " + ref.label);
 }
 
+// ------------------------------------------------------------------------------ route lookup
+
+struct RouteRow {
+  bool found = false;
+  uint8_t type = 0;
+  uint32_t flags = 0, oif = 0;
+  std::string prefsrc, gateway;
+};
+
+std::string Ipv4Text(const struct nlattr* a) {
+  if (a == nullptr || mnl_attr_get_payload_len(a) != 4) return "";
+  char out[INET_ADDRSTRLEN];
+  return inet_ntop(AF_INET, mnl_attr_get_payload(a), out, sizeof(out)) != nullptr ? out : "";
+}
+
+int OnRoute(const struct nlmsghdr* nlh, void* data) {
+  auto* r = static_cast<RouteRow*>(data);
+  if (nlh->nlmsg_type != RTM_NEWROUTE || mnl_nlmsg_get_payload_len(nlh) < sizeof(struct rtmsg)) return MNL_CB_OK;
+  const auto* rtm = static_cast<const struct rtmsg*>(mnl_nlmsg_get_payload(nlh));
+  const struct nlattr* tb[RTA_MAX + 1] = {};
+  if (mnl_attr_parse(nlh, sizeof(*rtm), TableAttr<RTA_MAX>, tb) < 0) return MNL_CB_ERROR;
+  r->found = true;
+  r->type = rtm->rtm_type;
+  r->flags = rtm->rtm_flags;
+  if (tb[RTA_OIF] != nullptr && mnl_attr_validate(tb[RTA_OIF], MNL_TYPE_U32) == 0)
+    r->oif = mnl_attr_get_u32(tb[RTA_OIF]);
+  r->prefsrc = Ipv4Text(tb[RTA_PREFSRC]);
+  r->gateway = Ipv4Text(tb[RTA_GATEWAY]);
+  return MNL_CB_OK;
+}
+
+// (dst: string) -> { type, flags, oif, prefsrc?, gateway? } | null: the route the FIB takes to an
+// IPv4 address now (as `ip route get`), null when there is none (unreachable)
+Napi::Value RouteGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct in_addr dst;
+  if (!info[0].IsString() || inet_pton(AF_INET, info[0].As<Napi::String>().Utf8Value().c_str(), &dst) != 1) {
+    Napi::TypeError::New(env, "argument 0 must be an IPv4 address").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Rtnl nl;
+  NlResult res;
+  RouteRow row;
+  if (nl.Open(&res)) {
+    struct nlmsghdr* nlh = mnl_nlmsg_put_header(nl.Buf());
+    nlh->nlmsg_type = RTM_GETROUTE;
+    nlh->nlmsg_flags = NLM_F_REQUEST;
+    auto* rtm = static_cast<struct rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(struct rtmsg)));
+    rtm->rtm_family = AF_INET;
+    rtm->rtm_dst_len = 32;
+    mnl_attr_put(nlh, RTA_DST, sizeof(dst), &dst);
+    if (nl.Run(nlh, "RTM_GETROUTE", OnRoute, &row, &res)) {
+      if (!row.found) return env.Null();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("type", Napi::Number::New(env, row.type));
+      o.Set("flags", Napi::Number::New(env, row.flags));
+      o.Set("oif", Napi::Number::New(env, row.oif));
+      if (!row.prefsrc.empty()) o.Set("prefsrc", Napi::String::New(env, row.prefsrc));
+      if (!row.gateway.empty()) o.Set("gateway", Napi::String::New(env, row.gateway));
+      return o;
+    }
+    if (res.err == ENETUNREACH || res.err == EHOSTUNREACH) return env.Null();
+  }
+  return ThrowNl(env, res, "route to " + info[0].As<Napi::String>().Utf8Value());
+}
+
 // ------------------------------------------------------------------------------ link changes
 
 struct VethEnd {
@@ -710,6 +776,7 @@ Napi::Value EthtoolSetFeatures(const Napi::CallbackInfo& info) {
 void InitLink(Napi::Env env, Napi::Object exports) {
   exports.Set("linkList", Napi::Function::New<LinkList>(env, "linkList"));
   exports.Set("linkGet", Napi::Function::New<LinkGet>(env, "linkGet"));
+  exports.Set("routeGet", Napi::Function::New<RouteGet>(env, "routeGet"));
   exports.Set("vethCreate", Napi::Function::New<VethCreate>(env, "vethCreate"));
   exports.Set("linkDelete", Napi::Function::New<LinkDelete>(env, "linkDelete"));
   exports.Set("linkSet", Napi::Function::New<LinkSet>(env, "linkSet"));

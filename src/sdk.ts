@@ -28,8 +28,18 @@ export { ItmError } from './errors.js';
 export { decode, encode, registerLayouts, sumPerCpu, type StructLayout } from './abi-codec.js';
 export { itm_flow, type ItmFlow } from './abi.js';
 // maps (a module's periodic functions and user data path get them by ctx.open), and the
-// atomics on mmapped map memory
-export { BpfError, atomicAddU64, atomicRaiseU64, lockFile, type BpfMap } from './libbpf/index.js';
+// atomics on mmapped map memory; devices and routes over netlink (no `ip` process)
+export {
+  BpfError,
+  atomicAddU64,
+  atomicRaiseU64,
+  link,
+  lockFile,
+  route,
+  type BpfMap,
+  type LinkInfo,
+  type RouteInfo,
+} from './libbpf/index.js';
 // packets in user space
 export { PacketView, type Room } from './user/packet.js';
 export { EPB_INBOUND, EPB_OUTBOUND, PcapngWriter, scanPcapng } from './user/pcapng.js';

@@ -31,6 +31,7 @@ import {
   isBpffs,
   isEthernet,
   link,
+  route,
   linkType,
   linkTypeName,
   mountBpffs,
@@ -272,6 +273,24 @@ function linkSections(objPath: string): Record<string, () => void> {
       assert.equal(link.get('lb').up, false);
       assert.equal(link.get('lb').mtu, 1500, 'the MTU is left alone when not given');
       link.setUp('lb');
+    },
+    'the route to an address, as `ip route get` has it; none when unreachable': () => {
+      execFileSync('ip', ['addr', 'add', '10.77.0.1/24', 'dev', 'la']);
+      execFileSync('ip', ['route', 'add', '10.78.0.0/16', 'via', '10.77.0.2']);
+      const la = ifNameToIndex('la');
+      assert.deepEqual(route.get('10.77.0.9'), { ifindex: la, unicast: true, src: '10.77.0.1', gateway: undefined });
+      assert.deepEqual(route.get('10.78.1.1'), { ifindex: la, unicast: true, src: '10.77.0.1', gateway: '10.77.0.2' });
+      assert.equal(route.get('10.77.0.1')?.unicast, false, 'a local address is no unicast route');
+      assert.equal(route.get('10.99.0.1'), undefined, 'no default route here');
+      assert.throws(() => route.get('10.77.0'), /IPv4 address/);
+      // carrier: a veth has it while its peer is up
+      assert.equal(link.get('la').lowerUp, true);
+      link.set('lb', { up: false });
+      try {
+        assert.equal(link.get('la').lowerUp, false);
+      } finally {
+        link.setUp('lb');
+      }
     },
     'the link type: Ethernet for a veth, not for lo': () => {
       assert.equal(linkType(ifNameToIndex('la')), ARPHRD.ETHER);

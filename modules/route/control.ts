@@ -412,7 +412,7 @@ export class Controller {
     this.lastRefresh = performance.now();
     try {
       const ns = this.t.neighbours;
-      const routes = await underlayRoutes(ns.map((n) => n.address));
+      const routes = underlayRoutes(ns.map((n) => n.address));
       const peers = this.map('route_peers');
       if (!peers) return;
       const lost = new Set<number>();

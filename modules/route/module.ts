@@ -12,7 +12,7 @@ import {
 import { datapathOf, type UserDatapath } from './datapath.js';
 import * as abi from './route.abi.js';
 import { controllerFor, stopController } from './control.js';
-import { ipv4, peerEntry, u32, underlayRoutesNow } from './peers.js';
+import { ipv4, peerEntry, u32, underlayRoutes } from './peers.js';
 import { keyEntry } from './tag.js';
 import { loadTopology, type Topology } from './topology.js';
 
@@ -85,7 +85,7 @@ export function writeTopology(ctx: InitContext): void {
   const rx = ctx.open('route_rx');
   const paths = ctx.open('route_paths');
   const start = BigInt(Date.now()) * 1_000_000n;
-  const routes = underlayRoutesNow(t.neighbours.map((n) => n.address));
+  const routes = underlayRoutes(t.neighbours.map((n) => n.address));
   const slotOf = new Map(peers.entries().map(([k, v]) => [k.readUInt32LE(0), decode<abi.RoutePeer>(abi.route_peer, v).slot]));
   const wires = new Set(t.neighbours.map((n) => n.wire));
   // who goes, first: no packet is tagged for a peer after its entry is gone

@@ -15,6 +15,8 @@ export type LinkRef = number | string;
 export const ARPHRD = { ETHER: 1, LOOPBACK: 772, NONE: 0xfffe, IPGRE: 778, TUNNEL: 768, TUNNEL6: 769 } as const;
 
 const IFF_UP = 0x1;
+const IFF_LOWER_UP = 0x10000;
+const RTN_UNICAST = 1;
 
 export interface LinkInfo {
   ifindex: number;
@@ -26,6 +28,8 @@ export interface LinkInfo {
   /** IFF_* flags (IFF_UP is 1). */
   flags: number;
   up: boolean;
+  /** IFF_LOWER_UP: it has carrier (a veth: its peer is up) */
+  lowerUp: boolean;
   mtu: number;
   /** IFLA_LINK: a veth's peer, a vlan's lower device (an index, maybe in another namespace). */
   link: number | undefined;
@@ -48,6 +52,7 @@ function toLinkInfo(r: NativeLinkRow): LinkInfo {
     type: r.type,
     flags: r.flags,
     up: (r.flags & IFF_UP) !== 0,
+    lowerUp: (r.flags & IFF_LOWER_UP) !== 0,
     mtu: r.mtu,
     link: r.link,
   };
@@ -94,6 +99,32 @@ export const link = {
       if (err instanceof BpfError && err.code === 'ENODEV') return false;
       throw err;
     }
+  },
+};
+
+/** The route the FIB takes to an address now, as `ip route get` shows it. Whether its device has
+ * carrier is the device's (LinkInfo.lowerUp): a lookup does not say. */
+export interface RouteInfo {
+  /** the device it leaves by */
+  ifindex: number;
+  /** RTN_UNICAST (not blackhole, prohibit, local, ...) */
+  unicast: boolean;
+  /** the source address the kernel would pick */
+  src: string | undefined;
+  gateway: string | undefined;
+}
+
+export const route = {
+  /** The route to an IPv4 address (RTM_GETROUTE), undefined when there is none. */
+  get(dst: string): RouteInfo | undefined {
+    const r = native.routeGet(dst);
+    if (!r) return undefined;
+    return {
+      ifindex: r.oif,
+      unicast: r.type === RTN_UNICAST,
+      src: r.prefsrc,
+      gateway: r.gateway,
+    };
   },
 };
 

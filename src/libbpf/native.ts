@@ -45,6 +45,14 @@ export interface NativeLinkRow {
   link?: number;
 }
 
+export interface NativeRouteRow {
+  type: number;
+  flags: number;
+  oif: number;
+  prefsrc?: string;
+  gateway?: string;
+}
+
 export interface NativeVethEnd {
   name: string;
   mtu?: number;
@@ -162,6 +170,7 @@ export interface NativeAddon {
   ifIndexToName(index: number): string | undefined;
   linkList(): NativeLinkRow[];
   linkGet(dev: number | string): NativeLinkRow;
+  routeGet(dst: string): NativeRouteRow | null;
   vethCreate(a: NativeVethEnd, b: NativeVethEnd): void;
   linkDelete(dev: number | string): void;
   linkSet(dev: number | string, up: number, mtu: number): void;
