@@ -143,6 +143,8 @@ export function encodeSlot(id: number, it: Interest, dev: { indev?: number; outd
   if (it.origin.includes('forwarded')) flags |= abi.ITM_I_FORWARDED;
   if (it.family.includes(4)) flags |= abi.ITM_I_IPV4;
   if (it.family.includes(6)) flags |= abi.ITM_I_IPV6;
+  const src4 = inlinePrefixes(it.src);
+  const dst4 = inlinePrefixes(it.dst);
   return {
     id,
     flags,
@@ -153,11 +155,31 @@ export function encodeSlot(id: number, it: Interest, dev: { indev?: number; outd
     n_dport: it.dport.length,
     user: 0,
     segments: 0,
-    pad: Buffer.alloc(4),
+    n_src4: src4.length,
+    n_dst4: dst4.length,
+    pad: Buffer.alloc(2),
     sport: it.sport,
     dport: it.dport,
+    src4: padPrefixes(src4),
+    dst4: padPrefixes(dst4),
   };
 }
+
+/** A prefix list as the slot keeps it (struct itm_prefix4, in the packet's byte order): none
+ * when it is not all IPv4 or longer than the slot has room for, and the tries have it. */
+function inlinePrefixes(list: Prefix[]): abi.ItmPrefix4[] {
+  if (list.length > abi.ITM_INLINE_PREFIXES || list.some((x) => x.family !== 4)) return [];
+  return list.map((x) => {
+    const mask = Buffer.alloc(4);
+    mask.writeUInt32BE(x.len === 0 ? 0 : (0xffffffff << (32 - x.len)) >>> 0);
+    const addr = Buffer.from(x.addr.subarray(12, 16).map((b, i) => b & mask[i]!));
+    return { addr: addr.readUInt32LE(0), mask: mask.readUInt32LE(0) };
+  });
+}
+const padPrefixes = (l: abi.ItmPrefix4[]) => [
+  ...l,
+  ...Array.from({ length: abi.ITM_INLINE_PREFIXES - l.length }, () => ({ addr: 0, mask: 0 })),
+];
 
 /** The prefix-trie key of a module's prefix (see struct itm_lpm_key). */
 export function lpmKey(id: number, addr: Buffer, len: number, family: 4 | 6): Buffer {

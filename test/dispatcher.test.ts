@@ -350,3 +350,87 @@ describe('the fast parse fills struct itm_pkt as the general parse does', { skip
       assert.deepEqual(fast, general, `${what}: byte for byte`);
     });
 });
+
+// A slot's src and dst prefixes: up to ITM_INLINE_PREFIXES IPv4 ones are kept in the slot and
+// matched by mask (no trie lookup), any other list in the itm_src/itm_dst tries. The same
+// prefixes, one more destination in the tries' list, must gate the module alike.
+describe('prefix interests: in the slot and in the tries, the same packets', { skip }, () => {
+  let topo: Topology;
+  const progs: Record<'slot' | 'tries', BpfProgram> = {} as never;
+  const dsts = ['10.2.0.2/32', '10.9.0.0/24', '192.168.0.0/16', '0.0.0.0/1'];
+
+  before(async () => {
+    topo = await twoPeers();
+    const dev = topo.dev('itm', 'peer');
+    for (const [kind, hook, extra] of [
+      ['slot', 'tc-ingress', []],
+      ['tries', 'tc-egress', ['dst=172.16.0.0/12']],
+    ] as const) {
+      const interest = ['src=10.1.0.0/16', 'src=10.7.7.7/32', ...dsts.map((d) => `dst=${d}`), ...extra].join(',');
+      await topo.exec('itm', [
+        process.execPath,
+        ITMCTL,
+        'load',
+        'mark',
+        '--dev',
+        dev,
+        '--hook',
+        hook,
+        '--dscp',
+        'af41',
+        '--interest',
+        interest,
+      ]);
+      progs[kind] = BpfProgram.fromPin(join(devicePins(topo, 'itm', dev), hook, 'dispatch'));
+    }
+  });
+  after(async () => {
+    for (const p of Object.values(progs)) p.close();
+    await topo?.destroy();
+  });
+
+  test('the slot has its IPv4 prefixes, the longer list none', async () => {
+    const dev = topo.dev('itm', 'peer');
+    for (const [hook, n] of [
+      ['tc-ingress', dsts.length],
+      ['tc-egress', 0],
+    ] as const) {
+      const chain = BpfMap.fromPin(join(devicePins(topo, 'itm', dev), hook, 'itm_chain'));
+      try {
+        const tables = [0, 1].map((k) => abi.decode<abi.ItmChain>(abi.itm_chain, chain.lookup(Buffer.from([k, 0, 0, 0]))!));
+        const slot = tables.flatMap((t) => t.slots.slice(0, t.n)).find((s) => s.flags & abi.ITM_I_DST);
+        assert.equal(slot?.n_dst4, n, hook);
+        assert.equal(slot?.n_src4, 2, hook);
+      } finally {
+        chain.close();
+      }
+    }
+  });
+
+  test('the same packets match either way', () => {
+    const AF41 = 34;
+    const base: PacketSpec = { family: 4, src: '10.1.0.1', dst: '10.2.0.2', proto: 'udp', sport: 1, dport: 2, payload: 'x' };
+    const cases: Array<[string, PacketSpec, { slot: boolean; tries: boolean }]> = [
+      ['to the /32', base, { slot: true, tries: true }],
+      ['next to the /32', { ...base, dst: '10.2.0.3' }, { slot: true, tries: true }], // 0.0.0.0/1 has it
+      ['into the /24', { ...base, dst: '10.9.0.200' }, { slot: true, tries: true }],
+      ['into the /16', { ...base, dst: '192.168.200.1' }, { slot: true, tries: true }],
+      ['outside every prefix', { ...base, dst: '200.1.1.1' }, { slot: false, tries: false }],
+      ['into the fifth prefix, the tries only', { ...base, dst: '172.20.0.1' }, { slot: false, tries: true }],
+      ['from the other source /32', { ...base, src: '10.7.7.7' }, { slot: true, tries: true }],
+      ['from outside the sources', { ...base, src: '10.3.0.1' }, { slot: false, tries: false }],
+      [
+        'IPv6',
+        { family: 6, src: 'fd01::1', dst: 'fd02::2', proto: 'udp', sport: 1, dport: 2, payload: 'x' },
+        { slot: false, tries: false },
+      ],
+    ];
+    for (const [what, spec, want] of cases) {
+      for (const kind of ['slot', 'tries'] as const) {
+        const frame = buildPacket(spec);
+        const r = progs[kind].testRun({ data: frame, repeat: 1 });
+        assert.equal(parsePacket(r.data.subarray(0, frame.length)).dscp === AF41, want[kind], `${what} (${kind})`);
+      }
+    }
+  });
+});

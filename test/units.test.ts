@@ -169,6 +169,24 @@ describe('encodeSlot', () => {
     assert.equal(s.outdev, 9);
     assert.equal(s.n_sport, 1);
   });
+  test("up to four IPv4 prefixes go in the slot, masked, in the packet's byte order", () => {
+    const s = encodeSlot(1, parseInterest('dst=10.2.3.4/16,dst=192.168.1.7/32,dst=0.0.0.0/0,src=10.0.0.0/8'), {});
+    const le = (ip: string) => Buffer.from(ip.split('.').map(Number)).readUInt32LE(0);
+    assert.equal(s.n_dst4, 3);
+    assert.deepEqual(s.dst4.slice(0, 3), [
+      { addr: le('10.2.0.0'), mask: le('255.255.0.0') },
+      { addr: le('192.168.1.7'), mask: le('255.255.255.255') },
+      { addr: 0, mask: 0 },
+    ]);
+    assert.equal(s.dst4.length, abi.ITM_INLINE_PREFIXES);
+    assert.deepEqual([s.n_src4, s.src4[0]], [1, { addr: le('10.0.0.0'), mask: le('255.0.0.0') }]);
+  });
+  test('five prefixes, or an IPv6 one among them, stay in the tries alone', () => {
+    const five = encodeSlot(1, parseInterest(['1', '2', '3', '4', '5'].map((n) => `dst=10.${n}.0.0/16`).join(',')), {});
+    assert.equal(five.n_dst4, 0);
+    assert.equal(five.flags & abi.ITM_I_DST, abi.ITM_I_DST);
+    assert.equal(encodeSlot(1, parseInterest('dst=10.0.0.0/8,dst=fd00::/16'), {}).n_dst4, 0);
+  });
   test('the empty interest has no flags', () => {
     assert.equal(encodeSlot(1, parseInterest([]), {}).flags, 0);
   });
@@ -417,14 +435,21 @@ describe('abi codec', () => {
     n_dport: 0,
     user: 1,
     segments: 1,
-    pad: Buffer.alloc(4),
+    n_src4: 0,
+    n_dst4: 4,
+    pad: Buffer.alloc(2),
     sport: Array.from({ length: 8 }, (_, i) => ({ lo: i, hi: 65535 - i })),
     dport: Array.from({ length: 8 }, () => ({ lo: 0, hi: 0 })),
+    src4: Array.from({ length: 4 }, () => ({ addr: 0, mask: 0 })),
+    dst4: Array.from({ length: 4 }, (_, i) => ({ addr: 0x0a000000 + i, mask: 0xffffffff >>> i })),
   });
 
   test('generated sizes are consistent with the fields and limits', () => {
     assert.equal(abi.itm_port_range.size, 4);
-    assert.equal(abi.itm_slot.size, 56 + 2 * abi.ITM_MAX_PORT_RANGES * abi.itm_port_range.size);
+    assert.equal(
+      abi.itm_slot.size,
+      56 + 2 * abi.ITM_MAX_PORT_RANGES * abi.itm_port_range.size + 2 * abi.ITM_INLINE_PREFIXES * abi.itm_prefix4.size,
+    );
     assert.equal(abi.itm_chain.size, 8 + abi.ITM_MAX_SLOTS * abi.itm_slot.size);
     for (const l of Object.values(abi.layouts)) {
       for (const f of l.fields) assert.ok(f.offset + f.size <= l.size, `${l.name}.${f.name} overruns`);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A slot's interest against the parsed packet: protocols, ports, devices, prefixes (in the LPM
- * tries), local or forwarded.
+ * A slot's interest against the parsed packet: protocols, ports, devices, prefixes (a few IPv4
+ * ones in the slot itself, any others in the LPM tries), local or forwarded.
  */
 #ifndef ITM_DISPATCHER_INTEREST_H
 #define ITM_DISPATCHER_INTEREST_H
@@ -25,6 +25,30 @@ static __noinline int prefix_match(void *trie, __u32 id, __u8 family, const __u8
 
 	__builtin_memcpy(k.addr, addr, 16);
 	return bpf_map_lookup_elem(trie, &k) != NULL;
+}
+
+/* a slot's own IPv4 prefixes (struct itm_prefix4): a mask and a compare each, no map lookup */
+static __always_inline int prefix4_match(const volatile struct itm_prefix4 *pf, __u8 n, __u8 family,
+					 const __u8 *addr)
+{
+	__u32 a;
+
+	if (family != 4)
+		return 0;
+	__builtin_memcpy(&a, addr + 12, 4);
+	for (int i = 0; i < ITM_INLINE_PREFIXES; i++) {
+		if (i >= n)
+			break;
+		if ((a & pf[i].mask) == pf[i].addr)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int addr_match(void *trie, const volatile struct itm_prefix4 *pf, __u8 n, __u32 id,
+				      const struct itm_pkt *p, const __u8 *addr)
+{
+	return n ? prefix4_match(pf, n, p->flow.family, addr) : prefix_match(trie, id, p->flow.family, addr);
 }
 
 /* ingress: is the packet addressed to this host? egress: was it sent by this host? */
@@ -84,9 +108,9 @@ __noinline int itm_interest_match(itm_ctx_t *ctx, __u32 k, struct itm_pkt *p)
 		return 0;
 	if ((f & ITM_I_OUTDEV) && sl->outdev != p->ifindex)
 		return 0;
-	if ((f & ITM_I_SRC) && !prefix_match(&itm_src, sl->id, p->flow.family, p->flow.saddr))
+	if ((f & ITM_I_SRC) && !addr_match(&itm_src, sl->src4, sl->n_src4, sl->id, p, p->flow.saddr))
 		return 0;
-	if ((f & ITM_I_DST) && !prefix_match(&itm_dst, sl->id, p->flow.family, p->flow.daddr))
+	if ((f & ITM_I_DST) && !addr_match(&itm_dst, sl->dst4, sl->n_dst4, sl->id, p, p->flow.daddr))
 		return 0;
 	if (f & (ITM_I_LOCAL | ITM_I_FORWARDED)) {
 		__u8 o = origin(ctx, p);

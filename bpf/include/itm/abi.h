@@ -16,7 +16,7 @@
  * 1: the trees of before it was recorded, which have no itm_layout.
  */
 enum itm_layout {
-	ITM_LAYOUT_VERSION = 5, /* 5: the per-CPU scratch and counters in one map, itm_percpu */
+	ITM_LAYOUT_VERSION = 6, /* 6: a slot keeps up to ITM_INLINE_PREFIXES IPv4 prefixes of its own */
 };
 
 enum itm_limits {
@@ -26,6 +26,9 @@ enum itm_limits {
 	ITM_RETURN_IDX = 0,
 	ITM_PROGS_SIZE = 1,
 	ITM_MAX_PORT_RANGES = 8,
+	/* a slot whose src (or dst) prefixes are all IPv4 and at most this many has them in the slot
+	 * itself, matched by a mask each; any other list is looked up in the itm_src/itm_dst tries */
+	ITM_INLINE_PREFIXES = 4,
 	/* classes 0..6 are counted one by one; 7 counts class 7 and every higher class */
 	ITM_CLASS_BUCKETS = 8,
 	/* two chain tables: one live, one being written (see struct itm_ctl) */
@@ -79,6 +82,12 @@ struct itm_port_range {
 };
 
 /* one module's place in a hook's chain, with its interest (prefixes live in the LPM tries) */
+/* an IPv4 prefix as the packet's bytes are: the address masked, and the mask (network order) */
+struct itm_prefix4 {
+	__u32 addr;
+	__u32 mask;
+};
+
 struct itm_slot {
 	__u32 id;	 /* module instance: its index in the prog array and in the stats map */
 	__u32 flags;	 /* enum itm_interest_flags */
@@ -91,9 +100,15 @@ struct itm_slot {
 	/* 1: the module must see each packet as it goes on the wire: a GSO super-packet is cut into
 	 * its segments before it reaches the module (see struct itm_seg); user modules always are */
 	__u8 segments;
-	__u8 pad[4];
+	/* >0: the slot's src (dst) prefixes, all IPv4, are the first n of src4 (dst4), and the tries
+	 * are not looked at for it (they hold the same prefixes, for itmctl explain) */
+	__u8 n_src4;
+	__u8 n_dst4;
+	__u8 pad[2];
 	struct itm_port_range sport[ITM_MAX_PORT_RANGES];
 	struct itm_port_range dport[ITM_MAX_PORT_RANGES];
+	struct itm_prefix4 src4[ITM_INLINE_PREFIXES];
+	struct itm_prefix4 dst4[ITM_INLINE_PREFIXES];
 };
 
 struct itm_chain {
