@@ -356,7 +356,7 @@ Napi::Value LinkGet(const Napi::CallbackInfo& info) {
 struct RouteRow {
   bool found = false;
   uint8_t type = 0;
-  uint32_t flags = 0, oif = 0;
+  uint32_t oif = 0;
   std::string prefsrc, gateway;
 };
 
@@ -374,7 +374,6 @@ int OnRoute(const struct nlmsghdr* nlh, void* data) {
   if (mnl_attr_parse(nlh, sizeof(*rtm), TableAttr<RTA_MAX>, tb) < 0) return MNL_CB_ERROR;
   r->found = true;
   r->type = rtm->rtm_type;
-  r->flags = rtm->rtm_flags;
   if (tb[RTA_OIF] != nullptr && mnl_attr_validate(tb[RTA_OIF], MNL_TYPE_U32) == 0)
     r->oif = mnl_attr_get_u32(tb[RTA_OIF]);
   r->prefsrc = Ipv4Text(tb[RTA_PREFSRC]);
@@ -382,7 +381,7 @@ int OnRoute(const struct nlmsghdr* nlh, void* data) {
   return MNL_CB_OK;
 }
 
-// (dst: string) -> { type, flags, oif, prefsrc?, gateway? } | null: the route the FIB takes to an
+// (dst: string) -> { type, oif, prefsrc?, gateway? } | null: the route the FIB takes to an
 // IPv4 address now (as `ip route get`), null when there is none (unreachable)
 Napi::Value RouteGet(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -406,7 +405,6 @@ Napi::Value RouteGet(const Napi::CallbackInfo& info) {
       if (!row.found) return env.Null();
       Napi::Object o = Napi::Object::New(env);
       o.Set("type", Napi::Number::New(env, row.type));
-      o.Set("flags", Napi::Number::New(env, row.flags));
       o.Set("oif", Napi::Number::New(env, row.oif));
       if (!row.prefsrc.empty()) o.Set("prefsrc", Napi::String::New(env, row.prefsrc));
       if (!row.gateway.empty()) o.Set("gateway", Napi::String::New(env, row.gateway));

@@ -76,8 +76,6 @@ export class Controller {
   private readonly revived = new Map<number, number | undefined>();
   private seq = BigInt(Date.now()) * 1_000_000n;
   private nextId = 1;
-  private refreshing = false;
-  private again = false;
   private soonTimer?: NodeJS.Timeout;
   private lastRefresh = 0;
   private readonly monitor: ChildProcess;
@@ -107,7 +105,7 @@ export class Controller {
     this.monitor.stdout?.on('data', () => {
       this.soonTimer ??= setTimeout(() => {
         this.soonTimer = undefined;
-        void this.refreshUnderlay();
+        this.refreshUnderlay();
       }, 10);
     });
   }
@@ -245,7 +243,7 @@ export class Controller {
     for (const p of this.paths) this.probe(p);
     for (const dest of new Set(this.paths.map((p) => p.dest))) this.choose(dest);
     this.writePaths();
-    if (now - this.lastRefresh >= UNDERLAY_MS) void this.refreshUnderlay();
+    if (now - this.lastRefresh >= UNDERLAY_MS) this.refreshUnderlay();
   }
 
   private probe(path: PathState): void {
@@ -403,12 +401,7 @@ export class Controller {
   }
 
   /** Follows the underlay: a neighbour's route may move to another device, or go. */
-  private async refreshUnderlay(): Promise<void> {
-    if (this.refreshing) {
-      this.again = true; // a change while reading: read once more after
-      return;
-    }
-    this.refreshing = true;
+  private refreshUnderlay(): void {
     this.lastRefresh = performance.now();
     try {
       const ns = this.t.neighbours;
@@ -437,12 +430,6 @@ export class Controller {
       if (lost.size) this.writePaths();
     } catch (e) {
       this.changes.push(`cannot read the underlay routes: ${(e as Error).message}`);
-    } finally {
-      this.refreshing = false;
-      if (this.again) {
-        this.again = false;
-        void this.refreshUnderlay();
-      }
     }
   }
 }

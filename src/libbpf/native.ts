@@ -47,7 +47,6 @@ export interface NativeLinkRow {
 
 export interface NativeRouteRow {
   type: number;
-  flags: number;
   oif: number;
   prefsrc?: string;
   gateway?: string;

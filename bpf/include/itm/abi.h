@@ -81,13 +81,13 @@ struct itm_port_range {
 	__u16 hi;
 };
 
-/* one module's place in a hook's chain, with its interest (prefixes live in the LPM tries) */
 /* an IPv4 prefix as the packet's bytes are: the address masked, and the mask (network order) */
 struct itm_prefix4 {
 	__u32 addr;
 	__u32 mask;
 };
 
+/* one module's place in a hook's chain, with its interest (every prefix is in the LPM tries too) */
 struct itm_slot {
 	__u32 id;	 /* module instance: its index in the prog array and in the stats map */
 	__u32 flags;	 /* enum itm_interest_flags */
